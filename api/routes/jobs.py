@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+
+from api.deps import CurrentOrg, SessionDep
+from api.schemas.common import ListPublic
+from api.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
+from api.services import jobs as svc
+
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+
+
+def _list(data: list, has_more: bool) -> dict:  # type: ignore[type-arg]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0].id if data else None,
+        "last_id": data[-1].id if data else None,
+    }
+
+
+@router.post("", response_model=JobPublic)
+def create_job(
+    session: SessionDep,
+    org: CurrentOrg,
+    body: JobCreate,
+    idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+) -> JobPublic:
+    job, created = svc.create_job(session=session, org=org, config=body, idempotency_key=idempotency_key)
+    if created:
+        svc.enqueue(job)
+    return svc.to_public(job)
+
+
+@router.get("", response_model=ListPublic[JobPublic])
+def list_jobs(
+    request: Request, session: SessionDep, org: CurrentOrg, after: str | None = None, limit: int = 20
+) -> dict:  # type: ignore[type-arg]
+    # OpenAI filters with metadata[key]=value query parameters
+    metadata = {
+        k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")
+    }
+    rows, has_more = svc.list_jobs(
+        session=session, org=org, after=after, limit=limit, metadata=metadata or None
+    )
+    return _list([svc.to_public(j) for j in rows], has_more)
+
+
+@router.get("/{fine_tuning_job_id}", response_model=JobPublic)
+def retrieve_job(session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str) -> JobPublic:
+    return svc.to_public(svc.get_job(session=session, org=org, job_id=fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/cancel", response_model=JobPublic)
+def cancel_job(session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str) -> JobPublic:
+    return svc.to_public(svc.cancel_job(session=session, org=org, job_id=fine_tuning_job_id))
+
+
+@router.get("/{fine_tuning_job_id}/events", response_model=ListPublic[EventPublic])
+def list_events(
+    session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str, after: str | None = None, limit: int = 20
+) -> dict:  # type: ignore[type-arg]
+    rows, has_more = svc.list_events(
+        session=session, org=org, job_id=fine_tuning_job_id, after=after, limit=limit
+    )
+    return _list([EventPublic.model_validate(e, from_attributes=True) for e in rows], has_more)
+
+
+@router.get("/{fine_tuning_job_id}/checkpoints", response_model=ListPublic[CheckpointPublic])
+def list_checkpoints(
+    session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str, after: str | None = None, limit: int = 10
+) -> dict:  # type: ignore[type-arg]
+    rows, has_more = svc.list_checkpoints(
+        session=session, org=org, job_id=fine_tuning_job_id, after=after, limit=limit
+    )
+    data = [
+        CheckpointPublic(
+            id=c.id,
+            created_at=c.created_at,
+            fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
+            fine_tuning_job_id=c.job_id,
+            step_number=c.step_number,
+            metrics=c.metrics,
+        )
+        for c in rows
+    ]
+    return _list(data, has_more)

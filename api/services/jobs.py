@@ -1,0 +1,202 @@
+"""Fine-tune jobs: the one place their rules live. REST routes, the Celery worker and the CLI all
+call these functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.schemas.jobs import TERMINAL, JobPublic
+from api.services import catalog
+from api.services.files import get_file
+from api.services.pagination import page
+from infra.errors import InvalidRequest, NotFound
+from infra.job_config import JobConfig
+from infra.models import Checkpoint, Job, JobEvent, Org, UsageRecord, now
+
+
+def to_public(job: Job) -> JobPublic:
+    cfg = JobConfig.model_validate(job.config)
+    hp = job.hyperparameters or cfg.method.supervised.hyperparameters.model_dump()
+    return JobPublic(
+        id=job.id,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        model=job.model,
+        fine_tuned_model=job.fine_tuned_model,
+        organization_id=job.org_id,
+        status=job.status,  # type: ignore[arg-type]
+        error=job.error,
+        hyperparameters=hp,
+        method=cfg.method.model_dump(),
+        training_file=cfg.training_file,
+        validation_file=cfg.validation_file,
+        result_files=job.result_files,
+        trained_tokens=job.trained_tokens,
+        seed=cfg.seed,
+        suffix=cfg.suffix,
+        metadata=cfg.metadata,
+        task=cfg.task.model_dump() if cfg.task else None,
+        targets=cfg.targets,
+        lora=cfg.lora.model_dump(),
+        stage=job.stage,
+        total_cost_usd=round(job.total_cost_usd, 6),
+    )
+
+
+def add_event(
+    session: Session,
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(JobEvent(job_id=job_id, message=message, level=level, type=type, data=data))
+
+
+def _validate_config(session: Session, org: Org, cfg: JobConfig) -> None:
+    if cfg.training_file is None and cfg.task is None:
+        raise InvalidRequest("give a training_file, or a task to synthesize data from", param="training_file")
+    if cfg.training_file:
+        get_file(session=session, org=org, file_id=cfg.training_file, param="training_file")
+    if cfg.validation_file:
+        if cfg.validation_file == cfg.training_file:
+            raise InvalidRequest("validation_file must differ from training_file", param="validation_file")
+        get_file(session=session, org=org, file_id=cfg.validation_file, param="validation_file")
+    catalog.check_base_model(cfg.model)
+    catalog.check_targets(cfg.targets)
+
+
+def create_job(
+    *, session: Session, org: Org, config: JobConfig, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Validate and store a job; returns (job, created). The same idempotency key returns the same job."""
+    if idempotency_key:
+        existing = session.scalar(
+            select(Job).where(Job.org_id == org.id, Job.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            return existing, False
+    _validate_config(session, org, config)
+    job = Job(
+        org_id=org.id,
+        status="validating_files",
+        config=config.model_dump(mode="json"),
+        model=config.model,
+        idempotency_key=idempotency_key,
+        stages_done=[],
+        state={},
+        result_files=[],
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request with the same key won the race
+        session.rollback()
+        existing = session.scalar(
+            select(Job).where(Job.org_id == org.id, Job.idempotency_key == idempotency_key)
+        )
+        if existing is None:
+            raise
+        return existing, False
+    add_event(session, job.id, f"Created fine-tuning job: {job.id}")
+    add_event(session, job.id, "Validated training files; job queued")
+    job.status = "queued"
+    session.commit()
+    return job, True
+
+
+def enqueue(job: Job) -> None:
+    from worker.celery_app import celery_client
+
+    celery_client().send_task("edgetune.run_job", args=[job.id])
+
+
+def get_job(*, session: Session, org: Org, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.org_id != org.id:
+        raise NotFound(
+            f"No such fine-tuning job: {job_id!r}", param="fine_tuning_job_id", code="job_not_found"
+        )
+    return job
+
+
+def list_jobs(
+    *, session: Session, org: Org, after: str | None, limit: int, metadata: dict[str, str] | None = None
+) -> tuple[list[Job], bool]:
+    after_row = get_job(session=session, org=org, job_id=after) if after else None
+    rows, has_more = page(
+        session, select(Job).where(Job.org_id == org.id), (Job.created_at, Job.id), after_row, limit
+    )
+    if metadata:  # metadata lives in the JSON config; filter the page (small by construction)
+        rows = [
+            j for j in rows if all((j.config.get("metadata") or {}).get(k) == v for k, v in metadata.items())
+        ]
+    return rows, has_more
+
+
+def cancel_job(*, session: Session, org: Org, job_id: str) -> Job:
+    """Cancel at once; a running worker sees the flag at its next step and publishes nothing."""
+    job = get_job(session=session, org=org, job_id=job_id)
+    if job.status in TERMINAL:
+        raise InvalidRequest(
+            f"job {job_id} is already {job.status}", param="fine_tuning_job_id", code="job_not_cancellable"
+        )
+    job.cancel_requested = True
+    job.status = "cancelled"
+    job.finished_at = now()
+    add_event(session, job.id, "Job cancellation requested; the job is cancelled")
+    session.commit()
+    return job
+
+
+def list_events(
+    *, session: Session, org: Org, job_id: str, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
+    job = get_job(session=session, org=org, job_id=job_id)
+    after_row = None
+    if after:
+        after_row = session.scalar(select(JobEvent).where(JobEvent.id == after, JobEvent.job_id == job.id))
+        if after_row is None:
+            raise NotFound(f"No such event: {after!r}", param="after")
+    stmt = select(JobEvent).where(JobEvent.job_id == job.id)
+    return page(session, stmt, (JobEvent.seq, JobEvent.seq), after_row, limit)
+
+
+def list_checkpoints(
+    *, session: Session, org: Org, job_id: str, after: str | None, limit: int
+) -> tuple[list[Checkpoint], bool]:
+    job = get_job(session=session, org=org, job_id=job_id)
+    after_row = None
+    if after:
+        after_row = session.scalar(
+            select(Checkpoint).where(Checkpoint.id == after, Checkpoint.job_id == job.id)
+        )
+        if after_row is None:
+            raise NotFound(f"No such checkpoint: {after!r}", param="after")
+    stmt = select(Checkpoint).where(Checkpoint.job_id == job.id)
+    return page(session, stmt, (Checkpoint.step_number, Checkpoint.id), after_row, limit)
+
+
+def record_usage(
+    session: Session, job: Job, *, stage: str, unit: str, quantity: float, unit_price: float
+) -> None:
+    """Append a ledger row from a measured quantity and keep the job's running total in step."""
+    amount = quantity * unit_price
+    session.add(
+        UsageRecord(
+            org_id=job.org_id,
+            job_id=job.id,
+            stage=stage,
+            unit=unit,
+            quantity=quantity,
+            unit_price_usd=unit_price,
+            amount_usd=amount,
+        )
+    )
+    job.total_cost_usd = (job.total_cost_usd or 0.0) + amount

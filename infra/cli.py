@@ -1,0 +1,85 @@
+"""`edgetune`: the one command-line entry point (API server, worker, migrations, keys, demo)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """edgetune: fine-tuning as a service for Liquid AI's LFM models."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the REST API (OpenAI-compatible under /v1)."""
+    import uvicorn
+
+    uvicorn.run("api.main:app", host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(loglevel: str) -> None:
+    """Run a Celery worker: one job at a time (a GPU, or the CPU, runs one training at once)."""
+    from worker.celery_app import celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            f"--loglevel={loglevel}",
+            "-Q",
+            "edgetune",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the database to the newest schema (alembic upgrade head)."""
+    from infra.migrate import upgrade_head
+
+    upgrade_head()
+    click.echo("database is at the newest schema")
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--org", "org_name", required=True, help="Organisation name (created if new).")
+def keys_create(org_name: str) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from api.services.orgs import create_key
+    from infra.db import session_scope
+
+    with session_scope() as session:
+        org, key = create_key(session=session, org_name=org_name)
+        org_id = org.id
+    click.echo(f"org: {org_name} ({org_id})", err=True)
+    click.echo(key)
+
+
+@main.command()
+@click.option("--task", default=None, help="Plain-language task description (default: review sentiment).")
+@click.option("--timeout", default=1800, show_default=True, type=int, help="Seconds to wait for the job.")
+def demo(task: str | None, timeout: int) -> None:
+    """Start the API and a worker, fine-tune from a task description, print artifacts, eval and cost."""
+    from infra.demo import run_demo
+
+    raise SystemExit(run_demo(task, timeout))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Errors the service layer raises. The API turns each into OpenAI's error shape
+`{"error": {"message", "type", "param", "code"}}` with its HTTP status; Celery tasks and agent
+tools raise the same classes, so a rule's message is written once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EdgetuneError(Exception):
+    status_code = 400
+    type = "invalid_request_error"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code, self.details = message, param, code, details
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "code": self.code,
+        }
+        if self.details is not None:
+            err["details"] = self.details
+        return {"error": err}
+
+
+class InvalidRequest(EdgetuneError):
+    pass
+
+
+class AuthenticationError(EdgetuneError):
+    status_code = 401
+    type = "authentication_error"
+
+
+class NotFound(EdgetuneError):
+    status_code = 404
+    type = "not_found_error"
+
+
+class Conflict(EdgetuneError):
+    status_code = 409
+    type = "conflict_error"
+
+
+class PayloadTooLarge(EdgetuneError):
+    status_code = 413
+
+
+class RangeNotSatisfiable(EdgetuneError):
+    status_code = 416

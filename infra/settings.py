@@ -1,0 +1,68 @@
+"""Settings from `EDGETUNE_*` environment variables, with embedded defaults that need no service.
+
+Defaults put everything under `./var/`: a SQLite database, a SQLite-backed Celery broker (kombu's
+SQLAlchemy transport) and a local artifact directory. Production sets PostgreSQL, Redis and S3.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGETUNE_", extra="ignore")
+
+    var_dir: Path = Field(default=Path("var"), description="Root of all local state.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite:///<var>/edgetune.db")
+    broker_url: str = Field(default="", description="Celery broker; default sqla+sqlite:///<var>/broker.db")
+    artifact_store: str = Field(default="", description="file:///dir or s3://bucket/prefix")
+    s3_endpoint_url: str | None = Field(default=None, description="For S3-compatible servers (MinIO, moto).")
+    s3_region: str = "us-east-1"
+    models_dir: Path | None = Field(default=None, description="Local base-model weights: <dir>/<org>/<name>.")
+
+    # Teacher LLM for synthesis: any OpenAI-compatible chat endpoint. Empty base URL means
+    # "serve the bundled SmolLM2-135M-Instruct GGUF with llama.cpp on 127.0.0.1 for the job".
+    teacher_base_url: str = ""
+    teacher_model: str = "SmolLM2-135M-Instruct"
+    teacher_api_key: str | None = None
+
+    # Pricing (USD). Compute is billed on measured wall seconds of each stage.
+    price_cpu_second: float = 0.0002
+    price_gpu_second: float = 0.0011  # about $4/h for an H100-class GPU
+    price_teacher_1k_tokens: float = 0.0002
+
+    max_upload_bytes: int = 512 * 1024 * 1024
+    job_heartbeat_s: float = 10.0
+    job_stale_after_s: float = 120.0  # a running job whose heartbeat is older is resumed or failed
+    job_max_attempts: int = 3
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'edgetune.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.var_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_artifact_store(self) -> str:
+        return self.artifact_store or f"file://{(self.var_dir / 'artifacts').resolve()}"
+
+    @property
+    def work_dir(self) -> Path:
+        return (self.var_dir / "work").resolve()
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return (self.var_dir / "models").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    return settings

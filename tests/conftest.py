@@ -1,0 +1,172 @@
+"""Real parts for the tests: a fresh PostgreSQL database, Redis as the Celery broker, moto's S3
+server as the artifact store, a live uvicorn server, and (for end-to-end tests) a real Celery
+worker process. Settings reach every process through EDGETUNE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_DB = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _reset_caches() -> None:
+    from infra.db import get_engine, get_sessionmaker
+    from infra.settings import get_settings
+    from infra.storage import get_store
+    from worker.celery_app import celery_client
+
+    for fn in (get_settings, get_engine, get_sessionmaker, get_store, celery_client):
+        fn.cache_clear()
+
+
+def create_database() -> tuple[str, str]:
+    import psycopg
+
+    name = f"edgetune_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Platform:
+    var_dir: Path
+    database_url: str
+    broker_url: str
+    s3_endpoint: str
+    models_dir: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[Platform]:
+    """Process-wide settings for service tests: PostgreSQL + Redis + moto S3, migrated."""
+    import boto3
+    import redis
+    from moto.server import ThreadedMotoServer
+
+    from infra.migrate import upgrade_head
+
+    var_dir = Path(tempfile.mkdtemp(prefix="edgetune-test-"))
+    db_name, db_url = create_database()
+    broker = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    redis.Redis.from_url(broker).flushdb()
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "EDGETUNE_VAR_DIR": str(var_dir),
+        "EDGETUNE_DATABASE_URL": db_url,
+        "EDGETUNE_BROKER_URL": broker,
+        "EDGETUNE_ARTIFACT_STORE": "s3://edgetune-test/registry",
+        "EDGETUNE_S3_ENDPOINT_URL": endpoint,
+        "EDGETUNE_MODELS_DIR": str(var_dir / "models-in"),
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    os.environ.update(env)
+    _reset_caches()
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="edgetune-test")
+    upgrade_head(db_url)
+    yield Platform(var_dir, db_url, broker, endpoint, var_dir / "models-in", env)
+    from infra.db import get_engine
+
+    get_engine().dispose()
+    moto.stop()
+    drop_database(db_name)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(platform: Platform) -> str:
+    """A tiny random LFM2 registered as a local base model; returns its model id."""
+    from tests.support.tiny_lfm2 import build_tiny_lfm2
+
+    template = (ROOT / "recipes" / "chat_templates" / "lfm2.jinja").read_text()
+    build_tiny_lfm2(platform.models_dir / "test" / "tiny-lfm2", template)
+    return "test/tiny-lfm2"
+
+
+@dataclass
+class Server:
+    base_url: str
+    api: httpx.Client
+
+
+@pytest.fixture(scope="session")
+def server(platform: Platform) -> Iterator[Server]:
+    """The API on a real socket (uvicorn in a thread of this process)."""
+    import uvicorn
+
+    from api.main import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{base}/healthz", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    with httpx.Client(base_url=f"{base}/v1", timeout=60) as client:
+        yield Server(f"{base}/v1", client)
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def new_key(org: str | None = None) -> str:
+    from api.services.orgs import create_key
+    from infra.db import session_scope
+
+    with session_scope() as session:
+        _, key = create_key(session=session, org_name=org or f"org-{secrets.token_hex(4)}")
+    return key
+
+
+@pytest.fixture()
+def api_key(platform: Platform) -> str:
+    return new_key()
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "worker"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )

@@ -1,0 +1,77 @@
+"""The trainer's window on the job: progress events, checkpoint rows, cooperative cancel."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from infra.db import session_scope
+from infra.models import Checkpoint, Job
+from worker.pipeline import JobContext
+
+
+class JobTrainerCallback(TrainerCallback):
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.stopped_for_cancel = False
+        self._t0 = time.monotonic()
+        self._last_tokens = 0.0
+        self._last_loss: float | None = None
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.ctx.cancelled():  # at most one database read per second
+            self.stopped_for_cancel = True
+            control.should_training_stop = True
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not logs or "loss" not in logs:
+            return
+        elapsed = max(time.monotonic() - self._t0, 1e-6)
+        tokens = float(state.num_input_tokens_seen or 0)
+        self._last_loss = float(logs["loss"])
+        data = {
+            "step": state.global_step,
+            "total_steps": state.max_steps,
+            "train_loss": self._last_loss,
+            "learning_rate": logs.get("learning_rate"),
+            "epoch": round(state.epoch or 0.0, 3),
+            "tokens_per_second": round((tokens - self._last_tokens) / elapsed, 1) if tokens else None,
+        }
+        self._t0, self._last_tokens = time.monotonic(), tokens
+        self.ctx.event(
+            f"Step {state.global_step}/{state.max_steps}: training loss={self._last_loss:.4f}",
+            type="metrics",
+            data=data,
+        )
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        with session_scope() as session:
+            job = session.get(Job, self.ctx.job_id)
+            if (
+                job is None
+                or session.query(Checkpoint).filter_by(job_id=job.id, step_number=state.global_step).first()
+                is not None
+            ):
+                return  # a resumed run re-saving a step it already recorded
+            name = f"{job.fine_tuned_model or 'ft:' + job.model}:ckpt-step-{state.global_step}"
+            session.add(
+                Checkpoint(
+                    job_id=job.id,
+                    step_number=state.global_step,
+                    fine_tuned_model_checkpoint=name,
+                    metrics={"step": state.global_step, "train_loss": self._last_loss},
+                )
+            )

@@ -1,0 +1,215 @@
+"""A fine-tune job, stage by stage: prepare → synthesize → train → evaluate → export → publish.
+
+Each stage is idempotent and recorded in `jobs.stages_done` with its outputs in `jobs.state`, so a
+job taken over after a lost worker skips what is done. Every status write is conditional on the
+job still being `running`: a cancel that lands mid-stage always wins, and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, update
+
+from api.services.jobs import add_event, record_usage
+from infra.db import session_scope
+from infra.errors import EdgetuneError
+from infra.job_config import JobConfig
+from infra.models import Job, now
+from infra.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    pass
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    org_id: str
+    config: JobConfig
+    work_dir: Path
+    state: dict[str, Any] = field(default_factory=dict)
+    _cancel_checked_at: float = 0.0
+    _cancelled: bool = False
+
+    def event(
+        self, message: str, *, level: str = "info", type: str = "message", data: dict[str, Any] | None = None
+    ) -> None:
+        with session_scope() as session:
+            add_event(session, self.job_id, message, level=level, type=type, data=data)
+
+    def cancelled(self, max_age_s: float = 1.0) -> bool:
+        """Whether the customer cancelled; reads the database at most once per `max_age_s`."""
+        if self._cancelled or time.monotonic() - self._cancel_checked_at < max_age_s:
+            return self._cancelled
+        with session_scope() as session:
+            job = session.get(Job, self.job_id)
+            self._cancelled = job is None or job.cancel_requested or job.status != "running"
+        self._cancel_checked_at = time.monotonic()
+        return self._cancelled
+
+    def check_cancel(self) -> None:
+        if self.cancelled(max_age_s=0.0):
+            raise JobCancelled()
+
+
+Stage = Callable[[JobContext], dict[str, Any]]
+
+
+def claim(job_id: str) -> bool:
+    """Atomically take a queued job, or a running one whose worker stopped heart-beating."""
+    stale_before = now() - int(get_settings().job_stale_after_s)
+    with session_scope() as session:
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(
+                    Job.status == "queued",
+                    (Job.status == "running")
+                    & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
+                ),
+            )
+            .values(status="running", attempts=Job.attempts + 1, heartbeat_at=now())
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class Heartbeat:
+    def __init__(self, job_id: str) -> None:
+        self.job_id, self.stop = job_id, threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(get_settings().job_heartbeat_s):
+            try:
+                with session_scope() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.status == "running")
+                        .values(heartbeat_at=now())
+                    )
+            except Exception:
+                log.exception("heartbeat failed for %s", self.job_id)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+
+
+def _load(job_id: str) -> tuple[JobContext, list[str], int]:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        ctx = JobContext(
+            job.id,
+            job.org_id,
+            JobConfig.model_validate(job.config),
+            get_settings().work_dir / job.id,
+            dict(job.state or {}),
+        )
+        return ctx, list(job.stages_done or []), job.attempts
+
+
+def _set_stage(ctx: JobContext, name: str) -> None:
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == ctx.job_id, Job.status == "running").values(stage=name))
+        add_event(session, ctx.job_id, f"Stage {name} started", data={"stage": name})
+
+
+def _finish_stage(ctx: JobContext, name: str, outputs: dict[str, Any], seconds: float) -> None:
+    """Record a stage's outputs, its place in stages_done and its measured compute cost, together."""
+    ctx.state.update(outputs)
+    s = get_settings()
+    gpu = bool(ctx.state.get("device") == "cuda") and name in ("train", "evaluate", "export")
+    with session_scope() as session:
+        job = session.get(Job, ctx.job_id)
+        assert job is not None
+        job.state = dict(ctx.state)
+        job.stages_done = [*(job.stages_done or []), name]
+        record_usage(
+            session,
+            job,
+            stage=name,
+            unit="gpu_second" if gpu else "cpu_second",
+            quantity=seconds,
+            unit_price=s.price_gpu_second if gpu else s.price_cpu_second,
+        )
+        add_event(
+            session,
+            ctx.job_id,
+            f"Stage {name} finished in {seconds:.1f}s",
+            data={"stage": name, "seconds": round(seconds, 3)},
+        )
+
+
+def _end(job_id: str, status: str, error: dict[str, Any] | None, message: str, level: str) -> None:
+    with session_scope() as session:
+        values: dict[str, Any] = {"status": status, "finished_at": now(), "stage": None}
+        if error:
+            values["error"] = error
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "running").values(**values)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            add_event(session, job_id, message, level=level)
+
+
+def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
+    from worker.stages import STAGES
+
+    if not claim(job_id):
+        log.info("job %s is finished, cancelled or held by a live worker; skipping", job_id)
+        return
+    ctx, done, attempt = _load(job_id)
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    ctx.event(
+        f"Job running on {socket.gethostname()} (attempt {attempt})"
+        + (f"; resuming after {done[-1]}" if done else "")
+    )
+    with Heartbeat(job_id):
+        try:
+            for name, stage in stages or STAGES:
+                if name in done:
+                    continue
+                ctx.check_cancel()
+                _set_stage(ctx, name)
+                t0 = time.monotonic()
+                outputs = stage(ctx)
+                _finish_stage(ctx, name, outputs, time.monotonic() - t0)
+            ctx.check_cancel()
+            _end(job_id, "succeeded", None, "The job has successfully completed", "info")
+        except JobCancelled:
+            _end(job_id, "cancelled", None, "Job cancelled", "warn")
+        except EdgetuneError as exc:  # the customer's input was at fault: say which part
+            _end(
+                job_id,
+                "failed",
+                {"code": exc.code or "invalid_input", "message": exc.message, "param": exc.param},
+                f"Job failed: {exc.message}",
+                "error",
+            )
+        except Exception as exc:
+            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+            msg = f"{type(exc).__name__}: {exc}"[:2000]
+            _end(
+                job_id,
+                "failed",
+                {"code": "internal_error", "message": msg, "param": None},
+                f"Job failed: {msg}",
+                "error",
+            )

@@ -1,0 +1,61 @@
+"""No job stays `running` forever: a job whose worker stopped heart-beating is resumed from its
+last completed stage (and the trainer from its last checkpoint), or failed once attempts run out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from api.services.jobs import add_event
+from infra.db import session_scope
+from infra.models import Job, now
+from infra.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def recover_stale_jobs(enqueue: Callable[[str], object]) -> list[str]:
+    s = get_settings()
+    cutoff = now() - int(s.job_stale_after_s)
+    requeued: list[str] = []
+    with session_scope() as session:
+        stale = session.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)).all()
+        for job in stale:
+            if job.attempts >= s.job_max_attempts:
+                job.status, job.finished_at = "failed", now()
+                job.error = {
+                    "code": "worker_lost",
+                    "param": None,
+                    "message": f"the worker running this job was lost {job.attempts} times",
+                }
+                add_event(session, job.id, job.error["message"], level="error")
+                continue
+            add_event(
+                session,
+                job.id,
+                f"Worker lost during stage '{job.stage}'; resuming on another worker",
+                level="warn",
+                data={"stage": job.stage, "attempt": job.attempts + 1},
+            )
+            requeued.append(job.id)
+    for job_id in requeued:
+        enqueue(job_id)
+    return requeued
+
+
+def start_reaper(stop: threading.Event, enqueue: Callable[[str], object]) -> threading.Thread:
+    interval = max(get_settings().job_stale_after_s / 2, 1.0)
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                recover_stale_jobs(enqueue)
+            except Exception:  # the reaper must outlive a transient database error
+                log.exception("stale-job recovery failed")
+
+    thread = threading.Thread(target=loop, name="edgetune-reaper", daemon=True)
+    thread.start()
+    return thread
