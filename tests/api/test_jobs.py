@@ -1,0 +1,102 @@
+"""Job creation rules, idempotency, pagination and cancel (no worker needed: jobs stay queued)."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import openai
+import pytest
+
+from tests.api.helpers import jsonl, sentiment_rows
+from tests.conftest import new_key
+
+
+@pytest.fixture()
+def client(server, api_key) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0)
+
+
+@pytest.fixture()
+def train_file(client) -> str:
+    return client.files.create(file=("t.jsonl", io.BytesIO(jsonl(sentiment_rows(8)))), purpose="fine-tune").id
+
+
+def _bad(client, param_part: str, **kwargs) -> str:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.fine_tuning.jobs.create(**kwargs)
+    body = exc.value.body
+    assert isinstance(body, dict) and param_part in (body.get("param") or ""), body
+    return str(body["message"])
+
+
+def test_create_validates_each_field(client, train_file, tiny_base) -> None:
+    assert "unknown base model" in _bad(client, "model", model="LiquidAI/NoSuchModel", training_file=train_file)
+    msg = _bad(client, "targets", model=tiny_base, training_file=train_file, extra_body={"targets": ["toaster"]})
+    assert "laptop-cpu" in msg  # lists the valid names
+    _bad(client, "training_file", model=tiny_base, training_file="file-doesnotexist")
+    _bad(client, "training_file", model=tiny_base)  # neither a file nor a task
+    _bad(client, "n_epochs", model=tiny_base, training_file=train_file,
+         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}})
+    _bad(client, "suffix", model=tiny_base, training_file=train_file, suffix="bad suffix!")
+    _bad(client, "labels", model=tiny_base, extra_body={"task": {"description": "Classify reviews.", "labels": ["a"]}})
+    _bad(client, "validation_file", model=tiny_base, training_file=train_file, validation_file=train_file)
+
+
+def test_missing_lfm_weights_fail_at_create_with_where_to_put_them(client, train_file) -> None:
+    msg = _bad(client, "model", model="LiquidAI/LFM2-350M", training_file=train_file)
+    assert "LiquidAI/LFM2-350M" in msg and "EDGETUNE_MODELS_DIR" in msg or "models-in" in msg
+
+
+def test_thinking_model_is_steered_to_base(client, train_file) -> None:
+    msg = _bad(client, "model", model="LiquidAI/LFM2.5-1.2B-Thinking", training_file=train_file)
+    assert "-Base" in msg
+
+
+def test_another_orgs_training_file_is_rejected(server, train_file, tiny_base) -> None:
+    other = openai.OpenAI(base_url=server.base_url, api_key=new_key(), max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        other.fine_tuning.jobs.create(model=tiny_base, training_file=train_file)
+
+
+def test_idempotency_list_retrieve_cancel_events(client, server, api_key, train_file, tiny_base) -> None:
+    headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": "abc-123"}
+    body = {"model": tiny_base, "training_file": train_file, "metadata": {"team": "qa"}}
+    first = httpx.post(f"{server.base_url}/fine_tuning/jobs", json=body, headers=headers).json()
+    again = httpx.post(f"{server.base_url}/fine_tuning/jobs", json=body, headers=headers).json()
+    assert first["id"] == again["id"] and first["status"] == "queued"
+    jobs = [client.fine_tuning.jobs.create(model=tiny_base, training_file=train_file) for _ in range(3)]
+    ids = [j.id for j in client.fine_tuning.jobs.list(limit=2).data]
+    assert len(ids) == 2
+    page = client.fine_tuning.jobs.list(limit=2)
+    all_ids = [j.id for j in page.auto_paging_iter()]  # follows `after` cursors
+    assert set(all_ids) == {first["id"], *(j.id for j in jobs)} and len(all_ids) == 4
+    filtered = httpx.get(f"{server.base_url}/fine_tuning/jobs", params={"metadata[team]": "qa"},
+                         headers=headers).json()["data"]
+    assert [j["id"] for j in filtered] == [first["id"]]
+    job = client.fine_tuning.jobs.retrieve(first["id"])
+    assert job.model == tiny_base and job.training_file == train_file and job.status == "queued"
+    for j in [job, *jobs]:
+        assert client.fine_tuning.jobs.cancel(j.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError, match="already cancelled"):
+        client.fine_tuning.jobs.cancel(job.id)
+    events = client.fine_tuning.jobs.list_events(job.id, limit=2)
+    assert len(events.data) == 2 and "cancel" in events.data[0].message.lower()
+    assert len(list(client.fine_tuning.jobs.list_events(job.id).auto_paging_iter())) >= 3
+    assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
+    with pytest.raises(openai.NotFoundError):
+        openai.OpenAI(base_url=server.base_url, api_key=new_key(), max_retries=0).fine_tuning.jobs.retrieve(job.id)
+
+
+def test_models_lists_catalog_and_local_bases(client, tiny_base) -> None:
+    models = {m.id: m for m in client.models.list()}
+    assert "LiquidAI/LFM2-350M" in models and tiny_base in models
+    assert models[tiny_base].model_extra["details"]["available"] is True
+    assert models["LiquidAI/LFM2-350M"].model_extra["details"]["license"]
+
+
+def test_unknown_artifact_and_bad_limit(client, server, api_key) -> None:
+    h = {"Authorization": f"Bearer {api_key}"}
+    assert httpx.get(f"{server.base_url}/artifacts/art-nope", headers=h).status_code == 404
+    r = httpx.get(f"{server.base_url}/fine_tuning/jobs", params={"limit": 1000}, headers=h)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
