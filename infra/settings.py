@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     price_gpu_second: float = 0.0011  # about $4/h for an H100-class GPU
     price_teacher_1k_tokens: float = 0.0002
 
+    checkpoint_steps: int = 50  # optimizer steps between checkpoints (resume points)
     max_upload_bytes: int = 512 * 1024 * 1024
     job_heartbeat_s: float = 10.0
     job_stale_after_s: float = 120.0  # a running job whose heartbeat is older is resumed or failed

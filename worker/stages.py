@@ -161,6 +161,7 @@ def train(ctx: JobContext) -> dict[str, Any]:
         seed=ctx.config.seed,
         hyperparameters=ctx.config.method.supervised.hyperparameters,
         lora=ctx.config.lora,
+        save_steps=get_settings().checkpoint_steps,
     )
     callback = JobTrainerCallback(ctx)
     result = run_train(cfg, callbacks=[callback])
