@@ -11,7 +11,7 @@ from api.schemas.files import PURPOSES, FilePublic
 from api.services.pagination import page
 from infra.chat_rows import parse_jsonl
 from infra.errors import InvalidRequest, NotFound, PayloadTooLarge
-from infra.models import File, Org
+from infra.models import File, Org, new_id
 from infra.settings import get_settings
 from infra.storage import get_store
 
@@ -56,6 +56,7 @@ def validate_upload(*, filename: str, purpose: str, data: bytes) -> int:
 def create_file(*, session: Session, org: Org, filename: str, purpose: str, data: bytes) -> File:
     row_count = validate_upload(filename=filename, purpose=purpose, data=data)
     f = File(
+        id=new_id("file"),
         org_id=org.id,
         filename=filename,
         purpose=purpose,

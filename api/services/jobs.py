@@ -62,12 +62,16 @@ def add_event(
 def _validate_config(session: Session, org: Org, cfg: JobConfig) -> None:
     if cfg.training_file is None and cfg.task is None:
         raise InvalidRequest("give a training_file, or a task to synthesize data from", param="training_file")
-    if cfg.training_file:
-        get_file(session=session, org=org, file_id=cfg.training_file, param="training_file")
-    if cfg.validation_file:
-        if cfg.validation_file == cfg.training_file:
-            raise InvalidRequest("validation_file must differ from training_file", param="validation_file")
-        get_file(session=session, org=org, file_id=cfg.validation_file, param="validation_file")
+    for param in ("training_file", "validation_file"):
+        file_id = getattr(cfg, param)
+        if file_id is None:
+            continue
+        try:
+            get_file(session=session, org=org, file_id=file_id, param=param)
+        except NotFound as exc:  # a bad reference in the body is invalid input, not a missing route
+            raise InvalidRequest(exc.message, param=param, code="file_not_found") from None
+    if cfg.validation_file and cfg.validation_file == cfg.training_file:
+        raise InvalidRequest("validation_file must differ from training_file", param="validation_file")
     catalog.check_base_model(cfg.model)
     catalog.check_targets(cfg.targets)
 
