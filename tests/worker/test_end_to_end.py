@@ -70,7 +70,7 @@ def test_fine_tune_from_upload_to_device_artifact(client, server, api_key, worke
     assert done.trained_tokens and done.trained_tokens > 0 and done.hyperparameters.n_epochs == 4
     assert done.model_extra["total_cost_usd"] > 0
 
-    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100).auto_paging_iter())
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     metrics = [e for e in events if e.type == "metrics" and e.data and "train_loss" in e.data and "step" in e.data]
     assert metrics and all(m.data["step"] > 0 for m in metrics)
     losses = [m.data["train_loss"] for m in sorted(metrics, key=lambda m: m.data["step"])]
@@ -115,7 +115,7 @@ def test_cancel_stops_a_running_job_and_publishes_nothing(client, worker, tiny_b
     )
     wait_event(client, job.id, "training loss")
     assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
-    wait_event(client, job.id, "Job cancelled", timeout=60)  # the worker stopped training promptly
+    wait_event(client, job.id, "Worker stopped the job at stage train", timeout=60)  # the worker stopped training promptly
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     headers = {"Authorization": f"Bearer {api_key}"}
     assert httpx.get(f"{server.base_url}/artifacts", params={"job_id": job.id}, headers=headers).json()["data"] == []

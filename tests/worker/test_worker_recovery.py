@@ -51,7 +51,7 @@ def test_killed_worker_job_resumes_from_checkpoint(client, platform, tiny_base) 
     finally:
         if victim.poll() is None:
             victim.kill()
-    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100).auto_paging_iter())
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     assert any("Worker lost" in e.message for e in events)
     assert any("resuming" in e.message.lower() for e in events)
     steps = sorted({e.data["step"] for e in events if e.type == "metrics" and e.data and "step" in e.data})
