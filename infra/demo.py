@@ -19,9 +19,7 @@ import httpx
 
 from infra.settings import get_settings
 
-DEFAULT_TASK = (
-    "Classify the sentiment of a short customer product review as positive or negative."
-)
+DEFAULT_TASK = "Classify the sentiment of a short customer product review as positive or negative."
 DEFAULT_LABELS = ["positive", "negative"]
 BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -96,8 +94,11 @@ def _follow(client: httpx.Client, job_id: str, timeout: int) -> dict[str, Any]:
 def _report(client: httpx.Client, job: dict[str, Any]) -> None:
     s = get_settings()
     ev = next(
-        (e["data"] for e in client.get(f"/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
-         if e["type"] == "metrics" and e.get("data", {}).get("fine_tuned")),
+        (
+            e["data"]
+            for e in client.get(f"/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
+            if e["type"] == "metrics" and e.get("data", {}).get("fine_tuned")
+        ),
         None,
     )
     _say(f"job {job['id']}: {job['status']}; fine-tuned model {job['fine_tuned_model']}")
@@ -135,10 +136,13 @@ def run_demo(task: str | None, timeout: int) -> int:
     _say(f"API on http://127.0.0.1:{port}/v1 (log {logs / 'api.log'}), worker log {logs / 'worker.log'}")
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", api, logs / "api.log")
-        body = {
+        body: dict[str, Any] = {
             "model": model,
-            "task": {"description": task or DEFAULT_TASK, "labels": None if task else DEFAULT_LABELS,
-                     "num_examples": 48},
+            "task": {
+                "description": task or DEFAULT_TASK,
+                "labels": None if task else DEFAULT_LABELS,
+                "num_examples": 48,
+            },
             "targets": ["laptop-cpu", "raspberry-pi-5"],
             "suffix": "demo",
         }
@@ -148,7 +152,7 @@ def run_demo(task: str | None, timeout: int) -> int:
             if resp.status_code != 200:
                 _say(f"job refused: {resp.status_code} {resp.text}")
                 return 1
-            _say(f"submitted job {resp.json()['id']} for task: {body['task']['description']!r}")
+            _say(f"submitted job {resp.json()['id']} for task: {task or DEFAULT_TASK!r}")
             job = _follow(client, resp.json()["id"], timeout)
             _report(client, job)
             return 0 if job["status"] == "succeeded" else 1

@@ -20,11 +20,15 @@ class JobTrainerCallback(TrainerCallback):
         self._last_tokens = 0.0
         self._last_loss: float | None = None
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if state.global_step > 0:  # the trainer loaded a checkpoint before calling us
-            self.ctx.event(f"Resumed training from the checkpoint at step {state.global_step}", type="metrics",
-                           data={"resumed_from_step": state.global_step, "total_steps": state.max_steps})
+            self.ctx.event(
+                f"Resumed training from the checkpoint at step {state.global_step}",
+                type="metrics",
+                data={"resumed_from_step": state.global_step, "total_steps": state.max_steps},
+            )
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

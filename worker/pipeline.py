@@ -196,8 +196,11 @@ def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
             _end(job_id, "succeeded", None, "The job has successfully completed", "info")
         except JobCancelled:
             _end(job_id, "cancelled", None, "Job cancelled", "warn")
-            ctx.event(f"Worker stopped the job at stage {ctx.state.get('stage_name', 'start')} after cancellation; "
-                      "nothing was published", level="warn")
+            ctx.event(
+                f"Worker stopped the job at stage {ctx.state.get('stage_name', 'start')} after cancellation; "
+                "nothing was published",
+                level="warn",
+            )
         except EdgetuneError as exc:  # the customer's input was at fault: say which part
             _end(
                 job_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from api.services import files as file_service
 from infra.chat_rows import parse_jsonl, to_jsonl
@@ -18,6 +18,7 @@ from worker.callbacks import JobTrainerCallback
 from worker.pipeline import JobCancelled, JobContext, Stage
 from worker.publish import publish
 
+TaskType = Literal["classification", "generation"]
 MAX_EVAL_ROWS = 64  # enough for a stable accuracy on a narrow task, small enough for CPU eval
 
 
@@ -35,6 +36,7 @@ def _download_file(file_id: str, dest: Path) -> Path:
 def prepare(ctx: JobContext) -> dict[str, Any]:
     """Copy the customer's files into the job (a later delete cannot break it) and load the base."""
     import torch
+
     from recipes.base_models import resolve_base_model
 
     data = ctx.work_dir / "data"
@@ -155,9 +157,9 @@ def train(ctx: JobContext) -> dict[str, Any]:
     if not ctx.state.get("eval_path"):
         _split_eval(ctx)
     cfg = LoraSFTConfig(
-        base_model_dir=ctx.state["base_model_dir"],
-        train_file=ctx.state["train_path"],
-        output_dir=str(ctx.work_dir / "train"),
+        base_model_dir=Path(ctx.state["base_model_dir"]),
+        train_file=Path(ctx.state["train_path"]),
+        output_dir=ctx.work_dir / "train",
         seed=ctx.config.seed,
         hyperparameters=ctx.config.method.supervised.hyperparameters,
         lora=ctx.config.lora,
@@ -197,7 +199,7 @@ def train(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-def eval_rows(ctx: JobContext) -> tuple[list[dict[str, Any]], str, list[str] | None]:
+def eval_rows(ctx: JobContext) -> tuple[list[dict[str, Any]], TaskType, list[str] | None]:
     """The held-out rows and how to score them: by label accuracy when the answers are a small
     label set (a task with labels, or an upload whose answers repeat), else by token F1."""
     rows, _ = parse_jsonl(Path(ctx.state["eval_path"]).read_bytes())

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.schemas.jobs import TERMINAL, JobPublic
+from api.schemas.jobs import TERMINAL, JobError, JobPublic
 from api.services import catalog
 from api.services.files import get_file
 from api.services.pagination import page
@@ -29,7 +29,7 @@ def to_public(job: Job) -> JobPublic:
         fine_tuned_model=job.fine_tuned_model,
         organization_id=job.org_id,
         status=job.status,  # type: ignore[arg-type]
-        error=job.error,
+        error=JobError.model_validate(job.error) if job.error else None,
         hyperparameters=hp,
         method=cfg.method.model_dump(),
         training_file=cfg.training_file,

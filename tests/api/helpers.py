@@ -25,4 +25,7 @@ REVIEWS = [
 
 def sentiment_rows(n: int) -> list[dict[str, Any]]:
     system = "Classify the sentiment of the review. Answer with exactly one of: positive, negative."
-    return [chat_row(REVIEWS[i % len(REVIEWS)][0] + f" ({i})", REVIEWS[i % len(REVIEWS)][1], system) for i in range(n)]
+    return [
+        chat_row(REVIEWS[i % len(REVIEWS)][0] + f" ({i})", REVIEWS[i % len(REVIEWS)][1], system)
+        for i in range(n)
+    ]

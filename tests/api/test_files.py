@@ -64,10 +64,20 @@ def test_empty_wrong_purpose_and_oversized_uploads(client, monkeypatch) -> None:
 
 
 def test_tool_call_rows_are_accepted_and_bad_arguments_rejected(client) -> None:
-    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Boston"}'}}
-    row = {"messages": [{"role": "user", "content": "Weather in Boston?"},
-                        {"role": "assistant", "tool_calls": [call]}],
-           "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Boston"}'},
+    }
+    row = {
+        "messages": [
+            {"role": "user", "content": "Weather in Boston?"},
+            {"role": "assistant", "tool_calls": [call]},
+        ],
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+        ],
+    }
     assert client.files.create(file=("t.jsonl", io.BytesIO(jsonl([row]))), purpose="fine-tune").id
     bad = json.loads(json.dumps(row))
     bad["messages"][1]["tool_calls"][0]["function"]["arguments"] = "{oops"

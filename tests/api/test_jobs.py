@@ -31,15 +31,30 @@ def _bad(client, param_part: str, **kwargs) -> str:
 
 
 def test_create_validates_each_field(client, train_file, tiny_base) -> None:
-    assert "unknown base model" in _bad(client, "model", model="LiquidAI/NoSuchModel", training_file=train_file)
-    msg = _bad(client, "targets", model=tiny_base, training_file=train_file, extra_body={"targets": ["toaster"]})
+    assert "unknown base model" in _bad(
+        client, "model", model="LiquidAI/NoSuchModel", training_file=train_file
+    )
+    msg = _bad(
+        client, "targets", model=tiny_base, training_file=train_file, extra_body={"targets": ["toaster"]}
+    )
     assert "laptop-cpu" in msg  # lists the valid names
     _bad(client, "training_file", model=tiny_base, training_file="file-doesnotexist")
     _bad(client, "training_file", model=tiny_base, training_file=openai.omit)  # neither a file nor a task
-    _bad(client, "n_epochs", model=tiny_base, training_file=train_file,
-         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}})
+    _bad(
+        client,
+        "n_epochs",
+        model=tiny_base,
+        training_file=train_file,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}},
+    )
     _bad(client, "suffix", model=tiny_base, training_file=train_file, suffix="bad suffix!")
-    _bad(client, "labels", model=tiny_base, training_file=openai.omit, extra_body={"task": {"description": "Classify reviews.", "labels": ["a"]}})
+    _bad(
+        client,
+        "labels",
+        model=tiny_base,
+        training_file=openai.omit,
+        extra_body={"task": {"description": "Classify reviews.", "labels": ["a"]}},
+    )
     _bad(client, "validation_file", model=tiny_base, training_file=train_file, validation_file=train_file)
 
 
@@ -71,8 +86,9 @@ def test_idempotency_list_retrieve_cancel_events(client, server, api_key, train_
     page = client.fine_tuning.jobs.list(limit=2)
     all_ids = [j.id for j in page]  # follows `after` cursors
     assert set(all_ids) == {first["id"], *(j.id for j in jobs)} and len(all_ids) == 4
-    filtered = httpx.get(f"{server.base_url}/fine_tuning/jobs", params={"metadata[team]": "qa"},
-                         headers=headers).json()["data"]
+    filtered = httpx.get(
+        f"{server.base_url}/fine_tuning/jobs", params={"metadata[team]": "qa"}, headers=headers
+    ).json()["data"]
     assert [j["id"] for j in filtered] == [first["id"]]
     job = client.fine_tuning.jobs.retrieve(first["id"])
     assert job.model == tiny_base and job.training_file == train_file and job.status == "queued"
@@ -85,7 +101,9 @@ def test_idempotency_list_retrieve_cancel_events(client, server, api_key, train_
     assert len(list(client.fine_tuning.jobs.list_events(job.id))) >= 3
     assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
     with pytest.raises(openai.NotFoundError):
-        openai.OpenAI(base_url=server.base_url, api_key=new_key(), max_retries=0).fine_tuning.jobs.retrieve(job.id)
+        openai.OpenAI(base_url=server.base_url, api_key=new_key(), max_retries=0).fine_tuning.jobs.retrieve(
+            job.id
+        )
 
 
 def test_models_lists_catalog_and_local_bases(client, tiny_base) -> None:

@@ -57,12 +57,23 @@ def wait_event(client: openai.OpenAI, job_id: str, needle: str, timeout: float =
     pytest.fail(f"no event containing {needle!r} for {job_id}")
 
 
-def test_fine_tune_from_upload_to_device_artifact(client, server, api_key, worker, tiny_base, tmp_path) -> None:
-    train = client.files.create(file=("train.jsonl", io.BytesIO(jsonl(sentiment_rows(48)))), purpose="fine-tune")
+def test_fine_tune_from_upload_to_device_artifact(
+    client, server, api_key, worker, tiny_base, tmp_path
+) -> None:
+    train = client.files.create(
+        file=("train.jsonl", io.BytesIO(jsonl(sentiment_rows(48)))), purpose="fine-tune"
+    )
     job = client.fine_tuning.jobs.create(
-        model=tiny_base, training_file=train.id, seed=7, suffix="e2e",
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4, "batch_size": 4,
-                                                                         "learning_rate_multiplier": 10}}},
+        model=tiny_base,
+        training_file=train.id,
+        seed=7,
+        suffix="e2e",
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 4, "batch_size": 4, "learning_rate_multiplier": 10}
+            },
+        },
         extra_body={"targets": ["laptop-cpu", "gpu-server"]},
     )
     done = wait_for(client, job.id, ("succeeded",))
@@ -71,11 +82,17 @@ def test_fine_tune_from_upload_to_device_artifact(client, server, api_key, worke
     assert done.model_extra["total_cost_usd"] > 0
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
-    metrics = [e for e in events if e.type == "metrics" and e.data and "train_loss" in e.data and "step" in e.data]
+    metrics = [
+        e for e in events if e.type == "metrics" and e.data and "train_loss" in e.data and "step" in e.data
+    ]
     assert metrics and all(m.data["step"] > 0 for m in metrics)
     losses = [m.data["train_loss"] for m in sorted(metrics, key=lambda m: m.data["step"])]
     assert losses[-1] < losses[0]  # it learned
-    stages = [e.data["stage"] for e in events if e.data and e.message.startswith("Stage") and "finished" in e.message]
+    stages = [
+        e.data["stage"]
+        for e in events
+        if e.data and e.message.startswith("Stage") and "finished" in e.message
+    ]
     assert set(stages) == {"prepare", "synthesize", "train", "evaluate", "export", "publish"}
     evaluation = next(e.data for e in events if e.data and "fine_tuned" in e.data)
     assert 0 <= evaluation["base"]["score"] <= 1 and 0 <= evaluation["fine_tuned"]["score"] <= 1
@@ -84,13 +101,17 @@ def test_fine_tune_from_upload_to_device_artifact(client, server, api_key, worke
     assert ckpts and all(c.fine_tuning_job_id == job.id and c.step_number > 0 for c in ckpts)
 
     headers = {"Authorization": f"Bearer {api_key}"}
-    arts = httpx.get(f"{server.base_url}/artifacts", params={"job_id": job.id}, headers=headers).json()["data"]
+    arts = httpx.get(f"{server.base_url}/artifacts", params={"job_id": job.id}, headers=headers).json()[
+        "data"
+    ]
     assert {a["target"] for a in arts} == {"laptop-cpu", "gpu-server"}
     gguf = next(a for a in arts if a["target"] == "laptop-cpu")
     assert gguf["format"] == "gguf" and gguf["quantization"] == "Q4_K_M" and gguf["download_url"]
     body = httpx.get(f"{server.base_url}/artifacts/{gguf['id']}/content", headers=headers).content
     assert len(body) == gguf["bytes"] and hashlib.sha256(body).hexdigest() == gguf["sha256"]
-    part = httpx.get(f"{server.base_url}/artifacts/{gguf['id']}/content", headers={**headers, "Range": "bytes=0-3"})
+    part = httpx.get(
+        f"{server.base_url}/artifacts/{gguf['id']}/content", headers={**headers, "Range": "bytes=0-3"}
+    )
     assert part.status_code == 206 and part.content == b"GGUF"
     assert httpx.get(gguf["download_url"]).content[:4] == b"GGUF"  # presigned S3 URL (moto)
     manifest = httpx.get(f"{server.base_url}/artifacts/{gguf['id']}/manifest", headers=headers).json()
@@ -102,20 +123,27 @@ def test_fine_tune_from_upload_to_device_artifact(client, server, api_key, worke
     path = tmp_path / "model.gguf"
     path.write_bytes(body)
     llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
-    out = llm.create_chat_completion([{"role": "user", "content": "Great product, I love it"}], max_tokens=8,
-                                     temperature=0)
+    out = llm.create_chat_completion(
+        [{"role": "user", "content": "Great product, I love it"}], max_tokens=8, temperature=0
+    )
     assert out["usage"]["completion_tokens"] >= 1
 
 
 def test_cancel_stops_a_running_job_and_publishes_nothing(client, worker, tiny_base, server, api_key) -> None:
     train = client.files.create(file=("t.jsonl", io.BytesIO(jsonl(sentiment_rows(48)))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
-        model=tiny_base, training_file=train.id,
+        model=tiny_base,
+        training_file=train.id,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 50, "batch_size": 2}}},
     )
     wait_event(client, job.id, "training loss")
     assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
-    wait_event(client, job.id, "Worker stopped the job at stage train", timeout=60)  # the worker stopped training promptly
+    wait_event(
+        client, job.id, "Worker stopped the job at stage train", timeout=60
+    )  # the worker stopped training promptly
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     headers = {"Authorization": f"Bearer {api_key}"}
-    assert httpx.get(f"{server.base_url}/artifacts", params={"job_id": job.id}, headers=headers).json()["data"] == []
+    assert (
+        httpx.get(f"{server.base_url}/artifacts", params={"job_id": job.id}, headers=headers).json()["data"]
+        == []
+    )

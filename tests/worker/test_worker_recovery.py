@@ -26,13 +26,23 @@ def client(server, api_key) -> openai.OpenAI:
 
 def test_killed_worker_job_resumes_from_checkpoint(client, platform, tiny_base) -> None:
     """SIGKILL the only worker mid-training; a new worker takes the job over and continues."""
-    env = {"EDGETUNE_CHECKPOINT_STEPS": "5", "EDGETUNE_JOB_STALE_AFTER_S": "6", "EDGETUNE_JOB_HEARTBEAT_S": "1"}
+    env = {
+        "EDGETUNE_CHECKPOINT_STEPS": "5",
+        "EDGETUNE_JOB_STALE_AFTER_S": "6",
+        "EDGETUNE_JOB_HEARTBEAT_S": "1",
+    }
     victim = start_worker(env, platform.var_dir / "victim.log")
     try:
-        train = client.files.create(file=("t.jsonl", io.BytesIO(jsonl(sentiment_rows(48)))), purpose="fine-tune")
+        train = client.files.create(
+            file=("t.jsonl", io.BytesIO(jsonl(sentiment_rows(48)))), purpose="fine-tune"
+        )
         job = client.fine_tuning.jobs.create(
-            model=tiny_base, training_file=train.id,
-            method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 2}}},
+            model=tiny_base,
+            training_file=train.id,
+            method={
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 2}},
+            },
         )
         deadline = time.monotonic() + 300
         while not client.fine_tuning.jobs.checkpoints.list(job.id).data:
