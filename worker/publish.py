@@ -48,8 +48,8 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any]) -> dict[
         main.parent,
         eval_scores,
         {"target": target, "synth_report": ctx.state.get("synth_report")},
+        merged_dir=Path(ctx.state["merged_dir"]),
     )
-    manifest["eval"] = eval_scores
     prefix = f"artifacts/{ctx.org_id}/{ctx.job_id}/{target}"
     sha = manifest["files"][0]["sha256"]
     store = get_store()

@@ -116,7 +116,8 @@ def test_fine_tune_from_upload_to_device_artifact(
     assert httpx.get(gguf["download_url"]).content[:4] == b"GGUF"  # presigned S3 URL (moto)
     manifest = httpx.get(f"{server.base_url}/artifacts/{gguf['id']}/manifest", headers=headers).json()
     assert manifest["files"][0]["sha256"] == gguf["sha256"]
-    assert manifest["job_config"]["model"] == tiny_base if "job_config" in manifest else True
+    assert manifest["job_config"]["model"] == tiny_base and manifest["job_config"]["seed"] == 7
+    assert manifest["eval"]["fine_tuned"]["score"] == evaluation["fine_tuned"]["score"]
 
     from llama_cpp import Llama
 

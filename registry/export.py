@@ -1,0 +1,85 @@
+"""Export a merged fine-tune to the artifact one device profile asks for.
+
+work_dir/
+  model-f16.gguf                 # converted once, shared by every GGUF target of the job
+  laptop-cpu/model-Q4_K_M.gguf
+  phone-android/model-Q4_0.gguf
+  gpu-server/{model.safetensors, config.json, tokenizer files, chat_template.jinja}
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from registry.gguf_export import convert_to_gguf, quantize_gguf
+from registry.profiles import DeviceProfile, check_exportable
+
+F16_NAME = "model-f16.gguf"
+# What a runtime needs from a `save_pretrained` directory; training leftovers (optimizer state,
+# trainer_state.json, adapter files of the unmerged model) are not copied.
+_HF_FILES = (
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
+
+
+class ArtifactTooLargeError(ValueError):
+    """The exported artifact is over the profile's max_artifact_mb."""
+
+
+def gguf_f16(merged_dir: Path, work_dir: Path) -> Path:
+    """The job's F16 GGUF, converted on first use. Every quantization starts from it, so a job with
+    three GGUF targets pays the (slow, Python) conversion once and the (fast, C++) quantizer thrice."""
+    f16 = work_dir / F16_NAME
+    return f16 if f16.is_file() else convert_to_gguf(merged_dir, f16, "f16")
+
+
+def _copy_hf_dir(merged_dir: Path, out_dir: Path) -> list[Path]:
+    sources = sorted({p for pattern in _HF_FILES for p in merged_dir.glob(pattern) if p.is_file()})
+    if not any(p.suffix == ".safetensors" for p in sources) or not (merged_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{merged_dir} has no safetensors weights and config.json to export")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(src, out_dir / src.name)) for src in sources]
+
+
+def export_target(
+    merged_dir: Path, profile: DeviceProfile, work_dir: Path, *, quantization: str | None = None
+) -> list[Path]:
+    """Write the artifact files for `profile` under `work_dir/<profile.name>/` and return them.
+
+    Args:
+        merged_dir (`Path`): merged fine-tune (`save_pretrained` output).
+        profile (`DeviceProfile`): the target.
+        work_dir (`Path`): the job's export folder; holds the shared F16 GGUF.
+        quantization (`str`, *optional*): GGUF quantization instead of the profile's default, e.g.
+            its `quality_quantization`.
+
+    Raises:
+        ProfileUnavailableError: the profile cannot be exported yet (e.g. ONNX).
+        ArtifactTooLargeError: the result is over `profile.max_artifact_mb`; the files stay in place.
+    """
+    check_exportable(profile)
+    out_dir = work_dir / profile.name
+    if profile.format == "gguf":
+        quant = quantization or profile.quantization
+        files = [quantize_gguf(gguf_f16(merged_dir, work_dir), out_dir / f"model-{quant}.gguf", quant)]
+    else:
+        files = _copy_hf_dir(merged_dir, out_dir)
+    size_mb = sum(f.stat().st_size for f in files) / 2**20
+    if size_mb > profile.max_artifact_mb:
+        raise ArtifactTooLargeError(
+            f"{profile.name} artifact is {size_mb:.0f} MB, over the profile's {profile.max_artifact_mb} MB; "
+            "pick a smaller base model or a lower quantization"
+        )
+    return files

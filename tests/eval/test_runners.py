@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from transformers import AutoTokenizer
+
+from eval.runners import evaluate_model, generate_gguf, generate_hf, prompts_and_references
+from tests.registry.tiny_artifacts import REPO, TinyArtifacts
+
+LABELS = ["positive", "negative", "neutral"]
+
+
+def test_prompts_stop_before_the_last_assistant_turn() -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    row: dict[str, Any] = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "weather in Boston?"},
+            {
+                "role": "assistant",
+                "content": '<|tool_call_start|>[get_weather(city="Boston")]<|tool_call_end|>',
+            },
+        ],
+        "tools": tools,
+    }
+    prompts, references = prompts_and_references([row])
+    assert prompts == [{"messages": row["messages"][:3], "tools": tools}]
+    assert references == ['<|tool_call_start|>[get_weather(city="Boston")]<|tool_call_end|>']
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "no answer"}],
+        [{"role": "assistant", "content": "nothing before me"}],
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": [{}]}],
+    ],
+)
+def test_rows_without_a_usable_reference_are_rejected(messages: list[dict]) -> None:
+    with pytest.raises(ValueError, match="row 0"):
+        prompts_and_references([{"messages": messages}])
+
+
+def test_generate_hf_returns_one_string_per_row(tiny: TinyArtifacts, sentiment_rows: list[dict]) -> None:
+    outputs = generate_hf(tiny.hf_dir, sentiment_rows, max_new_tokens=8)
+    assert len(outputs) == len(sentiment_rows)
+    assert all(isinstance(o, str) and "<|im_end|>" not in o for o in outputs)
+
+
+def test_generate_gguf_returns_one_string_per_row(tiny_gguf: Path, sentiment_rows: list[dict]) -> None:
+    outputs = generate_gguf(tiny_gguf, sentiment_rows, n_ctx=512, max_new_tokens=8)
+    assert len(outputs) == len(sentiment_rows)
+    assert all(isinstance(o, str) for o in outputs)
+
+
+@pytest.mark.parametrize("kind", ["hf", "gguf"])
+def test_evaluate_model_classification(
+    kind: str, tiny: TinyArtifacts, tiny_gguf: Path, sentiment_rows: list[dict]
+) -> None:
+    path = tiny.hf_dir if kind == "hf" else tiny_gguf
+    result = evaluate_model(kind, path, sentiment_rows, "classification", LABELS)  # type: ignore[arg-type]
+    assert result.metric == "accuracy" and result.n == len(sentiment_rows)
+    assert 0.0 <= result.ci_low <= result.score <= result.ci_high <= 1.0
+    assert result.parse_rate is not None and 0.0 <= result.parse_rate <= 1.0
+
+
+def test_evaluate_model_generation(tiny_gguf: Path, sentiment_rows: list[dict]) -> None:
+    result = evaluate_model("gguf", tiny_gguf, sentiment_rows, "generation")
+    assert result.metric == "token_f1" and result.n == len(sentiment_rows)
+    assert 0.0 <= result.score <= 1.0 and result.parse_rate is None
+
+
+def test_generation_tags_render_identically_in_transformers_and_llama_cpp(tiny: TinyArtifacts) -> None:
+    """The training template's {% generation %} markers need no stripping for either runtime:
+    transformers and llama-cpp-python 0.3.36's Jinja environment both treat them as no-ops."""
+    tagged = (REPO / "recipes" / "chat_templates" / "lfm2.jinja").read_text()
+    plain = (tiny.hf_dir / "chat_template.jinja").read_text()
+    messages: Any = [
+        {"role": "user", "content": "great product"},
+        {"role": "assistant", "content": "positive"},
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(tiny.hf_dir)
+    hf: dict[str, Any] = {
+        t: tokenizer.apply_chat_template(
+            messages, chat_template=t, tokenize=False, add_generation_prompt=True
+        )
+        for t in (tagged, plain)
+    }
+    llama = {
+        t: Jinja2ChatFormatter(template=t, eos_token="<|im_end|>", bos_token="<|startoftext|>")(
+            messages=messages
+        ).prompt
+        for t in (tagged, plain)
+    }
+    assert hf[tagged] == hf[plain] == llama[tagged] == llama[plain]
+    assert hf[plain].endswith("positive<|im_end|>\n<|im_start|>assistant\n")
