@@ -150,6 +150,15 @@ def _split_eval(ctx: JobContext) -> None:
     ctx.event(f"No validation file: held out {n_eval} of {len(rows)} training rows for evaluation")
 
 
+def _recommended_lr(model_id: str) -> float:
+    from recipes.base_models import find_base_model
+
+    s = get_settings()
+    info = find_base_model(model_id, s.models_dir, s.model_cache_dir)
+    assert info is not None  # checked when the job was created
+    return info.recommended_lr
+
+
 def train(ctx: JobContext) -> dict[str, Any]:
     from recipes.lora_sft import LoraSFTConfig
     from recipes.lora_sft import train as run_train
@@ -163,6 +172,8 @@ def train(ctx: JobContext) -> dict[str, Any]:
         seed=ctx.config.seed,
         hyperparameters=ctx.config.method.supervised.hyperparameters,
         lora=ctx.config.lora,
+        eval_file=Path(ctx.state["eval_path"]),
+        base_learning_rate=_recommended_lr(ctx.config.model),
         save_steps=get_settings().checkpoint_steps,
     )
     callback = JobTrainerCallback(ctx)

@@ -20,7 +20,7 @@ def list_models(*, session: Session, org: Org) -> list[ModelPublic]:
             created=0,
             owned_by=m.id.split("/")[0] if "/" in m.id else "local",
             kind="base",
-            details=m.model_dump(exclude={"id"}, mode="json"),
+            details=m.model_dump(exclude={"id", "local_path"}, mode="json"),
         )
         for m in list_base_models(s.models_dir, s.model_cache_dir)
     ]
