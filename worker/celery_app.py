@@ -22,11 +22,15 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,  # jobs are long: reserve one message per process
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        # Redis redelivers unacked messages after the visibility timeout; it must exceed the longest job.
-        # The heartbeat reaper (worker/recovery.py) resumes lost jobs much sooner than that.
-        broker_transport_options={"visibility_timeout": EIGHT_HOURS, "polling_interval": 0.5},
         task_default_queue="edgetune",
     )
+    if s.resolved_broker_url.startswith("redis"):
+        # Redis redelivers unacked messages after the visibility timeout; it must exceed the longest
+        # job. The heartbeat reaper (worker/recovery.py) resumes lost jobs much sooner than that.
+        app.conf.broker_transport_options = {"visibility_timeout": EIGHT_HOURS}
+    else:
+        # kombu's SQLAlchemy transport passes its options to create_engine: set none there.
+        app.conf.broker_transport_options = {}
     return app
 
 
