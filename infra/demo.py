@@ -8,6 +8,7 @@ artifacts are, the eval result (base vs fine-tuned, and each artifact as shipped
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -123,6 +124,7 @@ def run_demo(task: str | None, timeout: int) -> int:
     from infra.db import session_scope
     from infra.migrate import upgrade_head
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll drowns the events
     s = get_settings()
     logs = s.var_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -83,17 +83,15 @@ def _store_rows(ctx: JobContext, rows: list[dict[str, Any]], name: str) -> str:
 def synthesize(ctx: JobContext) -> dict[str, Any]:
     if ctx.config.training_file or ctx.config.task is None:
         return {}
+    from api.services.jobs import record_usage
     from synth.generate import synthesize as run_synth
     from synth.teacher import TeacherClient, TeacherSettings
 
-    from api.services.jobs import record_usage
-
     s = get_settings()
     with _teacher(ctx) as base_url:
-        client = TeacherClient(
-            TeacherSettings(base_url=base_url, model=s.teacher_model, api_key=s.teacher_api_key)
-        )
-        result = run_synth(ctx.config.task, client, seed=ctx.config.seed, should_stop=ctx.cancelled)
+        settings = TeacherSettings(base_url=base_url, model=s.teacher_model, api_key=s.teacher_api_key)
+        with TeacherClient(settings) as client:
+            result = run_synth(ctx.config.task, client, seed=ctx.config.seed, should_stop=ctx.cancelled)
     ctx.check_cancel()
     if not result.train_rows or not result.eval_rows:
         raise RuntimeError(f"the teacher produced no usable rows: {result.report}")

@@ -1,0 +1,116 @@
+"""A scriptable OpenAI-compatible chat server on 127.0.0.1 (http.server in a thread) for failure tests.
+
+`FakeTeacher(script)` calls `script(n, payload)` for the n-th request (0-based) and sends the `Reply`
+it returns. It records every request's arrival time and payload, and how many were in flight at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+def chat(content: str, prompt_tokens: int = 10, completion_tokens: int = 5, **kw: Any) -> Reply:
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    return Reply(body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, **kw)
+
+
+Script = Callable[[int, dict[str, Any]], Reply]
+
+
+@dataclass
+class Seen:
+    at: float  # time.monotonic() on arrival
+    payload: dict[str, Any]
+    headers: dict[str, str]
+
+
+class FakeTeacher:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.seen: list[Seen] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    @property
+    def hits(self) -> int:
+        with self._lock:
+            return len(self.seen)
+
+    def __enter__(self) -> FakeTeacher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handle(self, payload: dict[str, Any], headers: dict[str, str]) -> Reply:
+        with self._lock:
+            n = len(self.seen)
+            self.seen.append(Seen(time.monotonic(), payload, headers))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            reply = self.script(n, payload)
+            time.sleep(reply.delay_s)
+            return reply
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                reply = fake._handle(json.loads(raw or b"{}"), dict(self.headers))
+                try:
+                    self.send_response(reply.status)
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and hung up: expected in the timeout test
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                pass
+
+        return Handler

@@ -1,0 +1,158 @@
+"""synthesize() against a scripted teacher: exact counts, splits, dedup, stop reasons.
+
+The fake writes a unique pseudo-random text per request seed, with planted problems: every request
+whose seed is divisible by 5 gets the same text (duplicates) and by 7 a text naming its label (leaks).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+from typing import Any
+
+import pytest
+
+from infra.chat_rows import check_row
+from infra.job_config import TaskSpec
+from synth.filters import normalize
+from synth.generate import MAX_REQUESTS_PER_ROW, SynthResult, synthesize
+from synth.prompts import PROMPT_VERSION, classification_instruction
+from synth.teacher import TeacherClient, TeacherError, TeacherSettings
+from tests.synth.fake_teacher import FakeTeacher, Reply, chat
+
+WORDS = [a + b for a in "bcdfghjklmnp" for b in ("ar", "el", "on", "ix", "um", "ot")]
+SENTIMENT = TaskSpec(
+    description="Classify the sentiment of a product review.",
+    labels=["positive", "negative", "neutral"],
+    num_examples=24,
+)
+COOKING = TaskSpec(description="Answer short questions about cooking at home.", num_examples=8)
+
+
+def scripted(n: int, payload: dict[str, Any]) -> Reply:
+    prompt = payload["messages"][-1]["content"]
+    seed = payload.get("seed", n)
+    words = " ".join(random.Random(seed).sample(WORDS, 10))
+    if label := re.search(r"Write a (\w+) one about", prompt):
+        if seed % 5 == 0:
+            return chat("The same review text comes back for this request.")
+        if seed % 7 == 0:
+            return chat(f'Sure! Here is one:\n\n"{words}, so {label.group(1)}."')
+        return chat(f'"{words.capitalize()}."')
+    if "question or request" in prompt:
+        return chat("How do I cook rice the same way?" if seed % 5 == 0 else f"How do I {words}?")
+    return chat(f"Answer: you {words}.\n\nThen serve it.", 20, 30)
+
+
+def run(
+    task: TaskSpec, script: Any = scripted, seed: int = 7, stop: Any = lambda: False, **settings: Any
+) -> tuple[SynthResult, int]:
+    """Synthesize against a fresh fake; returns the result and how many requests the fake saw."""
+    with FakeTeacher(script) as fake:
+        opts = {"base_url": fake.base_url, "model": "fake-teacher", "backoff_base_s": 0.01, **settings}
+        with TeacherClient(TeacherSettings.model_validate(opts)) as client:
+            result = synthesize(task, client, seed=seed, should_stop=stop)
+        return result, fake.hits
+
+
+def assert_consistent(result: SynthResult) -> None:
+    report = result.report
+    rows = result.train_rows + result.eval_rows
+    assert all(check_row(r) is None for r in rows)
+    users = [normalize(r["messages"][1]["content"]) for r in rows]
+    assert len(set(users)) == len(users), "duplicate user text within or across splits"
+    assert report["kept"] == len(rows) == len(result.row_provenance)
+    assert (report["train"], report["eval"]) == (len(result.train_rows), len(result.eval_rows))
+    assert report["generated"] == report["kept"] + sum(report["dropped_by_reason"].values())
+    assert report["requested"] == report["generated"] + report["unanswered"]
+    assert report["provenance"]["prompt_version"] == PROMPT_VERSION
+    assert report["usage"] == result.usage.as_dict()
+    json.dumps(report)  # travels in job events and state
+
+
+def test_classification_rows_are_balanced_deduplicated_and_accounted_for() -> None:
+    result, hits = run(SENTIMENT)
+    assert_consistent(result)
+    report = result.report
+    assert report["kept"] == 24 and report["stopped"] is None
+    assert report["label_distribution"] == {lab: {"train": 6, "eval": 2} for lab in SENTIMENT.labels or []}
+    assert report["dropped_by_reason"]["duplicate"] >= 1
+    assert report["dropped_by_reason"]["label_leak"] >= 1
+    assert report["duplicate_rate"] == round(
+        report["dropped_by_reason"]["duplicate"] / report["generated"], 4
+    )
+    assert report["requested"] <= MAX_REQUESTS_PER_ROW * 24 and hits == result.usage.requests
+    system = classification_instruction(SENTIMENT.description, SENTIMENT.labels or [])
+    assert system.endswith("Answer with exactly one of: positive, negative, neutral.")
+    for row in result.train_rows + result.eval_rows:
+        sys_msg, user, assistant = row["messages"]
+        assert sys_msg["content"] == system and assistant["content"] in (SENTIMENT.labels or [])
+        assert not re.search(r"\b(positive|negative|neutral)\b", user["content"], re.I)
+        assert not user["content"].startswith(("Sure", '"'))  # preamble and quotes were cleaned
+
+
+def test_same_seed_same_dataset() -> None:
+    first, _ = run(SENTIMENT, seed=3)
+    second, _ = run(SENTIMENT, seed=3)
+    other, _ = run(SENTIMENT, seed=4)
+    assert first.train_rows == second.train_rows and first.eval_rows == second.eval_rows
+    assert first.train_rows != other.train_rows
+
+
+def test_generation_rows() -> None:
+    result, _ = run(COOKING)
+    assert_consistent(result)
+    assert result.report["kept"] == 8 and (result.report["train"], result.report["eval"]) == (6, 2)
+    assert "label_distribution" not in result.report
+    for row in result.train_rows + result.eval_rows:
+        system, user, assistant = row["messages"]
+        assert system["content"] == COOKING.description
+        assert user["content"].startswith("How do I") and assistant["content"].endswith("Then serve it.")
+
+
+def test_should_stop_returns_what_was_kept() -> None:
+    stop = threading.Event()
+
+    def script(n: int, payload: dict[str, Any]) -> Reply:
+        if n == 9:
+            stop.set()
+        return scripted(n, payload)
+
+    task = SENTIMENT.model_copy(update={"num_examples": 300})
+    result, hits = run(task, script, stop=stop.is_set)
+    assert_consistent(result)
+    assert result.report["stopped"] == "cancelled"
+    assert hits <= 10 + 2  # the two requests in flight when stop turned true may finish
+    assert 0 < result.report["kept"] <= hits
+
+
+def test_token_budget_stops_synthesis() -> None:
+    result, hits = run(SENTIMENT, max_total_tokens=300)  # 15 tokens a reply: ~16 requests
+    assert_consistent(result)
+    assert result.report["stopped"] == "budget"
+    assert result.usage.total_tokens <= 300 and hits < 24
+    assert result.report["kept"] < 24
+
+
+def test_low_yield_stops_at_the_request_cap() -> None:
+    result, hits = run(SENTIMENT, lambda n, p: chat("Every single answer is this same text."))
+    assert_consistent(result)
+    assert result.report["stopped"] == "request_cap"
+    assert result.report["requested"] == hits == MAX_REQUESTS_PER_ROW * 24
+    assert result.report["kept"] == 1  # the first copy; a single row goes to train
+    assert result.report["dropped_by_reason"]["duplicate"] == hits - 1
+
+
+def test_dead_teacher_fails_fast() -> None:
+    with pytest.raises(TeacherError, match="in a row"):
+        run(SENTIMENT, lambda n, p: Reply(500), max_retries=0)
+
+
+def test_variations_use_every_subject_before_repeating() -> None:
+    from synth.prompts import SUBJECTS, variations
+
+    drawn = variations(random.Random(0), len(SUBJECTS) + 5)
+    assert sorted(v.subject for v in drawn[: len(SUBJECTS)]) == sorted(SUBJECTS)
+    assert len({v.seed for v in drawn}) == len(drawn)

@@ -1,0 +1,96 @@
+"""End to end against the real offline teacher: SmolLM2-135M-Instruct served by llama_cpp.server.
+
+The model is tiny and quantized, so nothing here asserts on its text: only that the pipeline turns
+whatever it says into valid, de-duplicated, correctly accounted rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.chat_rows import check_row
+from infra.job_config import TaskSpec
+from synth.filters import normalize
+from synth.generate import SynthResult, synthesize
+from synth.llama_server import TeacherServerError, bundled_teacher_gguf, model_alias, serve_gguf
+from synth.teacher import TeacherClient, TeacherSettings
+
+
+@pytest.fixture(scope="module")
+def teacher_url() -> Iterator[str]:
+    with serve_gguf(bundled_teacher_gguf()) as base_url:
+        yield base_url
+    with pytest.raises(httpx.ConnectError):  # the server is gone once the context exits
+        httpx.get(f"{base_url}/models", timeout=2)
+
+
+def client(base_url: str) -> TeacherClient:
+    return TeacherClient(TeacherSettings(base_url=base_url, model=model_alias(bundled_teacher_gguf())))
+
+
+def assert_valid(result: SynthResult, num_examples: int) -> None:
+    report = result.report
+    rows = result.train_rows + result.eval_rows
+    assert rows and result.eval_rows and result.train_rows
+    assert all(check_row(r) is None for r in rows)
+    users = [normalize(r["messages"][1]["content"]) for r in rows]
+    assert len(set(users)) == len(users)
+    assert report["kept"] == len(rows) <= num_examples
+    assert report["generated"] == report["kept"] + sum(report["dropped_by_reason"].values())
+    assert report["requested"] == report["generated"] + report["unanswered"]
+    assert result.usage.completion_tokens > 0 and result.usage.failed == 0
+
+
+def test_bundled_model_is_served_under_its_alias(teacher_url: str) -> None:
+    assert bundled_teacher_gguf().stat().st_size > 50_000_000
+    models = httpx.get(f"{teacher_url}/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct"]
+
+
+def test_classification_from_the_real_teacher(teacher_url: str) -> None:
+    task = TaskSpec(
+        description="Classify the sentiment of a product review.",
+        labels=["positive", "negative", "neutral"],
+        num_examples=12,
+    )
+    progress: list[tuple[int, int]] = []
+    with client(teacher_url) as c:
+        result = synthesize(task, c, seed=1, on_progress=lambda k, n: progress.append((k, n)))
+    assert_valid(result, 12)
+    assert progress and progress[-1][1] == 12
+    for row in result.train_rows + result.eval_rows:
+        system, user, assistant = row["messages"]
+        assert system["content"].endswith("Answer with exactly one of: positive, negative, neutral.")
+        assert assistant["content"] in (task.labels or [])
+        assert not re.search(r"\b(positive|negative|neutral)\b", user["content"], re.I)
+        assert 4 <= len(user["content"].split()) and len(user["content"]) <= 600
+    dist = result.report["label_distribution"]
+    assert sum(d["train"] + d["eval"] for d in dist.values()) == result.report["kept"]
+    # Eval is taken first and stratified: every label with at least 2 rows has one in eval.
+    assert all(d["eval"] >= 1 for d in dist.values() if d["train"] + d["eval"] >= 2)
+    # A weak teacher still yields: at least half the target within the request cap.
+    assert result.report["kept"] >= 6
+
+
+def test_generation_from_the_real_teacher(teacher_url: str) -> None:
+    task = TaskSpec(description="Answer short questions about cooking at home.", num_examples=8)
+    with client(teacher_url) as c:
+        result = synthesize(task, c, seed=2)
+    assert_valid(result, 8)
+    assert result.report["kept"] >= 4
+    for row in result.train_rows + result.eval_rows:
+        assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+        assert row["messages"][0]["content"] == task.description
+
+
+def test_a_broken_model_file_fails_with_the_server_log(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(TeacherServerError, match=r"exited with code .* before it was ready:\n.+"):
+        with serve_gguf(bad, startup_timeout_s=60):
+            pass
