@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -148,3 +149,33 @@ def test_cancel_stops_a_running_job_and_publishes_nothing(client, worker, tiny_b
         httpx.get(f"{server.base_url}/artifacts", params={"job_id": job.id}, headers=headers).json()["data"]
         == []
     )
+
+
+def test_fine_tune_from_a_task_description_with_the_local_teacher(client, worker, tiny_base) -> None:
+    """No training file: the worker serves the bundled SmolLM2 teacher with llama.cpp, synthesizes
+    rows, stores them as files of the org, and trains on them."""
+    job = client.fine_tuning.jobs.create(
+        model=tiny_base,
+        training_file=openai.omit,
+        extra_body={
+            "task": {
+                "description": "Classify the sentiment of a short product review.",
+                "labels": ["positive", "negative"],
+                "num_examples": 8,
+            },
+            "targets": ["raspberry-pi-5"],
+        },
+    )
+    done = wait_for(client, job.id, ("succeeded",), timeout=900)
+    assert len(done.result_files) == 2  # the synthesized train and eval files
+    rows = []
+    for file_id in done.result_files:
+        content = client.files.content(file_id).read().decode()
+        rows += [json.loads(line) for line in content.splitlines()]
+    assert len(rows) >= 4
+    assert all(r["messages"][-1]["content"] in ("positive", "negative") for r in rows)
+    users = [r["messages"][-2]["content"] for r in rows]
+    assert len(set(users)) == len(users)  # no duplicates across train and eval
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    synth = next(e.data for e in events if e.data and "teacher_tokens" in e.data)
+    assert synth["teacher_tokens"] > 0 and synth["report"]["kept"] == len(rows)
