@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_artifact_store(self) -> str:
-        return self.artifact_store or f"file://{(self.var_dir / 'artifacts').resolve()}"
+        return self.artifact_store or f"file://{(self.var_dir / 'store').resolve()}"
 
     @property
     def work_dir(self) -> Path:
