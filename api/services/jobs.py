@@ -13,7 +13,7 @@ from api.schemas.jobs import TERMINAL, JobError, JobPublic
 from api.services import catalog
 from api.services.files import get_file
 from api.services.pagination import page
-from infra.errors import InvalidRequest, NotFound
+from infra.errors import Conflict, InvalidRequest, NotFound
 from infra.job_config import JobConfig
 from infra.models import Checkpoint, Job, JobEvent, Org, UsageRecord, now
 
@@ -85,6 +85,13 @@ def create_job(
             select(Job).where(Job.org_id == org.id, Job.idempotency_key == idempotency_key)
         )
         if existing is not None:
+            if existing.config != config.model_dump(mode="json"):
+                # Stripe's rule: a key names one request; reusing it for another is a client bug.
+                raise Conflict(
+                    "this Idempotency-Key was already used with a different request body",
+                    param="Idempotency-Key",
+                    code="idempotency_key_reused",
+                )
             return existing, False
     _validate_config(session, org, config)
     job = Job(

@@ -80,6 +80,8 @@ def test_idempotency_list_retrieve_cancel_events(client, server, api_key, train_
     first = httpx.post(f"{server.base_url}/fine_tuning/jobs", json=body, headers=headers).json()
     again = httpx.post(f"{server.base_url}/fine_tuning/jobs", json=body, headers=headers).json()
     assert first["id"] == again["id"] and first["status"] == "queued"
+    reused = httpx.post(f"{server.base_url}/fine_tuning/jobs", json={**body, "seed": 1}, headers=headers)
+    assert reused.status_code == 409 and reused.json()["error"]["param"] == "Idempotency-Key"
     jobs = [client.fine_tuning.jobs.create(model=tiny_base, training_file=train_file) for _ in range(3)]
     ids = [j.id for j in client.fine_tuning.jobs.list(limit=2).data]
     assert len(ids) == 2
