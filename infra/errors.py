@@ -54,3 +54,8 @@ class PayloadTooLarge(EdgetuneError):
 
 class RangeNotSatisfiable(EdgetuneError):
     status_code = 416
+
+
+class ServiceUnavailable(EdgetuneError):
+    status_code = 503
+    type = "service_unavailable_error"

@@ -31,7 +31,7 @@ def create_job(
 ) -> JobPublic:
     job, created = svc.create_job(session=session, org=org, config=body, idempotency_key=idempotency_key)
     if created:
-        svc.enqueue(job)
+        svc.enqueue(session=session, job=job)
     return svc.to_public(job)
 
 

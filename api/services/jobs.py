@@ -13,7 +13,7 @@ from api.schemas.jobs import TERMINAL, JobError, JobPublic
 from api.services import catalog
 from api.services.files import get_file
 from api.services.pagination import page
-from infra.errors import Conflict, InvalidRequest, NotFound
+from infra.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from infra.job_config import JobConfig
 from infra.models import Checkpoint, Job, JobEvent, Org, UsageRecord, now
 
@@ -122,10 +122,21 @@ def create_job(
     return job, True
 
 
-def enqueue(job: Job) -> None:
+def enqueue(*, session: Session, job: Job) -> None:
+    """Hand the job to the workers. If the broker is unreachable the job is failed at once with
+    the reason, rather than left `queued` with no message that would ever start it."""
     from worker.celery_app import celery_client
 
-    celery_client().send_task("edgetune.run_job", args=[job.id])
+    try:
+        celery_client().send_task("edgetune.run_job", args=[job.id])
+    except Exception as exc:
+        job.status, job.finished_at = "failed", now()
+        job.error = {"code": "queue_unavailable", "message": f"could not queue the job: {exc}", "param": None}
+        add_event(session, job.id, job.error["message"], level="error")
+        session.commit()
+        raise ServiceUnavailable(
+            "the job queue is unreachable; the job was not started, retry later"
+        ) from exc
 
 
 def get_job(*, session: Session, org: Org, job_id: str) -> Job:

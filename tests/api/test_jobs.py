@@ -120,3 +120,22 @@ def test_unknown_artifact_and_bad_limit(client, server, api_key) -> None:
     assert httpx.get(f"{server.base_url}/artifacts/art-nope", headers=h).status_code == 404
     r = httpx.get(f"{server.base_url}/fine_tuning/jobs", params={"limit": 1000}, headers=h)
     assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
+
+
+def test_unreachable_queue_fails_the_job_instead_of_leaving_it_queued(
+    client, server, api_key, train_file, tiny_base, monkeypatch
+) -> None:
+    from worker import celery_app
+
+    def broken() -> object:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(celery_app, "celery_client", broken)
+    r = httpx.post(
+        f"{server.base_url}/fine_tuning/jobs",
+        json={"model": tiny_base, "training_file": train_file},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert r.status_code == 503
+    job = client.fine_tuning.jobs.list(limit=1).data[0]
+    assert job.status == "failed" and job.error and job.error.code == "queue_unavailable"
