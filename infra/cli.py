@@ -71,6 +71,34 @@ def keys_create(org_name: str) -> None:
     click.echo(key)
 
 
+@main.group()
+def orgs() -> None:
+    """Organisations."""
+
+
+@orgs.command("budget")
+@click.option("--org", "org_name", required=True)
+@click.option("--usd", type=float, default=None, help="Total budget in USD; omit to remove the limit.")
+def orgs_budget(org_name: str, usd: float | None) -> None:
+    """Set an org's total budget: jobs whose quote exceeds what remains are refused (402)."""
+    from sqlalchemy import select
+
+    from api.services.budgets import remaining_usd, set_org_budget
+    from infra.db import session_scope
+    from infra.models import Org
+
+    with session_scope() as session:
+        org = session.scalar(select(Org).where(Org.name == org_name))
+        if org is None:
+            raise click.ClickException(f"no org named {org_name!r}")
+        set_org_budget(session=session, org=org, usd=usd)
+        left = remaining_usd(session, org)
+    click.echo(
+        f"{org_name}: budget {'unlimited' if usd is None else f'${usd:.2f}'}"
+        + ("" if left is None else f", ${left:.4f} remaining")
+    )
+
+
 @main.command()
 @click.option("--task", default=None, help="Plain-language task description (default: review sentiment).")
 @click.option("--timeout", default=1800, show_default=True, type=int, help="Seconds to wait for the job.")

@@ -38,6 +38,13 @@ class AuthenticationError(EdgetuneError):
     type = "authentication_error"
 
 
+class PaymentRequired(EdgetuneError):
+    """Over a budget (the job's own cap or the org's remaining budget); nothing was started."""
+
+    status_code = 402
+    type = "insufficient_quota"
+
+
 class NotFound(EdgetuneError):
     status_code = 404
     type = "not_found_error"

@@ -14,6 +14,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Auto = Literal["auto"]
+MAX_EVAL_ROWS = 64
+
+
+def held_out_count(n_rows: int) -> int:
+    """Rows held out for eval when a job has no validation file: ~10%, at least 2, at most 64
+    (the eval runs every model and artifact on each, so its cost grows with targets)."""
+    return min(max(2, n_rows // 10), MAX_EVAL_ROWS)
 
 
 class TaskSpec(BaseModel):
@@ -109,6 +116,13 @@ class JobConfig(BaseModel):
     task: TaskSpec | None = None
     targets: list[str] = Field(default_factory=lambda: ["laptop-cpu"], min_length=1, max_length=8)
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description="Cap on this job's cost: refused at create when the quote exceeds it, stopped "
+        "with budget_exhausted if a running job reaches it.",
+    )
 
     @field_validator("metadata")
     @classmethod

@@ -42,6 +42,7 @@ class Org(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("org"))
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no limit
 
 
 class ApiKey(Base):
@@ -90,6 +91,7 @@ class Job(Base):
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # stage outputs, for resume
     result_files: Mapped[list[Any]] = mapped_column(JSON, default=list)
     total_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    quote_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # the plan's quote at create
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 

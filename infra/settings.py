@@ -30,10 +30,15 @@ class Settings(BaseSettings):
     teacher_model: str = "SmolLM2-135M-Instruct"
     teacher_api_key: str | None = None
 
-    # Pricing (USD). Compute is billed on measured wall seconds of each stage.
-    price_cpu_second: float = 0.0002
-    price_gpu_second: float = 0.0011  # about $4/h for an H100-class GPU
-    price_teacher_1k_tokens: float = 0.0002
+    # Pricing (USD) lives in the price book (infra/price_book.yaml, or this path); compute is billed
+    # on measured wall seconds of each stage at the rate of the class the workers run on.
+    price_book: Path | None = None
+    worker_compute: str = Field(
+        default="cpu", description="What the workers train on: cpu, or a GPU class (h100-80gb, ...)."
+    )
+    price_cpu_second: float | None = None  # overrides the book's cpu rate
+    price_gpu_second: float | None = None  # overrides the book's rate for worker_compute
+    price_teacher_1k_tokens: float | None = None
 
     checkpoint_steps: int = 50  # optimizer steps between checkpoints (resume points)
     max_upload_bytes: int = 512 * 1024 * 1024

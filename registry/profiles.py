@@ -80,3 +80,16 @@ def check_exportable(profile: DeviceProfile) -> None:
         raise ProfileUnavailableError(
             f"device profile {profile.name!r} is not available: {profile.unavailable_reason}"
         )
+
+
+# Average stored bits per weight, from llama.cpp's quantize table (block scales included; K-quant
+# mixes keep some tensors at higher precision, hence Q4_K_M's 4.9 rather than 4.5).
+BITS_PER_WEIGHT = {"F16": 16.0, "Q8_0": 8.5, "Q5_K_M": 5.7, "Q4_K_M": 4.9, "Q4_0": 4.55, "q4f16": 4.9}
+
+
+def estimated_artifact_bytes(profile: DeviceProfile, params: int, gpu: bool = False) -> int:
+    """Artifact size before it exists, for quotes and budgets: params x bits per weight. A merged
+    safetensors checkpoint is saved in bf16 when trained on a GPU, fp32 on a CPU."""
+    if profile.format == "safetensors":
+        return params * (2 if gpu else 4)
+    return int(params * BITS_PER_WEIGHT.get(profile.quantization, 16.0) / 8)

@@ -32,11 +32,12 @@ def free_port() -> int:
 
 def _reset_caches() -> None:
     from infra.db import get_engine, get_sessionmaker
+    from infra.price_book import price_book
     from infra.settings import get_settings
     from infra.storage import get_store
     from worker.celery_app import celery_client
 
-    for fn in (get_settings, get_engine, get_sessionmaker, get_store, celery_client):
+    for fn in (get_settings, get_engine, get_sessionmaker, get_store, celery_client, price_book):
         fn.cache_clear()
 
 

@@ -24,6 +24,7 @@ from infra.db import session_scope
 from infra.errors import EdgetuneError
 from infra.job_config import JobConfig
 from infra.models import Job, now
+from infra.price_book import price_book
 from infra.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,20 @@ def _set_stage(ctx: JobContext, name: str) -> None:
         add_event(session, ctx.job_id, f"Stage {name} started", data={"stage": name})
 
 
+def billing_compute(gpu: bool) -> str:
+    """The price-book compute class a stage is billed at: the configured GPU class for stages that
+    ran on CUDA (H100 when none is configured, the book's reference GPU), else the CPU rate."""
+    if not gpu:
+        return "cpu"
+    configured = get_settings().worker_compute
+    return configured if configured != "cpu" else "h100-80gb"
+
+
 def _finish_stage(ctx: JobContext, name: str, outputs: dict[str, Any], seconds: float) -> None:
     """Record a stage's outputs, its place in stages_done and its measured compute cost, together."""
     ctx.state.update(outputs)
-    s = get_settings()
     gpu = bool(ctx.state.get("device") == "cuda") and name in ("train", "evaluate", "export")
+    compute = billing_compute(gpu)
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
         assert job is not None
@@ -145,9 +155,9 @@ def _finish_stage(ctx: JobContext, name: str, outputs: dict[str, Any], seconds: 
             session,
             job,
             stage=name,
-            unit="gpu_second" if gpu else "cpu_second",
+            unit=f"{compute}_second",
             quantity=seconds,
-            unit_price=s.price_gpu_second if gpu else s.price_cpu_second,
+            unit_price=price_book().compute_rate(compute),
         )
         add_event(
             session,

@@ -11,7 +11,9 @@ from typing import Any, Literal
 from api.services import files as file_service
 from infra.chat_rows import parse_jsonl, to_jsonl
 from infra.db import session_scope
+from infra.job_config import MAX_EVAL_ROWS, held_out_count
 from infra.models import File, Job, Org
+from infra.price_book import price_book
 from infra.settings import get_settings
 from infra.storage import get_store
 from worker.callbacks import JobTrainerCallback
@@ -19,7 +21,6 @@ from worker.pipeline import JobCancelled, JobContext, Stage
 from worker.publish import publish
 
 TaskType = Literal["classification", "generation"]
-MAX_EVAL_ROWS = 64  # enough for a stable accuracy on a narrow task, small enough for CPU eval
 
 
 def _download_file(file_id: str, dest: Path) -> Path:
@@ -113,7 +114,7 @@ def synthesize(ctx: JobContext) -> dict[str, Any]:
             stage="synthesize",
             unit="teacher_1k_tokens",
             quantity=tokens / 1000,
-            unit_price=s.price_teacher_1k_tokens,
+            unit_price=price_book().teacher_1k_tokens,
         )
     ctx.event(
         f"Synthesized {len(result.train_rows)} training and {len(result.eval_rows)} eval rows",
@@ -137,7 +138,7 @@ def _split_eval(ctx: JobContext) -> None:
     rows, _ = parse_jsonl(Path(ctx.state["train_path"]).read_bytes())
     rng = random.Random(ctx.config.seed)
     rng.shuffle(rows)
-    n_eval = min(max(2, len(rows) // 10), MAX_EVAL_ROWS)
+    n_eval = held_out_count(len(rows))
     data = ctx.work_dir / "data"
     (data / "train_split.jsonl").write_bytes(to_jsonl(rows[n_eval:]))
     (data / "eval.jsonl").write_bytes(to_jsonl(rows[:n_eval]))

@@ -7,7 +7,9 @@ from fastapi import APIRouter, Header, Request
 from api.deps import CurrentOrg, SessionDep
 from api.schemas.common import ListPublic
 from api.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
+from api.schemas.plans import PlanPublic
 from api.services import jobs as svc
+from api.services import plans
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -33,6 +35,13 @@ def create_job(
     if created:
         svc.enqueue(session=session, job=job)
     return svc.to_public(job)
+
+
+@router.post("/plan", response_model=PlanPublic)
+def plan_job(session: SessionDep, org: CurrentOrg, body: JobCreate) -> PlanPublic:
+    """Dry run: token counts, FLOPs, memory fit per GPU class, time and an itemised quote, with
+    the budget check that create applies. Nothing is stored or started."""
+    return plans.plan_job(session=session, org=org, config=body)
 
 
 @router.get("", response_model=ListPublic[JobPublic])

@@ -10,9 +10,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.schemas.jobs import TERMINAL, JobError, JobPublic
-from api.services import catalog
+from api.services import budgets, catalog
 from api.services.files import get_file
 from api.services.pagination import page
+from api.services.plans import plan_job
 from infra.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from infra.job_config import JobConfig
 from infra.models import Checkpoint, Job, JobEvent, Org, UsageRecord, now
@@ -59,7 +60,7 @@ def add_event(
     session.add(JobEvent(job_id=job_id, message=message, level=level, type=type, data=data))
 
 
-def _validate_config(session: Session, org: Org, cfg: JobConfig) -> None:
+def validate_config(session: Session, org: Org, cfg: JobConfig) -> None:
     if cfg.training_file is None and cfg.task is None:
         raise InvalidRequest("give a training_file, or a task to synthesize data from", param="training_file")
     for param in ("training_file", "validation_file"):
@@ -93,7 +94,10 @@ def create_job(
                     code="idempotency_key_reused",
                 )
             return existing, False
-    _validate_config(session, org, config)
+    # The plan validates the config (files, base, targets, LoRA targets) and prices it; a quote
+    # over the job's cap or the org's remaining budget is refused before anything is stored.
+    plan = plan_job(session=session, org=org, config=config)
+    budgets.enforce(plan.budget)
     job = Job(
         org_id=org.id,
         status="validating_files",
@@ -103,6 +107,7 @@ def create_job(
         stages_done=[],
         state={},
         result_files=[],
+        quote_usd=plan.quote.total_usd,
     )
     session.add(job)
     try:
@@ -116,7 +121,13 @@ def create_job(
             raise
         return existing, False
     add_event(session, job.id, f"Created fine-tuning job: {job.id}")
-    add_event(session, job.id, "Validated training files; job queued")
+    add_event(
+        session,
+        job.id,
+        f"Validated training files; quoted ${plan.quote.total_usd:.4f} for "
+        f"{plan.tokens.train_tokens_per_epoch * plan.hyperparameters.n_epochs:,} training tokens; job queued",
+        data={"quote": plan.quote.model_dump(), "estimated_seconds": plan.estimated_seconds},
+    )
     job.status = "queued"
     session.commit()
     return job, True

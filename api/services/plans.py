@@ -1,0 +1,250 @@
+"""The pre-run plan of a job: real token counts, FLOPs, memory fit per GPU class, time and an
+itemised quote. REST (`POST /v1/fine_tuning/jobs/plan`), job creation (the budget gate) and agent
+tools all call `plan_job`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from api.schemas.plans import (
+    CostItemPublic,
+    GpuFitPublic,
+    PlanPublic,
+    QuotePublic,
+    ResolvedHyperparametersPublic,
+    TokenCounts,
+)
+from api.services import budgets
+from api.services.files import file_content
+from infra.chat_rows import parse_jsonl
+from infra.errors import InvalidRequest
+from infra.job_config import JobConfig, held_out_count
+from infra.models import Org
+from infra.price_book import PriceBook, price_book
+from infra.settings import get_settings
+
+GB = 1e9
+
+
+@dataclass
+class _Data:
+    rows: list[dict[str, Any]]  # the training rows (or one representative row when synthesizing)
+    train_rows: int
+    eval_rows: int
+    exact: bool
+
+
+def _rows(session: Session, org: Org, cfg: JobConfig) -> _Data:
+    if cfg.training_file:
+        rows, _ = parse_jsonl(file_content(session=session, org=org, file_id=cfg.training_file))
+        if cfg.validation_file:
+            evals, _ = parse_jsonl(file_content(session=session, org=org, file_id=cfg.validation_file))
+            return _Data(rows, len(rows), len(evals), True)
+        n_eval = held_out_count(len(rows))
+        return _Data(rows, len(rows) - n_eval, n_eval, True)
+    assert cfg.task is not None  # validate_config requires one of the two
+    n_eval = max(1, round(cfg.task.num_examples * cfg.task.eval_fraction))
+    return _Data([_typical_row(cfg)], cfg.task.num_examples - n_eval, n_eval, False)
+
+
+def _typical_row(cfg: JobConfig) -> dict[str, Any]:
+    """A row shaped like what synthesis writes for this task: the description as system prompt, a
+    ~40-word input, and a label (classification) or a ~60-word answer."""
+    assert cfg.task is not None
+    answer = cfg.task.labels[0] if cfg.task.labels else " ".join(["answer"] * 60)
+    return {
+        "messages": [
+            {"role": "system", "content": cfg.task.description},
+            {"role": "user", "content": " ".join(["input"] * 40)},
+            {"role": "assistant", "content": answer},
+        ]
+    }
+
+
+def _base_dir(model_id: str) -> tuple[Path, float]:
+    from recipes.base_models import BaseModelUnavailable, find_base_model, resolve_base_model
+
+    s = get_settings()
+    try:
+        path = resolve_base_model(model_id, s.models_dir, s.model_cache_dir)
+    except BaseModelUnavailable as exc:
+        raise InvalidRequest(str(exc), param="model", code="model_weights_missing") from None
+    info = find_base_model(model_id, s.models_dir, s.model_cache_dir)
+    assert info is not None
+    return path, info.recommended_lr
+
+
+def _trainable(model_dir: Path, cfg: JobConfig) -> tuple[int, int]:
+    """Exact (trainable, total) parameters from the model built on the meta device (no weights),
+    with the job's LoRA settings; a target that matches no Linear layer is a 400 here."""
+    from recipes.estimate import count_lora_params
+
+    try:
+        return count_lora_params(model_dir, cfg.lora)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="lora.target_modules", code="invalid_lora_targets") from None
+
+
+def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
+    from api.services.jobs import validate_config
+    from recipes.estimate import ModelShape, training_flops
+    from recipes.lora_sft import LoraSFTConfig, resolve_hyperparameters
+    from recipes.token_count import count_tokens
+
+    validate_config(session, org, config)
+    data = _rows(session, org, config)
+    model_dir, recommended_lr = _base_dir(config.model)
+    max_length = int(LoraSFTConfig.model_fields["max_length"].default)
+    stats = count_tokens(model_dir, data.rows, max_length)
+    per_row = stats.tokens / stats.rows
+    tokens_per_epoch = round(per_row * data.train_rows)
+    hp = resolve_hyperparameters(data.train_rows, config.method.supervised.hyperparameters, recommended_lr)
+    steps = hp.n_epochs * -(-data.train_rows // hp.batch_size)
+    trainable, total = _trainable(model_dir, config)
+    shape = ModelShape.from_dir(model_dir)
+    flops = training_flops(shape, "lora", tokens_per_epoch * hp.n_epochs, round(per_row))
+
+    book = price_book()
+    memory = _memory(shape, hp.batch_size, stats.longest, trainable, flops, steps, book)
+    seconds = _stage_seconds(config, data, flops, steps, book)
+    fits, no_fit = _fits_worker(memory)
+    quote = _quote(config, seconds, data, total, book)
+    return PlanPublic(
+        model=config.model,
+        method="lora",
+        tokens=TokenCounts(
+            train_rows=data.train_rows,
+            eval_rows=data.eval_rows,
+            train_tokens_per_epoch=tokens_per_epoch,
+            mean_row_tokens=round(per_row, 1),
+            longest_row_tokens=stats.longest,
+            truncated_rows=stats.truncated_rows if data.exact else 0,
+            max_length=max_length,
+            exact=data.exact,
+        ),
+        hyperparameters=ResolvedHyperparametersPublic(**hp.model_dump(), steps=steps),
+        total_params=total,
+        trainable_params=trainable,
+        training_flops=flops,
+        memory=memory,
+        fits=fits,
+        no_fit_reason=no_fit,
+        estimated_seconds=seconds,
+        quote=quote,
+        budget=budgets.check(session=session, org=org, config=config, quote_usd=quote.total_usd),
+    )
+
+
+def _memory(
+    shape: Any, batch: int, seq_len: int, trainable: int, flops: float, steps: int, book: PriceBook
+) -> list[GpuFitPublic]:
+    from recipes.estimate import GIB, GPU_CLASSES, fit_on, peak_memory, seconds_for
+
+    mem = peak_memory(shape, "lora", batch, seq_len, trainable)
+    out = []
+    for gpu in GPU_CLASSES:
+        fits, reason = fit_on(gpu, mem)
+        rate = gpu.bf16_tflops * 1e12 * book.throughput.gpu_mfu
+        out.append(
+            GpuFitPublic(
+                gpu=gpu.name,
+                memory_gib=gpu.memory_gib,
+                peak_memory_gib=round(mem.total_bytes / GIB, 2),
+                fits=fits,
+                no_fit_reason=reason,
+                estimated_train_seconds=round(
+                    seconds_for(flops, rate, steps, book.throughput.gpu_step_overhead_s), 1
+                ),
+            )
+        )
+    return out
+
+
+def _fits_worker(memory: list[GpuFitPublic]) -> tuple[bool, str | None]:
+    compute = get_settings().worker_compute
+    if compute == "cpu":
+        return True, None  # host RAM dwarfs what a CPU-sized job needs; GPU fits are informative
+    row = next((m for m in memory if m.gpu == compute), None)
+    if row is None:
+        return False, f"the workers' compute class {compute!r} is not a known GPU class"
+    return row.fits, row.no_fit_reason
+
+
+def _train_seconds(flops: float, steps: int, book: PriceBook) -> float:
+    from recipes.estimate import GPU_CLASSES, seconds_for
+
+    t = book.throughput
+    compute = get_settings().worker_compute
+    if compute == "cpu":
+        return seconds_for(flops, t.cpu_effective_tflops * 1e12, steps, t.cpu_step_overhead_s)
+    gpu = next(g for g in GPU_CLASSES if g.name == compute)
+    return seconds_for(flops, gpu.bf16_tflops * 1e12 * t.gpu_mfu, steps, t.gpu_step_overhead_s)
+
+
+def _stage_seconds(
+    cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook
+) -> dict[str, float]:
+    t = book.throughput
+    from registry.profiles import load_profiles
+
+    profiles = load_profiles()
+    # eval scores the base, the fine-tuned model and each GGUF artifact in its own runtime
+    runs = 2 + sum(profiles[name].format == "gguf" for name in cfg.targets)
+    seconds = {
+        "prepare": t.prepare_s,
+        "synthesize": (data.train_rows + data.eval_rows) * t.synth_s_per_row
+        if cfg.task and not cfg.training_file
+        else 0.0,
+        "train": _train_seconds(flops, steps, book),
+        "evaluate": min(data.eval_rows, 64) * runs * t.eval_s_per_row,
+        "export": len(cfg.targets) * t.export_s_per_target,
+        "publish": t.publish_s,
+    }
+    seconds = {k: round(v, 1) for k, v in seconds.items()}
+    seconds["total"] = round(sum(seconds.values()), 1)
+    return seconds
+
+
+def _quote(
+    cfg: JobConfig, seconds: dict[str, float], data: _Data, params: int, book: PriceBook
+) -> QuotePublic:
+    """Each stage's estimated seconds at the rate it will be billed at (the ledger's rule: train,
+    evaluate and export run on the workers' compute; the rest on CPU), teacher tokens, and one
+    month of storage for the artifacts."""
+    from registry.profiles import estimated_artifact_bytes, load_profiles
+
+    compute = get_settings().worker_compute
+    items = []
+    for stage in ("prepare", "synthesize", "train", "evaluate", "export", "publish"):
+        if not seconds[stage]:
+            continue
+        cls = compute if stage in ("train", "evaluate", "export") else "cpu"
+        items.append(
+            _item(stage, f"{stage} on {cls}", f"{cls}_second", seconds[stage], book.compute_rate(cls))
+        )
+    if cfg.task and not cfg.training_file:
+        tokens_k = (data.train_rows + data.eval_rows) * book.throughput.teacher_tokens_per_row / 1000
+        items.append(
+            _item("synthesize", "teacher tokens", "teacher_1k_tokens", tokens_k, book.teacher_1k_tokens)
+        )
+    profiles = load_profiles()
+    gigabytes = (
+        sum(estimated_artifact_bytes(profiles[t], params, gpu=compute != "cpu") for t in cfg.targets) / GB
+    )
+    items.append(_item("storage", "artifacts, one month", "gb_month", gigabytes, book.storage_gb_month))
+    return QuotePublic(compute=compute, items=items, total_usd=round(sum(i.amount_usd for i in items), 6))
+
+
+def _item(stage: str, description: str, unit: str, quantity: float, price: float) -> CostItemPublic:
+    return CostItemPublic(
+        stage=stage,
+        description=description,
+        unit=unit,
+        quantity=round(quantity, 4),
+        unit_price_usd=price,
+        amount_usd=round(quantity * price, 6),
+    )

@@ -1,0 +1,141 @@
+"""The pre-run plan (tokens, FLOPs, memory, time, quote) and the budget gate at create."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import openai
+import pytest
+
+from tests.api.helpers import jsonl, sentiment_rows
+from tests.conftest import ROOT
+
+
+@pytest.fixture()
+def client(server, api_key) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0)
+
+
+@pytest.fixture()
+def api(server, api_key) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=120)
+
+
+ROWS = sentiment_rows(40)
+
+
+@pytest.fixture()
+def train_file(client) -> str:
+    return client.files.create(file=("t.jsonl", io.BytesIO(jsonl(ROWS))), purpose="fine-tune").id
+
+
+def _independent_token_count(model_dir) -> list[int]:
+    """Rendered with the LFM2 training template by jinja through the tokenizer, row by row."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.chat_template = (ROOT / "recipes" / "chat_templates" / "lfm2.jinja").read_text()
+    out = [tok.apply_chat_template(r["messages"], tokenize=True) for r in ROWS]
+    return [len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids) for ids in out]
+
+
+def test_plan_counts_real_tokens_and_prices_every_stage(api, train_file, tiny_base, platform) -> None:
+    body = {"model": tiny_base, "training_file": train_file, "targets": ["laptop-cpu", "gpu-server"]}
+    plan = api.post("/fine_tuning/jobs/plan", json=body).json()
+    assert plan["object"] == "fine_tuning.job.plan", plan
+
+    lengths = _independent_token_count(platform.models_dir / tiny_base)
+    tokens = plan["tokens"]
+    assert tokens["exact"] and tokens["train_rows"] + tokens["eval_rows"] == len(ROWS)
+    assert tokens["eval_rows"] == 4  # 10% held out when there is no validation file
+    assert tokens["train_tokens_per_epoch"] == round(sum(lengths) / len(ROWS) * tokens["train_rows"])
+    assert tokens["longest_row_tokens"] == max(lengths)
+
+    hp = plan["hyperparameters"]
+    assert hp["steps"] == hp["n_epochs"] * -(-tokens["train_rows"] // hp["batch_size"])
+    assert 0 < plan["trainable_params"] < plan["total_params"]
+    # 4N per trained token for LoRA is the floor (the attention term only adds)
+    trained = tokens["train_tokens_per_epoch"] * hp["n_epochs"]
+    assert plan["training_flops"] >= 4 * trained * (plan["total_params"] - plan["trainable_params"]) * 0.5
+
+    gpus = {m["gpu"]: m for m in plan["memory"]}
+    assert {"h100-80gb", "l4-24gb"} <= set(gpus) and all(m["fits"] for m in gpus.values())
+    assert plan["fits"] is True and plan["no_fit_reason"] is None
+
+    quote = plan["quote"]
+    assert quote["total_usd"] == pytest.approx(sum(i["amount_usd"] for i in quote["items"]), abs=1e-5)
+    stages = {i["stage"] for i in quote["items"]}
+    assert {"prepare", "train", "evaluate", "export", "publish", "storage"} <= stages
+    assert "synthesize" not in stages  # the data is given
+    train_item = next(i for i in quote["items"] if i["stage"] == "train")
+    assert train_item["quantity"] == plan["estimated_seconds"]["train"]
+    assert plan["budget"]["allowed_to_proceed"] is True
+
+
+def test_plan_for_a_task_estimates_synthesis_and_teacher_tokens(api, tiny_base) -> None:
+    body = {
+        "model": tiny_base,
+        "task": {
+            "description": "Classify the review.",
+            "labels": ["positive", "negative"],
+            "num_examples": 80,
+        },
+    }
+    plan = api.post("/fine_tuning/jobs/plan", json=body).json()
+    assert plan["tokens"]["exact"] is False
+    assert plan["tokens"]["train_rows"] + plan["tokens"]["eval_rows"] == 80
+    units = {i["unit"] for i in plan["quote"]["items"] if i["stage"] == "synthesize"}
+    assert units == {"cpu_second", "teacher_1k_tokens"}
+
+
+def test_lora_target_that_matches_nothing_is_refused_at_validation(client, train_file, tiny_base) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.fine_tuning.jobs.create(
+            model=tiny_base, training_file=train_file, extra_body={"lora": {"target_modules": ["o_proj"]}}
+        )
+    body = exc.value.body
+    assert isinstance(body, dict) and body["param"] == "lora.target_modules"
+    assert "o_proj" in body["message"] and "out_proj" in body["message"]  # names what exists
+
+
+def test_a_job_over_its_own_budget_is_refused_and_nothing_is_stored(
+    client, api, train_file, tiny_base
+) -> None:
+    before = len(client.fine_tuning.jobs.list(limit=100).data)
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.fine_tuning.jobs.create(
+            model=tiny_base, training_file=train_file, extra_body={"budget_usd": 0.000001}
+        )
+    assert exc.value.status_code == 402
+    assert exc.value.body["code"] == "job_budget_exceeded" and exc.value.body["param"] == "budget_usd"
+    assert len(client.fine_tuning.jobs.list(limit=100).data) == before
+
+    plan = api.post(
+        "/fine_tuning/jobs/plan", json={"model": tiny_base, "training_file": train_file, "budget_usd": 1e-6}
+    ).json()
+    assert plan["budget"]["allowed_to_proceed"] is False and "budget_usd" in plan["budget"]["reason"]
+
+
+def test_org_budget_counts_spend_and_running_quotes(client, api, api_key, train_file, tiny_base) -> None:
+    from api.services.budgets import set_org_budget
+    from api.services.orgs import authenticate
+    from infra.db import session_scope
+
+    quote = api.post("/fine_tuning/jobs/plan", json={"model": tiny_base, "training_file": train_file}).json()[
+        "quote"
+    ]["total_usd"]
+    with session_scope() as session:
+        org = authenticate(session=session, authorization=f"Bearer {api_key}")
+        set_org_budget(session=session, org=org, usd=quote * 1.5)  # room for one job, not two
+
+    first = client.fine_tuning.jobs.create(model=tiny_base, training_file=train_file)  # stays queued
+    assert first.status == "queued"
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.fine_tuning.jobs.create(model=tiny_base, training_file=train_file)
+    assert exc.value.status_code == 402 and exc.value.body["code"] == "org_budget_exceeded"
+
+    client.fine_tuning.jobs.cancel(first.id)  # a cancelled job no longer holds its quote
+    third = client.fine_tuning.jobs.create(model=tiny_base, training_file=train_file)
+    assert third.status == "queued"
+    client.fine_tuning.jobs.cancel(third.id)  # leave nothing for a later test's worker to run
