@@ -45,6 +45,10 @@ class PaymentRequired(EdgetuneError):
     type = "insufficient_quota"
 
 
+class BudgetExhausted(PaymentRequired):
+    """A running job reached its budget_usd; the worker stopped it and published nothing."""
+
+
 class NotFound(EdgetuneError):
     status_code = 404
     type = "not_found_error"

@@ -8,6 +8,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from infra.db import session_scope
+from infra.errors import BudgetExhausted
 from infra.models import Checkpoint, Job
 from worker.pipeline import JobContext
 
@@ -16,6 +17,8 @@ class JobTrainerCallback(TrainerCallback):
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
         self.stopped_for_cancel = False
+        self.budget_error: BudgetExhausted | None = None
+        self._started = self._budget_checked = time.monotonic()
         self._t0 = time.monotonic()
         self._last_tokens = 0.0
         self._last_loss: float | None = None
@@ -36,6 +39,14 @@ class JobTrainerCallback(TrainerCallback):
         if self.ctx.cancelled():  # at most one database read per second
             self.stopped_for_cancel = True
             control.should_training_stop = True
+        elif self.ctx.config.budget_usd is not None and time.monotonic() - self._budget_checked >= 1.0:
+            self._budget_checked = time.monotonic()
+            running = (self._budget_checked - self._started) * self.ctx.stage_rate_usd_per_s("train")
+            try:
+                self.ctx.check_budget(running)
+            except BudgetExhausted as exc:
+                self.budget_error = exc
+                control.should_training_stop = True
 
     def on_log(
         self,

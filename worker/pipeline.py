@@ -21,7 +21,7 @@ from sqlalchemy import or_, update
 
 from api.services.jobs import add_event, record_usage
 from infra.db import session_scope
-from infra.errors import EdgetuneError
+from infra.errors import BudgetExhausted, EdgetuneError
 from infra.job_config import JobConfig
 from infra.models import Job, now
 from infra.price_book import price_book
@@ -63,6 +63,30 @@ class JobContext:
     def check_cancel(self) -> None:
         if self.cancelled(max_age_s=0.0):
             raise JobCancelled()
+
+    def check_budget(self, running_usd: float = 0.0) -> None:
+        """Stop the job once the ledger plus the running stage's cost so far reaches budget_usd.
+
+        The rule on what is billed then: finished stages stay billed (the ledger cuts the last one
+        at the cap); the stage that was running is not, as no failed or cancelled stage is billed.
+        """
+        cap = self.config.budget_usd
+        if cap is None:
+            return
+        with session_scope() as session:
+            job = session.get(Job, self.job_id)
+            spent = float(job.total_cost_usd or 0.0) if job else 0.0
+        if spent + running_usd >= cap:
+            raise BudgetExhausted(
+                f"the job reached its budget_usd ${cap:.4f} (${spent:.4f} billed, "
+                f"${running_usd:.4f} in the running stage); it was stopped and nothing was published",
+                param="budget_usd",
+                code="budget_exhausted",
+            )
+
+    def stage_rate_usd_per_s(self, stage: str) -> float:
+        gpu = self.state.get("device") == "cuda" and stage in ("train", "evaluate", "export")
+        return price_book().compute_rate(billing_compute(gpu))
 
 
 Stage = Callable[[JobContext], dict[str, Any]]
@@ -197,6 +221,7 @@ def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
                 if name in done:
                     continue
                 ctx.check_cancel()
+                ctx.check_budget()
                 ctx.state["stage_name"] = name
                 _set_stage(ctx, name)
                 t0 = time.monotonic()

@@ -179,6 +179,8 @@ def train(ctx: JobContext) -> dict[str, Any]:
     result = run_train(cfg, callbacks=[callback])
     if callback.stopped_for_cancel:
         raise JobCancelled()
+    if callback.budget_error is not None:
+        raise callback.budget_error
     hp = {
         "n_epochs": result.hyperparameters.n_epochs,
         "batch_size": result.hyperparameters.batch_size,

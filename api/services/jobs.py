@@ -219,8 +219,16 @@ def list_checkpoints(
 def record_usage(
     session: Session, job: Job, *, stage: str, unit: str, quantity: float, unit_price: float
 ) -> None:
-    """Append a ledger row from a measured quantity and keep the job's running total in step."""
+    """Append a ledger row from a measured quantity and keep the job's running total in step.
+
+    A job with budget_usd is never billed past it: the row is cut to what the cap leaves (the
+    worker stops the job at the cap, so the cut is at most one stage's overshoot).
+    """
     amount = quantity * unit_price
+    cap = (job.config or {}).get("budget_usd")
+    if cap is not None and unit_price > 0:
+        amount = max(0.0, min(amount, float(cap) - (job.total_cost_usd or 0.0)))
+        quantity = amount / unit_price
     session.add(
         UsageRecord(
             org_id=job.org_id,
