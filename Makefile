@@ -31,7 +31,7 @@ services:
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker infra recipes synth eval registry
+	$(BIN)/mypy api worker infra recipes synth eval registry bench
 
 test: install services lint
 	$(BIN)/pytest -q -m "not gpu" --timeout=900
