@@ -112,20 +112,39 @@ def generate_gguf(
     return outputs
 
 
+# A label fits in 16 tokens; a tool-call list with a few string arguments, or a JSON object with a
+# handful of fields, runs to tens or hundreds, and an answer cut short fails to parse and scores 0.
+# Generation keeps its old 16 so existing jobs cost what they did: longer answers are cut there
+# too, which lowers every model's generation score alike.
+MAX_NEW_TOKENS: dict[str, int] = {
+    "classification": 16,
+    "extraction": 256,
+    "tool_calling": 128,
+    "generation": 16,
+}
+
+
 def evaluate_model(
     kind: Literal["hf", "gguf"],
     path: Path,
     rows: list[Row],
     task_type: TaskType,
     labels: list[str] | None = None,
-    max_new_tokens: int = 16,
+    max_new_tokens: int | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Generate for every held-out row and score against the rows' last assistant turns."""
+    """Generate for every held-out row and score against the rows' last assistant turns.
+
+    Args:
+        max_new_tokens (`int`, *optional*): defaults to `MAX_NEW_TOKENS[task_type]`.
+        schema (`dict`, *optional*): extraction only: a JSON Schema the answers must satisfy.
+    """
     _, references = prompts_and_references(rows)
+    max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[task_type]
     if kind == "hf":
         predictions = generate_hf(path, rows, max_new_tokens=max_new_tokens)
     elif kind == "gguf":
         predictions = generate_gguf(path, rows, max_new_tokens=max_new_tokens)
     else:
         raise ValueError(f"kind must be 'hf' or 'gguf', not {kind!r}")
-    return score(task_type, predictions, references, labels)
+    return score(task_type, predictions, references, labels, schema)

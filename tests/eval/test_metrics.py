@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from eval.metrics import classification_match, match_label, normalize, score, token_f1
+from eval.metrics import (
+    EvalResult,
+    MetricScore,
+    bootstrap_ci,
+    bootstrap_statistic_ci,
+    classification_match,
+    match_label,
+    normalize,
+    score,
+    token_f1,
+)
 
 LABELS = ["positive", "negative", "neutral"]
 
@@ -77,3 +88,47 @@ def test_mismatched_or_empty_inputs_are_rejected() -> None:
         score("generation", ["a"], ["a", "b"])
     with pytest.raises(ValueError):
         score("classification", [], [])
+
+
+def test_every_task_type_is_scored_and_unknown_ones_are_refused() -> None:
+    expected = {
+        "classification": ("accuracy", {"accuracy", "macro_f1", "parse_rate"}),
+        "extraction": ("field_f1", {"field_f1", "json_valid"}),
+        "tool_calling": ("exact_match", {"exact_match", "name_match", "parse_rate"}),
+        "generation": ("token_f1", {"token_f1", "chrf", "rouge_l"}),
+    }
+    rows = {
+        "classification": (["positive"], ["positive"]),
+        "extraction": (['{"a": 1}'], ['{"a": 1}']),
+        "tool_calling": (["[f(a=1)]"], ["<|tool_call_start|>[f(a=1)]<|tool_call_end|>"]),
+        "generation": (["hello there"], ["hello there"]),
+    }
+    for task_type, (metric, metrics) in expected.items():
+        result = score(task_type, *rows[task_type])  # type: ignore[arg-type]
+        assert (result.metric, set(result.metrics), result.score) == (metric, metrics, 1.0)
+        assert result.get(metric) == MetricScore(result.score, result.ci_low, result.ci_high)
+    with pytest.raises(ValueError, match="unknown task type"):
+        score("ranking", ["a"], ["a"])  # type: ignore[arg-type]
+    for task_type in expected:
+        with pytest.raises(ValueError, match="as many predictions as references"):
+            score(task_type, [], [])  # type: ignore[arg-type]
+
+
+def test_statistic_bootstrap_agrees_with_the_mean_bootstrap() -> None:
+    # Same seed, same resampled rows: the CI of "mean of the rows" must be the same either way.
+    per_item = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    assert bootstrap_statistic_ci(lambda idx: float(per_item[idx].mean()), len(per_item)) == bootstrap_ci(
+        per_item
+    )
+    low, high = bootstrap_ci(per_item)
+    assert 0.0 < low < per_item.mean() < high < 1.0
+
+
+def test_eval_result_round_trips_through_its_dict() -> None:
+    result = score("classification", ["a", "b", "x"], ["a", "a", "b"], ["a", "b"])
+    data = result.to_dict()
+    assert data["metrics"]["macro_f1"].keys() == {"score", "ci_low", "ci_high"}
+    assert data["report"]["per_class"]["a"]["support"] == 2
+    assert EvalResult.from_dict(data) == result
+    with pytest.raises(ValueError, match="no metric 'chrf'"):
+        result.get("chrf")

@@ -1,0 +1,194 @@
+"""The eval gate: may this fine-tune and its device artifacts be published?
+
+`decide_gate(policy, base, finetuned, artifacts)` applies four rules to results scored on the same
+held-out rows with the same greedy decoding:
+
+1. min_score          fine-tuned, and every artifact, score at least `min_score`.
+2. min_delta          fine-tuned minus base is more than `min_delta` (0: strictly better than base).
+3. max_artifact_drop  each artifact scores at least fine-tuned minus `max_artifact_drop`.
+4. max_probe_drop     a general-ability probe drops by at most `max_probe_drop` (forgetting).
+
+Point estimates, not CI bounds, decide. The rows are few (a few dozen), so a 95% CI is wide: with
+32 rows and 70% accuracy it spans about 0.54-0.86. Requiring fine-tuned's lower bound to clear
+base's upper bound would fail nearly every honest improvement, and requiring an artifact's upper
+bound to reach fine-tuned would pass almost any quantization. More to the point, base, fine-tuned
+and artifacts answer the *same* rows, so the row-sampling noise those CIs measure is shared and
+cancels in part in their differences (for an artifact against its own checkpoint, which get the
+same rows right, almost entirely); adding up separate CIs overstates the noise of a delta.
+The CIs are still reported in every check, and a note says when a margin is smaller than the CI
+half-width, for a human to read before trusting a narrow pass.
+
+Comparisons allow 1e-9 of float slack: scores are means of 0/1 rows, and 0.7 - 0.6 is
+0.09999999999999998 in floating point.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eval.metrics import EvalResult, MetricScore
+
+EPS = 1e-9
+
+
+class GatePolicy(BaseModel):
+    """What a fine-tune must achieve to be published. All scores are on 0..1."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str | None = Field(
+        default=None,
+        description="Metric to gate on (e.g. 'macro_f1', 'chrf'); None: the results' headline metric.",
+    )
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0, description="Floor for fine-tuned and artifacts.")
+    min_delta: float = Field(
+        default=0.0,
+        ge=-1.0,
+        le=1.0,
+        description="Fine-tuned minus base must exceed this; negative allows a bounded regression.",
+    )
+    # One row lost costs 1/n: 0.05 with 20 rows, 0.031 with 32, 0.016 with 64. So 0.05 lets a
+    # quantized artifact lose one net row to its checkpoint out of 20-32 (three out of 64), no more.
+    max_artifact_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_probe_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class GateCheck(BaseModel):
+    rule: str  # "min_score", "min_delta", "max_artifact_drop" or "max_probe_drop"
+    subject: str  # "fine-tuned", an artifact's name, or "probe"
+    passed: bool
+    detail: str  # the numbers, in words
+
+
+class ArtifactVerdict(BaseModel):
+    passed: bool
+    score: float
+    drop: float  # fine-tuned minus artifact; negative when the artifact scored higher
+    reasons: list[str]  # its failing checks' details
+
+
+class GateDecision(BaseModel):
+    passed: bool
+    metric: str
+    reasons: list[str]  # one line per failing check, with its numbers; empty when passed
+    checks: list[GateCheck]  # every check made, passing ones too
+    artifacts: dict[str, ArtifactVerdict]
+    notes: list[str]  # advisories: margins within CI noise, checks not made
+
+
+def _fmt(s: MetricScore) -> str:
+    return f"{s.score:.3f} (95% CI {s.ci_low:.3f}-{s.ci_high:.3f})"
+
+
+def _min_score(policy: GatePolicy, metric: str, subject: str, s: MetricScore) -> GateCheck:
+    ok = s.score >= policy.min_score - EPS
+    verb = "meets" if ok else "is below"
+    detail = f"min_score: {subject} {metric} {_fmt(s)} {verb} the required {policy.min_score:.3f}"
+    return GateCheck(rule="min_score", subject=subject, passed=ok, detail=detail)
+
+
+def _min_delta(policy: GatePolicy, metric: str, base: MetricScore, tuned: MetricScore) -> GateCheck:
+    delta = tuned.score - base.score
+    ok = delta > policy.min_delta + EPS
+    verb = "is more than" if ok else "is not more than"
+    detail = (
+        f"min_delta: fine-tuned {metric} {tuned.score:.3f} minus base {base.score:.3f} = {delta:+.3f}, "
+        f"which {verb} the required {policy.min_delta:+.3f}"
+    )
+    return GateCheck(rule="min_delta", subject="fine-tuned", passed=ok, detail=detail)
+
+
+def _artifact_drop(
+    policy: GatePolicy, metric: str, name: str, tuned: MetricScore, art: MetricScore
+) -> GateCheck:
+    drop = tuned.score - art.score
+    ok = drop <= policy.max_artifact_drop + EPS
+    verb = "within" if ok else "more than"
+    detail = (
+        f"max_artifact_drop: {name} {metric} {_fmt(art)} against fine-tuned {tuned.score:.3f} is a drop "
+        f"of {drop:+.3f}, {verb} the allowed {policy.max_artifact_drop:.3f}"
+    )
+    return GateCheck(rule="max_artifact_drop", subject=name, passed=ok, detail=detail)
+
+
+def _probe_drop(policy: GatePolicy, probe_base: EvalResult, probe_tuned: EvalResult) -> GateCheck:
+    drop = probe_base.get(probe_tuned.metric).score - probe_tuned.score
+    ok = drop <= policy.max_probe_drop + EPS
+    verb = "within" if ok else "more than"
+    detail = (
+        f"max_probe_drop: general-ability probe {probe_tuned.metric} went from {probe_base.score:.3f} "
+        f"(base) to {probe_tuned.score:.3f} (fine-tuned), a drop of {drop:+.3f}, {verb} the allowed "
+        f"{policy.max_probe_drop:.3f}"
+    )
+    return GateCheck(rule="max_probe_drop", subject="probe", passed=ok, detail=detail)
+
+
+def _noise_note(metric: str, base: MetricScore, tuned: MetricScore, n: int) -> list[str]:
+    delta, half_width = tuned.score - base.score, (tuned.ci_high - tuned.ci_low) / 2
+    if 0 < delta < half_width:
+        return [
+            f"fine-tuned beats base on {metric} by {delta:.3f}, less than the 95% CI half-width "
+            f"{half_width:.3f} on {n} rows: the improvement may not hold on new data"
+        ]
+    return []
+
+
+def _check_same_rows(base: EvalResult, finetuned: EvalResult, artifacts: dict[str, EvalResult]) -> None:
+    # Every comparison assumes one eval set; different row counts mean a wiring bug, not a result.
+    counts = {"base": base.n, "fine-tuned": finetuned.n, **{k: v.n for k, v in artifacts.items()}}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"results must come from the same eval rows; row counts differ: {counts}")
+
+
+def _artifact_verdict(
+    policy: GatePolicy, metric: str, name: str, tuned: MetricScore, art: MetricScore
+) -> tuple[ArtifactVerdict, list[GateCheck]]:
+    checks = [_artifact_drop(policy, metric, name, tuned, art), _min_score(policy, metric, name, art)]
+    reasons = [c.detail for c in checks if not c.passed]
+    verdict = ArtifactVerdict(
+        passed=not reasons, score=art.score, drop=tuned.score - art.score, reasons=reasons
+    )
+    return verdict, checks
+
+
+def decide_gate(
+    policy: GatePolicy,
+    base: EvalResult,
+    finetuned: EvalResult,
+    artifacts: dict[str, EvalResult],
+    probe_base: EvalResult | None = None,
+    probe_finetuned: EvalResult | None = None,
+) -> GateDecision:
+    """Apply `policy` (rules in the module docstring) and say why, with the numbers.
+
+    Args:
+        artifacts (`dict[str, EvalResult]`): each exported artifact scored in its own runtime, by
+            name (the device target); may be empty when no target is scored.
+        probe_base, probe_finetuned (`EvalResult`, *optional*): a general-ability eval of base and
+            fine-tuned; both or neither. Without them max_probe_drop is not checked (and a note says so).
+
+    Raises:
+        ValueError: results from different row counts, a policy metric a result lacks, one probe only.
+    """
+    if (probe_base is None) != (probe_finetuned is None):
+        raise ValueError("give both probe_base and probe_finetuned, or neither")
+    _check_same_rows(base, finetuned, artifacts)
+    metric = policy.metric or finetuned.metric
+    tuned = finetuned.get(metric)
+    checks = [
+        _min_score(policy, metric, "fine-tuned", tuned),
+        _min_delta(policy, metric, base.get(metric), tuned),
+    ]
+    verdicts = {}
+    for name, result in artifacts.items():
+        verdicts[name], artifact_checks = _artifact_verdict(policy, metric, name, tuned, result.get(metric))
+        checks += artifact_checks
+    notes = _noise_note(metric, base.get(metric), tuned, finetuned.n)
+    if probe_base is not None and probe_finetuned is not None:
+        checks.append(_probe_drop(policy, probe_base, probe_finetuned))
+    else:
+        notes.append("no general-ability probe was run: max_probe_drop was not checked")
+    reasons = [c.detail for c in checks if not c.passed]
+    return GateDecision(
+        passed=not reasons, metric=metric, reasons=reasons, checks=checks, artifacts=verdicts, notes=notes
+    )

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from eval.gate import GatePolicy, decide_gate
+from eval.metrics import EvalResult, MetricScore, score
+
+N = 20
+LABELS = ["positive", "negative"]
+REFERENCES = ["positive", "negative"] * (N // 2)
+
+
+def accuracy(right: int) -> EvalResult:
+    """Scored for real: the first `right` of 20 answers correct, the rest wrong."""
+    flip = {"positive": "negative", "negative": "positive"}
+    preds = [r if i < right else flip[r] for i, r in enumerate(REFERENCES)]
+    return score("classification", preds, REFERENCES, LABELS)
+
+
+def result(value: float, n: int = N, metric: str = "accuracy") -> EvalResult:
+    return EvalResult(metric, value, n, max(value - 0.1, 0.0), min(value + 0.1, 1.0))
+
+
+def test_an_improved_model_and_faithful_artifacts_pass() -> None:
+    base, tuned = accuracy(8), accuracy(17)  # 0.40 -> 0.85
+    artifacts = {"laptop-cpu": accuracy(17), "raspberry-pi-5": accuracy(16)}  # 0.85, 0.80
+    decision = decide_gate(GatePolicy(min_score=0.7), base, tuned, artifacts, accuracy(10), accuracy(10))
+    assert decision.passed, decision.reasons
+    assert decision.reasons == [] and decision.metric == "accuracy"
+    assert {a: v.passed for a, v in decision.artifacts.items()} == {
+        "laptop-cpu": True,
+        "raspberry-pi-5": True,
+    }
+    assert decision.artifacts["raspberry-pi-5"].drop == pytest.approx(0.05)
+    assert {c.rule for c in decision.checks} == {
+        "min_score",
+        "min_delta",
+        "max_artifact_drop",
+        "max_probe_drop",
+    }
+    assert all(c.passed for c in decision.checks)
+
+
+@pytest.mark.parametrize(("base_right", "tuned_right"), [(12, 12), (14, 12)])
+def test_a_model_no_better_than_base_fails_with_the_numbers(base_right: int, tuned_right: int) -> None:
+    decision = decide_gate(GatePolicy(), accuracy(base_right), accuracy(tuned_right), {})
+    assert not decision.passed
+    assert len(decision.reasons) == 1
+    reason = decision.reasons[0]
+    assert reason.startswith("min_delta:")
+    assert f"{tuned_right / N:.3f}" in reason and f"{base_right / N:.3f}" in reason
+    assert f"{(tuned_right - base_right) / N:+.3f}" in reason
+
+
+def test_min_delta_must_be_exceeded() -> None:
+    # 0.7 - 0.6 is 0.09999999999999998 in floats: equal to 0.1, so not more than it.
+    assert not decide_gate(GatePolicy(min_delta=0.1), result(0.6), result(0.7), {}).passed
+    assert decide_gate(GatePolicy(min_delta=0.1), result(0.6), result(0.75), {}).passed
+
+
+def test_a_negative_min_delta_allows_a_bounded_regression() -> None:
+    policy = GatePolicy(min_delta=-0.05)
+    assert decide_gate(policy, result(0.8), result(0.78), {}).passed
+    assert not decide_gate(policy, result(0.8), result(0.7), {}).passed
+
+
+def test_an_artifact_that_dropped_beyond_tolerance_fails_alone() -> None:
+    base, tuned = accuracy(8), accuracy(17)  # 0.85
+    artifacts = {"laptop-cpu": accuracy(17), "phone-android": accuracy(14)}  # 0.85, 0.70
+    decision = decide_gate(GatePolicy(max_artifact_drop=0.05), base, tuned, artifacts)
+    assert not decision.passed
+    assert decision.artifacts["laptop-cpu"].passed
+    verdict = decision.artifacts["phone-android"]
+    assert not verdict.passed and verdict.score == pytest.approx(0.70) and verdict.drop == pytest.approx(0.15)
+    assert decision.reasons == verdict.reasons
+    assert verdict.reasons[0].startswith("max_artifact_drop: phone-android accuracy 0.700")
+    assert "+0.150" in verdict.reasons[0] and "0.050" in verdict.reasons[0]
+
+
+def test_an_artifact_exactly_at_tolerance_passes() -> None:
+    # 0.75 - 0.70 is 0.05000000000000004 in floats.
+    decision = decide_gate(
+        GatePolicy(max_artifact_drop=0.05), result(0.5), result(0.75), {"mac": result(0.70)}
+    )
+    assert decision.passed, decision.reasons
+
+
+def test_below_threshold_fails_even_when_better_than_base() -> None:
+    decision = decide_gate(GatePolicy(min_score=0.9), accuracy(8), accuracy(16), {})
+    assert not decision.passed
+    assert decision.reasons == [
+        "min_score: fine-tuned accuracy 0.800 "
+        f"(95% CI {accuracy(16).ci_low:.3f}-{accuracy(16).ci_high:.3f}) is below the required 0.900"
+    ]
+
+
+def test_an_artifact_within_tolerance_but_below_threshold_fails() -> None:
+    decision = decide_gate(
+        GatePolicy(min_score=0.8, max_artifact_drop=0.05), result(0.5), result(0.82), {"mac": result(0.78)}
+    )
+    assert not decision.passed
+    assert [r.split(":")[0] for r in decision.artifacts["mac"].reasons] == ["min_score"]
+
+
+def test_general_ability_probe() -> None:
+    policy = GatePolicy(max_probe_drop=0.05)
+    base, tuned = result(0.5), result(0.9)
+    kept = decide_gate(policy, base, tuned, {}, probe_base=result(0.60), probe_finetuned=result(0.57))
+    assert kept.passed, kept.reasons
+    forgot = decide_gate(policy, base, tuned, {}, probe_base=result(0.60), probe_finetuned=result(0.45))
+    assert not forgot.passed
+    assert forgot.reasons[0].startswith("max_probe_drop:") and "+0.150" in forgot.reasons[0]
+    skipped = decide_gate(policy, base, tuned, {})
+    assert skipped.passed and any("max_probe_drop was not checked" in n for n in skipped.notes)
+    with pytest.raises(ValueError, match="both"):
+        decide_gate(policy, base, tuned, {}, probe_base=result(0.6))
+
+
+def test_gate_on_another_metric_of_the_results() -> None:
+    # Tuned always answers "positive": accuracy 0.5 beats base's 0.4, but macro-F1 does not
+    # (positive F1 2/3, negative F1 0 -> 1/3, against base's 0.4 on both classes).
+    base = accuracy(8)
+    tuned = score("classification", ["positive"] * N, REFERENCES, LABELS)
+    assert decide_gate(GatePolicy(), base, tuned, {}).passed
+    decision = decide_gate(GatePolicy(metric="macro_f1"), base, tuned, {})
+    assert not decision.passed and decision.metric == "macro_f1"
+    assert "macro_f1 0.333 minus base 0.400" in decision.reasons[0]
+    with pytest.raises(ValueError, match="no metric 'chrf'"):
+        decide_gate(GatePolicy(metric="chrf"), base, tuned, {})
+
+
+def test_a_narrow_improvement_gets_a_noise_note() -> None:
+    tuned = EvalResult("accuracy", 0.55, N, 0.35, 0.75)  # half-width 0.2
+    decision = decide_gate(GatePolicy(), result(0.5), tuned, {})
+    assert decision.passed
+    assert any("may not hold" in n for n in decision.notes)
+    clear = decide_gate(GatePolicy(), result(0.2), tuned, {})
+    assert not any("may not hold" in n for n in clear.notes)
+
+
+def test_results_from_different_eval_sets_are_refused() -> None:
+    with pytest.raises(ValueError, match="row counts differ"):
+        decide_gate(GatePolicy(), result(0.5, n=20), result(0.8, n=20), {"mac": result(0.8, n=19)})
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ValidationError):
+        GatePolicy(min_score=1.5)
+    with pytest.raises(ValidationError):
+        GatePolicy(max_artifact_drop=-0.1)
+    with pytest.raises(ValidationError):
+        GatePolicy(min_scor=0.5)  # type: ignore[call-arg]
+
+
+def test_decision_is_json_ready_and_round_trips_results() -> None:
+    # The worker keeps results in the job's JSON state between the evaluate and export stages.
+    tuned = EvalResult.from_dict(accuracy(17).to_dict())
+    assert tuned == accuracy(17) and isinstance(tuned.get("macro_f1"), MetricScore)
+    decision = decide_gate(GatePolicy(), accuracy(8), tuned, {"mac": accuracy(17)})
+    assert decision.model_validate_json(decision.model_dump_json()) == decision
