@@ -1,0 +1,184 @@
+"""Full-parameter supervised fine-tuning of a causal LM on OpenAI-format chat rows (TRL SFTTrainer).
+
+Reads top to bottom like the run it performs:
+
+    rows -> hyperparameters -> base model (every weight trainable) -> SFTTrainer -> merged model
+
+The same data path as recipes.lora_sft: tool calls become LFM text, the training chat template
+marks assistant turns with {% generation %} so TRL's `assistant_only_loss` trains on assistant
+tokens only, and output_dir/merged gets the full model with the marker-free inference template.
+Checkpoints and resume behave as in lora_sft (output_dir/checkpoints, newest complete one wins,
+a rerun of a finished run only writes the outputs).
+
+Learning rate: full fine-tuning updates every weight directly, where LoRA trains a small low-rank
+delta (scaled by alpha/r) on a frozen base, so it needs a step about 10x smaller. The default, 2e-5,
+is Liquid's recommendation for full SFT of LFM2 (range 1e-5 .. 5e-5; Liquid's Axolotl guide uses
+1e-5). The catalog's recommended_lr values (1e-4 .. 5e-4) are LoRA rates: at those, full fine-tuning
+of a small model overwrites much of what it learned in pretraining (catastrophic forgetting), so the
+worker must not pass them here.
+
+    python -m recipes.full_sft --config recipes/configs/full_sft.yaml max_steps=20
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import TrainerCallback
+
+from infra.job_config import Hyperparameters
+from recipes.chat_data import load_rows, training_template
+from recipes.training_common import (
+    EndOfRun,
+    ResolvedHyperparameters,
+    TrainResult,
+    common_training_args,
+    count_tokens,
+    load_config,
+    parameter_counts,
+    resolve_hyperparameters,
+    run_training,
+    save_outputs,
+    stopped_early,
+    summarize,
+    to_dataset,
+    use_cuda,
+)
+
+log = logging.getLogger(__name__)
+
+# Liquid's full-SFT rate for LFM2 (docs.liquid.ai, TRL guide): 2e-5, within 1e-5 .. 5e-5.
+FULL_SFT_LR = 2e-5
+
+
+class FullSFTConfig(BaseModel):
+    """Everything one full SFT run needs; loadable from YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model_dir: Path = Field(description="A local Hugging Face checkpoint (see recipes.base_models).")
+    train_file: Path = Field(description="OpenAI chat fine-tuning JSONL.")
+    eval_file: Path | None = None
+    output_dir: Path = Field(description="Gets checkpoints/ and merged/.")
+    seed: int = 42
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    base_learning_rate: float = Field(
+        default=FULL_SFT_LR,
+        gt=0,
+        description="Full fine-tuning LR (~10x below LoRA's; 1e-5 .. 5e-5); the multiplier scales it.",
+    )
+    max_length: int = Field(default=512, ge=16, description="Longer rows are truncated (keep the start).")
+    save_steps: int = Field(default=50, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, description="Stop early (tests, smoke runs).")
+    resume: bool = Field(default=True, description="Continue from the newest checkpoint in output_dir.")
+    logging_steps: int = Field(default=5, ge=1)
+
+    @classmethod
+    def from_yaml(cls, path: Path, overrides: Sequence[str] = ()) -> FullSFTConfig:
+        return load_config(cls, path, overrides)
+
+
+# ---- the recipe ---------------------------------------------------------------------------------
+
+
+def load_trainable_model(model_dir: Path) -> Any:
+    """fp32 weights on every device.
+
+    On a GPU the forward and backward still run in bf16 (the `bf16` autocast in the trainer args),
+    but AdamW updates fp32 master weights: its per-step change is about the LR, 2e-5, which is
+    under half a bf16 step for any weight larger than ~0.01, so bf16 weights would round most
+    updates away and silently not train. (LoRA can keep the frozen base in bf16.)
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+
+def sft_config(cfg: FullSFTConfig, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool) -> Any:
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **common_training_args(cfg, hp, has_eval, cuda),
+        assistant_only_loss=True,
+        include_num_input_tokens_seen="non_padding",  # the job's tokens/s in metrics events
+    )
+
+
+def build_trainer(
+    cfg: FullSFTConfig, callbacks: Sequence[TrainerCallback]
+) -> tuple[Any, ResolvedHyperparameters]:
+    from transformers import AutoTokenizer, set_seed
+    from trl import SFTTrainer
+
+    set_seed(cfg.seed)
+    rows = load_rows(cfg.train_file)
+    eval_rows = load_rows(cfg.eval_file) if cfg.eval_file else None
+    hp = resolve_hyperparameters(len(rows), cfg.hyperparameters, cfg.base_learning_rate)
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model_dir)
+    tokenizer.chat_template = training_template(cfg.base_model_dir)
+    cuda = use_cuda()
+    trainer = SFTTrainer(
+        model=load_trainable_model(cfg.base_model_dir),
+        args=sft_config(cfg, hp, eval_rows is not None, cuda),
+        train_dataset=to_dataset(rows),
+        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        # EndOfRun last: it reacts to a stop request set by the callbacks before it.
+        callbacks=[*callbacks, EndOfRun()],
+    )
+    return trainer, hp
+
+
+def train(cfg: FullSFTConfig, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+    """Run (or resume) one full SFT job; `callbacks` go to the trainer (progress, cancel, records).
+
+    The result has adapter_dir=None and target_modules="all"; merged_dir holds the trained model.
+    """
+    started = time.monotonic()
+    trainer, hp = build_trainer(cfg, callbacks)
+    trainable, total = parameter_counts(trainer.model)
+    log.info("full fine-tuning: %s trainable of %s params", trainable, total)
+
+    mean_loss = run_training(trainer, cfg, hp)
+
+    outputs = (None, None) if stopped_early(trainer) else save_outputs(trainer, cfg, use_cuda())
+    return summarize(
+        trainer,
+        mean_loss=mean_loss,
+        tokens_per_epoch=count_tokens(trainer.train_dataset),
+        started=started,
+        params=(trainable, total),
+        hp=hp,
+        targets="all",
+        outputs=outputs,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, required=True, help="YAML file with FullSFTConfig fields")
+    parser.add_argument("overrides", nargs="*", help="key=value, dotted for nested fields: max_steps=20")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = FullSFTConfig.from_yaml(args.config, args.overrides)
+    if not (cfg.base_model_dir / "config.json").is_file():
+        parser.error(
+            f"{cfg.base_model_dir} is not a checkpoint directory; "
+            "`python -m recipes.base_models resolve <model id>` prints (and prepares) one"
+        )
+    result = train(cfg)  # with disable_tqdm, Trainer's PrinterCallback prints each log line
+    print(result.model_dump_json(indent=2))
+
+
+if __name__ == "__main__":
+    main()
