@@ -56,19 +56,14 @@ def estimate(model_dir: Path, data: list[dict[str, Any]], hp: Any, steps: int) -
     from infra.job_config import LoraSettings
     from infra.price_book import price_book
     from infra.settings import get_settings
-    from recipes.estimate import GPU_CLASSES, ModelShape, count_lora_params, seconds_for, training_flops
+    from recipes.estimate import ModelShape, count_lora_params, train_seconds, training_flops
     from recipes.token_count import count_tokens
 
     stats = count_tokens(model_dir, data, 512)
     shape = ModelShape.from_dir(model_dir)
     trainable, _ = count_lora_params(model_dir, LoraSettings())
     flops = training_flops(shape, "lora", stats.tokens * hp.n_epochs, round(stats.mean))
-    t, compute = price_book().throughput, get_settings().worker_compute
-    if compute == "cpu":
-        secs = seconds_for(flops, t.cpu_effective_tflops * 1e12, steps, t.cpu_step_overhead_s)
-    else:
-        gpu = next(g for g in GPU_CLASSES if g.name == compute)
-        secs = seconds_for(flops, gpu.bf16_tflops * 1e12 * t.gpu_mfu, steps, t.gpu_step_overhead_s)
+    secs = train_seconds(flops, steps, get_settings().worker_compute, price_book().throughput)
     return {
         "tokens": stats.tokens * hp.n_epochs,
         "train_seconds": secs,

@@ -22,7 +22,6 @@ SFT).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -48,6 +47,7 @@ from recipes.training_common import (
     lora_targets,
     parameter_counts,
     resolve_hyperparameters,
+    run_recipe_cli,
     run_training,
     save_outputs,
     stopped_early,
@@ -227,21 +227,7 @@ def train(cfg: DPORecipeConfig, callbacks: Sequence[TrainerCallback] = ()) -> DP
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", type=Path, required=True, help="YAML file with DPORecipeConfig fields")
-    parser.add_argument("overrides", nargs="*", help="key=value, dotted for nested fields: lora.r=16")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = DPORecipeConfig.from_yaml(args.config, args.overrides)
-    if not (cfg.base_model_dir / "config.json").is_file():
-        parser.error(
-            f"{cfg.base_model_dir} is not a checkpoint directory; "
-            "`python -m recipes.base_models resolve <model id>` prints (and prepares) one"
-        )
-    result = train(cfg)  # with disable_tqdm, Trainer's PrinterCallback prints each log line
-    print(result.model_dump_json(indent=2))
+    run_recipe_cli(argv, __doc__, DPORecipeConfig, train, "lora.r=16")
 
 
 if __name__ == "__main__":

@@ -196,3 +196,13 @@ def count_lora_params(model_dir: Path, lora: Any) -> tuple[int, int]:
     peft_model = get_peft_model(model, config)
     trainable, total = peft_model.get_nb_trainable_parameters()
     return int(trainable), int(total)
+
+
+def train_seconds(flops: float, steps: int, compute: str, throughput: Any) -> float:
+    """Training wall time on `compute` ("cpu" or a GPU class) under the price book's throughput
+    assumptions: the CPU's sustained rate, or a GPU's datasheet peak times the assumed MFU."""
+    t = throughput
+    if compute == "cpu":
+        return seconds_for(flops, t.cpu_effective_tflops * 1e12, steps, t.cpu_step_overhead_s)
+    gpu = next(g for g in GPU_CLASSES if g.name == compute)
+    return seconds_for(flops, gpu.bf16_tflops * 1e12 * t.gpu_mfu, steps, t.gpu_step_overhead_s)

@@ -424,3 +424,26 @@ def summarize(
         adapter_dir=outputs[0],
         merged_dir=outputs[1],
     )
+
+
+def run_recipe_cli(
+    argv: Sequence[str] | None, doc: str | None, config_cls: Any, train_fn: Any, example: str
+) -> None:
+    """The command line every recipe shares: --config YAML plus dotted key=value overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--config", type=Path, required=True, help=f"YAML file with {config_cls.__name__} fields"
+    )
+    parser.add_argument("overrides", nargs="*", help=f"key=value, dotted for nested fields: {example}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = config_cls.from_yaml(args.config, args.overrides)
+    if not (cfg.base_model_dir / "config.json").is_file():
+        parser.error(
+            f"{cfg.base_model_dir} is not a checkpoint directory; "
+            "`python -m recipes.base_models resolve <model id>` prints (and prepares) one"
+        )
+    result = train_fn(cfg)  # with disable_tqdm, Trainer's PrinterCallback prints each log line
+    print(result.model_dump_json(indent=2))  # noqa: T201

@@ -4,6 +4,7 @@ worker process. Settings reach every process through EDGETUNE_* environment vari
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -171,3 +172,17 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A Celery worker process for the block; terminated (killed if it hangs) on the way out."""
+    proc = start_worker(env, log_path)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

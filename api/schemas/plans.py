@@ -55,6 +55,7 @@ class BudgetCheckPublic(BaseModel):
     org_budget_usd: float | None
     org_remaining_usd: float | None  # budget - spent - what running jobs are still quoted to spend
     allowed_to_proceed: bool
+    code: Literal["job_budget_exceeded", "org_budget_exceeded"] | None = None
     reason: str | None
 
 

@@ -3,6 +3,8 @@ it starts (402); a running job that reaches its cap is stopped by the worker (`b
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -33,16 +35,20 @@ def remaining_usd(session: Session, org: Org) -> float | None:
 
 def check(*, session: Session, org: Org, config: JobConfig, quote_usd: float) -> BudgetCheckPublic:
     remaining = remaining_usd(session, org)
-    reason = None
+    reason: str | None = None
+    code: Literal["job_budget_exceeded", "org_budget_exceeded"] | None = None
     if config.budget_usd is not None and quote_usd > config.budget_usd:
+        code = "job_budget_exceeded"
         reason = f"the quote ${quote_usd:.4f} exceeds this job's budget_usd ${config.budget_usd:.4f}"
     elif remaining is not None and quote_usd > remaining:
+        code = "org_budget_exceeded"
         reason = f"the quote ${quote_usd:.4f} exceeds the organization's remaining budget ${remaining:.4f}"
     return BudgetCheckPublic(
         job_budget_usd=config.budget_usd,
         org_budget_usd=org.budget_usd,
         org_remaining_usd=None if remaining is None else round(remaining, 6),
         allowed_to_proceed=reason is None,
+        code=code,
         reason=reason,
     )
 
@@ -50,11 +56,10 @@ def check(*, session: Session, org: Org, config: JobConfig, quote_usd: float) ->
 def enforce(result: BudgetCheckPublic) -> None:
     if result.allowed_to_proceed:
         return
-    over_job = result.job_budget_usd is not None and "budget_usd" in (result.reason or "")
     raise PaymentRequired(
         f"{result.reason}; POST /v1/fine_tuning/jobs/plan shows the itemised quote",
-        param="budget_usd" if over_job else None,
-        code="job_budget_exceeded" if over_job else "org_budget_exceeded",
+        param="budget_usd" if result.code == "job_budget_exceeded" else None,
+        code=result.code,
     )
 
 

@@ -22,7 +22,7 @@ from api.services import budgets
 from api.services.files import file_content
 from infra.chat_rows import parse_jsonl
 from infra.errors import InvalidRequest
-from infra.job_config import JobConfig, held_out_count
+from infra.job_config import MAX_EVAL_ROWS, JobConfig, held_out_count
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
 from infra.settings import get_settings
@@ -174,22 +174,13 @@ def _fits_worker(memory: list[GpuFitPublic]) -> tuple[bool, str | None]:
     return row.fits, row.no_fit_reason
 
 
-def _train_seconds(flops: float, steps: int, book: PriceBook) -> float:
-    from recipes.estimate import GPU_CLASSES, seconds_for
-
-    t = book.throughput
-    compute = get_settings().worker_compute
-    if compute == "cpu":
-        return seconds_for(flops, t.cpu_effective_tflops * 1e12, steps, t.cpu_step_overhead_s)
-    gpu = next(g for g in GPU_CLASSES if g.name == compute)
-    return seconds_for(flops, gpu.bf16_tflops * 1e12 * t.gpu_mfu, steps, t.gpu_step_overhead_s)
-
-
 def _stage_seconds(
     cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook
 ) -> dict[str, float]:
-    t = book.throughput
+    from recipes.estimate import train_seconds
     from registry.profiles import load_profiles
+
+    t = book.throughput
 
     profiles = load_profiles()
     # eval scores the base, the fine-tuned model and each GGUF artifact in its own runtime
@@ -199,8 +190,8 @@ def _stage_seconds(
         "synthesize": (data.train_rows + data.eval_rows) * t.synth_s_per_row
         if cfg.task and not cfg.training_file
         else 0.0,
-        "train": _train_seconds(flops, steps, book),
-        "evaluate": min(data.eval_rows, 64) * runs * t.eval_s_per_row,
+        "train": train_seconds(flops, steps, get_settings().worker_compute, t),
+        "evaluate": min(data.eval_rows, MAX_EVAL_ROWS) * runs * t.eval_s_per_row,
         "export": len(cfg.targets) * t.export_s_per_target,
         "publish": t.publish_s,
     }

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.api.helpers import jsonl, sentiment_rows
-from tests.conftest import start_worker
+from tests.conftest import running_worker
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +31,9 @@ def wait_for_end(client: openai.OpenAI, job_id: str, timeout: float = 300) -> An
 
 @pytest.fixture(scope="module")
 def pricey_worker(platform, tiny_base) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_worker({"EDGETUNE_PRICE_CPU_SECOND": "0.01"}, platform.var_dir / "worker-budget.log")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    env = {"EDGETUNE_PRICE_CPU_SECOND": "0.01"}
+    with running_worker(env, platform.var_dir / "worker-budget.log") as proc:
+        yield proc
 
 
 def test_running_job_stops_at_its_budget(server, api_key, pricey_worker, tiny_base) -> None:

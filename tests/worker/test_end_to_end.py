@@ -16,20 +16,15 @@ import openai
 import pytest
 
 from tests.api.helpers import jsonl, sentiment_rows
-from tests.conftest import start_worker
+from tests.conftest import running_worker
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def worker(platform, tiny_base) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_worker({"EDGETUNE_CHECKPOINT_STEPS": "10"}, platform.var_dir / "worker.log")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_worker({"EDGETUNE_CHECKPOINT_STEPS": "10"}, platform.var_dir / "worker.log") as proc:
+        yield proc
 
 
 @pytest.fixture()
