@@ -1,20 +1,35 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
+from api.agent.mcp_server import build_mcp_server, mcp_route
 from api.errors import install_error_handlers
-from api.routes import artifacts, files, jobs, models
+from api.routes import artifacts, files, jobs, models, synthetic_datasets, tools, usage, webhooks
 
 
 def create_app() -> FastAPI:
+    mcp = build_mcp_server()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():  # a mounted app's own lifespan never runs
+            yield
+
     app = FastAPI(
         title="edgetune",
         version="0.1.0",
         description="Fine-tuning as a service for Liquid AI's LFM models (OpenAI-compatible).",
+        lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (files, jobs, models, artifacts):
+    for module in (files, jobs, models, artifacts, usage, webhooks, synthetic_datasets):
         app.include_router(module.router, prefix="/v1")
+
+    app.include_router(tools.router, prefix="/v1")
+    app.router.routes.append(mcp_route(mcp))  # MCP over streamable HTTP at /mcp
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -54,3 +54,41 @@ def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[s
         for i, item in enumerate(value):
             errors += schema_errors(item, schema["items"], f"{path}[{i}]")
     return errors
+
+
+JSON_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
+
+
+def schema_problems(schema: Any, path: str = "$") -> list[str]:
+    """Why `schema` is not a usable schema for the subset above, each as "path: reason"; [] if it is.
+
+    Stricter than JSON Schema itself where a lax schema would silently check nothing: a `type`
+    that is not a JSON type, `required` naming a property that `properties` does not define, an
+    empty `enum`. Boolean schemas (`true` / `false`) are refused, as is tuple-form `items`.
+    """
+    if not isinstance(schema, dict):
+        return [f"{path}: a schema must be a JSON object, got {type(schema).__name__}"]
+    problems: list[str] = []
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        bad = [t for t in types if not isinstance(t, str) or t not in JSON_TYPES]
+        if not types or bad:
+            problems.append(
+                f"{path}.type: {schema['type']!r} is not a JSON type (one of {', '.join(JSON_TYPES)})"
+            )
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict):
+        problems.append(f"{path}.properties: must be an object mapping names to schemas")
+        properties = {}
+    for key, subschema in properties.items():
+        problems += schema_problems(subschema, f"{path}.properties.{key}")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        problems.append(f"{path}.required: must be a list of property names")
+    elif "properties" in schema and (undefined := [r for r in required if r not in properties]):
+        problems.append(f"{path}.required: {undefined!r} not defined in properties")
+    if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
+        problems.append(f"{path}.enum: must be a non-empty list")
+    if "items" in schema:
+        problems += schema_problems(schema["items"], f"{path}.items")
+    return problems

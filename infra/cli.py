@@ -1,4 +1,5 @@
-"""`edgetune`: the one command-line entry point (API server, worker, migrations, keys, demo)."""
+"""`edgetune`: the one command-line entry point (API server, worker, migrations, keys, demo, the MCP
+stdio server, and the `jobs` / `artifacts` verbs for people from infra/client_cli.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ def serve(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(loglevel: str) -> None:
+@click.option("--beat", is_flag=True, help="Also run Celery beat (the periodic billing push); run one only.")
+def worker(loglevel: str, beat: bool) -> None:
     """Run a Celery worker: one job at a time (a GPU, or the CPU, runs one training at once)."""
+    from infra.settings import get_settings
     from worker.celery_app import celery_app
 
     celery_app.worker_main(
@@ -36,9 +39,10 @@ def worker(loglevel: str) -> None:
             "--concurrency=1",
             f"--loglevel={loglevel}",
             "-Q",
-            "edgetune",
+            get_settings().queue,
             "--without-gossip",
             "--without-mingle",
+            *(["--beat"] if beat else []),
         ]
     )
 
@@ -99,6 +103,41 @@ def orgs_budget(org_name: str, usd: float | None) -> None:
     )
 
 
+@main.group()
+def billing() -> None:
+    """Billing: the usage ledger and the billing provider (Stripe when configured)."""
+
+
+@billing.command("push")
+def billing_push() -> None:
+    """Push every pending ledger row to the billing provider now (what the periodic task does)."""
+    from api.services.billing import push_pending
+    from infra.db import session_scope
+
+    with session_scope() as session:
+        report = push_pending(session=session)
+    click.echo(report.model_dump_json(indent=2))
+    if report.provider is None:
+        click.echo("billing is off: set EDGETUNE_STRIPE_API_KEY to push usage to Stripe", err=True)
+    elif report.error:
+        raise SystemExit(1)
+
+
+@main.command("mcp")
+def mcp_stdio() -> None:
+    """Serve the agent tools over MCP on stdin/stdout, as the org of EDGETUNE_API_KEY (the API
+    serves the same tools over HTTP at /mcp)."""
+    from api.agent.mcp_server import build_mcp_server, check_stdio_key
+    from infra.errors import AuthenticationError
+
+    try:
+        check_stdio_key()
+    except AuthenticationError as exc:
+        hint = "set EDGETUNE_API_KEY to a key from `edgetune keys create`"
+        raise click.ClickException(f"{exc.message} ({hint})") from None
+    build_mcp_server().run("stdio")
+
+
 @main.command()
 @click.option("--task", default=None, help="Plain-language task description (default: review sentiment).")
 @click.option("--timeout", default=1800, show_default=True, type=int, help="Seconds to wait for the job.")
@@ -108,6 +147,16 @@ def demo(task: str | None, timeout: int) -> None:
 
     raise SystemExit(run_demo(task, timeout))
 
+
+def _add_client_verbs() -> None:
+    # the verbs for people talk to the API over HTTP (infra/client.py): import nothing heavy
+    from infra.client_cli import artifacts, jobs
+
+    main.add_command(jobs)
+    main.add_command(artifacts)
+
+
+_add_client_verbs()
 
 if __name__ == "__main__":
     main()

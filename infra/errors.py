@@ -33,6 +33,13 @@ class InvalidRequest(EdgetuneError):
     pass
 
 
+class EvalGateFailed(EdgetuneError):
+    """A job's model or artifacts did not meet its gate policy: a result, not a crash."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="gate", code="eval_gate_failed")
+
+
 class AuthenticationError(EdgetuneError):
     status_code = 401
     type = "authentication_error"

@@ -8,10 +8,16 @@ they mean there; `task`, `targets` and `lora` are edgetune's own.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from eval.gate import GatePolicy
+from eval.json_schema import schema_errors, schema_problems
+from eval.tool_calls import parse_tool_calls
 
 Auto = Literal["auto"]
 MAX_EVAL_ROWS = 64
@@ -23,24 +29,175 @@ def held_out_count(n_rows: int) -> int:
     return min(max(2, n_rows // 10), MAX_EVAL_ROWS)
 
 
-class TaskSpec(BaseModel):
-    """A plain-language task, used to synthesize data when no training file is given."""
+TaskKind = Literal["classification", "extraction", "tool_calling", "chat"]
+TASK_SPEC_VERSION: Literal[2] = 2
+# A body with only these keys was written before `type` and `version` existed: it is version 1,
+# so a stored job config keeps synthesizing the way it did when it was created.
+_V1_KEYS = frozenset({"description", "labels", "num_examples", "eval_fraction"})
+# LFM writes a call as Python source, `name(arg=value)`: names must be (dotted) identifiers.
+_CALL_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$", re.ASCII)
+_EVAL_TASK_TYPE: dict[str, Literal["classification", "extraction", "tool_calling", "generation"]] = {
+    "classification": "classification",
+    "extraction": "extraction",
+    "tool_calling": "tool_calling",
+    "chat": "generation",
+}
+
+
+def _infer_task_type(data: dict[str, Any]) -> str:
+    if data.get("labels"):
+        return "classification"
+    if data.get("output_schema") is not None:
+        return "extraction"
+    if data.get("tools"):
+        return "tool_calling"
+    return "chat"
+
+
+def _object_schema_problems(schema: Any, where: str) -> list[str]:
+    """An object schema (the answer of an extraction task, a tool's parameters) in our subset."""
+    problems = schema_problems(schema, where)
+    if not problems and schema.get("type", "object") != "object":
+        problems.append(f"{where}.type: must be 'object'")
+    return problems
+
+
+def normalize_tool(tool: Any, i: int) -> dict[str, Any]:
+    """One tool as OpenAI writes it, `{"type": "function", "function": {name, description,
+    parameters}}` (a bare `{name, description, parameters}` is wrapped). ValueError names tools[i]."""
+    where = f"tools[{i}]"
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        raise ValueError(f"{where}: must be an object of type 'function'")
+    fn = tool.get("function", tool)
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{where}.function.name: every tool needs a name")
+    if not _CALL_NAME.match(name):
+        raise ValueError(f"{where}.function.name: {name!r} must be an identifier (LFM writes {name}(...))")
+    params = fn.get("parameters") or {"type": "object", "properties": {}}
+    if problems := _object_schema_problems(params, f"{where}.function.parameters"):
+        raise ValueError("invalid JSON Schema: " + "; ".join(problems))
+    if bad := [k for k in params.get("properties", {}) if not str(k).isidentifier()]:
+        raise ValueError(f"{where}.function.parameters: argument names {bad!r} must be identifiers")
+    description = fn.get("description")
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description or "", "parameters": params},
+    }
+
+
+class SeedExample(BaseModel):
+    """A customer's example: an input a user would send, and optionally its right answer (a label,
+    a JSON object, LFM tool-call text, or a reply). Seeds steer the teacher; they are not rows."""
 
     model_config = ConfigDict(extra="forbid")
 
+    input: str = Field(min_length=1, max_length=4000)
+    output: str | dict[str, Any] | None = None
+
+
+def _seed_problem(seed: SeedExample, data: dict[str, Any]) -> str | None:
+    """Why a seed's output does not fit the task (label set, schema, tools), or None."""
+    kind, out = data.get("type"), seed.output
+    if out is None:
+        return None
+    if kind == "classification":
+        return None if out in (data.get("labels") or []) else f"output {out!r} is not one of the labels"
+    if kind == "extraction":
+        try:
+            value = json.loads(out) if isinstance(out, str) else out
+        except ValueError:
+            return "output is not valid JSON"
+        if not isinstance(value, dict):
+            return "output must be a JSON object"
+        errors = schema_errors(value, data.get("output_schema") or {})
+        return f"output does not match output_schema: {'; '.join(errors)}" if errors else None
+    if kind == "tool_calling":
+        tools = {t["function"]["name"]: t["function"] for t in data.get("tools") or []}
+        calls = parse_tool_calls(out) if isinstance(out, str) else None
+        if not calls:
+            return 'output must be LFM tool-call text, e.g. [get_weather(city="Boston")]'
+        for call in calls:
+            if call.name not in tools:
+                return f"output calls {call.name!r}, which is not in tools"
+            if errors := schema_errors(call.arguments, tools[call.name]["parameters"]):
+                return f"output's arguments to {call.name}: {'; '.join(errors)}"
+        return None
+    return None if isinstance(out, str) else "output must be a string"
+
+
+class TaskSpec(BaseModel):
+    """A plain-language task, used to synthesize data when no training file is given.
+
+    `type` picks what the rows teach: `classification` (answer one of `labels`), `extraction`
+    (answer a JSON object valid against `output_schema`), `tool_calling` (answer an LFM tool call
+    to one of `tools`) or `chat` (a free-form reply, optionally judged against `rubric`). A body
+    without `type` gets it from the fields it has (labels, output_schema, tools, else chat); a
+    body without `version` that has only the original keys (description, labels, num_examples,
+    eval_fraction) is version 1, anything else the current version.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1, 2] = Field(
+        default=TASK_SPEC_VERSION,
+        description="Synthesis recipe: 1 = built-in subject list; 2 = teacher-planned topics and "
+        "sub-topics, difficulty spread, seeds, constraints, judge.",
+    )
+    type: TaskKind = Field(default="chat", description="What the fine-tuned model answers with.")
     description: str = Field(min_length=8, max_length=4000, description="What the model must do.")
-    labels: list[str] | None = Field(
-        default=None,
-        description="Classification labels; when given, the model is trained to answer with exactly one.",
+    language: str = Field(
+        default="en", pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="BCP 47 code of the rows."
     )
     num_examples: int = Field(default=48, ge=8, le=5000, description="Rows to generate (train + eval).")
     eval_fraction: float = Field(default=0.25, gt=0.0, lt=0.9, description="Share held out for eval.")
+    labels: list[str] | None = Field(
+        default=None,
+        validate_default=True,
+        description="Classification labels; when given, the model is trained to answer with exactly one.",
+    )
+    label_descriptions: dict[str, str] | None = Field(
+        default=None, description="Optional meaning of each label, shown to the teacher."
+    )
+    output_schema: dict[str, Any] | None = Field(
+        default=None, validate_default=True, description="Extraction: the JSON Schema every answer satisfies."
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        default=None, validate_default=True, description="Tool calling: OpenAI function tool definitions."
+    )
+    rubric: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=2000,
+        description="When set, an LLM judge scores each row against it; rows below judge_min_score go.",
+    )
+    judge_min_score: int = Field(default=4, ge=1, le=5, description="Lowest judge score (1-5) kept.")
+    constraints: list[str] = Field(
+        default_factory=list, max_length=20, description="Rules every input must follow, told to the teacher."
+    )
+    seed_examples: list[SeedExample] = Field(
+        default_factory=list, max_length=20, description="Examples the teacher writes new inputs from."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_type_and_version(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            data.setdefault("version", 1 if set(data) <= _V1_KEYS else TASK_SPEC_VERSION)
+            data.setdefault("type", _infer_task_type(data))
+        return data
 
     @field_validator("labels")
     @classmethod
-    def _labels_distinct(cls, v: list[str] | None) -> list[str] | None:
+    def _labels_fit_the_type(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        kind = info.data.get("type")
         if v is None:
+            if kind == "classification":
+                raise ValueError("a classification task needs labels (at least 2)")
             return v
+        if kind not in (None, "classification"):
+            raise ValueError(f"labels apply to classification tasks, not {kind}")
         cleaned = [s.strip() for s in v]
         if len(cleaned) < 2:
             raise ValueError("a classification task needs at least 2 labels")
@@ -50,9 +207,72 @@ class TaskSpec(BaseModel):
             raise ValueError("labels must be distinct (case-insensitive)")
         return cleaned
 
+    @field_validator("label_descriptions")
+    @classmethod
+    def _descriptions_name_labels(
+        cls, v: dict[str, str] | None, info: ValidationInfo
+    ) -> dict[str, str] | None:
+        if v and (unknown := sorted(set(v) - set(info.data.get("labels") or []))):
+            raise ValueError(f"{unknown!r} are not labels")
+        return v
+
+    @field_validator("output_schema")
+    @classmethod
+    def _schema_is_valid(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        kind = info.data.get("type")
+        if v is None:
+            if kind == "extraction":
+                raise ValueError("an extraction task needs an output_schema (a JSON Schema of an object)")
+            return v
+        if kind not in (None, "extraction"):
+            raise ValueError(f"output_schema applies to extraction tasks, not {kind}")
+        problems = _object_schema_problems(v, "output_schema")
+        if not problems and not v.get("properties"):
+            problems.append("output_schema.properties: name at least one field to extract")
+        if problems:
+            raise ValueError("invalid JSON Schema: " + "; ".join(problems))
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_valid(cls, v: list[Any] | None, info: ValidationInfo) -> list[dict[str, Any]] | None:
+        kind = info.data.get("type")
+        if not v:
+            if kind == "tool_calling":
+                raise ValueError("a tool_calling task needs tools (OpenAI function definitions)")
+            return None
+        if kind not in (None, "tool_calling"):
+            raise ValueError(f"tools apply to tool_calling tasks, not {kind}")
+        tools = [normalize_tool(t, i) for i, t in enumerate(v)]
+        names = [t["function"]["name"] for t in tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be distinct: {names!r}")
+        return tools
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints_are_short(cls, v: list[str]) -> list[str]:
+        cleaned = [c.strip() for c in v]
+        if any(not c or len(c) > 300 for c in cleaned):
+            raise ValueError("each constraint is a non-empty sentence of at most 300 characters")
+        return cleaned
+
+    @field_validator("seed_examples")
+    @classmethod
+    def _seeds_fit_the_task(cls, v: list[SeedExample], info: ValidationInfo) -> list[SeedExample]:
+        for i, seed in enumerate(v):
+            if problem := _seed_problem(seed, info.data):
+                raise ValueError(f"seed_examples[{i}]: {problem}")
+        return v
+
     @property
-    def task_type(self) -> Literal["classification", "generation"]:
-        return "classification" if self.labels else "generation"
+    def task_type(self) -> Literal["classification", "extraction", "tool_calling", "generation"]:
+        """The eval scorer's name for this task (eval.metrics.TaskType): chat is scored as generation."""
+        return _EVAL_TASK_TYPE[self.type]
+
+    def tool_schemas(self) -> dict[str, dict[str, Any]]:
+        """Each tool's name -> its `function` object (name, description, parameters)."""
+        return {t["function"]["name"]: t["function"] for t in self.tools or []}
 
 
 class Hyperparameters(BaseModel):
@@ -84,10 +304,58 @@ class Supervised(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
-class Method(BaseModel):
+class DpoHyperparameters(Hyperparameters):
+    beta: float | Auto = Field(
+        default="auto",
+        description="How strongly the policy is held to the reference model; 'auto' is 0.1 (TRL's default).",
+    )
+
+    @field_validator("beta")
+    @classmethod
+    def _beta_range(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and not 0 < float(v) <= 2:
+            raise ValueError("must be 'auto' or a number in (0, 2]")
+        return v
+
+
+class Dpo(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["supervised"] = "supervised"
-    supervised: Supervised = Field(default_factory=Supervised)
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
+class Method(BaseModel):
+    """OpenAI's `method` object: `type` names the method and its block holds its hyperparameters.
+    The block for the chosen type is filled with defaults when absent; the other must be absent."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["supervised", "dpo"] = "supervised"
+    supervised: Supervised | None = None
+    dpo: Dpo | None = None
+
+    @model_validator(mode="after")
+    def _one_block(self) -> Method:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
+        if self.type == "supervised" and self.supervised is None:
+            self.supervised = Supervised()
+        if self.type == "dpo" and self.dpo is None:
+            self.dpo = Dpo()
+        return self
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        block = self.supervised if self.type == "supervised" else self.dpo
+        assert block is not None  # filled by _one_block
+        return block.hyperparameters
+
+    @property
+    def beta(self) -> float:
+        """DPO's beta with 'auto' resolved (0.1, TRL's default); 0 for supervised jobs."""
+        if self.dpo is None:
+            return 0.0
+        beta = self.dpo.hyperparameters.beta
+        return 0.1 if beta == "auto" else float(beta)
 
 
 class LoraSettings(BaseModel):
@@ -115,7 +383,18 @@ class JobConfig(BaseModel):
     metadata: dict[str, str] | None = None
     task: TaskSpec | None = None
     targets: list[str] = Field(default_factory=lambda: ["laptop-cpu"], min_length=1, max_length=8)
+    training_type: Literal["lora", "full"] = Field(
+        default="lora",
+        description="'lora' trains low-rank adapters on the LFM2 linears (and ships the adapter too); "
+        "'full' trains every weight (about 10x the memory per parameter, no adapter).",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    gate: GatePolicy = Field(
+        default_factory=GatePolicy,
+        description="What the fine-tune and each artifact must score on the held-out rows to be "
+        "published; the default asks that fine-tuned beats base and each artifact stays within "
+        "0.05 of fine-tuned.",
+    )
     budget_usd: float | None = Field(
         default=None,
         gt=0,

@@ -39,10 +39,13 @@ class Base(DeclarativeBase):
 
 class Org(Base):
     __tablename__ = "orgs"
+    __table_args__ = (UniqueConstraint("stripe_customer_id", name="uq_orgs_stripe_customer_id"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("org"))
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no limit
+    # Set by the billing provider on the first usage push (Stripe: customers.create).
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ApiKey(Base):
@@ -140,6 +143,7 @@ class UsageRecord(Base):
     """Append-only ledger of measured usage; a job's cost is the sum of its rows."""
 
     __tablename__ = "usage_records"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_usage_records_idempotency_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
@@ -149,3 +153,43 @@ class UsageRecord(Base):
     unit_price_usd: Mapped[float] = mapped_column(Float)
     amount_usd: Mapped[float] = mapped_column(Float)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    # One row per (job, stage, unit): a retried stage finds its row and is not billed twice.
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    # When the row was sent to the billing provider; NULL rows are what the pusher sends next.
+    pushed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+
+
+class StripeEvent(Base):
+    """A processed Stripe webhook event: its id makes a redelivered event a no-op."""
+
+    __tablename__ = "stripe_events"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_...
+    type: Mapped[str] = mapped_column(String(128))
+    org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id", ondelete="SET NULL"), index=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    object_id: Mapped[str | None] = mapped_column(String(255), nullable=True)  # e.g. the invoice id
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the fields edgetune acts on
+    stripe_created: Mapped[int] = mapped_column(BigInteger)  # when Stripe created the event
+    received_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class SyntheticDataset(Base):
+    """A synthesis run (POST /v1/synthetic_datasets): a task spec in, a training and an eval file out."""
+
+    __tablename__ = "synthetic_datasets"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("synth"))
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)  # queued, running, succeeded, ...
+    task: Mapped[dict[str, Any]] = mapped_column(JSON)  # infra.job_config.TaskSpec, as JSON
+    teacher: Mapped[dict[str, Any]] = mapped_column(JSON)  # the request's teacher options
+    seed: Mapped[int] = mapped_column(Integer)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # phase, kept, wanted
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    training_file: Mapped[str | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"))
+    validation_file: Mapped[str | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    total_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

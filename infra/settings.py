@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("var"), description="Root of all local state.")
     database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite:///<var>/edgetune.db")
     broker_url: str = Field(default="", description="Celery broker; default sqla+sqlite:///<var>/broker.db")
+    queue: str = Field(default="edgetune", description="The Celery queue jobs go to and workers consume.")
     artifact_store: str = Field(default="", description="file:///dir or s3://bucket/prefix")
     s3_endpoint_url: str | None = Field(default=None, description="For S3-compatible servers (MinIO, moto).")
     s3_region: str = "us-east-1"
@@ -40,11 +41,25 @@ class Settings(BaseSettings):
     price_gpu_second: float | None = None  # overrides the book's rate for worker_compute
     price_teacher_1k_tokens: float | None = None
 
+    # Billing: the usage ledger is the source of truth; Stripe is off unless an API key is set.
+    stripe_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("EDGETUNE_STRIPE_API_KEY", "STRIPE_API_KEY")
+    )
+    stripe_api_base: str | None = Field(default=None, description="Override Stripe's API address (tests).")
+    stripe_webhook_secret: str | None = None  # whsec_...: verifies POST /v1/webhooks/stripe
+    stripe_meter_event_name: str = "edgetune_usage_microusd"  # the meter's event_name
+    billing_push_interval_s: float = 60.0  # Celery beat period of the pending-usage push
+    billing_push_batch: int = 100  # ledger rows per push transaction
+
     checkpoint_steps: int = 50  # optimizer steps between checkpoints (resume points)
     max_upload_bytes: int = 512 * 1024 * 1024
     job_heartbeat_s: float = 10.0
     job_stale_after_s: float = 120.0  # a running job whose heartbeat is older is resumed or failed
     job_max_attempts: int = 3
+
+    # /mcp refuses (421) a Host header it does not know, against DNS rebinding; localhost is always
+    # allowed. Comma-separated Host values, e.g. "api.example.com,api.example.com:8443".
+    mcp_allowed_hosts: str = ""
 
     @property
     def resolved_database_url(self) -> str:

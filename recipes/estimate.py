@@ -114,6 +114,13 @@ def training_flops(shape: ModelShape, method: Method, tokens: int, mean_seq_len:
     return flops_per_token(shape, method, mean_seq_len) * tokens
 
 
+def reference_forward_flops(shape: ModelShape, tokens: int, mean_seq_len: int) -> float:
+    """DPO scores every pair under a frozen reference too: a forward pass only, a third of full
+    training's 6N + attention (2N + 4 * L_attn * d * S) per token. With LoRA the reference is the
+    base with the adapter switched off: the same FLOPs, no extra weights."""
+    return flops_per_token(shape, "full", mean_seq_len) / 3 * tokens
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     total_bytes: int
@@ -136,14 +143,23 @@ FRAGMENTATION = 1.10  # PyTorch's caching allocator rarely packs tighter than th
 
 
 def peak_memory(
-    shape: ModelShape, method: Method, batch_size: int, seq_len: int, trainable: int = 0
+    shape: ModelShape,
+    method: Method,
+    batch_size: int,
+    seq_len: int,
+    trainable: int = 0,
+    reference_copy: bool = False,
 ) -> MemoryEstimate:
-    """Peak GPU memory of one training step with activation checkpointing (the GPU default)."""
+    """Peak GPU memory of one training step with activation checkpointing (the GPU default).
+    `reference_copy`: full DPO holds a second, frozen bf16 copy of the model as its reference
+    (pass DPO's batch as pairs x 2: chosen and rejected run together)."""
     tokens = batch_size * seq_len
     if method == "full":
         states = FULL_BYTES_PER_PARAM * shape.params
     else:
         states = WEIGHT_BYTES * shape.params + LORA_BYTES_PER_TRAINABLE * trainable
+    if reference_copy:
+        states += WEIGHT_BYTES * shape.params
     # checkpointed: each layer keeps its bf16 input; the layer being recomputed holds its
     # intermediates (~10 d for the mixer, 4 ff for the gated MLP), all bf16
     checkpoints = shape.layers * tokens * shape.hidden * 2
@@ -181,7 +197,8 @@ def steps_for(rows: int, batch_size: int, epochs: int) -> int:
 
 def count_lora_params(model_dir: Path, lora: Any) -> tuple[int, int]:
     """Exact (trainable, total) parameters of the LoRA model a job would train, built on the meta
-    device so no weights are read. Raises ValueError when a target module matches no Linear."""
+    device so no weights are read; `lora=None` (full fine-tuning) trains them all. Raises
+    ValueError when a target module matches no Linear."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -190,6 +207,9 @@ def count_lora_params(model_dir: Path, lora: Any) -> tuple[int, int]:
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    if lora is None:
+        total = sum(p.numel() for p in model.parameters())
+        return total, total
     targets = lora.target_modules or default_targets(model_dir)
     check_targets(model, targets)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets, task_type="CAUSAL_LM")

@@ -131,6 +131,13 @@ def canonical_row(row: Any) -> dict[str, Any] | str:
     return out | ({"tools": tools} if tools else {})
 
 
+def as_chat_row(pair: dict[str, Any], side: str = "chosen") -> dict[str, Any]:
+    """A canonical pair as the chat row of its prompt and one answer ("chosen" or "rejected"): what
+    the tokenizer counts, and what eval scores a preference-tuned model against (the chosen side)."""
+    tools = {"tools": pair["tools"]} if pair.get("tools") else {}
+    return {"messages": [*pair["prompt"], *pair[side]], **tools}
+
+
 def parse_preference_jsonl(
     data: bytes, max_row_bytes: int = MAX_PREFERENCE_ROW_BYTES
 ) -> tuple[list[dict[str, Any]], list[RowError]]:

@@ -212,6 +212,9 @@ def _eval_lines(scores: dict[str, Any]) -> list[str]:
             lines.append(f"- {kind}: {metric} = {s['score']:.3f}{ci}" + (f", n={n}" if n else ""))
         elif kind == "delta" and isinstance(s, int | float):
             lines.append(f"- fine-tuned minus base: {s:+.3f}")
+        elif kind == "gate" and isinstance(s, dict):
+            verdict = "passed" if s.get("passed") else "failed"
+            lines.append(f"- eval gate: {verdict} on {s.get('metric')} ({len(s.get('checks', []))} checks)")
     return lines
 
 

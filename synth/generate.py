@@ -1,32 +1,47 @@
-"""Synthesize chat rows for a plain-language task with a teacher LLM.
+"""Synthesize chat rows for a task spec with a teacher LLM.
 
     result = synthesize(task, client, seed=42)
-    result.train_rows, result.eval_rows   # chat rows; every one passes infra.chat_rows.check_row
+    result.train_rows, result.eval_rows   # chat rows; every one passes synth.validate.row_problem
     result.report                         # counts, drop reasons, provenance; JSON-serialisable
 
-Classification rows are correct by construction: the label is chosen first and the teacher is asked
-for an input that a person would give that label, so the teacher never has to classify anything.
-Generation rows are two calls: the teacher writes a user request, then answers it in the task's role.
+The pipeline, top to bottom:
+
+1. Plan (synth.topics): version-2 tasks ask the teacher for topics, then sub-topics, which become
+   the rows' subjects; free-text fields of a schema or of the tools get teacher-listed values.
+2. Candidates, by task type, in chunks:
+   * classification: the label is chosen first and the teacher writes an input a person would give
+     that label, so the teacher never has to classify anything;
+   * extraction: the JSON answer is sampled from the schema (synth.sampling) and the teacher writes
+     a text that states it; the row is kept only if the text mentions every sampled value;
+   * tool_calling: a tool and its arguments are sampled, the teacher phrases the user's request,
+     and the answer is the LFM call `<|tool_call_start|>[f(a="x")]<|tool_call_end|>` - correct by
+     construction, which is what makes a 135M teacher usable at all;
+   * chat: the teacher writes a user request (self-instruct from the seeds, spread in difficulty),
+     then answers it in the task's role.
+3. Filters, each drop counted by reason: cleaning and heuristics (synth.filters), grounding,
+   validation against the task (synth.validate), copies of a seed, exact and near duplicates
+   (MinHash LSH over word 3-grams), then the optional LLM judge with the task's rubric.
+4. Balance and split: rows are wanted per label (per tool), the eval split is taken first,
+   stratified, train gets the rest up to its quota, and train is checked against eval once more.
 
 Requests go out in chunks sized to the remaining shortfall times OVERGENERATE, so a good teacher is
 not asked for much more than needed and a weak one is asked again (up to MAX_REQUESTS_PER_ROW per
-wanted row). Every chunk's outputs are cleaned, filtered and de-duplicated (exact and near) against
-everything kept so far, so the final pool holds no duplicate user texts at all. The eval split is then
-taken first, stratified by label, and train gets the rest up to its quota; surplus rows are dropped
-with reason "surplus".
+wanted row). Every kept row carries its provenance under `row["provenance"]` (teacher model,
+prompt template and version, seeds, subject); upload validation and training ignore that key.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.chat_rows import check_row
 from infra.job_config import TaskSpec
 from synth import prompts
 from synth.filters import (
@@ -37,13 +52,17 @@ from synth.filters import (
     split_label_prefix,
     text_problem,
 )
+from synth.sampling import mention_text, missing_from, sample
 from synth.teacher import ChatRequest, StopFn, TeacherClient, TeacherUsage
+from synth.topics import Plan, plan_subjects, value_pools
+from synth.validate import answer_of, lfm_tool_call, row_problem
 
 OVERGENERATE = 1.5  # requests per missing row: most teachers lose a third of outputs to filters
 # Hard cap on a run's requests, however bad the yield. The bundled 135M teacher keeps 35-50% of its
 # classification texts (most drops are label echoes), so 3 was just enough; 4 leaves a margin.
 MAX_REQUESTS_PER_ROW = 4
 MIN_CHUNK = 16
+STRUCTURED_TEXT_MAX_TOKENS = 80  # a text that must state several sampled values needs more room
 
 ProgressFn = Callable[[int, int], None]  # (rows kept so far, rows wanted)
 
@@ -58,16 +77,21 @@ class SynthResult:
     eval_rows: list[dict[str, Any]]
     report: dict[str, Any]
     usage: TeacherUsage
-    # Per-row (subject, style, request seed, split), aligned with train_rows + eval_rows. Kept out of
-    # `report`, which travels in job events, because it grows with the dataset.
+    # Each row's provenance (also under row["provenance"]), aligned with train_rows + eval_rows.
     row_provenance: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
-class _Kept:
-    label: str | None  # None for generation
+class Candidate:
+    """One would-be row and how it was made."""
+
+    key: str | None  # what rows are balanced on: the label, the tool's name, or None
+    user: str  # the input text: what duplicates are judged on
     row: dict[str, Any]
     variation: prompts.Variation
+    template: str  # the prompt template (prompts.TEMPLATE_VERSIONS) that produced the input
+    problem: str | None = None  # a drop reason found while building it
+    judge_score: int | None = None
 
 
 @dataclass
@@ -77,19 +101,14 @@ class _Run:
     task: TaskSpec
     client: TeacherClient
     should_stop: StopFn
+    plan: Plan
     index: DedupIndex = field(default_factory=DedupIndex)
-    kept: list[_Kept] = field(default_factory=list)
+    seeds: DedupIndex = field(default_factory=DedupIndex)
+    kept: list[Candidate] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
     requested: int = 0
     generated: int = 0
-
-    def keep_or_drop(self, reason: str | None, user: str, kept: _Kept) -> None:
-        reason = reason or self.index.check(user) or (check_row(kept.row) and "invalid_row")
-        if reason:
-            self.dropped[reason] += 1
-        else:
-            self.index.add(user)
-            self.kept.append(kept)
+    judge_requests: int = 0
 
 
 def synthesize(
@@ -102,9 +121,9 @@ def synthesize(
     """Generate `task.num_examples` rows (fewer if the teacher's yield is poor or the run stops).
 
     Args:
-        task: what to generate; `task.labels` selects classification.
+        task: what to generate; `task.type` picks the recipe.
         client: the teacher; its `usage` is reported, so use one client per run.
-        seed: seeds subjects, styles, per-request teacher seeds and the split.
+        seed: seeds the plan, subjects, styles, sampled answers, per-request teacher seeds and the split.
         should_stop: polled between requests; when true, synthesis stops and returns what it kept.
         on_progress: called after every chunk with (rows kept, rows wanted).
 
@@ -113,111 +132,245 @@ def synthesize(
     """
     started = time.monotonic()
     rng = random.Random(seed)
-    run = _Run(task, client, should_stop)
+    run = _Run(task, client, should_stop, _plan(task, client, rng, should_stop))
+    for example in task.seed_examples:
+        run.seeds.add(example.input)
     targets = _targets(task)
     cap = MAX_REQUESTS_PER_ROW * task.num_examples
     chunk_size = max(MIN_CHUNK, 4 * client.settings.max_concurrency)
     while (want := _shortfall(targets, run.kept)) and run.requested < cap:
         if should_stop() or client.budget_exhausted:
             break
-        plan = _plan_chunk(want, rng, min(chunk_size, cap - run.requested))
-        if task.labels:
-            _classification_chunk(run, plan)
-        else:
-            _generation_chunk(run, plan)
+        _admit(run, _candidates(run, _plan_chunk(run, want, rng, min(chunk_size, cap - run.requested))))
         if on_progress:
             on_progress(len(run.kept), task.num_examples)
     train, evals, surplus = _split(run.kept, targets, task.eval_fraction, rng)
+    train, overlap = _drop_eval_overlap(train, evals)
     run.dropped["surplus"] += surplus
+    run.dropped["eval_overlap"] += overlap
     report = _report(run, train, evals, seed, stopped=_stop_reason(run, targets, cap))
     report["elapsed_s"] = round(time.monotonic() - started, 2)
-    provenance = [_provenance(k, "train") for k in train] + [_provenance(k, "eval") for k in evals]
-    return SynthResult([k.row for k in train], [k.row for k in evals], report, client.usage, provenance)
+    rows = [_with_provenance(run, c, "train", seed) for c in train]
+    eval_rows = [_with_provenance(run, c, "eval", seed) for c in evals]
+    provenance = [r["provenance"] for r in rows + eval_rows]
+    return SynthResult(rows, eval_rows, report, client.usage, provenance)
+
+
+def _plan(task: TaskSpec, client: TeacherClient, rng: random.Random, should_stop: StopFn) -> Plan:
+    # Tool requests are phrased from their arguments, not about a subject: no topic requests.
+    if task.type == "tool_calling":
+        plan = Plan([(None, s) for s in prompts.SUBJECTS])
+    else:
+        plan = plan_subjects(task, client, rng, should_stop)
+    plan.pools, pool_requests = value_pools(task, client, rng, should_stop)
+    plan.requests += pool_requests
+    return plan
 
 
 def _targets(task: TaskSpec) -> dict[str | None, int]:
-    """Rows wanted per label (balanced, remainder to the first labels), or {None: n} for generation."""
-    if not task.labels:
-        return {None: task.num_examples}
-    base, extra = divmod(task.num_examples, len(task.labels))
-    return {label: base + (i < extra) for i, label in enumerate(task.labels)}
+    """Rows wanted per label or per tool (balanced, remainder to the first), else {None: n}."""
+    keys: list[str | None] = [None]
+    if task.type == "classification":
+        keys = list(task.labels or [])
+    elif task.type == "tool_calling":
+        keys = list(task.tool_schemas())
+    base, extra = divmod(task.num_examples, len(keys))
+    return {key: base + (i < extra) for i, key in enumerate(keys)}
 
 
-def _shortfall(targets: dict[str | None, int], kept: list[_Kept]) -> dict[str | None, int]:
-    have = Counter(k.label for k in kept)
+def _shortfall(targets: dict[str | None, int], kept: list[Candidate]) -> dict[str | None, int]:
+    have = Counter(k.key for k in kept)
     return {key: n - have[key] for key, n in targets.items() if n > have[key]}
 
 
 def _plan_chunk(
-    want: dict[str | None, int], rng: random.Random, limit: int
+    run: _Run, want: dict[str | None, int], rng: random.Random, limit: int
 ) -> list[tuple[str | None, prompts.Variation]]:
-    """Requests for the next chunk, labels interleaved round-robin so a cut-off chunk stays balanced."""
+    """Requests for the next chunk, keys interleaved round-robin so a cut-off chunk stays balanced."""
     per_key = {key: math.ceil(n * OVERGENERATE) for key, n in want.items()}
     order = [key for i in range(max(per_key.values())) for key, n in per_key.items() if i < n][:limit]
-    return list(zip(order, prompts.variations(rng, len(order)), strict=True))
+    spread = run.task.version >= 2 and run.task.type == "chat"
+    drawn = prompts.variations(rng, len(order), run.plan.subjects, spread_difficulty=spread)
+    return list(zip(order, drawn, strict=True))
 
 
-def _classification_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> None:
-    labels = run.task.labels or []
-    desc = run.task.description
+def _candidates(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
+    run.requested += len(plan)
+    if run.task.type == "classification":
+        return _classification_chunk(run, plan)
+    if run.task.type == "extraction":
+        return _extraction_chunk(run, plan)
+    if run.task.type == "tool_calling":
+        return _tool_calling_chunk(run, plan)
+    return _chat_chunk(run, plan)
+
+
+def _notes(task: TaskSpec, label: str | None = None) -> str:
+    about = (task.label_descriptions or {}).get(label or "")
+    return prompts.task_notes(task.language, task.constraints, about)
+
+
+def _classification_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
+    task = run.task
+    labels = task.labels or []
     requests = [
         ChatRequest(
-            prompts.labelled_text_messages(desc, str(label), v),
+            prompts.labelled_text_messages(
+                task.description, str(label), v, _notes(task, label), _seed_for(task, label, v.seed)
+            ),
             prompts.TEXT_MAX_TOKENS,
             prompts.TEMPERATURE,
             v.seed,
         )
         for label, v in plan
     ]
-    run.requested += len(requests)
-    system = prompts.classification_instruction(desc, labels)
-    for (label, v), out in zip(plan, run.client.complete_many(requests, run.should_stop), strict=True):
-        if out is None:
+    system = prompts.classification_instruction(task.description, labels)
+    out: list[Candidate] = []
+    for (label, v), text in zip(plan, run.client.complete_many(requests, run.should_stop), strict=True):
+        if text is None:
             continue  # failed, cancelled or over budget: counted as requested - generated
         run.generated += 1
-        text, named = split_label_prefix(clean_text(out), labels)
+        text, named = split_label_prefix(clean_text(text), labels)
         # "Positive: great phone" asked for as negative: the teacher disagrees with our label.
-        reason = "label_mismatch" if named not in (None, label) else text_problem(text, labels)
-        run.keep_or_drop(reason, text, _Kept(label, _row(system, text, str(label)), v))
+        problem = "label_mismatch" if named not in (None, label) else text_problem(text, labels)
+        out.append(Candidate(label, text, _row(system, text, str(label)), v, "labelled_text", problem))
+    return out
 
 
-def _generation_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> None:
-    desc = run.task.description
+def _seed_for(task: TaskSpec, label: str | None, request_seed: int) -> str | None:
+    """One of the customer's seeds with this label to vary (any seed when none has it), or None."""
+    seeds = [s.input for s in task.seed_examples if s.output == label] or [
+        s.input for s in task.seed_examples
+    ]
+    return seeds[request_seed % len(seeds)] if seeds else None
+
+
+def _extraction_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
+    task = run.task
+    schema = task.output_schema or {}
+    answers = [sample(schema, random.Random(v.seed), run.plan.pools) for _, v in plan]
     requests = [
         ChatRequest(
-            prompts.instruction_messages(desc, v), prompts.INSTRUCTION_MAX_TOKENS, prompts.TEMPERATURE, v.seed
+            prompts.extraction_text_messages(task.description, v, mention_text(value), _notes(task)),
+            STRUCTURED_TEXT_MAX_TOKENS,
+            prompts.TEMPERATURE,
+            v.seed,
+        )
+        for (_, v), value in zip(plan, answers, strict=True)
+    ]
+    system = prompts.extraction_instruction(task.description, schema)
+    outputs = run.client.complete_many(requests, run.should_stop)
+    out: list[Candidate] = []
+    for (_, v), value, raw in zip(plan, answers, outputs, strict=True):
+        if raw is None:
+            continue
+        run.generated += 1
+        text = clean_text(raw)
+        answer = json.dumps(value, ensure_ascii=False)
+        problem = text_problem(text, meta=False) or _grounding_problem(text, value)
+        out.append(Candidate(None, text, _row(system, text, answer), v, "extraction_text", problem))
+    return out
+
+
+def _tool_calling_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
+    task = run.task
+    tools = task.tool_schemas()
+    calls = [
+        (str(name), sample(tools[str(name)]["parameters"], random.Random(v.seed), run.plan.pools, str(name)))
+        for name, v in plan
+    ]
+    requests = [
+        ChatRequest(
+            prompts.tool_request_messages(_action(tools[name]), mention_text(args), v, _notes(task)),
+            prompts.INSTRUCTION_MAX_TOKENS,
+            prompts.TEMPERATURE,
+            v.seed,
+        )
+        for (name, args), (_, v) in zip(calls, plan, strict=True)
+    ]
+    outputs = run.client.complete_many(requests, run.should_stop)
+    out: list[Candidate] = []
+    for (name, args), (_, v), raw in zip(calls, plan, outputs, strict=True):
+        if raw is None:
+            continue
+        run.generated += 1
+        text = clean_text(raw)
+        problem = text_problem(text, meta=False) or _grounding_problem(text, args)
+        row = _row(task.description, text, lfm_tool_call(name, args))
+        row["tools"] = task.tools
+        out.append(Candidate(name, text, row, v, "tool_request", problem))
+    return out
+
+
+def _action(fn: dict[str, Any]) -> str:
+    """What a tool does, as the object of "Rewrite as a request: <action> (...)": its
+    description's first sentence, lower-cased, else its name in words (get_weather -> get weather)."""
+    first = re.split(r"(?<=[.!?])\s", str(fn.get("description") or "").strip())[0].rstrip(".!? ")
+    if not first:
+        return re.sub(r"[_.]+", " ", fn["name"]).strip()
+    return first[0].lower() + first[1:]
+
+
+def _grounding_problem(text: str, value: Any) -> str | None:
+    """`value_not_in_text` when the text omits a sampled value (the answer would state a fact the
+    input does not), `scaffold_echo` when it copied our `key: value` list instead of phrasing it."""
+    if missing_from(text, value):
+        return "value_not_in_text"
+    lowered = text.lower()
+    if any(part.lower() in lowered for part in mention_text(value).split(", ") if ": " in part):
+        return "scaffold_echo"
+    return None
+
+
+def _chat_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
+    task = run.task
+    seeds = [s.input for s in task.seed_examples]
+    requests = [
+        ChatRequest(
+            prompts.instruction_messages(task.description, v, _notes(task), _examples(seeds, v.seed)),
+            prompts.INSTRUCTION_MAX_TOKENS,
+            prompts.TEMPERATURE,
+            v.seed,
         )
         for _, v in plan
     ]
-    run.requested += len(requests)
-    # Filter and de-duplicate the requests before paying for their answers. A request is entered in
-    # the index when accepted, so a copy later in the chunk is caught too (even if its answer fails).
+    # Filter and de-duplicate the requests before paying for their answers; `local` catches a
+    # copy later in this same chunk.
+    local = DedupIndex()
     accepted: list[tuple[prompts.Variation, str]] = []
     for (_, v), out in zip(plan, run.client.complete_many(requests, run.should_stop), strict=True):
         if out is None:
             continue
         run.generated += 1
         text = clean_text(out)
-        if reason := text_problem(text, meta=False) or run.index.check(text):
+        if reason := text_problem(text, meta=False) or _copy_problem(run, text) or local.check(text):
             run.dropped[reason] += 1
             continue
-        run.index.add(text)
+        local.add(text)
         accepted.append((v, text))
+    system = prompts.chat_instruction(task.description, task.constraints)
     answer_requests = [
         ChatRequest(
-            prompts.answer_messages(desc, text), prompts.ANSWER_MAX_TOKENS, prompts.ANSWER_TEMPERATURE, v.seed
+            prompts.answer_messages(system, text),
+            prompts.ANSWER_MAX_TOKENS,
+            prompts.ANSWER_TEMPERATURE,
+            v.seed,
         )
         for v, text in accepted
     ]
     answers = run.client.complete_many(answer_requests, run.should_stop)
+    candidates = []
     for (v, text), answer in zip(accepted, answers, strict=True):
         cleaned = clean_answer(answer) if answer is not None else ""
-        row = _row(desc.strip(), text, cleaned)
-        reason = _answer_problem(answer, cleaned) or (check_row(row) and "invalid_row")
-        if reason:
-            run.dropped[reason] += 1
-        else:
-            run.kept.append(_Kept(None, row, v))
+        row = _row(system, text, cleaned)
+        candidates.append(Candidate(None, text, row, v, "instruction", _answer_problem(answer, cleaned)))
+    return candidates
+
+
+def _examples(seeds: list[str], request_seed: int) -> list[str]:
+    """Up to 2 of the customer's seeds for one instruction request (self-instruct's in-context
+    examples; a small teacher loses the thread with more)."""
+    return random.Random(request_seed).sample(seeds, min(2, len(seeds)))
 
 
 def _answer_problem(raw: str | None, cleaned: str) -> str | None:
@@ -232,6 +385,70 @@ def _answer_problem(raw: str | None, cleaned: str) -> str | None:
     return None
 
 
+def _copy_problem(run: _Run, text: str) -> str | None:
+    """`seed_copy` for a (near) copy of a customer's seed, else the duplicate reason, else None."""
+    if len(run.seeds) and run.seeds.check(text):
+        return "seed_copy"
+    return run.index.check(text)
+
+
+def _admit(run: _Run, candidates: list[Candidate]) -> None:
+    """Validate, de-duplicate and (with a rubric) judge a chunk's candidates; keep the survivors."""
+    fresh = []
+    for c in candidates:
+        if reason := c.problem or row_problem(run.task, c.row) or _copy_problem(run, c.user):
+            run.dropped[reason] += 1
+        else:
+            fresh.append(c)
+    if run.task.rubric:
+        fresh = _judge(run, fresh)
+    for c in fresh:
+        # Checked again: two near copies in one chunk both pass the check above.
+        if reason := run.index.check(c.user):
+            run.dropped[reason] += 1
+            continue
+        run.index.add(c.user)
+        run.kept.append(c)
+
+
+def _judge(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
+    """Score each candidate 1-5 against the rubric (temperature 0); keep those >= judge_min_score.
+
+    The judge is an instrument, not ground truth (NeMo Curator's caveat): check its scores against
+    a sample read by a person before trusting a threshold. The bundled 135M teacher answers "1" to
+    nearly everything, so use a judge only with a capable teacher.
+    """
+    rubric = run.task.rubric or ""
+    requests = [
+        ChatRequest(
+            prompts.judge_messages(rubric, c.user, answer_of(c.row)),
+            prompts.JUDGE_MAX_TOKENS,
+            0.0,
+            c.variation.seed,
+        )
+        for c in candidates
+    ]
+    run.judge_requests += len(requests)
+    passed = []
+    for c, out in zip(candidates, run.client.complete_many(requests, run.should_stop), strict=True):
+        c.judge_score = parse_score(out) if out is not None else None
+        if out is None:
+            run.dropped["judge_no_answer"] += 1
+        elif c.judge_score is None:
+            run.dropped["judge_unreadable"] += 1
+        elif c.judge_score < run.task.judge_min_score:
+            run.dropped["judge_low_score"] += 1
+        else:
+            passed.append(c)
+    return passed
+
+
+def parse_score(text: str) -> int | None:
+    """The first digit 1-5 standing alone in a judge's answer ("4", "Rating: 4", "4/5")."""
+    match = re.search(r"(?<!\d)([1-5])(?!\d)", text)
+    return int(match.group(1)) if match else None
+
+
 def _row(system: str, user: str, assistant: str) -> dict[str, Any]:
     return {
         "messages": [
@@ -243,14 +460,14 @@ def _row(system: str, user: str, assistant: str) -> dict[str, Any]:
 
 
 def _split(
-    kept: list[_Kept], targets: dict[str | None, int], eval_fraction: float, rng: random.Random
-) -> tuple[list[_Kept], list[_Kept], int]:
-    """(train, eval, surplus). Per label: eval takes its quota first from a seeded shuffle, then train
-    takes up to the rest of the label's target. A label with a single row gives it to train."""
-    train: list[_Kept] = []
-    evals: list[_Kept] = []
+    kept: list[Candidate], targets: dict[str | None, int], eval_fraction: float, rng: random.Random
+) -> tuple[list[Candidate], list[Candidate], int]:
+    """(train, eval, surplus). Per key: eval takes its quota first from a seeded shuffle, then train
+    takes up to the rest of the key's target. A key with a single row gives it to train."""
+    train: list[Candidate] = []
+    evals: list[Candidate] = []
     for key, target in targets.items():
-        pool = [k for k in kept if k.label == key]
+        pool = [k for k in kept if k.key == key]
         rng.shuffle(pool)
         n_eval = min(max(1, round(target * eval_fraction)), len(pool) - 1) if len(pool) > 1 else 0
         n_train = min(target - n_eval, len(pool) - n_eval)
@@ -259,6 +476,17 @@ def _split(
     rng.shuffle(train)
     rng.shuffle(evals)
     return train, evals, len(kept) - len(train) - len(evals)
+
+
+def _drop_eval_overlap(train: list[Candidate], evals: list[Candidate]) -> tuple[list[Candidate], int]:
+    """Train without any row that duplicates an eval row. Every kept row was already checked
+    against all earlier ones, so this finds nothing unless that invariant breaks; it is the one
+    place the promise "no eval row leaks into train" is enforced, so it stays explicit."""
+    index = DedupIndex()
+    for c in evals:
+        index.add(c.user)
+    clean = [c for c in train if index.check(c.user) is None]
+    return clean, len(train) - len(clean)
 
 
 def _stop_reason(run: _Run, targets: dict[str | None, int], cap: int) -> str | None:
@@ -272,14 +500,18 @@ def _stop_reason(run: _Run, targets: dict[str | None, int], cap: int) -> str | N
 
 
 def _report(
-    run: _Run, train: list[_Kept], evals: list[_Kept], seed: int, stopped: str | None
+    run: _Run, train: list[Candidate], evals: list[Candidate], seed: int, stopped: str | None
 ) -> dict[str, Any]:
     """Counts add up: generated == kept + sum(dropped_by_reason). `requested` counts the candidate
     requests planned; `unanswered` = requested - generated failed, or were never sent because the
-    run was cancelled or out of budget. Generation counts its user requests, not their answers."""
+    run was cancelled or out of budget. Chat counts its user requests, not their answers; planning
+    and judge requests are counted apart (`planning.requests`, `judge.requests`)."""
     dups = run.dropped["duplicate"] + run.dropped["near_duplicate"]
+    task = run.task
     report: dict[str, Any] = {
-        "task_type": run.task.task_type,
+        "type": task.type,
+        "version": task.version,
+        "task_type": task.task_type,
         "requested": run.requested,
         "generated": run.generated,
         "unanswered": run.requested - run.generated,
@@ -289,30 +521,55 @@ def _report(
         "dropped_by_reason": dict(sorted((r, n) for r, n in run.dropped.items() if n)),
         "duplicate_rate": round(dups / run.generated, 4) if run.generated else 0.0,
         "stopped": stopped,
+        "planning": {
+            "requests": run.plan.requests,
+            "topics": sorted({t for t, _ in run.plan.subjects if t}),
+            "subjects": len(run.plan.subjects),
+            "value_pools": {path: len(values) for path, values in run.plan.pools.items()},
+        },
         "provenance": {
             "teacher_model": run.client.settings.model,
             "prompt_version": prompts.PROMPT_VERSION,
+            "templates": {
+                t: prompts.TEMPLATE_VERSIONS[t] for t in sorted({c.template for c in train + evals})
+            },
             "seed": seed,
         },
         "usage": run.client.usage.as_dict(),
+        "cost_usd": round(run.client.cost_usd, 6),
     }
-    if run.task.labels:
-        report["label_distribution"] = {
-            label: {
-                "train": sum(k.label == label for k in train),
-                "eval": sum(k.label == label for k in evals),
-            }
-            for label in run.task.labels
+    if task.rubric:
+        scores = [c.judge_score for c in train + evals if c.judge_score is not None]
+        report["judge"] = {
+            "requests": run.judge_requests,
+            "min_score": task.judge_min_score,
+            "mean_kept_score": round(sum(scores) / len(scores), 3) if scores else None,
+        }
+    if task.type in ("classification", "tool_calling"):
+        name = "label_distribution" if task.type == "classification" else "tool_distribution"
+        report[name] = {
+            key: {"train": sum(c.key == key for c in train), "eval": sum(c.key == key for c in evals)}
+            for key in _targets(task)
         }
     return report
 
 
-def _provenance(kept: _Kept, split: str) -> dict[str, Any]:
-    v = kept.variation
-    return {
+def _with_provenance(run: _Run, c: Candidate, split: str, seed: int) -> dict[str, Any]:
+    """The row, with where it came from: enough to regenerate it or to trace a bad one."""
+    v = c.variation
+    provenance = {
         "split": split,
-        "label": kept.label,
+        "teacher_model": run.client.settings.model,
+        "template": c.template,
+        "template_version": prompts.TEMPLATE_VERSIONS[c.template],
+        "prompt_version": prompts.PROMPT_VERSION,
+        "seed": seed,
+        "request_seed": v.seed,
+        "key": c.key,
+        "topic": v.topic,
         "subject": v.subject,
         "style": v.style,
-        "teacher_seed": v.seed,
+        "difficulty": v.difficulty,
+        "judge_score": c.judge_score,
     }
+    return {**c.row, "provenance": {k: val for k, val in provenance.items() if val is not None}}

@@ -6,8 +6,9 @@ rate-limit, fail and cost money:
 * bounded concurrency (threads; the HTTP call is the only slow part),
 * retries of 429 / 5xx / timeouts / connection errors with capped exponential backoff and jitter,
   honouring `Retry-After`,
-* a token budget (`max_total_tokens`): each request reserves its worst case (max_tokens plus an
-  estimate of its prompt) before it is sent, so concurrent requests cannot jointly overshoot it,
+* a token budget (`max_total_tokens`, or `max_cost_usd` at `usd_per_1k_tokens`, whichever is
+  lower): each request reserves its worst case (max_tokens plus an estimate of its prompt) before
+  it is sent, so concurrent requests cannot jointly overshoot it,
 * cooperative cancel (`should_stop`) checked before every request and during backoff sleeps,
 * usage accounting (`TeacherUsage`) for cost.
 
@@ -70,8 +71,24 @@ class TeacherSettings(BaseModel):
     backoff_base_s: float = Field(default=0.5, ge=0, description="First backoff; doubles per retry.")
     backoff_max_s: float = Field(default=30.0, ge=0, description="Cap on one backoff, Retry-After included.")
     max_total_tokens: int | None = Field(default=None, ge=1, description="Token budget; None = unlimited.")
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, description="Cost budget, spent at usd_per_1k_tokens; None = unlimited."
+    )
+    usd_per_1k_tokens: float = Field(
+        default=0.0, ge=0, description="Teacher price per 1,000 prompt + completion tokens (0 = free)."
+    )
     max_consecutive_failures: int = Field(default=8, ge=1, description="complete_many gives up after this.")
     temperature: float = Field(default=0.8, ge=0, le=2)
+
+    @property
+    def token_limit(self) -> int | None:
+        """The token budget in force: max_total_tokens, or what max_cost_usd buys at the price if
+        that is lower ($0.50 at $0.0002 per 1k tokens buys 2,500,000 tokens)."""
+        limits = [self.max_total_tokens] if self.max_total_tokens is not None else []
+        if self.max_cost_usd is not None and self.usd_per_1k_tokens > 0:
+            # + 1e-6: 0.0007 / 0.002 * 1000 is 349.99999999999994 in floating point, and is 350
+            limits.append(int(self.max_cost_usd / self.usd_per_1k_tokens * 1000 + 1e-6))
+        return min(limits) if limits else None
 
 
 @dataclass
@@ -164,7 +181,7 @@ class TeacherClient:
         self.settings = settings
         self.usage = TeacherUsage()
         self._lock = threading.Lock()
-        self._budget = _Budget(settings.max_total_tokens)
+        self._budget = _Budget(settings.token_limit)
         self._rng = rng or random.Random()  # jitter only; seeded in tests for stable timings
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self._http = httpx.Client(
@@ -182,6 +199,11 @@ class TeacherClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def cost_usd(self) -> float:
+        """What the tokens used so far cost at `usd_per_1k_tokens`."""
+        return self.usage.total_tokens * self.settings.usd_per_1k_tokens / 1000
 
     @property
     def budget_exhausted(self) -> bool:
@@ -277,8 +299,10 @@ class TeacherClient:
             limit = self._budget.limit
             if limit is not None and self.usage.total_tokens + self._budget.reserved + cost > limit:
                 self._budget.hit = True
+                usd = self.settings.max_cost_usd
+                bought = "" if limit == self.settings.max_total_tokens else f", max_cost_usd {usd:g}"
                 raise TeacherBudgetExceeded(
-                    f"teacher token budget of {limit} spent ({self.usage.total_tokens} used)"
+                    f"teacher token budget of {limit} spent ({self.usage.total_tokens} used{bought})"
                 )
             self._budget.reserved += cost
 

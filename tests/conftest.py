@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,6 @@ class Platform:
 def platform() -> Iterator[Platform]:
     """Process-wide settings for service tests: PostgreSQL + Redis + moto S3, migrated."""
     import boto3
-    import redis
     from moto.server import ThreadedMotoServer
 
     from infra.migrate import upgrade_head
@@ -80,7 +80,9 @@ def platform() -> Iterator[Platform]:
     var_dir = Path(tempfile.mkdtemp(prefix="edgetune-test-"))
     db_name, db_url = create_database()
     broker = f"redis://127.0.0.1:6379/{REDIS_DB}"
-    redis.Redis.from_url(broker).flushdb()
+    # A queue of its own: test sessions running side by side (or a leftover worker) on the same
+    # Redis must not take each other's jobs.
+    queue = f"edgetune-test-{uuid.uuid4().hex[:12]}"
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     moto.start()
@@ -89,6 +91,7 @@ def platform() -> Iterator[Platform]:
         "EDGETUNE_VAR_DIR": str(var_dir),
         "EDGETUNE_DATABASE_URL": db_url,
         "EDGETUNE_BROKER_URL": broker,
+        "EDGETUNE_QUEUE": queue,
         "EDGETUNE_ARTIFACT_STORE": "s3://edgetune-test/registry",
         "EDGETUNE_S3_ENDPOINT_URL": endpoint,
         "EDGETUNE_MODELS_DIR": str(var_dir / "models-in"),

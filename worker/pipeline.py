@@ -165,6 +165,15 @@ def billing_compute(gpu: bool) -> str:
     return configured if configured != "cpu" else "h100-80gb"
 
 
+def save_state(ctx: JobContext, outputs: dict[str, Any]) -> None:
+    """Keep a stage's outputs in the job even when it then fails (the gate's verdict, say)."""
+    ctx.state.update(outputs)
+    with session_scope() as session:
+        job = session.get(Job, ctx.job_id)
+        assert job is not None
+        job.state = dict(ctx.state)
+
+
 def _finish_stage(ctx: JobContext, name: str, outputs: dict[str, Any], seconds: float) -> None:
     """Record a stage's outputs, its place in stages_done and its measured compute cost, together."""
     ctx.state.update(outputs)

@@ -39,7 +39,7 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any]) -> dict[
 
     profile = get_profile(target)
     main = _single_file([Path(p) for p in entry["files"]], ctx.work_dir / "export", target)
-    eval_scores = {**ctx.state.get("eval", {}), "artifact": entry.get("eval")}
+    eval_scores = {**ctx.state.get("eval", {}), "artifact": entry.get("eval"), "gate": ctx.state.get("gate")}
     manifest = build_manifest(
         ctx.job_id,
         ctx.config,

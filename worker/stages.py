@@ -4,31 +4,35 @@
 from __future__ import annotations
 
 import random
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from api.services import files as file_service
-from infra.chat_rows import parse_jsonl, to_jsonl
+from infra.chat_rows import to_jsonl
 from infra.db import session_scope
-from infra.job_config import MAX_EVAL_ROWS, held_out_count
+from infra.errors import EvalGateFailed, InvalidRequest
+from infra.job_config import MAX_EVAL_ROWS, Hyperparameters, held_out_count
 from infra.models import File, Job, Org
 from infra.price_book import price_book
 from infra.settings import get_settings
 from infra.storage import get_store
 from worker.callbacks import JobTrainerCallback
-from worker.pipeline import JobCancelled, JobContext, Stage
+from worker.pipeline import JobCancelled, JobContext, Stage, save_state
 from worker.publish import publish
 
-TaskType = Literal["classification", "generation"]
+if TYPE_CHECKING:
+    from recipes.training_common import TrainResult
+    from synth.teacher import TeacherClient
+
+TaskType = Literal["classification", "extraction", "tool_calling", "generation"]  # eval.metrics.TaskType
 
 
 def _download_file(file_id: str, dest: Path) -> Path:
     with session_scope() as session:
         f = session.get(File, file_id)
         if f is None:
-            from infra.errors import InvalidRequest
-
             raise InvalidRequest(f"file {file_id} was deleted before the job started", param="training_file")
         key = f.storage_key
     return get_store().download(key, dest)
@@ -53,46 +57,45 @@ def prepare(ctx: JobContext) -> dict[str, Any]:
     return out
 
 
-def _teacher(ctx: JobContext) -> AbstractContextManager[str]:
-    from synth.llama_server import bundled_teacher_gguf, serve_gguf
+def _teacher(ctx: JobContext) -> AbstractContextManager[TeacherClient]:
+    """The server's teacher (EDGETUNE_TEACHER_*, else the bundled SmolLM2 on llama.cpp), its cost
+    capped at what the job's budget_usd leaves: the run stops at the cap instead of overshooting."""
+    from api.schemas.synthetic_datasets import TeacherOptions
+    from api.services.synthetic_datasets import open_teacher
 
-    s = get_settings()
-    if s.teacher_base_url:
-        return nullcontext(s.teacher_base_url)
-    ctx.event("No teacher endpoint configured: serving the bundled SmolLM2-135M-Instruct with llama.cpp")
-    return serve_gguf(bundled_teacher_gguf())
+    max_cost = None
+    if ctx.config.budget_usd is not None:
+        with session_scope() as session:
+            job = session.get(Job, ctx.job_id)
+            spent = float(job.total_cost_usd or 0.0) if job else 0.0
+        max_cost = max(ctx.config.budget_usd - spent, 1e-9)
+    return open_teacher(TeacherOptions(max_cost_usd=max_cost), notify=ctx.event)
 
 
 def _store_rows(ctx: JobContext, rows: list[dict[str, Any]], name: str) -> str:
-    """Save generated rows as a file of the org, validated by the same rule as uploads."""
+    """Save generated rows as a file of the org (the dataset API's store_rows) and list it in the
+    job's result_files."""
+    from api.services.synthetic_datasets import store_rows
+
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
         assert job is not None
         org = session.get(Org, job.org_id)
         assert org is not None
-        f = file_service.create_file(
-            session=session,
-            org=org,
-            filename=f"{ctx.job_id}-{name}.jsonl",
-            purpose="fine-tune",
-            data=to_jsonl(rows),
-        )
+        f = store_rows(session, org, rows, f"{ctx.job_id}-{name}.jsonl")
         job.result_files = [*(job.result_files or []), f.id]
         return f.id
 
 
 def synthesize(ctx: JobContext) -> dict[str, Any]:
+    """A job with a task and no training file: the same synthesis as POST /v1/synthetic_datasets."""
     if ctx.config.training_file or ctx.config.task is None:
         return {}
     from api.services.jobs import record_usage
     from synth.generate import synthesize as run_synth
-    from synth.teacher import TeacherClient, TeacherSettings
 
-    s = get_settings()
-    with _teacher(ctx) as base_url:
-        settings = TeacherSettings(base_url=base_url, model=s.teacher_model, api_key=s.teacher_api_key)
-        with TeacherClient(settings) as client:
-            result = run_synth(ctx.config.task, client, seed=ctx.config.seed, should_stop=ctx.cancelled)
+    with _teacher(ctx) as client:
+        result = run_synth(ctx.config.task, client, seed=ctx.config.seed, should_stop=ctx.cancelled)
     ctx.check_cancel()
     if not result.train_rows or not result.eval_rows:
         raise RuntimeError(f"the teacher produced no usable rows: {result.report}")
@@ -104,7 +107,7 @@ def synthesize(ctx: JobContext) -> dict[str, Any]:
         _store_rows(ctx, result.train_rows, "train"),
         _store_rows(ctx, result.eval_rows, "eval"),
     )
-    tokens = result.usage.prompt_tokens + result.usage.completion_tokens
+    tokens = result.usage.total_tokens
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
         assert job is not None
@@ -133,9 +136,16 @@ def synthesize(ctx: JobContext) -> dict[str, Any]:
     }
 
 
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Chat rows or preference pairs, whichever the file holds (checked when the job was created)."""
+    data = path.read_bytes()
+    rows, _ = file_service.parse_rows(data, file_service.file_format(data))
+    return rows
+
+
 def _split_eval(ctx: JobContext) -> None:
     """No eval file given: hold out ~10% of the training rows (seeded), at least 2, at most 64."""
-    rows, _ = parse_jsonl(Path(ctx.state["train_path"]).read_bytes())
+    rows = _read_rows(Path(ctx.state["train_path"]))
     rng = random.Random(ctx.config.seed)
     rng.shuffle(rows)
     n_eval = held_out_count(len(rows))
@@ -149,73 +159,99 @@ def _split_eval(ctx: JobContext) -> None:
     ctx.event(f"No validation file: held out {n_eval} of {len(rows)} training rows for evaluation")
 
 
-def _recommended_lr(model_id: str) -> float:
+def _recipe(ctx: JobContext) -> tuple[Callable[..., Any], Any]:
+    """The recipe this job runs and its config: LoRA or full, SFT or DPO, at the method's rate."""
+    from recipes import dpo, full_sft, lora_sft
     from recipes.base_models import find_base_model
+    from recipes.learning_rates import base_learning_rate
 
-    s = get_settings()
-    info = find_base_model(model_id, s.models_dir, s.model_cache_dir)
+    cfg, s = ctx.config, get_settings()
+    info = find_base_model(cfg.model, s.models_dir, s.model_cache_dir)
     assert info is not None  # checked when the job was created
-    return info.recommended_lr
+    hp = cfg.method.hyperparameters
+    common: dict[str, Any] = {
+        "base_model_dir": Path(ctx.state["base_model_dir"]),
+        "train_file": Path(ctx.state["train_path"]),
+        "eval_file": Path(ctx.state["eval_path"]),
+        "output_dir": ctx.work_dir / "train",
+        "seed": cfg.seed,
+        "hyperparameters": Hyperparameters(**hp.model_dump(include=set(Hyperparameters.model_fields))),
+        "base_learning_rate": base_learning_rate(cfg.method.type, cfg.training_type, info.recommended_lr),
+        "save_steps": s.checkpoint_steps,
+    }
+    lora = cfg.lora if cfg.training_type == "lora" else None
+    if cfg.method.type == "dpo":
+        return dpo.train, dpo.DPORecipeConfig(**common, lora=lora, beta=cfg.method.beta)
+    if lora is None:
+        return full_sft.train, full_sft.FullSFTConfig(**common)
+    return lora_sft.train, lora_sft.LoraSFTConfig(**common, lora=lora)
 
 
-def train(ctx: JobContext) -> dict[str, Any]:
-    from recipes.lora_sft import LoraSFTConfig
-    from recipes.lora_sft import train as run_train
-
-    if not ctx.state.get("eval_path"):
-        _split_eval(ctx)
-    cfg = LoraSFTConfig(
-        base_model_dir=Path(ctx.state["base_model_dir"]),
-        train_file=Path(ctx.state["train_path"]),
-        output_dir=ctx.work_dir / "train",
-        seed=ctx.config.seed,
-        hyperparameters=ctx.config.method.supervised.hyperparameters,
-        lora=ctx.config.lora,
-        eval_file=Path(ctx.state["eval_path"]),
-        base_learning_rate=_recommended_lr(ctx.config.model),
-        save_steps=get_settings().checkpoint_steps,
-    )
-    callback = JobTrainerCallback(ctx)
-    result = run_train(cfg, callbacks=[callback])
-    if callback.stopped_for_cancel:
-        raise JobCancelled()
-    if callback.budget_error is not None:
-        raise callback.budget_error
-    hp = {
+def _record_training(ctx: JobContext, result: TrainResult) -> dict[str, Any]:
+    hp: dict[str, Any] = {
         "n_epochs": result.hyperparameters.n_epochs,
         "batch_size": result.hyperparameters.batch_size,
-        "learning_rate_multiplier": ctx.config.method.supervised.hyperparameters.learning_rate_multiplier,
+        "learning_rate_multiplier": ctx.config.method.hyperparameters.learning_rate_multiplier,
         "learning_rate": result.hyperparameters.learning_rate,
     }
+    if ctx.config.method.type == "dpo":
+        hp["beta"] = ctx.config.method.beta
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
         assert job is not None
         job.hyperparameters, job.trained_tokens = hp, result.trained_tokens
+    return hp
+
+
+def train(ctx: JobContext) -> dict[str, Any]:
+    from recipes.dpo import DPOResult
+
+    if not ctx.state.get("eval_path"):
+        _split_eval(ctx)
+    run, recipe_cfg = _recipe(ctx)
+    callback = JobTrainerCallback(ctx)
+    out = run(recipe_cfg, callbacks=[callback])
+    if callback.stopped_for_cancel:
+        raise JobCancelled()
+    if callback.budget_error is not None:
+        raise callback.budget_error
+    result: TrainResult = out.training if isinstance(out, DPOResult) else out
+    hp = _record_training(ctx, result)
+    targets = result.target_modules if isinstance(result.target_modules, str) else list(result.target_modules)
+    data: dict[str, Any] = {
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "trained_tokens": result.trained_tokens,
+        "trainable_params": result.trainable_params,
+        "target_modules": targets,
+        "training_type": ctx.config.training_type,
+    }
+    if isinstance(out, DPOResult):
+        data |= {"reward_margins": out.reward_margins, "reward_accuracy": out.reward_accuracy}
     ctx.event(
-        f"Training finished: {result.steps} steps, final loss {result.train_loss:.4f}, "
+        f"Training finished ({ctx.config.method.type}, {ctx.config.training_type}): {result.steps} steps, "
+        f"final loss {result.train_loss or float('nan'):.4f}, "
         f"{result.trainable_params:,} trainable of {result.total_params:,} parameters",
         type="metrics",
-        data={
-            "steps": result.steps,
-            "train_loss": result.train_loss,
-            "trained_tokens": result.trained_tokens,
-            "trainable_params": result.trainable_params,
-            "target_modules": list(result.target_modules),
-        },
+        data=data,
     )
     return {
         "merged_dir": str(result.merged_dir),
-        "adapter_dir": str(result.adapter_dir),
+        "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
         "train_loss": result.train_loss,
         "hyperparameters": hp,
+        "loss_history": result.loss_history,
     }
 
 
 def eval_rows(ctx: JobContext) -> tuple[list[dict[str, Any]], TaskType, list[str] | None]:
     """The held-out rows and how to score them: by label accuracy when the answers are a small
     label set (a task with labels, or an upload whose answers repeat), else by token F1."""
-    rows, _ = parse_jsonl(Path(ctx.state["eval_path"]).read_bytes())
-    rows = rows[:MAX_EVAL_ROWS]
+    rows = _read_rows(Path(ctx.state["eval_path"]))[:MAX_EVAL_ROWS]
+    if ctx.config.method.type == "dpo":  # a preference model is scored on matching the chosen answers
+        from recipes.preference_data import as_chat_row
+
+        rows = [as_chat_row(r) for r in rows]
     if ctx.config.task is not None:
         return rows, ctx.config.task.task_type, ctx.config.task.labels
     answers = [r["messages"][-1].get("content") or "" for r in rows]
@@ -249,7 +285,8 @@ def evaluate(ctx: JobContext) -> dict[str, Any]:
         type="metrics",
         data=result,
     )
-    return {"eval": result}
+    # the full results (every metric, per-class report) feed the gate and the job's report
+    return {"eval": result, "eval_results": {"base": base.to_dict(), "fine_tuned": tuned.to_dict()}}
 
 
 def _score(r: Any) -> dict[str, Any]:
@@ -271,6 +308,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
         if profile.format == "gguf":  # score the artifact as shipped, in its own runtime
             scored = evaluate_model("gguf", paths[0], rows, task_type, labels)
             entry["eval"] = {"metric": scored.metric, **_score(scored)}
+            entry["eval_result"] = scored.to_dict()
         exported[target] = entry
         ctx.event(
             f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip(),
@@ -279,11 +317,44 @@ def export(ctx: JobContext) -> dict[str, Any]:
     return {"exported": exported}
 
 
+def gate(ctx: JobContext) -> dict[str, Any]:
+    """Apply the job's gate policy to base, fine-tuned and every scored artifact (eval/gate.py).
+    A failing gate ends the job `failed` with code `eval_gate_failed` and every failing check in
+    its message; publish never runs, so nothing reaches the registry."""
+    from eval.gate import decide_gate
+    from eval.metrics import EvalResult
+
+    results = ctx.state["eval_results"]
+    artifacts = {
+        target: EvalResult.from_dict(entry["eval_result"])
+        for target, entry in ctx.state["exported"].items()
+        if "eval_result" in entry
+    }
+    decision = decide_gate(
+        ctx.config.gate,
+        EvalResult.from_dict(results["base"]),
+        EvalResult.from_dict(results["fine_tuned"]),
+        artifacts,
+    )
+    verdict = decision.model_dump()
+    if not decision.passed:
+        save_state(ctx, {"gate": verdict})
+        ctx.event("Eval gate failed: " + "; ".join(decision.reasons), level="error", data=verdict)
+        raise EvalGateFailed("the eval gate refused this model: " + "; ".join(decision.reasons))
+    ctx.event(
+        f"Eval gate passed on {decision.metric} ({len(decision.checks)} checks)"
+        + (f"; note: {'; '.join(decision.notes)}" if decision.notes else ""),
+        data=verdict,
+    )
+    return {"gate": verdict}
+
+
 STAGES: list[tuple[str, Stage]] = [
     ("prepare", prepare),
     ("synthesize", synthesize),
     ("train", train),
     ("evaluate", evaluate),
     ("export", export),
+    ("gate", gate),
     ("publish", publish),
 ]

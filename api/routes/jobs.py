@@ -31,9 +31,7 @@ def create_job(
     body: JobCreate,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobPublic:
-    job, created = svc.create_job(session=session, org=org, config=body, idempotency_key=idempotency_key)
-    if created:
-        svc.enqueue(session=session, job=job)
+    job, _ = svc.submit_job(session=session, org=org, config=body, idempotency_key=idempotency_key)
     return svc.to_public(job)
 
 

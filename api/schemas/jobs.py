@@ -46,7 +46,10 @@ class JobPublic(BaseModel):
     # edgetune's own
     task: dict[str, Any] | None
     targets: list[str]
+    training_type: str
     lora: dict[str, Any]
+    gate: dict[str, Any]  # the policy asked for
+    eval_gate: dict[str, Any] | None = None  # the decision, with every check's numbers, once made
     stage: str | None
     total_cost_usd: float
 

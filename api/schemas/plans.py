@@ -63,7 +63,8 @@ class BudgetCheckPublic(BaseModel):
 class PlanPublic(BaseModel):
     object: Literal["fine_tuning.job.plan"] = "fine_tuning.job.plan"
     model: str
-    method: Literal["lora", "full"]
+    method: Literal["lora", "full"]  # the training type
+    method_type: Literal["supervised", "dpo"] = "supervised"
     tokens: TokenCounts
     hyperparameters: ResolvedHyperparametersPublic
     total_params: int

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.schemas.files import PURPOSES, FilePublic
 from api.services.pagination import page
-from infra.chat_rows import parse_jsonl
+from infra.chat_rows import RowError, parse_jsonl
 from infra.errors import InvalidRequest, NotFound, PayloadTooLarge
 from infra.models import File, Org, new_id
 from infra.settings import get_settings
@@ -40,7 +42,7 @@ def validate_upload(*, filename: str, purpose: str, data: bytes) -> int:
         raise InvalidRequest("file is empty", param="file", code="empty_file")
     if not filename.endswith(".jsonl"):
         raise InvalidRequest("fine-tune files must be JSONL (*.jsonl)", param="file")
-    rows, errors = parse_jsonl(data)
+    rows, errors = parse_rows(data, file_format(data))
     if errors:
         shown = "; ".join(str(e) for e in errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
@@ -51,6 +53,53 @@ def validate_upload(*, filename: str, purpose: str, data: bytes) -> int:
             details=[{"line": e.line, "reason": e.reason} for e in errors],
         )
     return len(rows)
+
+
+RowFormat = Literal["chat", "preference"]
+
+
+def file_format(data: bytes) -> RowFormat:
+    """What a JSONL file holds, from its first JSON object: preference pairs (TRL's prompt/chosen/
+    rejected or OpenAI's DPO input/preferred_output/non_preferred_output) or chat rows (OpenAI's
+    `messages`). A file is one or the other; its rows are then checked by that format's rules."""
+    from recipes.preference_data import OPENAI_KEYS, TRL_KEYS
+
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            first = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(first, dict) and "messages" not in first and set(first) & {*TRL_KEYS, *OPENAI_KEYS}:
+            return "preference"
+        return "chat"
+    return "chat"
+
+
+def parse_rows(data: bytes, fmt: RowFormat) -> tuple[list[dict[str, Any]], list[RowError]]:
+    from recipes.preference_data import parse_preference_jsonl
+
+    return parse_preference_jsonl(data) if fmt == "preference" else parse_jsonl(data)
+
+
+def read_rows(
+    *, session: Session, org: Org, file_id: str, param: str, method: Literal["supervised", "dpo"]
+) -> list[dict[str, Any]]:
+    """A stored file's rows as `method` trains on them: preference pairs for DPO, chat rows for
+    supervised; a file of the other kind is a 400 naming the parameter."""
+    data = file_content(session=session, org=org, file_id=file_id)
+    fmt = file_format(data)
+    wanted = "preference" if method == "dpo" else "chat"
+    if fmt != wanted:
+        hint = (
+            "method.type 'dpo' needs preference pairs (prompt/chosen/rejected, or OpenAI's "
+            "input/preferred_output/non_preferred_output)"
+            if method == "dpo"
+            else "it holds preference pairs: train on them with method.type 'dpo'"
+        )
+        message = f"{param} {file_id} holds {fmt} rows; {hint}"
+        raise InvalidRequest(message, param=param, code="wrong_file_format")
+    rows, _ = parse_rows(data, fmt)  # checked at upload
+    return rows
 
 
 def create_file(*, session: Session, org: Org, filename: str, purpose: str, data: bytes) -> File:

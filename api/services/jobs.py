@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +23,7 @@ from infra.models import Checkpoint, Job, JobEvent, Org, UsageRecord, now
 
 def to_public(job: Job) -> JobPublic:
     cfg = JobConfig.model_validate(job.config)
-    hp = job.hyperparameters or cfg.method.supervised.hyperparameters.model_dump()
+    hp = job.hyperparameters or cfg.method.hyperparameters.model_dump()
     return JobPublic(
         id=job.id,
         created_at=job.created_at,
@@ -32,7 +34,8 @@ def to_public(job: Job) -> JobPublic:
         status=job.status,  # type: ignore[arg-type]
         error=JobError.model_validate(job.error) if job.error else None,
         hyperparameters=hp,
-        method=cfg.method.model_dump(),
+        method=cfg.method.model_dump(exclude_none=True),
+        training_type=cfg.training_type,
         training_file=cfg.training_file,
         validation_file=cfg.validation_file,
         result_files=job.result_files,
@@ -43,6 +46,8 @@ def to_public(job: Job) -> JobPublic:
         task=cfg.task.model_dump() if cfg.task else None,
         targets=cfg.targets,
         lora=cfg.lora.model_dump(),
+        gate=cfg.gate.model_dump(),
+        eval_gate=(job.state or {}).get("gate"),
         stage=job.stage,
         total_cost_usd=round(job.total_cost_usd, 6),
     )
@@ -63,6 +68,12 @@ def add_event(
 def validate_config(session: Session, org: Org, cfg: JobConfig) -> None:
     if cfg.training_file is None and cfg.task is None:
         raise InvalidRequest("give a training_file, or a task to synthesize data from", param="training_file")
+    if cfg.method.type == "dpo" and cfg.training_file is None:
+        raise InvalidRequest(
+            "method.type 'dpo' needs a training_file of preference pairs (synthesis from a task makes "
+            "supervised rows)",
+            param="training_file",
+        )
     for param in ("training_file", "validation_file"):
         file_id = getattr(cfg, param)
         if file_id is None:
@@ -150,6 +161,17 @@ def enqueue(*, session: Session, job: Job) -> None:
         ) from exc
 
 
+def submit_job(
+    *, session: Session, org: Org, config: JobConfig, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Create a job and hand it to the workers; a replayed idempotency key starts nothing new.
+    The REST route and the agent tool both submit through here."""
+    job, created = create_job(session=session, org=org, config=config, idempotency_key=idempotency_key)
+    if created:
+        enqueue(session=session, job=job)
+    return job, created
+
+
 def get_job(*, session: Session, org: Org, job_id: str) -> Job:
     job = session.get(Job, job_id)
     if job is None or job.org_id != org.id:
@@ -216,28 +238,54 @@ def list_checkpoints(
     return page(session, stmt, (Checkpoint.step_number, Checkpoint.id), after_row, limit)
 
 
+def usage_key(job_id: str, stage: str, unit: str) -> str:
+    return f"{job_id}:{stage}:{unit}"
+
+
 def record_usage(
-    session: Session, job: Job, *, stage: str, unit: str, quantity: float, unit_price: float
-) -> None:
+    session: Session,
+    job: Job,
+    *,
+    stage: str,
+    unit: str,
+    quantity: float,
+    unit_price: float,
+    idempotency_key: str | None = None,
+) -> UsageRecord:
     """Append a ledger row from a measured quantity and keep the job's running total in step.
+
+    Idempotent per (job, stage, unit), or per the key given: a retried stage gets the row its
+    first run wrote, unchanged, and the job's total is not added to again.
 
     A job with budget_usd is never billed past it: the row is cut to what the cap leaves (the
     worker stops the job at the cap, so the cut is at most one stage's overshoot).
     """
+    key = idempotency_key or usage_key(job.id, stage, unit)
+    existing = session.scalar(select(UsageRecord).where(UsageRecord.idempotency_key == key))
+    if existing is not None:
+        return existing
     amount = quantity * unit_price
     cap = (job.config or {}).get("budget_usd")
     if cap is not None and unit_price > 0:
         amount = max(0.0, min(amount, float(cap) - (job.total_cost_usd or 0.0)))
         quantity = amount / unit_price
-    session.add(
-        UsageRecord(
-            org_id=job.org_id,
-            job_id=job.id,
-            stage=stage,
-            unit=unit,
-            quantity=quantity,
-            unit_price_usd=unit_price,
-            amount_usd=amount,
-        )
+    # ON CONFLICT DO NOTHING rather than catching IntegrityError: a concurrent writer of the same
+    # key must not roll back the caller's transaction (which also records the stage as done).
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(UsageRecord).values(
+        org_id=job.org_id,
+        job_id=job.id,
+        stage=stage,
+        unit=unit,
+        quantity=quantity,
+        unit_price_usd=unit_price,
+        amount_usd=amount,
+        idempotency_key=key,
     )
-    job.total_cost_usd = (job.total_cost_usd or 0.0) + amount
+    stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+    row_id = session.scalar(stmt.returning(UsageRecord.id))
+    if row_id is not None:
+        job.total_cost_usd = (job.total_cost_usd or 0.0) + amount
+    row = session.scalar(select(UsageRecord).where(UsageRecord.idempotency_key == key))
+    assert row is not None  # inserted now, or by the writer that won the race
+    return row

@@ -5,6 +5,7 @@ tools all call `plan_job`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +20,39 @@ from api.schemas.plans import (
     TokenCounts,
 )
 from api.services import budgets
-from api.services.files import file_content
-from infra.chat_rows import parse_jsonl
+from api.services.files import read_rows
 from infra.errors import InvalidRequest
 from infra.job_config import MAX_EVAL_ROWS, JobConfig, held_out_count
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
 from infra.settings import get_settings
+from recipes.preference_data import as_chat_row
 
 GB = 1e9
 
 
 @dataclass
 class _Data:
-    rows: list[dict[str, Any]]  # the training rows (or one representative row when synthesizing)
-    train_rows: int
+    rows: list[dict[str, Any]]  # chat rows to count (a DPO pair gives two: prompt+chosen, prompt+rejected)
+    train_rows: int  # training rows (DPO: pairs)
     eval_rows: int
     exact: bool
+    sequences_per_row: int = 1  # DPO trains on both answers of a pair
 
 
 def _rows(session: Session, org: Org, cfg: JobConfig) -> _Data:
+    method = cfg.method.type
     if cfg.training_file:
-        rows, _ = parse_jsonl(file_content(session=session, org=org, file_id=cfg.training_file))
-        if cfg.validation_file:
-            evals, _ = parse_jsonl(file_content(session=session, org=org, file_id=cfg.validation_file))
-            return _Data(rows, len(rows), len(evals), True)
+        read = partial(read_rows, session=session, org=org, method=method)
+        rows = read(file_id=cfg.training_file, param="training_file")
         n_eval = held_out_count(len(rows))
-        return _Data(rows, len(rows) - n_eval, n_eval, True)
+        if cfg.validation_file:
+            n_eval = len(read(file_id=cfg.validation_file, param="validation_file"))
+        n_train = len(rows) - (0 if cfg.validation_file else n_eval)
+        if method == "dpo":
+            pairs = [as_chat_row(r, side) for r in rows for side in ("chosen", "rejected")]
+            return _Data(pairs, n_train, n_eval, True, 2)
+        return _Data(rows, n_train, n_eval, True)
     assert cfg.task is not None  # validate_config requires one of the two
     n_eval = max(1, round(cfg.task.num_examples * cfg.task.eval_fraction))
     return _Data([_typical_row(cfg)], cfg.task.num_examples - n_eval, n_eval, False)
@@ -84,43 +91,57 @@ def _trainable(model_dir: Path, cfg: JobConfig) -> tuple[int, int]:
     from recipes.estimate import count_lora_params
 
     try:
-        return count_lora_params(model_dir, cfg.lora)
+        return count_lora_params(model_dir, cfg.lora if cfg.training_type == "lora" else None)
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="lora.target_modules", code="invalid_lora_targets") from None
 
 
+def _flops(shape: Any, cfg: JobConfig, tokens: int, seq_len: int) -> float:
+    from recipes.estimate import reference_forward_flops, training_flops
+
+    flops = training_flops(shape, cfg.training_type, tokens, seq_len)
+    if cfg.method.type == "dpo":
+        flops += reference_forward_flops(shape, tokens, seq_len)
+    return flops
+
+
 def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     from api.services.jobs import validate_config
-    from recipes.estimate import ModelShape, training_flops
+    from recipes.estimate import ModelShape
+    from recipes.learning_rates import base_learning_rate
     from recipes.lora_sft import LoraSFTConfig, resolve_hyperparameters
     from recipes.token_count import count_tokens
 
     validate_config(session, org, config)
     data = _rows(session, org, config)
-    model_dir, recommended_lr = _base_dir(config.model)
+    model_dir, catalog_lr = _base_dir(config.model)
     max_length = int(LoraSFTConfig.model_fields["max_length"].default)
     stats = count_tokens(model_dir, data.rows, max_length)
-    per_row = stats.tokens / stats.rows
-    tokens_per_epoch = round(per_row * data.train_rows)
-    hp = resolve_hyperparameters(data.train_rows, config.method.supervised.hyperparameters, recommended_lr)
+    per_seq = stats.tokens / stats.rows
+    tokens_per_epoch = round(per_seq * data.sequences_per_row * data.train_rows)
+    lr = base_learning_rate(config.method.type, config.training_type, catalog_lr)
+    hp = resolve_hyperparameters(data.train_rows, config.method.hyperparameters, lr)
     steps = hp.n_epochs * -(-data.train_rows // hp.batch_size)
     trainable, total = _trainable(model_dir, config)
     shape = ModelShape.from_dir(model_dir)
-    flops = training_flops(shape, "lora", tokens_per_epoch * hp.n_epochs, round(per_row))
+    flops = _flops(shape, config, tokens_per_epoch * hp.n_epochs, round(per_seq))
 
     book = price_book()
-    memory = _memory(shape, hp.batch_size, stats.longest, trainable, flops, steps, book)
+    memory = _memory(
+        shape, config, hp.batch_size * data.sequences_per_row, stats.longest, trainable, flops, steps, book
+    )
     seconds = _stage_seconds(config, data, flops, steps, book)
     fits, no_fit = _fits_worker(memory)
     quote = _quote(config, seconds, data, total, book)
     return PlanPublic(
         model=config.model,
-        method="lora",
+        method=config.training_type,
+        method_type=config.method.type,
         tokens=TokenCounts(
             train_rows=data.train_rows,
             eval_rows=data.eval_rows,
             train_tokens_per_epoch=tokens_per_epoch,
-            mean_row_tokens=round(per_row, 1),
+            mean_row_tokens=round(per_seq * data.sequences_per_row, 1),
             longest_row_tokens=stats.longest,
             truncated_rows=stats.truncated_rows if data.exact else 0,
             max_length=max_length,
@@ -140,11 +161,19 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
 
 
 def _memory(
-    shape: Any, batch: int, seq_len: int, trainable: int, flops: float, steps: int, book: PriceBook
+    shape: Any,
+    cfg: JobConfig,
+    batch: int,
+    seq_len: int,
+    trainable: int,
+    flops: float,
+    steps: int,
+    book: PriceBook,
 ) -> list[GpuFitPublic]:
     from recipes.estimate import GIB, GPU_CLASSES, fit_on, peak_memory, seconds_for
 
-    mem = peak_memory(shape, "lora", batch, seq_len, trainable)
+    full_dpo = cfg.method.type == "dpo" and cfg.training_type == "full"
+    mem = peak_memory(shape, cfg.training_type, batch, seq_len, trainable, reference_copy=full_dpo)
     out = []
     for gpu in GPU_CLASSES:
         fits, reason = fit_on(gpu, mem)

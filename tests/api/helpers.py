@@ -29,3 +29,23 @@ def sentiment_rows(n: int) -> list[dict[str, Any]]:
         chat_row(REVIEWS[i % len(REVIEWS)][0] + f" ({i})", REVIEWS[i % len(REVIEWS)][1], system)
         for i in range(n)
     ]
+
+
+def preference_rows(n: int, style: str = "trl") -> list[dict[str, Any]]:
+    """Sentiment pairs: the right label chosen, the wrong one rejected; TRL's or OpenAI's DPO format."""
+    rows = []
+    for i in range(n):
+        text, label = REVIEWS[i % len(REVIEWS)]
+        wrong = "negative" if label == "positive" else "positive"
+        prompt = [{"role": "user", "content": f"Sentiment of: {text} ({i})"}]
+        chosen, rejected = (
+            [{"role": "assistant", "content": label}],
+            [{"role": "assistant", "content": wrong}],
+        )
+        if style == "openai":
+            rows.append(
+                {"input": {"messages": prompt}, "preferred_output": chosen, "non_preferred_output": rejected}
+            )
+        else:
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return rows

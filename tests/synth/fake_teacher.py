@@ -2,11 +2,18 @@
 
 `FakeTeacher(script)` calls `script(n, payload)` for the n-th request (0-based) and sends the `Reply`
 it returns. It records every request's arrival time and payload, and how many were in flight at once.
+A reply can be an error status with Retry-After, a delay (timeouts), garbage (malformed JSON) or a
+dropped connection.
+
+`task_script` answers every prompt of synth/prompts.py like a competent teacher would, with planted
+faults (omitted values, echoed scaffolds, copied seeds, duplicates), so pipeline tests can assert
+exact drop reasons.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +28,7 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    drop: bool = False  # close the connection without answering (a crashed or reset upstream)
 
 
 def chat(content: str, prompt_tokens: int = 10, completion_tokens: int = 5, **kw: Any) -> Reply:
@@ -100,6 +108,9 @@ class FakeTeacher:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 reply = fake._handle(json.loads(raw or b"{}"), dict(self.headers))
+                if reply.drop:
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(reply.status)
                     for k, v in reply.headers.items():
@@ -114,3 +125,56 @@ class FakeTeacher:
                 pass
 
         return Handler
+
+
+WORDS = [a + b for a in "bcdfghjklmnpqrstvwz" for b in ("ar", "el", "on", "ix", "um", "ot", "ap")]
+
+
+def words(seed: int, n: int = 8) -> str:
+    """n pseudo-words, unique per seed: texts that never collide by accident."""
+    import random
+
+    return " ".join(random.Random(seed).sample(WORDS, n))
+
+
+def _mentioned(prompt: str) -> list[str]:
+    """The values a prompt asks the text to state: "(city: Oslo, days: 3)" or "mention city: Oslo."."""
+    found = re.search(r"\(([^()]*: [^()]*)\)\.", prompt) or re.search(
+        r"must mention (.*?: .*?)\.(?: |$)", prompt
+    )
+    if not found:
+        return []
+    return [part.split(": ", 1)[1] for part in found.group(1).split(", ") if ": " in part]
+
+
+def task_script(n: int, payload: dict[str, Any]) -> Reply:
+    """A teacher for every template in synth/prompts.py. Faults, by request seed: % 5 == 0 leaves
+    a value out (value_not_in_text), % 7 == 0 echoes the scaffold (scaffold_echo), % 11 == 0 repeats
+    a fixed text (duplicate); the judge gives 2 to answers whose seed is odd."""
+    prompt = payload["messages"][-1]["content"]
+    seed = int(payload.get("seed", n))
+    if prompt.startswith("Task:") and "topics of this task" in prompt:
+        return chat("1. Planning\n2. Money matters\n3. Travel days")
+    if topic := re.search(r'sub-topics of "(.+?)"', prompt):
+        return chat(
+            "\n".join(f"{i}. {topic.group(1)} case {w}" for i, w in enumerate(["one", "two", "three"]))
+        )
+    if "examples of" in prompt:
+        return chat("\n".join(f"- {w.capitalize()}" for w in words(seed, 6).split()))
+    if "Rate the assistant" in prompt:
+        return chat("Rating: 2" if seed % 2 else "Rating: 4", 40, 2)
+    if seed % 11 == 0:
+        return chat("This exact request text comes back again and again.")
+    values = _mentioned(prompt)
+    if values:
+        if seed % 7 == 0:
+            return chat(
+                "Sure: " + prompt[prompt.index("(") + 1 : prompt.index(")")] if "(" in prompt else prompt
+            )
+        kept = values[1:] if seed % 5 == 0 else values
+        return chat(f"Please help me with {' and '.join(kept)} because {words(seed)}.")
+    if label := re.search(r"Write a (\w+) one about", prompt):
+        return chat(f'"{words(seed).capitalize()}, truly {"fine" if label else ""}."')
+    if "question or request" in prompt:
+        return chat(f"How do I {words(seed)}?")
+    return chat(f"Answer: you {words(seed)}.\n\nThen you are done.", 20, 30)

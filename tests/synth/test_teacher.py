@@ -211,3 +211,45 @@ def test_parse_retry_after() -> None:
 def test_parse_completion_estimates_missing_usage() -> None:
     text, prompt, completion = parse_completion(b'{"choices": [{"message": {"content": "12345678"}}]}')
     assert (text, prompt, completion) == ("12345678", 0, 2)
+
+
+def test_dropped_connection_is_retried_then_fails_cleanly() -> None:
+    def script(n: int, payload: dict) -> Reply:
+        return Reply(drop=True) if n == 0 else chat("back")
+
+    with FakeTeacher(script) as fake, client_for(fake) as c:
+        assert c.complete(MSGS, max_tokens=8) == "back"
+    assert fake.hits == 2 and c.usage.retries == 1
+    with FakeTeacher(lambda n, p: Reply(drop=True)) as fake, client_for(fake, max_retries=1) as c:
+        with pytest.raises(TeacherError, match=r"failed after 2 attempts; last error: connection failed"):
+            c.complete(MSGS, max_tokens=8)
+    assert (c.usage.failed, c.usage.total_tokens) == (1, 0)
+
+
+def test_cost_budget_stops_like_the_token_budget() -> None:
+    # $0.0007 at $0.002 per 1k tokens buys 350 tokens: the same 4 replies as the token-budget test.
+    with (
+        FakeTeacher(lambda n, p: chat("x", 80, 20)) as fake,
+        client_for(fake, max_cost_usd=0.0007, usd_per_1k_tokens=0.002, max_concurrency=1) as c,
+    ):
+        assert c.settings.token_limit == 350
+        out = c.complete_many(requests(10))
+        assert sum(o is not None for o in out) == 4 and fake.hits == 4
+        assert c.cost_usd == pytest.approx(400 * 0.002 / 1000)
+        with pytest.raises(
+            TeacherBudgetExceeded, match=r"budget of 350 spent \(400 used, max_cost_usd 0.0007\)"
+        ):
+            c.complete(MSGS, max_tokens=20)
+
+
+def test_the_lower_of_token_and_cost_budgets_applies() -> None:
+    base = {"base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    assert (
+        TeacherSettings(**base, max_total_tokens=100, max_cost_usd=1.0, usd_per_1k_tokens=1.0).token_limit
+        == 100
+    )
+    assert (
+        TeacherSettings(**base, max_total_tokens=5000, max_cost_usd=1.0, usd_per_1k_tokens=1.0).token_limit
+        == 1000
+    )
+    assert TeacherSettings(**base, max_cost_usd=1.0).token_limit is None  # a free teacher has no cost cap

@@ -89,9 +89,13 @@ def test_fine_tune_from_upload_to_device_artifact(
         for e in events
         if e.data and e.message.startswith("Stage") and "finished" in e.message
     ]
-    assert set(stages) == {"prepare", "synthesize", "train", "evaluate", "export", "publish"}
+    assert set(stages) == {"prepare", "synthesize", "train", "evaluate", "export", "gate", "publish"}
     evaluation = next(e.data for e in events if e.data and "fine_tuned" in e.data)
     assert 0 <= evaluation["base"]["score"] <= 1 and 0 <= evaluation["fine_tuned"]["score"] <= 1
+    print("eval:", evaluation, "gate:", done.model_extra["eval_gate"])
+    gate = done.model_extra["eval_gate"]  # the default policy: better than base, artifacts within 0.05
+    assert gate["passed"] and {c["rule"] for c in gate["checks"]} >= {"min_delta", "max_artifact_drop"}
+    assert set(gate["artifacts"]) == {"laptop-cpu"}  # the GGUF target, scored in llama.cpp
 
     ckpts = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert ckpts and all(c.fine_tuning_job_id == job.id and c.step_number > 0 for c in ckpts)

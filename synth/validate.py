@@ -1,0 +1,68 @@
+"""The last gate before a synthesized row is kept: does it teach the task correctly?
+
+`row_problem(task, row)` parses the row's answer the way eval and an LFM runtime will and checks it
+against the task: a label from the set, a JSON object valid against the schema, an LFM tool call
+that parses (eval.tool_calls) to a known tool with arguments valid against that tool's parameters
+(eval.json_schema). Rows built correct by construction pass it too; it runs on them anyway,
+because it is what the tests and a customer's trust rely on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from eval.json_schema import schema_errors
+from eval.tool_calls import parse_tool_calls
+from infra.chat_rows import check_row
+from infra.job_config import TaskSpec
+from recipes.chat_data import TOOL_CALL_END, TOOL_CALL_START, to_lfm_tool_call
+
+
+def lfm_tool_call(name: str, arguments: dict[str, Any]) -> str:
+    """`<|tool_call_start|>[name(a="x", n=3)]<|tool_call_end|>`, as LFM2 writes a call."""
+    return to_lfm_tool_call([{"function": {"name": name, "arguments": arguments}}])
+
+
+def answer_of(row: dict[str, Any]) -> str:
+    return str(row["messages"][-1].get("content") or "")
+
+
+def row_problem(task: TaskSpec, row: dict[str, Any]) -> str | None:
+    """A drop reason (`invalid_row`, `label_not_in_set`, `json_invalid`, `schema_invalid`,
+    `tool_call_unparsed`, `unknown_tool`, `arguments_invalid`), or None when the row is good."""
+    if check_row(row) is not None or row["messages"][-1].get("role") != "assistant":
+        return "invalid_row"
+    answer = answer_of(row)
+    if task.type == "classification":
+        return None if answer in (task.labels or []) else "label_not_in_set"
+    if task.type == "extraction":
+        try:
+            value = json.loads(answer)
+        except ValueError:
+            return "json_invalid"
+        if not isinstance(value, dict):
+            return "json_invalid"
+        return "schema_invalid" if schema_errors(value, task.output_schema or {}) else None
+    if task.type == "tool_calling":
+        return _tool_call_problem(task, row, answer)
+    return None
+
+
+def _tool_call_problem(task: TaskSpec, row: dict[str, Any], answer: str) -> str | None:
+    # The markers are required: they are special tokens the runtime parses on, and a row without
+    # them would teach the model to print a bare list.
+    if not (answer.startswith(TOOL_CALL_START) and answer.endswith(TOOL_CALL_END)):
+        return "tool_call_unparsed"
+    calls = parse_tool_calls(answer)
+    if not calls:
+        return "tool_call_unparsed"
+    tools = task.tool_schemas()
+    if row.get("tools") != task.tools:
+        return "invalid_row"  # the model must see the tools it is taught to call
+    for call in calls:
+        if call.name not in tools:
+            return "unknown_tool"
+        if schema_errors(call.arguments, tools[call.name]["parameters"]):
+            return "arguments_invalid"
+    return None

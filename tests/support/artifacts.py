@@ -1,0 +1,37 @@
+"""A published artifact without running a job to the end: bytes in a store plus the row the
+publish stage would write, for tests of what serves artifacts (download URLs, the CLI)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from infra.storage import ArtifactStore
+
+
+def seed_artifact(api_key: str, job_id: str, data: bytes, store: ArtifactStore | None = None) -> str:
+    from api.services.orgs import authenticate
+    from infra.db import session_scope
+    from infra.models import Artifact, new_id
+    from infra.storage import get_store
+
+    with session_scope() as session:
+        org = authenticate(session=session, authorization=f"Bearer {api_key}")
+        art_id = new_id("art")
+        key = f"artifacts/{org.id}/{job_id}/laptop-cpu/model-{art_id}.gguf"
+        (store or get_store()).put_bytes(key, data)
+        session.add(
+            Artifact(
+                id=art_id,
+                org_id=org.id,
+                job_id=job_id,
+                target="laptop-cpu",
+                format="gguf",
+                quantization="Q4_K_M",
+                filename="model.gguf",
+                bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                storage_key=key,
+                manifest={"eval": {"score": 1.0}},
+            )
+        )
+    return art_id

@@ -1,0 +1,258 @@
+"""synthesize() for every task type against the scripted teacher (tests/synth/fake_teacher.py
+`task_script`): every kept row validates, nothing leaks between splits, every drop has its reason,
+provenance is recorded, balancing holds, and the judge and the budgets stop what they should."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from infra.job_config import TaskSpec
+from synth.filters import normalize
+from synth.generate import SynthResult, parse_score, synthesize
+from synth.prompts import PROMPT_VERSION, TEMPLATE_VERSIONS
+from synth.teacher import TeacherClient, TeacherSettings
+from synth.validate import row_problem
+from tests.synth.fake_teacher import FakeTeacher, task_script
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather forecast for a city. Uses the national service.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                "units": {"type": "string", "enum": ["metric", "imperial"]},
+            },
+            "required": ["city", "days"],
+        },
+    },
+}
+REMINDER = {
+    "name": "create_reminder",  # the bare form is accepted and wrapped
+    "description": "Create a reminder.",
+    "parameters": {
+        "type": "object",
+        "properties": {"text": {"type": "string"}, "time": {"type": "string", "format": "time"}},
+        "required": ["text", "time"],
+    },
+}
+SPECS: dict[str, dict[str, Any]] = {
+    "classification": {
+        "type": "classification",
+        "description": "Classify the urgency of a support ticket.",
+        "labels": ["urgent", "normal"],
+        "label_descriptions": {"urgent": "the customer cannot work at all"},
+        "num_examples": 16,
+        "seed_examples": [{"input": "The whole office is offline since this morning.", "output": "urgent"}],
+    },
+    "extraction": {
+        "type": "extraction",
+        "description": "Extract the customer's name and city from a support message.",
+        "output_schema": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "city": {"type": "string"},
+                "vip": {"type": "boolean"},
+            },
+            "required": ["name", "city"],
+        },
+        "num_examples": 12,
+    },
+    "tool_calling": {
+        "type": "tool_calling",
+        "description": "Help users with the weather and reminders.",
+        "tools": [WEATHER, REMINDER],
+        "num_examples": 12,
+    },
+    "chat": {
+        "type": "chat",
+        "description": "Answer short questions about cooking at home.",
+        "constraints": ["Answers are under 80 words"],
+        "seed_examples": [{"input": "How long do I boil an egg?"}, {"input": "Can I freeze cooked rice?"}],
+        "num_examples": 8,
+    },
+}
+
+
+def run(spec: dict[str, Any], seed: int = 5, **settings: Any) -> tuple[SynthResult, FakeTeacher]:
+    task = TaskSpec.model_validate(spec)
+    with FakeTeacher(task_script) as fake:
+        opts = {"base_url": fake.base_url, "model": "fake-teacher", "backoff_base_s": 0.01, **settings}
+        with TeacherClient(TeacherSettings.model_validate(opts)) as client:
+            result = synthesize(task, client, seed=seed)
+    return result, fake
+
+
+def assert_valid(task: TaskSpec, result: SynthResult) -> None:
+    """What every synthesis run must satisfy, whatever the teacher said."""
+    report = result.report
+    rows = result.train_rows + result.eval_rows
+    assert result.train_rows and result.eval_rows
+    assert [row_problem(task, r) for r in rows] == [None] * len(rows)
+    users = [normalize(r["messages"][1]["content"]) for r in rows]
+    assert len(set(users)) == len(users), "a duplicate within or across train and eval"
+    assert report["generated"] == report["kept"] + sum(report["dropped_by_reason"].values())
+    assert report["requested"] == report["generated"] + report["unanswered"]
+    assert report["kept"] == len(rows) and report["type"] == task.type
+    for row, split in [(r, "train") for r in result.train_rows] + [(r, "eval") for r in result.eval_rows]:
+        p = row["provenance"]
+        assert p["split"] == split and p["teacher_model"] == "fake-teacher" and p["seed"] == 5
+        assert (
+            p["prompt_version"] == PROMPT_VERSION
+            and p["template_version"] == TEMPLATE_VERSIONS[p["template"]]
+        )
+    assert result.row_provenance == [r["provenance"] for r in rows]
+    json.dumps(report)
+
+
+def test_classification_is_balanced_and_uses_the_plan() -> None:
+    result, fake = run(SPECS["classification"])
+    task = TaskSpec.model_validate(SPECS["classification"])
+    assert_valid(task, result)
+    report = result.report
+    assert report["version"] == 2 and report["planning"]["topics"] == [
+        "Money matters",
+        "Planning",
+        "Travel days",
+    ]
+    assert report["label_distribution"] == {
+        "urgent": {"train": 6, "eval": 2},
+        "normal": {"train": 6, "eval": 2},
+    }
+    assert report["dropped_by_reason"]["duplicate"] >= 1
+    prompts = [s.payload["messages"][-1]["content"] for s in fake.seen]
+    urgent = next(p for p in prompts if "Write a urgent one" in p)
+    # the label's description and the customer's seed reach the teacher
+    assert "It means: the customer cannot work at all." in urgent and "office is offline" in urgent
+    assert any(" case " in r["provenance"]["subject"] for r in result.train_rows)  # sub-topics used
+
+
+def test_extraction_answers_are_sampled_valid_and_stated_in_the_text() -> None:
+    result, _ = run(SPECS["extraction"])
+    task = TaskSpec.model_validate(SPECS["extraction"])
+    assert_valid(task, result)
+    assert result.report["dropped_by_reason"]["value_not_in_text"] >= 1
+    assert result.report["planning"]["value_pools"] == {"name": 6, "city": 6}
+    for row in result.train_rows + result.eval_rows:
+        system, user, answer = (m["content"] for m in row["messages"])
+        value = json.loads(answer)
+        assert {"name", "city"} <= set(value) and value["name"] in user and value["city"] in user
+        assert system.startswith(task.description) and '"required":["name","city"]' in system
+
+
+def test_tool_calls_are_correct_by_construction_and_balanced_per_tool() -> None:
+    result, fake = run(SPECS["tool_calling"])
+    task = TaskSpec.model_validate(SPECS["tool_calling"])
+    assert_valid(task, result)
+    report = result.report
+    assert report["tool_distribution"] == {
+        "get_weather": {"train": 4, "eval": 2},
+        "create_reminder": {"train": 4, "eval": 2},
+    }
+    assert report["dropped_by_reason"]["scaffold_echo"] >= 1
+    assert report["planning"]["requests"] == 2  # one value list per free-text argument, no topics
+    for row in result.train_rows + result.eval_rows:
+        assert row["tools"] == task.tools
+        call = row["messages"][2]["content"]
+        assert call.startswith("<|tool_call_start|>[") and call.endswith(")]<|tool_call_end|>")
+    asked = [s.payload["messages"][-1]["content"] for s in fake.seen]
+    # the tool's description (first sentence) is what the teacher phrases
+    assert any(": get the weather forecast for a city (city: " in p for p in asked)
+
+
+def test_chat_self_instructs_from_the_seeds_with_a_difficulty_spread() -> None:
+    result, fake = run(SPECS["chat"])
+    task = TaskSpec.model_validate(SPECS["chat"])
+    assert_valid(task, result)
+    system = result.train_rows[0]["messages"][0]["content"]
+    assert system == "Answer short questions about cooking at home.\nRules:\n- Answers are under 80 words"
+    asked = [
+        s.payload["messages"][-1]["content"] for s in fake.seen if "question or request" in str(s.payload)
+    ]
+    assert all("Examples of what users send:\n- " in p for p in asked)
+    assert {r["provenance"]["difficulty"] for r in result.train_rows + result.eval_rows} <= {
+        "simple",
+        "specific, detailed",
+        "tricky, multi-part",
+    }
+
+
+def test_seed_copies_are_dropped_as_such() -> None:
+    seed = "This exact request text comes back again and again."  # what task_script repeats
+    result, _ = run({**SPECS["chat"], "seed_examples": [{"input": seed}]})
+    assert result.report["dropped_by_reason"]["seed_copy"] >= 1
+    assert "duplicate" not in result.report["dropped_by_reason"]  # copies of a seed count apart
+    assert all(normalize(seed) != normalize(r["messages"][1]["content"]) for r in result.train_rows)
+
+
+def test_the_judge_drops_low_scores_and_records_the_rest() -> None:
+    spec = {**SPECS["chat"], "rubric": "The answer is correct and practical.", "judge_min_score": 3}
+    result, fake = run(spec)
+    assert_valid(TaskSpec.model_validate(spec), result)
+    judge = result.report["judge"]
+    assert judge["requests"] >= result.report["kept"] and judge["mean_kept_score"] == 4
+    assert result.report["dropped_by_reason"]["judge_low_score"] >= 1
+    assert {r["provenance"]["judge_score"] for r in result.train_rows + result.eval_rows} == {4}
+    judged = [s.payload for s in fake.seen if "Rate the assistant" in s.payload["messages"][-1]["content"]]
+    assert judged and all(p["temperature"] == 0.0 for p in judged)
+
+
+def test_cost_budget_stops_the_run_and_is_reported() -> None:
+    # $0.00005 at $0.05 per 1k tokens buys 1,000 tokens: the plan and a few rows of 16 (each
+    # request reserves its max_tokens plus its prompt estimate before it is sent).
+    result, fake = run(SPECS["classification"], max_cost_usd=0.00005, usd_per_1k_tokens=0.05)
+    assert result.report["stopped"] == "budget"
+    assert result.usage.total_tokens <= 1000 and result.report["cost_usd"] <= 0.00005
+    assert result.report["cost_usd"] == round(result.usage.total_tokens * 0.05 / 1000, 6)
+
+
+def test_same_seed_same_rows_for_every_type() -> None:
+    for spec in SPECS.values():
+        first, _ = run(spec, seed=9)
+        again, _ = run(spec, seed=9)
+        assert first.train_rows == again.train_rows and first.eval_rows == again.eval_rows
+
+
+def test_parse_score() -> None:
+    assert [parse_score(t) for t in ("4", "Rating: 5", "3/5 because", "10", "none")] == [4, 5, 3, None, None]
+
+
+def test_version_1_bodies_keep_the_built_in_subjects_and_send_no_planning_requests() -> None:
+    spec = {"description": "Classify the urgency of a support ticket.", "labels": ["urgent", "normal"]}
+    result, fake = run({**spec, "num_examples": 8})  # num_examples is a v1 key too
+    assert result.report["version"] == 1 and result.report["planning"]["requests"] == 0
+    assert not any("topics of this task" in str(s.payload) for s in fake.seen)
+
+
+def test_sampled_values_satisfy_their_schema() -> None:
+    from eval.json_schema import schema_errors
+    from synth.sampling import sample
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "order": {
+                "type": "object",
+                "properties": {
+                    "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 4},
+                    "total": {"type": "number", "minimum": 5, "maximum": 9},
+                    "when": {"type": "string", "format": "date"},
+                },
+                "required": ["items", "total", "when"],
+            },
+            "priority": {"enum": ["low", "high"]},
+            "count": {"type": ["null", "integer"], "exclusiveMinimum": 0},
+            "contact": {"type": "string", "format": "email"},
+        },
+        "required": ["order", "priority", "count"],
+    }
+    for seed in range(200):
+        value = sample(schema, random.Random(seed), {"order.items[]": ["tea", "rice", "salt"]})
+        assert schema_errors(value, schema) == [], value
+        assert 2 <= len(value["order"]["items"]) <= 4 and value["count"] >= 1
