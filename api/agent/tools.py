@@ -19,7 +19,9 @@ from api.schemas.common import ListPublic
 from api.schemas.files import FilePublic
 from api.schemas.jobs import EventPublic, JobPublic
 from api.schemas.plans import PlanPublic
+from api.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
 from api.services import artifacts, files, jobs, plans
+from api.services import synthetic_datasets as datasets
 from infra.errors import EdgetuneError, InvalidRequest, NotFound
 from infra.job_config import JobConfig
 from infra.models import Org
@@ -77,6 +79,26 @@ class ListArtifactsInput(BaseModel):
     job_id: str | None = Field(default=None, description="Only this job's artifacts.")
     after: str | None = Field(default=None, description="Cursor: the last artifact id of the previous page.")
     limit: int = Field(default=20, ge=1, le=100)
+
+
+class GenerateSyntheticDataInput(SyntheticDatasetCreate):
+    """The dataset body of `POST /v1/synthetic_datasets` plus a required cost cap: the teacher is
+    billed per token, and an agent must say up front how much it may spend."""
+
+    max_cost_usd: float = Field(
+        gt=0,
+        le=10_000,
+        description="Hard cap on the teacher's cost in USD: generation stops when it is reached "
+        "and the rows kept so far are stored.",
+    )
+
+    def to_body(self) -> SyntheticDatasetCreate:
+        teacher = self.teacher.model_copy(update={"max_cost_usd": self.max_cost_usd})
+        return SyntheticDatasetCreate(task=self.task, seed=self.seed, teacher=teacher)
+
+
+class DatasetIdInput(BaseModel):
+    dataset_id: str = Field(min_length=1, description="A synthetic dataset id (synth-...).")
 
 
 class ArtifactIdInput(BaseModel):
@@ -188,6 +210,16 @@ def get_artifact_download_url(ctx: ToolContext, args: ArtifactIdInput) -> Downlo
     )
 
 
+def generate_synthetic_data(ctx: ToolContext, args: GenerateSyntheticDataInput) -> SyntheticDatasetPublic:
+    ds = datasets.submit_dataset(session=ctx.session, org=ctx.org, body=args.to_body())
+    return datasets.to_public(ds)
+
+
+def get_synthetic_dataset(ctx: ToolContext, args: DatasetIdInput) -> SyntheticDatasetPublic:
+    ds = datasets.get_dataset(session=ctx.session, org=ctx.org, dataset_id=args.dataset_id)
+    return datasets.to_public(ds)
+
+
 def upload_training_file(ctx: ToolContext, args: UploadTrainingFileInput) -> FilePublic:
     f = files.create_file(
         session=ctx.session, org=ctx.org, filename=args.filename, purpose="fine-tune", data=args.data()
@@ -221,11 +253,12 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "create_finetune_job",
-            "Start a LoRA fine-tune of an LFM base model on a training_file (from upload_training_file) "
-            "or a task description, exported per device target. Requires idempotency_key (reuse it on "
-            "retries) and budget_usd (the job is refused if its quote exceeds it and stopped if it "
-            "reaches it). Returns at once with the job id; poll get_job until status is succeeded, "
-            "failed or cancelled.",
+            "Start a fine-tune (LoRA or full; supervised or DPO) of an LFM base model on a "
+            "training_file (from upload_training_file or generate_synthetic_data) or a task "
+            "description, gated by an eval and exported per device target. Requires "
+            "idempotency_key (reuse it on retries) and budget_usd (the job is refused if its quote "
+            "exceeds it and stopped if it reaches it). Returns at once with the job id; poll "
+            "get_job until status is succeeded, failed or cancelled.",
             CreateFinetuneJobInput,
             CreateFinetuneJobOutput,
             create_finetune_job,
@@ -274,6 +307,28 @@ TOOLS: dict[str, ToolSpec] = {
             UploadTrainingFileInput,
             FilePublic,
             upload_training_file,
+        ),
+        ToolSpec(
+            "generate_synthetic_data",
+            "Generate a training and an eval file from a task spec (classification with labels, "
+            "extraction with a JSON Schema, tool_calling with OpenAI tool definitions, or chat with "
+            "a rubric) using a teacher LLM; every row is validated, de-duplicated and its "
+            "provenance recorded. Requires max_cost_usd. Returns at once with the dataset id; poll "
+            "get_synthetic_dataset until status is succeeded, then pass its training_file and "
+            "validation_file to create_finetune_job.",
+            GenerateSyntheticDataInput,
+            SyntheticDatasetPublic,
+            generate_synthetic_data,
+        ),
+        ToolSpec(
+            "get_synthetic_dataset",
+            "A synthetic dataset's status, progress (rows kept of wanted), report (generated, kept, "
+            "dropped by reason, label distribution, teacher tokens and cost) and, once succeeded, "
+            "its training_file and validation_file ids.",
+            DatasetIdInput,
+            SyntheticDatasetPublic,
+            get_synthetic_dataset,
+            read_only=True,
         ),
     )
 }

@@ -26,6 +26,8 @@ TOOL_NAMES = {
     "list_artifacts",
     "get_artifact_download_url",
     "upload_training_file",
+    "generate_synthetic_data",
+    "get_synthetic_dataset",
 }
 
 
@@ -106,6 +108,38 @@ async def _errors(url: str, key: str, other_key: str, tiny_base: str) -> None:
 
 def test_tool_errors_name_the_field_and_other_orgs_jobs_are_invisible(server, api_key, tiny_base) -> None:
     asyncio.run(_errors(mcp_url(server.base_url), api_key, new_key(), tiny_base))
+
+
+SPEC = {
+    "type": "classification",
+    "description": "Sort support tickets by topic.",
+    "labels": ["billing", "bug"],
+}
+
+
+async def _synthetic(url: str, key: str, other_key: str) -> None:
+    async with http_client(url, key) as mcp:
+        assert "max_cost_usd" in error(await mcp.call_tool("generate_synthetic_data", {"task": SPEC}))
+        no_labels = {"task": {**SPEC, "labels": None}, "max_cost_usd": 1}
+        assert "task.labels" in error(await mcp.call_tool("generate_synthetic_data", no_labels))
+        ds = ok(await mcp.call_tool("generate_synthetic_data", {"task": SPEC, "max_cost_usd": 0.5}))
+        assert ds["status"] == "queued" and ds["id"].startswith("synth-")
+        assert ds["teacher"]["max_cost_usd"] == 0.5  # the cap reached the run's teacher settings
+        polled = ok(await mcp.call_tool("get_synthetic_dataset", {"dataset_id": ds["id"]}))
+        assert polled["id"] == ds["id"] and polled["task"]["labels"] == SPEC["labels"]
+    async with http_client(url, other_key) as other:
+        msg = error(await other.call_tool("get_synthetic_dataset", {"dataset_id": ds["id"]}))
+        assert "No such synthetic dataset" in msg and "param: dataset_id" in msg
+    # leave nothing queued for a later test's worker (a cancelled dataset is never claimed)
+    httpx.post(
+        url.removesuffix("/mcp") + f"/v1/synthetic_datasets/{ds['id']}/cancel",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    ).raise_for_status()
+
+
+def test_synthetic_data_tools_start_and_poll_a_dataset_with_a_cost_cap(server, api_key) -> None:
+    asyncio.run(_synthetic(mcp_url(server.base_url), api_key, new_key()))
 
 
 def test_mcp_endpoint_needs_a_valid_api_key(server) -> None:
