@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.schemas.jobs import TERMINAL, JobError, JobPublic
 from api.services import budgets, catalog
 from api.services.files import get_file
+from api.services.ledger import append_usage
 from api.services.pagination import page
 from api.services.plans import plan_job
 from infra.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
@@ -264,28 +263,20 @@ def record_usage(
     existing = session.scalar(select(UsageRecord).where(UsageRecord.idempotency_key == key))
     if existing is not None:
         return existing
-    amount = quantity * unit_price
     cap = (job.config or {}).get("budget_usd")
     if cap is not None and unit_price > 0:
-        amount = max(0.0, min(amount, float(cap) - (job.total_cost_usd or 0.0)))
-        quantity = amount / unit_price
-    # ON CONFLICT DO NOTHING rather than catching IntegrityError: a concurrent writer of the same
-    # key must not roll back the caller's transaction (which also records the stage as done).
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(UsageRecord).values(
+        left = max(0.0, float(cap) - (job.total_cost_usd or 0.0))
+        quantity = min(quantity, left / unit_price)
+    row, inserted = append_usage(
+        session,
         org_id=job.org_id,
         job_id=job.id,
         stage=stage,
         unit=unit,
         quantity=quantity,
-        unit_price_usd=unit_price,
-        amount_usd=amount,
-        idempotency_key=key,
+        unit_price=unit_price,
+        key=key,
     )
-    stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
-    row_id = session.scalar(stmt.returning(UsageRecord.id))
-    if row_id is not None:
-        job.total_cost_usd = (job.total_cost_usd or 0.0) + amount
-    row = session.scalar(select(UsageRecord).where(UsageRecord.idempotency_key == key))
-    assert row is not None  # inserted now, or by the writer that won the race
+    if inserted:
+        job.total_cost_usd = (job.total_cost_usd or 0.0) + row.amount_usd
     return row

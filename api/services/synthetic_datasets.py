@@ -21,11 +21,12 @@ from api.schemas.synthetic_datasets import (
 )
 from api.services import budgets
 from api.services import files as file_service
+from api.services.ledger import append_usage
 from api.services.pagination import page
 from infra.chat_rows import to_jsonl
 from infra.errors import InvalidRequest, NotFound, PaymentRequired, ServiceUnavailable
 from infra.job_config import TaskSpec
-from infra.models import File, Org, SyntheticDataset, UsageRecord, now
+from infra.models import File, Org, SyntheticDataset, now
 from infra.price_book import price_book
 from infra.settings import get_settings
 
@@ -182,24 +183,18 @@ def record_teacher_usage(
     session: Session, *, org_id: str, key: str, tokens: int, job_id: str | None = None
 ) -> float:
     """Append the teacher's tokens to the ledger once per key; returns the amount in USD."""
-    existing = session.scalar(select(UsageRecord).where(UsageRecord.idempotency_key == key))
-    if existing is not None:
-        return existing.amount_usd
     price = price_book().teacher_1k_tokens
-    amount = tokens / 1000 * price
-    session.add(
-        UsageRecord(
-            org_id=org_id,
-            job_id=job_id,
-            stage="synthesize",
-            unit="teacher_1k_tokens",
-            quantity=tokens / 1000,
-            unit_price_usd=price,
-            amount_usd=amount,
-            idempotency_key=key,
-        )
+    row, _ = append_usage(
+        session,
+        org_id=org_id,
+        job_id=job_id,
+        stage="synthesize",
+        unit="teacher_1k_tokens",
+        quantity=tokens / 1000,
+        unit_price=price,
+        key=key,
     )
-    return amount
+    return row.amount_usd
 
 
 def finish_dataset(session: Session, ds: SyntheticDataset, result: SynthResult) -> None:
