@@ -3,13 +3,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
+from fastapi.responses import HTMLResponse
 
 from api.deps import CurrentOrg, SessionDep
 from api.schemas.common import ListPublic
 from api.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
 from api.schemas.plans import PlanPublic
+from api.schemas.reports import JobReportPublic
 from api.services import jobs as svc
-from api.services import plans
+from api.services import plans, reports
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -95,3 +97,17 @@ def list_checkpoints(
         for c in rows
     ]
     return _list(data, has_more)
+
+
+@router.get("/{fine_tuning_job_id}/report", response_model=JobReportPublic)
+def job_report(session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str) -> JobReportPublic:
+    """The eval evidence: loss curve, base vs fine-tuned vs each artifact (with CIs), per-class
+    scores and the gate's verdict; sections fill in as the stages finish."""
+    report = reports.job_report(session=session, org=org, job_id=fine_tuning_job_id)
+    return JobReportPublic.model_validate(report)
+
+
+@router.get("/{fine_tuning_job_id}/report.html", response_class=HTMLResponse)
+def job_report_html(session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str) -> HTMLResponse:
+    """The same report as one self-contained page (inline SVG plots)."""
+    return HTMLResponse(reports.job_report_html(session=session, org=org, job_id=fine_tuning_job_id))

@@ -97,10 +97,18 @@ def test_fine_tune_from_upload_to_device_artifact(
     assert gate["passed"] and {c["rule"] for c in gate["checks"]} >= {"min_delta", "max_artifact_drop"}
     assert set(gate["artifacts"]) == {"laptop-cpu"}  # the GGUF target, scored in llama.cpp
 
+    headers = {"Authorization": f"Bearer {api_key}"}
+    report = httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/report", headers=headers).json()
+    assert [s["subject"] for s in report["scores"]] == ["base", "fine-tuned", "laptop-cpu"]
+    assert report["scores"][1]["score"] == evaluation["fine_tuned"]["score"]
+    assert report["gate"]["passed"] and len(report["loss_curve"]) == len({m.data["step"] for m in metrics})
+    assert report["per_class"] == {}  # uploaded chat rows with no task are scored as generation
+    page = httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/report.html", headers=headers)
+    assert page.headers["content-type"].startswith("text/html") and page.text.count("<svg") == 2
+
     ckpts = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert ckpts and all(c.fine_tuning_job_id == job.id and c.step_number > 0 for c in ckpts)
 
-    headers = {"Authorization": f"Bearer {api_key}"}
     arts = httpx.get(f"{server.base_url}/artifacts", params={"job_id": job.id}, headers=headers).json()[
         "data"
     ]
