@@ -54,7 +54,11 @@ def generate_hf(model_dir: Path, rows: list[Row], max_new_tokens: int = 16) -> l
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    # fp32 whatever the checkpoint's dtype: transformers otherwise computes in the saved dtype (bf16
+    # for real bases and GPU-merged models), and SmolLM2's bf16 greedy answers part from its F16
+    # GGUF's at the 1st token on one parity golden and the 18th on another (tests/registry/
+    # test_parity.py), so HF and GGUF scores would differ by more than runtime and quantization.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     # An explicit config: a checkpoint's generation_config.json may ask for sampling.
     gen_config = GenerationConfig(
         do_sample=False,
