@@ -137,6 +137,9 @@ class Artifact(Base):
     storage_key: Mapped[str] = mapped_column(String(1024))
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    # "published" (its job passed the gate) or "rejected": a gate-failed job's files, kept so the
+    # customer can inspect them; no alias may point at their version.
+    status: Mapped[str] = mapped_column(String(16), default="published", server_default="published")
 
 
 class UsageRecord(Base):
@@ -193,3 +196,51 @@ class SyntheticDataset(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RegisteredModel(Base):
+    """A model in an org's registry: the versions that jobs with the same name (suffix) publish."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_registered_models_org_name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("regmodel"))
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # The last version number handed out; bumped under the row's lock, so numbers never repeat.
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class ModelVersion(Base):
+    """One job's result under a registered model: gate-passing (published) or not (rejected)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),
+        UniqueConstraint("job_id", name="uq_model_versions_job_id"),  # a retried publish adds none
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("modelver"))
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(512), nullable=True)  # None when rejected
+    gate_passed: Mapped[bool] = mapped_column(Boolean)  # never changes once written
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # eval.gate verdict
+    artifact_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class ModelAlias(Base):
+    """A movable name (`prod`, `staging`) for one gate-passing version of a registered model."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_model_aliases_model_alias"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("malias"))
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(32))
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from infra.db import session_scope
 from infra.errors import BudgetExhausted
 from infra.models import Checkpoint, Job
+from worker import checkpoint_store
 from worker.pipeline import JobContext
 
 
@@ -79,20 +82,27 @@ class JobTrainerCallback(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        step = state.global_step
         with session_scope() as session:
             job = session.get(Job, self.ctx.job_id)
-            if (
-                job is None
-                or session.query(Checkpoint).filter_by(job_id=job.id, step_number=state.global_step).first()
-                is not None
-            ):
+            if job is None or session.query(Checkpoint).filter_by(job_id=job.id, step_number=step).first():
                 return  # a resumed run re-saving a step it already recorded
-            name = f"{job.fine_tuned_model or 'ft:' + job.model}:ckpt-step-{state.global_step}"
+            name = f"{job.fine_tuned_model or 'ft:' + job.model}:ckpt-step-{step}"
+        # The trainer calls on_save once checkpoint-<step>/ is complete on disk. Store it before
+        # the row exists, so every listed checkpoint can be resumed from on another machine.
+        checkpoint_store.upload(
+            self.ctx.org_id, self.ctx.job_id, Path(str(args.output_dir)) / f"checkpoint-{step}", step
+        )
+        with session_scope() as session:
             session.add(
                 Checkpoint(
-                    job_id=job.id,
-                    step_number=state.global_step,
+                    job_id=self.ctx.job_id,
+                    step_number=step,
                     fine_tuned_model_checkpoint=name,
-                    metrics={"step": state.global_step, "train_loss": self._last_loss},
+                    metrics={"step": step, "train_loss": self._last_loss},
                 )
             )
+            steps = list(
+                session.scalars(select(Checkpoint.step_number).where(Checkpoint.job_id == self.ctx.job_id))
+            )
+        checkpoint_store.prune(self.ctx.org_id, self.ctx.job_id, sorted({*steps, step}))

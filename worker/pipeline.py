@@ -183,7 +183,7 @@ def _finish_stage(ctx: JobContext, name: str, outputs: dict[str, Any], seconds: 
         job = session.get(Job, ctx.job_id)
         assert job is not None
         job.state = dict(ctx.state)
-        job.stages_done = [*(job.stages_done or []), name]
+        job.stages_done = [*(s for s in job.stages_done or [] if s != name), name]  # once, after a re-run
         record_usage(
             session,
             job,
@@ -212,6 +212,26 @@ def _end(job_id: str, status: str, error: dict[str, Any] | None, message: str, l
             add_event(session, job_id, message, level=level)
 
 
+# Stages whose outputs are files in the work dir (data, merged weights, exported artifacts); the
+# others leave everything they made in the database or the artifact store.
+LOCAL_OUTPUT_STAGES = ("prepare", "synthesize", "train", "export")
+
+
+def _after_machine_loss(ctx: JobContext, done: list[str]) -> list[str]:
+    """A takeover on a machine without the job's work dir: the stages that left only local files
+    run again. It costs little: prepare re-downloads, synthesize re-reads its stored files, train
+    resumes from the last checkpoint in the artifact store, and the ledger's per-stage keys keep
+    any of them from being billed twice."""
+    rerun = [name for name in done if name in LOCAL_OUTPUT_STAGES]
+    if rerun:
+        ctx.event(
+            f"This machine has none of the job's files: re-running {', '.join(rerun)} from stored state",
+            level="warn",
+            data={"rerun_stages": rerun},
+        )
+    return [name for name in done if name not in LOCAL_OUTPUT_STAGES]
+
+
 def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
     from worker.stages import STAGES
 
@@ -219,6 +239,8 @@ def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
         log.info("job %s is finished, cancelled or held by a live worker; skipping", job_id)
         return
     ctx, done, attempt = _load(job_id)
+    if done and not ctx.work_dir.exists():
+        done = _after_machine_loss(ctx, done)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     ctx.event(
         f"Job running on {socket.gethostname()} (attempt {attempt})"

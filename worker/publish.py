@@ -1,5 +1,11 @@
 """Publish: bytes into the artifact store first, then one transaction that re-checks the job is
-still running and writes the artifact rows. A cancel that lands first leaves no row behind."""
+still running and writes the artifact rows and the job's registry version. A cancel that lands
+first leaves no row behind.
+
+A job whose gate failed goes through the same steps from the gate stage (`store_rejected`): its
+artifacts are stored with status `rejected`, so the customer can download and inspect them, and its
+registry version is marked failed, so no alias can point at it. The job still ends failed.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import update
 
+from api.services import registry as registry_service
 from infra.db import session_scope
-from infra.models import Artifact, Job, Org
+from infra.models import Artifact, Job, ModelVersion, Org, now
 from infra.storage import get_store
 from worker.pipeline import JobCancelled, JobContext
 
@@ -33,13 +40,22 @@ def _fine_tuned_name(ctx: JobContext, org_name: str) -> str:
     return f"ft:{ctx.config.model}:{org_name}:{ctx.config.suffix or ''}:{ctx.job_id.split('-')[-1][:8]}"
 
 
-def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any]) -> dict[str, Any]:
+def _rejection_note(gate: dict[str, Any] | None) -> str:
+    reasons = "\n".join(f"- {r}" for r in (gate or {}).get("reasons", [])) or "- (no reasons recorded)"
+    return (
+        "\n## Rejected by the eval gate\n\nThis artifact is kept for inspection only; it was not "
+        f"published and no registry alias can point at it.\n\n{reasons}\n"
+    )
+
+
+def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: str) -> dict[str, Any]:
     from registry.manifest import build_manifest, model_card
     from registry.profiles import get_profile
 
     profile = get_profile(target)
     main = _single_file([Path(p) for p in entry["files"]], ctx.work_dir / "export", target)
-    eval_scores = {**ctx.state.get("eval", {}), "artifact": entry.get("eval"), "gate": ctx.state.get("gate")}
+    gate = ctx.state.get("gate")
+    eval_scores = {**ctx.state.get("eval", {}), "artifact": entry.get("eval"), "gate": gate}
     manifest = build_manifest(
         ctx.job_id,
         ctx.config,
@@ -47,15 +63,16 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any]) -> dict[
         [main],
         main.parent,
         eval_scores,
-        {"target": target, "synth_report": ctx.state.get("synth_report")},
+        {"target": target, "synth_report": ctx.state.get("synth_report"), "status": status},
         merged_dir=Path(ctx.state["merged_dir"]),
     )
     prefix = f"artifacts/{ctx.org_id}/{ctx.job_id}/{target}"
     sha = manifest["files"][0]["sha256"]
+    card = model_card(manifest) + (_rejection_note(gate) if status == "rejected" else "")
     store = get_store()
     store.put_file(f"{prefix}/{main.name}", main, metadata={"sha256": sha})
     store.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
-    store.put_bytes(f"{prefix}/README.md", model_card(manifest).encode())
+    store.put_bytes(f"{prefix}/README.md", card.encode())
     return {
         "target": target,
         "format": profile.format,
@@ -65,29 +82,101 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any]) -> dict[
         "sha256": sha,
         "storage_key": f"{prefix}/{main.name}",
         "manifest": manifest,
+        "status": status,
     }
 
 
-def publish(ctx: JobContext) -> dict[str, Any]:
-    uploaded = []
-    for target, entry in ctx.state["exported"].items():
-        ctx.check_cancel()
-        uploaded.append(_upload_target(ctx, target, entry))
+def _version_info(v: ModelVersion) -> dict[str, Any]:
+    return {"version": v.version, "fine_tuned_model": v.fine_tuned_model, "artifacts": len(v.artifact_ids)}
+
+
+def _recorded_version(ctx: JobContext) -> dict[str, Any] | None:
+    """The version an earlier attempt of this step committed (its worker died before the stage was
+    marked done): the step is then already complete and must not upload or add rows again."""
     with session_scope() as session:
-        job = session.get(Job, ctx.job_id)
+        v = registry_service.version_of_job(session, ctx.job_id)
+        return None if v is None else _version_info(v)
+
+
+def _commit(ctx: JobContext, uploaded: list[dict[str, Any]], passed: bool) -> dict[str, Any]:
+    model_name = registry_service.model_name_for(ctx.config)
+    with session_scope() as session:
         org = session.get(Org, ctx.org_id)
-        assert job is not None and org is not None
-        name = _fine_tuned_name(ctx, org.name)
-        # The conditional update takes the write lock first; if a cancel got there before us, stop.
+        assert org is not None
+        name = _fine_tuned_name(ctx, org.name) if passed else None
+        # The conditional update takes the job's write lock first; if a cancel got there before us,
+        # stop. A rejected job keeps fine_tuned_model empty, so it touches the heartbeat instead.
+        values: dict[str, Any] = {"fine_tuned_model": name} if passed else {"heartbeat_at": now()}
         claimed = session.execute(
-            update(Job).where(Job.id == ctx.job_id, Job.status == "running").values(fine_tuned_model=name)
+            update(Job).where(Job.id == ctx.job_id, Job.status == "running").values(**values)
         )
         if not claimed.rowcount:  # type: ignore[attr-defined]
             raise JobCancelled()
-        for a in uploaded:
-            session.add(Artifact(org_id=ctx.org_id, job_id=ctx.job_id, **a))
+        # Under the job's lock: a concurrent attempt of this step (a reclaimed job) that committed
+        # first is seen here, so rows are never written twice.
+        existing = registry_service.version_of_job(session, ctx.job_id)
+        if existing is not None:
+            return _version_info(existing)
+        rows = [Artifact(org_id=ctx.org_id, job_id=ctx.job_id, **a) for a in uploaded]
+        session.add_all(rows)
+        session.flush()
+        version = registry_service.record_version(
+            session,
+            org_id=ctx.org_id,
+            job_id=ctx.job_id,
+            model_name=model_name,
+            fine_tuned_model=name,
+            gate=ctx.state.get("gate"),
+            gate_passed=passed,
+            artifact_ids=[r.id for r in rows],
+        )
+        return _version_info(version)
+
+
+def _store(ctx: JobContext, passed: bool) -> dict[str, Any]:
+    """Upload every exported target and record them, once; returns the job's version."""
+    done = _recorded_version(ctx)
+    if done is not None:
+        return done
+    status = "published" if passed else "rejected"
+    uploaded = []
+    for target, entry in ctx.state["exported"].items():
+        ctx.check_cancel()
+        uploaded.append(_upload_target(ctx, target, entry, status))
+    return _commit(ctx, uploaded, passed)
+
+
+def publish(ctx: JobContext) -> dict[str, Any]:
+    """The publish stage: the gate passed, so the artifacts go out as the job's fine-tuned model."""
+    version = _store(ctx, passed=True)
+    name, model = version["fine_tuned_model"], registry_service.model_name_for(ctx.config)
     ctx.event(
-        f"Published {len(uploaded)} artifact(s) as {name}",
-        data={"targets": [a["target"] for a in uploaded], "fine_tuned_model": name},
+        f"Published {version['artifacts']} artifact(s) as {name}, "
+        f"version {version['version']} of model {model}",
+        data={
+            "targets": list(ctx.state["exported"]),
+            "fine_tuned_model": name,
+            "registered_model": model,
+            "version": version["version"],
+        },
     )
-    return {"fine_tuned_model": name}
+    return {"fine_tuned_model": name, "registry_version": version["version"]}
+
+
+def store_rejected(ctx: JobContext) -> dict[str, Any]:
+    """Called by the gate stage when the gate failed, before it fails the job: the artifacts stay
+    inspectable (status `rejected`) and the registry gets a version that no alias may point at."""
+    version = _store(ctx, passed=False)
+    model = registry_service.model_name_for(ctx.config)
+    ctx.event(
+        f"Stored {version['artifacts']} rejected artifact(s) for inspection as version "
+        f"{version['version']} of model {model}; they are not published",
+        level="warn",
+        data={
+            "targets": list(ctx.state["exported"]),
+            "registered_model": model,
+            "version": version["version"],
+            "status": "rejected",
+        },
+    )
+    return {"registry_version": version["version"]}

@@ -9,18 +9,20 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from sqlalchemy import func, select
+
 from api.services import files as file_service
 from infra.chat_rows import to_jsonl
 from infra.db import session_scope
 from infra.errors import EvalGateFailed, InvalidRequest
 from infra.job_config import MAX_EVAL_ROWS, Hyperparameters, held_out_count
-from infra.models import File, Job, Org
+from infra.models import Checkpoint, File, Job, Org
 from infra.price_book import price_book
 from infra.settings import get_settings
 from infra.storage import get_store
 from worker.callbacks import JobTrainerCallback
 from worker.pipeline import JobCancelled, JobContext, Stage, save_state
-from worker.publish import publish
+from worker.publish import publish, store_rejected
 
 if TYPE_CHECKING:
     from recipes.training_common import TrainResult
@@ -91,6 +93,12 @@ def synthesize(ctx: JobContext) -> dict[str, Any]:
     """A job with a task and no training file: the same synthesis as POST /v1/synthetic_datasets."""
     if ctx.config.training_file or ctx.config.task is None:
         return {}
+    if stored := ctx.state.get("synth_files"):  # made by an earlier attempt, on a lost machine
+        data = ctx.work_dir / "data"
+        return {
+            "train_path": str(_download_file(stored["train"], data / "train.jsonl")),
+            "eval_path": str(_download_file(stored["eval"], data / "eval.jsonl")),
+        }
     from api.services.jobs import record_usage
     from synth.generate import synthesize as run_synth
 
@@ -133,6 +141,7 @@ def synthesize(ctx: JobContext) -> dict[str, Any]:
         "train_path": str(data / "train.jsonl"),
         "eval_path": str(data / "eval.jsonl"),
         "synth_report": result.report,
+        "synth_files": {"train": train_id, "eval": eval_id},
     }
 
 
@@ -203,12 +212,33 @@ def _record_training(ctx: JobContext, result: TrainResult) -> dict[str, Any]:
     return hp
 
 
+def _restore_stored_checkpoint(ctx: JobContext, checkpoints_dir: Path) -> None:
+    """On a machine that lacks the job's newest checkpoint (a takeover after the first machine was
+    lost), fetch it from the artifact store so the trainer resumes there instead of at step 0."""
+    from recipes.training_common import checkpoint_step, latest_checkpoint
+    from worker import checkpoint_store
+
+    with session_scope() as session:
+        stored = session.scalar(
+            select(func.max(Checkpoint.step_number)).where(Checkpoint.job_id == ctx.job_id)
+        )
+    local = latest_checkpoint(checkpoints_dir) if checkpoints_dir.is_dir() else None
+    if stored is None or (local is not None and checkpoint_step(local) >= stored):
+        return
+    checkpoint_store.download(ctx.org_id, ctx.job_id, stored, checkpoints_dir)
+    ctx.event(
+        f"Fetched the checkpoint at step {stored} from the artifact store (not on this machine)",
+        data={"checkpoint_step": stored},
+    )
+
+
 def train(ctx: JobContext) -> dict[str, Any]:
     from recipes.dpo import DPOResult
 
     if not ctx.state.get("eval_path"):
         _split_eval(ctx)
     run, recipe_cfg = _recipe(ctx)
+    _restore_stored_checkpoint(ctx, recipe_cfg.output_dir / "checkpoints")
     callback = JobTrainerCallback(ctx)
     out = run(recipe_cfg, callbacks=[callback])
     if callback.stopped_for_cancel:
@@ -320,7 +350,8 @@ def export(ctx: JobContext) -> dict[str, Any]:
 def gate(ctx: JobContext) -> dict[str, Any]:
     """Apply the job's gate policy to base, fine-tuned and every scored artifact (eval/gate.py).
     A failing gate ends the job `failed` with code `eval_gate_failed` and every failing check in
-    its message; publish never runs, so nothing reaches the registry."""
+    its message. Its artifacts are stored first with status `rejected` (downloadable, to see what
+    went wrong) under a registry version no alias can point at; the publish stage never runs."""
     from eval.gate import decide_gate
     from eval.metrics import EvalResult
 
@@ -340,7 +371,12 @@ def gate(ctx: JobContext) -> dict[str, Any]:
     if not decision.passed:
         save_state(ctx, {"gate": verdict})
         ctx.event("Eval gate failed: " + "; ".join(decision.reasons), level="error", data=verdict)
-        raise EvalGateFailed("the eval gate refused this model: " + "; ".join(decision.reasons))
+        store_rejected(ctx)
+        raise EvalGateFailed(
+            "the eval gate refused this model: "
+            + "; ".join(decision.reasons)
+            + ". Its artifacts were kept for inspection with status rejected and were not published"
+        )
     ctx.event(
         f"Eval gate passed on {decision.metric} ({len(decision.checks)} checks)"
         + (f"; note: {'; '.join(decision.notes)}" if decision.notes else ""),

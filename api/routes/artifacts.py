@@ -15,9 +15,16 @@ router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 
 @router.get("", response_model=ListPublic[ArtifactPublic])
 def list_artifacts(
-    session: SessionDep, org: CurrentOrg, job_id: str | None = None, after: str | None = None, limit: int = 20
+    session: SessionDep,
+    org: CurrentOrg,
+    job_id: str | None = None,
+    status: str | None = None,
+    after: str | None = None,
+    limit: int = 20,
 ) -> ListPublic[ArtifactPublic]:
-    rows, has_more = svc.list_artifacts(session=session, org=org, job_id=job_id, after=after, limit=limit)
+    rows, has_more = svc.list_artifacts(
+        session=session, org=org, job_id=job_id, after=after, limit=limit, status=status
+    )
     data = [svc.to_public(a) for a in rows]
     return ListPublic(
         data=data,

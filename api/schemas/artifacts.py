@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
+
+# "published": its job passed the eval gate. "rejected": the gate refused it; kept to inspect and
+# download, never the target of a registry alias.
+ArtifactStatus = Literal["published", "rejected"]
+ARTIFACT_STATUSES: tuple[str, ...] = get_args(ArtifactStatus)
 
 
 # Properties to return via API: one downloadable file per device target
@@ -19,6 +24,7 @@ class ArtifactPublic(BaseModel):
     sha256: str
     eval: dict[str, Any] | None = None
     download_url: str | None = None
+    status: ArtifactStatus = "published"
 
 
 class ModelPublic(BaseModel):

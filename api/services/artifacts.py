@@ -1,16 +1,18 @@
-"""Published device artifacts: listing, manifests and byte-range downloads."""
+"""Device artifacts (published, or rejected by the gate and kept for inspection): listing,
+manifests and byte-range downloads."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.schemas.artifacts import ArtifactPublic
+from api.schemas.artifacts import ARTIFACT_STATUSES, ArtifactPublic, ArtifactStatus
 from api.services.jobs import get_job
 from api.services.pagination import page
-from infra.errors import NotFound, RangeNotSatisfiable
+from infra.errors import InvalidRequest, NotFound, RangeNotSatisfiable
 from infra.models import Artifact, Org
 from infra.storage import get_store
 
@@ -28,6 +30,7 @@ def to_public(a: Artifact) -> ArtifactPublic:
         sha256=a.sha256,
         eval=a.manifest.get("eval"),
         download_url=get_store().presigned_url(a.storage_key),
+        status=cast(ArtifactStatus, a.status),  # the column only ever holds ARTIFACT_STATUSES
     )
 
 
@@ -39,9 +42,19 @@ def get_artifact(*, session: Session, org: Org, artifact_id: str) -> Artifact:
 
 
 def list_artifacts(
-    *, session: Session, org: Org, job_id: str | None, after: str | None, limit: int
+    *,
+    session: Session,
+    org: Org,
+    job_id: str | None,
+    after: str | None,
+    limit: int,
+    status: str | None = None,
 ) -> tuple[list[Artifact], bool]:
     stmt = select(Artifact).where(Artifact.org_id == org.id)
+    if status is not None:
+        if status not in ARTIFACT_STATUSES:
+            raise InvalidRequest(f"status must be one of {', '.join(ARTIFACT_STATUSES)}", param="status")
+        stmt = stmt.where(Artifact.status == status)
     if job_id:
         stmt = stmt.where(Artifact.job_id == get_job(session=session, org=org, job_id=job_id).id)
     after_row = get_artifact(session=session, org=org, artifact_id=after) if after else None

@@ -111,7 +111,7 @@ def test_gate_passes_a_model_that_learned_and_fails_one_trained_on_shuffled_labe
     assert not verdict["passed"] and any("min_score: fine-tuned" in r for r in verdict["reasons"])
     assert bad.fine_tuned_model is None
     arts = client.get("/artifacts", cast_to=object, options={"params": {"job_id": bad.id}})
-    assert arts["data"] == []  # nothing published
+    assert arts["data"] and {a["status"] for a in arts["data"]} == {"rejected"}  # kept, not published
     stages = [
         e.data["stage"]
         for e in client.fine_tuning.jobs.list_events(bad.id, limit=100).data
