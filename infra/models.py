@@ -196,6 +196,9 @@ class SyntheticDataset(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # As for jobs: a running dataset whose worker stopped heart-beating is re-run or failed.
+    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class RegisteredModel(Base):

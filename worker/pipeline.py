@@ -23,7 +23,7 @@ from api.services.jobs import add_event, record_usage
 from infra.db import session_scope
 from infra.errors import BudgetExhausted, EdgetuneError
 from infra.job_config import JobConfig
-from infra.models import Job, now
+from infra.models import Job, SyntheticDataset, now
 from infra.price_book import price_book
 from infra.settings import get_settings
 
@@ -112,18 +112,20 @@ def claim(job_id: str) -> bool:
 
 
 class Heartbeat:
-    def __init__(self, job_id: str) -> None:
-        self.job_id, self.stop = job_id, threading.Event()
+    """Stamps `heartbeat_at` of a running job (or synthetic dataset) every EDGETUNE_JOB_HEARTBEAT_S
+    from a thread of its own, so a long step in the work never looks like a lost worker."""
+
+    def __init__(self, job_id: str, model: type[Job] | type[SyntheticDataset] = Job) -> None:
+        self.job_id, self.model, self.stop = job_id, model, threading.Event()
         self.thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
 
     def _loop(self) -> None:
+        m = self.model
         while not self.stop.wait(get_settings().job_heartbeat_s):
             try:
                 with session_scope() as session:
                     session.execute(
-                        update(Job)
-                        .where(Job.id == self.job_id, Job.status == "running")
-                        .values(heartbeat_at=now())
+                        update(m).where(m.id == self.job_id, m.status == "running").values(heartbeat_at=now())
                     )
             except Exception:
                 log.exception("heartbeat failed for %s", self.job_id)

@@ -1,5 +1,6 @@
-"""No job stays `running` forever: a job whose worker stopped heart-beating is resumed from its
-last completed stage (and the trainer from its last checkpoint), or failed once attempts run out."""
+"""No job (and no synthetic dataset) stays `running` forever: a job whose worker stopped
+heart-beating is resumed from its last completed stage (and the trainer from its last checkpoint),
+a dataset is run again from its seed, and either is failed once attempts run out."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from api.services.jobs import add_event
+from api.services.synthetic_datasets import forget_teacher_key
 from infra.db import session_scope
-from infra.models import Job, now
+from infra.models import Job, SyntheticDataset, now
 from infra.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -46,13 +48,43 @@ def recover_stale_jobs(enqueue: Callable[[str], object]) -> list[str]:
     return requeued
 
 
-def start_reaper(stop: threading.Event, enqueue: Callable[[str], object]) -> threading.Thread:
+def recover_stale_datasets(enqueue: Callable[[str], object]) -> list[str]:
+    """The same rule for synthetic datasets: re-queued (the claim takes a stale row) or failed."""
+    s = get_settings()
+    cutoff = now() - int(s.job_stale_after_s)
+    requeued: list[str] = []
+    with session_scope() as session:
+        stale = session.scalars(
+            select(SyntheticDataset).where(
+                SyntheticDataset.status == "running", SyntheticDataset.heartbeat_at < cutoff
+            )
+        ).all()
+        for ds in stale:
+            if ds.attempts >= s.job_max_attempts:
+                ds.status, ds.finished_at = "failed", now()
+                ds.error = {
+                    "code": "worker_lost",
+                    "param": None,
+                    "message": f"the worker running this dataset was lost {ds.attempts} times",
+                }
+                forget_teacher_key(ds)
+            else:
+                requeued.append(ds.id)
+    for ds_id in requeued:
+        enqueue(ds_id)
+    return requeued
+
+
+def start_reaper(
+    stop: threading.Event, enqueue: Callable[[str], object], enqueue_dataset: Callable[[str], object]
+) -> threading.Thread:
     interval = max(get_settings().job_stale_after_s / 2, 1.0)
 
     def loop() -> None:
         while not stop.wait(interval):
             try:
                 recover_stale_jobs(enqueue)
+                recover_stale_datasets(enqueue_dataset)
             except Exception:  # the reaper must outlive a transient database error
                 log.exception("stale-job recovery failed")
 

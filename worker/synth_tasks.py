@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 
 from api.schemas.synthetic_datasets import TeacherOptions
 from api.services import synthetic_datasets as svc
 from infra.db import session_scope
 from infra.job_config import TaskSpec
 from infra.models import SyntheticDataset, now
+from infra.settings import get_settings
 from worker.celery_app import celery_app
+from worker.pipeline import Heartbeat
 
 log = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.5  # how stale a cancel may be when the next teacher request is due
@@ -29,7 +31,8 @@ def run_synthetic_dataset(dataset_id: str) -> None:
     if not _claim(dataset_id):
         return  # cancelled before a worker took it, or already taken
     try:
-        _run(dataset_id)
+        with Heartbeat(dataset_id, SyntheticDataset):
+            _run(dataset_id)
     except Exception as exc:
         log.exception("synthetic dataset %s failed", dataset_id)
         with session_scope() as session:
@@ -39,11 +42,28 @@ def run_synthetic_dataset(dataset_id: str) -> None:
 
 
 def _claim(dataset_id: str) -> bool:
+    """Take a queued dataset, or a running one whose worker stopped heart-beating (the reaper
+    re-queued it): synthesis is seeded, so a re-run asks the same questions, and nothing of the
+    lost attempt was stored or billed."""
+    ds = SyntheticDataset
+    stale_before = now() - int(get_settings().job_stale_after_s)
     with session_scope() as session:
         result = session.execute(
-            update(SyntheticDataset)
-            .where(SyntheticDataset.id == dataset_id, SyntheticDataset.status == "queued")
-            .values(status="running", started_at=now(), progress={"phase": "planning", "kept": 0})
+            update(ds)
+            .where(
+                ds.id == dataset_id,
+                or_(
+                    ds.status == "queued",
+                    (ds.status == "running") & or_(ds.heartbeat_at.is_(None), ds.heartbeat_at < stale_before),
+                ),
+            )
+            .values(
+                status="running",
+                started_at=now(),
+                heartbeat_at=now(),
+                attempts=ds.attempts + 1,
+                progress={"phase": "planning", "kept": 0},
+            )
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -8,7 +8,7 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from worker.celery_app import celery_app
 from worker.pipeline import run_job as run_pipeline
-from worker.recovery import recover_stale_jobs, start_reaper
+from worker.recovery import recover_stale_datasets, recover_stale_jobs, start_reaper
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -22,8 +22,15 @@ def run_job(job_id: str) -> None:
 @worker_ready.connect
 def _on_ready(**_: Any) -> None:
     # A worker that starts after another one was killed picks up the orphaned jobs at once.
+    from worker.synth_tasks import run_synthetic_dataset
+
     recover_stale_jobs(enqueue=lambda job_id: run_job.delay(job_id))
-    start_reaper(_stop, enqueue=lambda job_id: run_job.delay(job_id))
+    recover_stale_datasets(enqueue=lambda ds_id: run_synthetic_dataset.delay(ds_id))
+    start_reaper(
+        _stop,
+        enqueue=lambda job_id: run_job.delay(job_id),
+        enqueue_dataset=lambda ds_id: run_synthetic_dataset.delay(ds_id),
+    )
 
 
 @worker_shutting_down.connect

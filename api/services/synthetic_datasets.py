@@ -123,8 +123,15 @@ def cancel_dataset(*, session: Session, org: Org, dataset_id: str) -> SyntheticD
             f"dataset {dataset_id} is already {ds.status}", param="dataset_id", code="dataset_not_cancellable"
         )
     ds.cancel_requested, ds.status, ds.finished_at = True, "cancelled", now()
+    forget_teacher_key(ds)
     session.commit()
     return ds
+
+
+def forget_teacher_key(ds: SyntheticDataset) -> None:
+    """A customer's teacher key is kept only while a run may still need it."""
+    if (ds.teacher or {}).get("api_key"):
+        ds.teacher = {**ds.teacher, "api_key": None}
 
 
 def fail_dataset(session: Session, ds: SyntheticDataset, code: str, message: str) -> None:
@@ -132,6 +139,7 @@ def fail_dataset(session: Session, ds: SyntheticDataset, code: str, message: str
         return  # cancelled meanwhile: the customer's cancel stands
     ds.status, ds.finished_at = "failed", now()
     ds.error = {"code": code, "message": message, "param": None}
+    forget_teacher_key(ds)
     session.commit()
 
 
@@ -220,6 +228,7 @@ def finish_dataset(session: Session, ds: SyntheticDataset, result: SynthResult) 
         session, org_id=ds.org_id, key=key, tokens=result.usage.total_tokens
     )
     ds.progress = {**(ds.progress or {}), "phase": "done", "kept": result.report["kept"]}
+    forget_teacher_key(ds)
     session.commit()
     # Conditional, so a cancel that landed while the files were written still wins.
     session.execute(
