@@ -62,7 +62,7 @@ class ModelShape:
     @classmethod
     def from_config(cls, config: dict[str, Any], params: int | None = None) -> ModelShape:
         hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
-        inter = int(config.get("block_ff_dim") or config.get("intermediate_size") or 4 * hidden)
+        inter = ffn_width(config, hidden)
         layer_types = config.get("layer_types")  # LFM2: "conv" / "full_attention" per layer
         attn = sum(t == "full_attention" for t in layer_types) if layer_types else layers
         vocab = int(config["vocab_size"])
@@ -81,6 +81,20 @@ class ModelShape:
     def from_dir(cls, model_dir: Path) -> ModelShape:
         config = json.loads((Path(model_dir) / "config.json").read_text())
         return cls.from_config(config, count_params(Path(model_dir)))
+
+
+def ffn_width(config: dict[str, Any], hidden: int) -> int:
+    """The MLP width the model really has. LFM2 declares block_ff_dim (6912 for the 350M) and, with
+    block_auto_adjust_ff_dim, trims it as transformers' Lfm2MLP does: 2/3 of it, times
+    block_ffn_dim_multiplier, rounded up to block_multiple_of (6912 -> 4608, 12288 -> 8192)."""
+    width = int(config.get("block_ff_dim") or config.get("intermediate_size") or 4 * hidden)
+    if config.get("block_auto_adjust_ff_dim"):
+        width = int(2 * width / 3)
+        if config.get("block_ffn_dim_multiplier") is not None:
+            width = int(config["block_ffn_dim_multiplier"] * width)
+        multiple = int(config.get("block_multiple_of") or 1)
+        width = multiple * ((width + multiple - 1) // multiple)
+    return width
 
 
 def approx_params(hidden: int, inter: int, layers: int, vocab: int, tied: bool) -> int:

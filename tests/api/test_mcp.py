@@ -187,21 +187,26 @@ async def _full_flow(url: str, key: str, tiny_base: str) -> None:
     async with http_client(url, key) as mcp:
         f = ok(await mcp.call_tool("upload_training_file", {"rows": sentiment_rows(48)}))
         hp = {"n_epochs": 4, "batch_size": 4, "learning_rate_multiplier": 10}
+        # seed 7, as test_end_to_end: the random tiny model's Q4_K_M artifact stays within the
+        # default gate's 0.05 of the fine-tune on this run (other seeds can lose more to quantization)
         body = {
             **_body(tiny_base, f["id"]),
+            "seed": 7,
             "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
         }
         quote = ok(await mcp.call_tool("plan_finetune", body))["quote"]["total_usd"]
-        args = {**body, "idempotency_key": "full-1", "budget_usd": max(quote * 5, 0.05)}
+        # the cap is billed on measured seconds: a generous one, so a loaded CI machine stays under it
+        args = {**body, "idempotency_key": "full-1", "budget_usd": max(quote * 20, 0.05)}
         job = ok(await mcp.call_tool("create_finetune_job", args))
         deadline = time.monotonic() + 900
         while job["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
             await asyncio.sleep(2)
             job = ok(await mcp.call_tool("get_job", {"job_id": job["id"]}))
-        assert job["status"] == "succeeded", job
+        assert job["status"] == "succeeded", (job["error"], [e["message"] for e in job["recent_events"]])
         arts = ok(await mcp.call_tool("list_artifacts", {"job_id": job["id"]}))["data"]
-        assert [a["target"] for a in arts] == ["laptop-cpu"]
-        link = ok(await mcp.call_tool("get_artifact_download_url", {"artifact_id": arts[0]["id"]}))
+        assert sorted(a["target"] for a in arts) == ["laptop-cpu", "laptop-cpu-adapter"]  # LoRA: + adapter
+        gguf = next(a for a in arts if a["target"] == "laptop-cpu")
+        link = ok(await mcp.call_tool("get_artifact_download_url", {"artifact_id": gguf["id"]}))
         assert link["requires_api_key"] is False and link["expires_in_s"]  # S3 (moto): presigned
         data = httpx.get(link["url"]).content
         assert data[:4] == b"GGUF" and hashlib.sha256(data).hexdigest() == link["sha256"]
