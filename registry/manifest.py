@@ -4,6 +4,9 @@ A manifest is the registry's record of one exported target: every file with its 
 SHA-256 (computed here, before upload: S3 only keeps composite checksums for multipart uploads), the
 job config that made it, where the weights came from and under which license, and the eval scores.
 It is written as `manifest.json` next to the files, with an HF-style `README.md` built from it.
+
+A LoRA job's adapter GGUF gets a manifest of its own (`build_adapter_manifest`, format `gguf-lora`):
+the same record plus the base model it applies to and the llama.cpp flag that applies it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import yaml
 
 from infra.job_config import JobConfig
+from registry.adapter_gguf import ADAPTER_FORMAT
 from registry.profiles import DeviceProfile
 
 MANIFEST_VERSION = 1
@@ -89,7 +93,7 @@ def license_info(base_model: str) -> dict[str, str]:
 
 
 def min_runtime(fmt: str) -> str:
-    if fmt == "gguf":
+    if fmt in ("gguf", ADAPTER_FORMAT):
         # The llama.cpp we converted and quantized with; older builds may not read every tensor type.
         return f"llama.cpp (llama-cpp-python {importlib.metadata.version('llama-cpp-python')})"
     return "transformers>=4.54.0 or vLLM>=0.10.2 (first releases with LFM2)"
@@ -148,6 +152,42 @@ def build_manifest(
     }
 
 
+def build_adapter_manifest(
+    job_id: str,
+    config: JobConfig,
+    profile: DeviceProfile,
+    adapter_file: Path,
+    adapter: dict[str, Any],
+    eval_scores: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    *,
+    merged_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The manifest of a LoRA adapter GGUF shipped for `profile` beside the merged model's GGUF.
+
+    Args:
+        adapter_file (`Path`): the adapter GGUF; the manifest's root is its folder.
+        adapter (`dict`): `registry.adapter_gguf.adapter_info` of it: rank, alpha, flag, base model.
+        eval_scores (`dict`, *optional*): the fine-tune's scores; the adapter itself is not scored.
+
+    The base block adds the quantization a device of this profile would hold the base in; the
+    adapter works with any (llama.cpp applies it to activations, not to the base's weights).
+    """
+    manifest = build_manifest(
+        job_id,
+        config,
+        profile,
+        [adapter_file],
+        adapter_file.parent,
+        eval_scores,
+        extra,
+        merged_dir=merged_dir,
+        quantization=adapter.get("tensor_type"),
+    )
+    base = {**adapter["base"], "quantization": "any", "profile_quantization": profile.quantization}
+    return manifest | {"format": ADAPTER_FORMAT, "adapter": {**adapter, "base": base}}
+
+
 def verify_manifest(manifest: dict[str, Any], root: Path) -> list[str]:
     """Every way the files under `root` differ from the manifest; empty when they all match."""
     problems = []
@@ -163,22 +203,44 @@ def verify_manifest(manifest: dict[str, Any], root: Path) -> list[str]:
 
 
 def _front_matter(manifest: dict[str, Any]) -> dict[str, Any]:
-    gguf = manifest["format"] == "gguf"
+    adapter = manifest["format"] == ADAPTER_FORMAT
+    gguf = manifest["format"] == "gguf" or adapter
     lic = manifest["license"]
+    # HF's model tree: a GGUF is listed under the base's quantizations, an adapter under its
+    # adapters, merged weights as a finetune.
+    relation = "adapter" if adapter else "quantized" if gguf else "finetune"
+    tags = ["lfm2", "edge", "llama.cpp", "gguf"] if gguf else ["lfm2", "edge", "edgetune"]
     return {
         "base_model": manifest["base_model"],
-        # HF's model tree: a GGUF is listed under the base's quantizations, merged weights as a finetune.
-        "base_model_relation": "quantized" if gguf else "finetune",
+        "base_model_relation": relation,
         "library_name": "gguf" if gguf else "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["lfm2", "edge", "llama.cpp", "gguf"] if gguf else ["lfm2", "edge", "edgetune"],
+        "tags": [*tags, "lora"] if adapter else tags,
         "license": lic["license"],
         "license_name": lic["license_name"],
         "license_link": lic["license_link"],
     }
 
 
+def _how_to_run_adapter(manifest: dict[str, Any]) -> str:
+    adapter, ctx = manifest["files"][0]["path"], manifest["context_cap"]
+    base = manifest["adapter"]["base"]
+    base_file = f"{base['model'].rsplit('/', 1)[-1]}-{base['profile_quantization']}.gguf"
+    flag = manifest["adapter"]["llama_cpp_flag"]
+    return (
+        f"A LoRA adapter, not a model: load a GGUF of {base['model']} (any quantization; "
+        f"{base['profile_quantization']} for {manifest['profile']}) and apply this file with `{flag}`. "
+        "The base GGUF's embedded chat template formats the prompts.\n\n"
+        f"```sh\nllama-cli -m {base_file} {flag} {adapter} -c {ctx} -cnv\n"
+        f"llama-server -m {base_file} {flag} {adapter} -c {ctx} --jinja\n```\n\n"
+        "```python\nfrom llama_cpp import Llama\n\n"
+        f'llm = Llama(model_path="{base_file}", lora_path="{adapter}", n_ctx={ctx})\n```\n'
+    )
+
+
 def _how_to_run(manifest: dict[str, Any]) -> str:
+    if manifest["format"] == ADAPTER_FORMAT:
+        return _how_to_run_adapter(manifest)
     first = manifest["files"][0]["path"] if manifest["files"] else "model.gguf"
     if manifest["format"] == "gguf":
         return (

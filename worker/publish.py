@@ -48,8 +48,34 @@ def _rejection_note(gate: dict[str, Any] | None) -> str:
     )
 
 
+def _put_artifact(
+    ctx: JobContext, target: str, path: Path, manifest: dict[str, Any], status: str
+) -> dict[str, Any]:
+    """Upload one artifact's file, manifest and model card under its target; its row's fields."""
+    from registry.manifest import model_card
+
+    prefix = f"artifacts/{ctx.org_id}/{ctx.job_id}/{target}"
+    sha = manifest["files"][0]["sha256"]
+    card = model_card(manifest) + (_rejection_note(ctx.state.get("gate")) if status == "rejected" else "")
+    store = get_store()
+    store.put_file(f"{prefix}/{path.name}", path, metadata={"sha256": sha})
+    store.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
+    store.put_bytes(f"{prefix}/README.md", card.encode())
+    return {
+        "target": target,
+        "format": manifest["format"],
+        "quantization": manifest["quantization"],
+        "filename": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": sha,
+        "storage_key": f"{prefix}/{path.name}",
+        "manifest": manifest,
+        "status": status,
+    }
+
+
 def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: str) -> dict[str, Any]:
-    from registry.manifest import build_manifest, model_card
+    from registry.manifest import build_manifest
     from registry.profiles import get_profile
 
     profile = get_profile(target)
@@ -66,24 +92,30 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: 
         {"target": target, "synth_report": ctx.state.get("synth_report"), "status": status},
         merged_dir=Path(ctx.state["merged_dir"]),
     )
-    prefix = f"artifacts/{ctx.org_id}/{ctx.job_id}/{target}"
-    sha = manifest["files"][0]["sha256"]
-    card = model_card(manifest) + (_rejection_note(gate) if status == "rejected" else "")
-    store = get_store()
-    store.put_file(f"{prefix}/{main.name}", main, metadata={"sha256": sha})
-    store.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
-    store.put_bytes(f"{prefix}/README.md", card.encode())
-    return {
-        "target": target,
-        "format": profile.format,
-        "quantization": profile.quantization,
-        "filename": main.name,
-        "bytes": main.stat().st_size,
-        "sha256": sha,
-        "storage_key": f"{prefix}/{main.name}",
-        "manifest": manifest,
-        "status": status,
-    }
+    return _put_artifact(ctx, target, main, manifest, status)
+
+
+def _upload_adapter(ctx: JobContext, target: str, entry: dict[str, Any], status: str) -> dict[str, Any]:
+    """A LoRA job's adapter GGUF as its own artifact, `<target>-adapter` (format `gguf-lora`): the
+    artifact list shows it with its bytes and sha256, and its content endpoint streams just the
+    adapter to a device that already holds the base. Its manifest names the base and `--lora`."""
+    from registry.manifest import build_adapter_manifest
+    from registry.profiles import get_profile
+
+    adapter = Path(entry["adapter"]["files"][0])
+    name = f"{target}-adapter"
+    manifest = build_adapter_manifest(
+        ctx.job_id,
+        ctx.config,
+        get_profile(target),
+        adapter,
+        entry["adapter"]["info"],
+        # the fine-tune's scores; the adapter is not scored apart from the merged model
+        {**ctx.state.get("eval", {}), "gate": ctx.state.get("gate")},
+        {"target": name, "model_target": target, "status": status},
+        merged_dir=Path(ctx.state["merged_dir"]),
+    )
+    return _put_artifact(ctx, name, adapter, manifest, status)
 
 
 def _version_info(v: ModelVersion) -> dict[str, Any]:
@@ -143,6 +175,8 @@ def _store(ctx: JobContext, passed: bool) -> dict[str, Any]:
     for target, entry in ctx.state["exported"].items():
         ctx.check_cancel()
         uploaded.append(_upload_target(ctx, target, entry, status))
+        if "adapter" in entry:
+            uploaded.append(_upload_adapter(ctx, target, entry, status))
     return _commit(ctx, uploaded, passed)
 
 

@@ -296,27 +296,49 @@ def eval_rows(ctx: JobContext) -> tuple[list[dict[str, Any]], TaskType, list[str
 
 
 def evaluate(ctx: JobContext) -> dict[str, Any]:
+    """Score base and fine-tuned on the held-out rows, and on the fixed general-ability probe
+    (eval/probe.py) that the gate's max_probe_drop reads to catch forgetting."""
+    from eval.probe import run_probe
     from eval.runners import evaluate_model
 
     rows, task_type, labels = eval_rows(ctx)
-    base = evaluate_model("hf", Path(ctx.state["base_model_dir"]), rows, task_type, labels)
+    base_dir, tuned_dir = Path(ctx.state["base_model_dir"]), Path(ctx.state["merged_dir"])
+    base = evaluate_model("hf", base_dir, rows, task_type, labels)
     ctx.check_cancel()
-    tuned = evaluate_model("hf", Path(ctx.state["merged_dir"]), rows, task_type, labels)
+    tuned = evaluate_model("hf", tuned_dir, rows, task_type, labels)
+    ctx.check_cancel()
+    probe_base = run_probe("hf", base_dir)
+    ctx.check_cancel()
+    probe_tuned = run_probe("hf", tuned_dir)
     result = {
         "metric": tuned.metric,
         "n": tuned.n,
         "base": _score(base),
         "fine_tuned": _score(tuned),
         "delta": round(tuned.score - base.score, 4),
+        "probe": {
+            "metric": probe_tuned.metric,
+            "n": probe_tuned.n,
+            "base": _score(probe_base),
+            "fine_tuned": _score(probe_tuned),
+            "drop": round(probe_base.score - probe_tuned.score, 4),
+        },
     }
     ctx.event(
         f"Eval on {tuned.n} held-out rows: {tuned.metric} base {base.score:.3f} -> "
-        f"fine-tuned {tuned.score:.3f}",
+        f"fine-tuned {tuned.score:.3f}; general-ability probe ({probe_tuned.n} items) "
+        f"{probe_base.score:.3f} -> {probe_tuned.score:.3f}",
         type="metrics",
         data=result,
     )
     # the full results (every metric, per-class report) feed the gate and the job's report
-    return {"eval": result, "eval_results": {"base": base.to_dict(), "fine_tuned": tuned.to_dict()}}
+    results = {
+        "base": base.to_dict(),
+        "fine_tuned": tuned.to_dict(),
+        "probe_base": probe_base.to_dict(),
+        "probe_fine_tuned": probe_tuned.to_dict(),
+    }
+    return {"eval": result, "eval_results": results}
 
 
 def _score(r: Any) -> dict[str, Any]:
@@ -325,10 +347,13 @@ def _score(r: Any) -> dict[str, Any]:
 
 def export(ctx: JobContext) -> dict[str, Any]:
     from eval.runners import evaluate_model
-    from registry.export import export_target
+    from registry.adapter_gguf import adapter_info
+    from registry.export import export_target, gguf_adapter
     from registry.profiles import get_profile
 
     rows, task_type, labels = eval_rows(ctx)
+    adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
+    base_dir = Path(ctx.state["base_model_dir"])
     exported: dict[str, Any] = {}
     for target in ctx.config.targets:
         ctx.check_cancel()
@@ -339,9 +364,17 @@ def export(ctx: JobContext) -> dict[str, Any]:
             scored = evaluate_model("gguf", paths[0], rows, task_type, labels)
             entry["eval"] = {"metric": scored.metric, **_score(scored)}
             entry["eval_result"] = scored.to_dict()
+        note = ""
+        if profile.format == "gguf" and adapter_dir:
+            # The adapter alone, for devices that already hold the base GGUF; publish ships it as
+            # its own artifact `<target>-adapter`. Converted once, it fits every quantization.
+            adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
+            info = adapter_info(adapter, Path(adapter_dir), base_dir, ctx.config.model)
+            entry["adapter"] = {"files": [str(adapter)], "info": info}
+            note = f" + LoRA adapter ({adapter.stat().st_size / 2**20:.1f} MB)"
         exported[target] = entry
         ctx.event(
-            f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip(),
+            f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip() + note,
             data={"target": target, **{k: v for k, v in entry.items() if k == "eval"}},
         )
     return {"exported": exported}
@@ -361,11 +394,16 @@ def gate(ctx: JobContext) -> dict[str, Any]:
         for target, entry in ctx.state["exported"].items()
         if "eval_result" in entry
     }
+    # A job evaluated before the probe existed has none: decide_gate then notes that
+    # max_probe_drop was not checked rather than failing it.
+    probes = {k: EvalResult.from_dict(results[k]) for k in ("probe_base", "probe_fine_tuned") if k in results}
     decision = decide_gate(
         ctx.config.gate,
         EvalResult.from_dict(results["base"]),
         EvalResult.from_dict(results["fine_tuned"]),
         artifacts,
+        probe_base=probes.get("probe_base"),
+        probe_finetuned=probes.get("probe_fine_tuned"),
     )
     verdict = decision.model_dump()
     if not decision.passed:

@@ -148,4 +148,6 @@ def test_create_wait_download(env, tmp_path, tiny_base, worker) -> None:
     assert f"{job_id}: succeeded" in created.stderr
     out = tmp_path / "artifacts"
     files = cli(env, "artifacts", "download", "--job", job_id, "-o", str(out)).stdout.split()
-    assert len(files) == 1 and Path(files[0]).read_bytes()[:4] == b"GGUF"
+    # the laptop-cpu model and, the job being LoRA, its adapter alone
+    assert sorted(Path(f).name for f in files) == ["lora-adapter-F16.gguf", "model-Q4_K_M.gguf"]
+    assert all(Path(f).read_bytes()[:4] == b"GGUF" for f in files)

@@ -13,7 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.converter import ConverterNotFoundError, converter_dir, default_dir, fetch_converter
+from registry.converter import (
+    SCRIPTS,
+    ConverterNotFoundError,
+    converter_dir,
+    default_dir,
+    fetch_converter,
+)
 from registry.gguf_export import convert_to_gguf, quantize_gguf
 from tests.support.tiny_lfm2 import build_tiny_lfm2
 
@@ -27,8 +33,10 @@ def inference_template() -> str:
 
 
 def ensure_converter() -> Path:
-    """The configured converter; fetched into the default location (~77 MB download) when absent."""
+    """The configured converters; fetched into the default location (~77 MB download) when absent."""
     try:
+        for script in SCRIPTS:
+            converter_dir(script)
         return converter_dir()
     except ConverterNotFoundError:
         return fetch_converter(default_dir())

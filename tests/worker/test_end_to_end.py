@@ -94,7 +94,14 @@ def test_fine_tune_from_upload_to_device_artifact(
     assert 0 <= evaluation["base"]["score"] <= 1 and 0 <= evaluation["fine_tuned"]["score"] <= 1
     print("eval:", evaluation, "gate:", done.model_extra["eval_gate"])
     gate = done.model_extra["eval_gate"]  # the default policy: better than base, artifacts within 0.05
-    assert gate["passed"] and {c["rule"] for c in gate["checks"]} >= {"min_delta", "max_artifact_drop"}
+    assert gate["passed"] and {c["rule"] for c in gate["checks"]} >= {
+        "min_delta",
+        "max_artifact_drop",
+        "max_probe_drop",  # the evaluate stage scored the general-ability probe and the gate read it
+    }
+    # the random tiny base answers no probe item, before or after: a drop of 0 (eval/probe.py)
+    probe = evaluation["probe"]
+    assert probe["n"] == 32 and probe["base"]["score"] == probe["fine_tuned"]["score"] == probe["drop"] == 0
     assert set(gate["artifacts"]) == {"laptop-cpu"}  # the GGUF target, scored in llama.cpp
 
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -112,8 +119,16 @@ def test_fine_tune_from_upload_to_device_artifact(
     arts = httpx.get(f"{server.base_url}/artifacts", params={"job_id": job.id}, headers=headers).json()[
         "data"
     ]
-    assert {a["target"] for a in arts} == {"laptop-cpu", "gpu-server"}
+    # a LoRA job ships its adapter alone too, beside each GGUF target
+    assert {a["target"] for a in arts} == {"laptop-cpu", "gpu-server", "laptop-cpu-adapter"}
     gguf = next(a for a in arts if a["target"] == "laptop-cpu")
+    adapter = next(a for a in arts if a["target"] == "laptop-cpu-adapter")
+    assert adapter["format"] == "gguf-lora" and adapter["bytes"] < gguf["bytes"] / 4
+    adapter_url = f"{server.base_url}/artifacts/{adapter['id']}"
+    adapter_body = httpx.get(f"{adapter_url}/content", headers=headers).content
+    assert adapter_body[:4] == b"GGUF" and hashlib.sha256(adapter_body).hexdigest() == adapter["sha256"]
+    lora = httpx.get(f"{adapter_url}/manifest", headers=headers).json()["adapter"]
+    assert lora["llama_cpp_flag"] == "--lora" and lora["base"]["model"] == tiny_base
     assert gguf["format"] == "gguf" and gguf["quantization"] == "Q4_K_M" and gguf["download_url"]
     body = httpx.get(f"{server.base_url}/artifacts/{gguf['id']}/content", headers=headers).content
     assert len(body) == gguf["bytes"] and hashlib.sha256(body).hexdigest() == gguf["sha256"]
