@@ -160,14 +160,7 @@ def run_probe(
 ) -> EvalResult:
     """Answer the probe with a transformers checkpoint ("hf") or a GGUF in llama.cpp ("gguf"),
     greedily through the eval runners, and score it (`score_probe`)."""
-    from eval.runners import generate_gguf, generate_hf
+    from eval.runners import generate
 
     items = list(items) if items is not None else load_probe()
-    rows = probe_rows(items)
-    if kind == "hf":
-        predictions = generate_hf(path, rows, max_new_tokens=max_new_tokens)
-    elif kind == "gguf":
-        predictions = generate_gguf(path, rows, max_new_tokens=max_new_tokens)
-    else:
-        raise ValueError(f"kind must be 'hf' or 'gguf', not {kind!r}")
-    return score_probe(items, predictions)
+    return score_probe(items, generate(kind, path, probe_rows(items), max_new_tokens))

@@ -145,10 +145,14 @@ def evaluate_model(
     """
     _, references = prompts_and_references(rows)
     max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[task_type]
-    if kind == "hf":
-        predictions = generate_hf(path, rows, max_new_tokens=max_new_tokens)
-    elif kind == "gguf":
-        predictions = generate_gguf(path, rows, max_new_tokens=max_new_tokens)
-    else:
-        raise ValueError(f"kind must be 'hf' or 'gguf', not {kind!r}")
+    predictions = generate(kind, path, rows, max_new_tokens)
     return score(task_type, predictions, references, labels, schema)
+
+
+def generate(kind: str, path: Path, rows: list[dict[str, Any]], max_new_tokens: int) -> list[str]:
+    """Greedy answers from a transformers checkpoint ("hf") or a GGUF in llama.cpp ("gguf")."""
+    if kind == "hf":
+        return generate_hf(path, rows, max_new_tokens=max_new_tokens)
+    if kind == "gguf":
+        return generate_gguf(path, rows, max_new_tokens=max_new_tokens)
+    raise ValueError(f"kind must be 'hf' or 'gguf', not {kind!r}")
