@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from infra.settings import get_settings
@@ -52,3 +53,10 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    """INSERT for the session's database with `on_conflict_do_nothing` available: PostgreSQL's or
+    SQLite's (the embedded default); both spell the upsert the same way."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)

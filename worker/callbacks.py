@@ -105,4 +105,7 @@ class JobTrainerCallback(TrainerCallback):
             steps = list(
                 session.scalars(select(Checkpoint.step_number).where(Checkpoint.job_id == self.ctx.job_id))
             )
-        checkpoint_store.prune(self.ctx.org_id, self.ctx.job_id, sorted({*steps, step}))
+        # the new row is in `steps` (autoflush); only the one checkpoint that just aged out goes
+        checkpoint_store.prune(
+            self.ctx.org_id, self.ctx.job_id, sorted(steps)[-(checkpoint_store.KEEP + 1) :]
+        )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from api.services.jobs import add_event
-from api.services.synthetic_datasets import forget_teacher_key
+from api.services.synthetic_datasets import fail_dataset
 from infra.db import session_scope
 from infra.models import Job, SyntheticDataset, now
 from infra.settings import get_settings
@@ -61,13 +61,8 @@ def recover_stale_datasets(enqueue: Callable[[str], object]) -> list[str]:
         ).all()
         for ds in stale:
             if ds.attempts >= s.job_max_attempts:
-                ds.status, ds.finished_at = "failed", now()
-                ds.error = {
-                    "code": "worker_lost",
-                    "param": None,
-                    "message": f"the worker running this dataset was lost {ds.attempts} times",
-                }
-                forget_teacher_key(ds)
+                lost = f"the worker running this dataset was lost {ds.attempts} times"
+                fail_dataset(session, ds, "worker_lost", lost)
             else:
                 requeued.append(ds.id)
     for ds_id in requeued:

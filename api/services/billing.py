@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from api.schemas.billing import BillingPushPublic, WebhookAckPublic
@@ -24,6 +22,7 @@ from infra.billing import (
     UsageRejected,
     get_billing_provider,
 )
+from infra.db import dialect_insert
 from infra.errors import InvalidRequest, ServiceUnavailable
 from infra.models import Org, StripeEvent, UsageRecord, now
 from infra.settings import get_settings
@@ -115,8 +114,7 @@ def _record_event(session: Session, event: BillingEvent) -> bool:
     org_id = None
     if event.customer_id:
         org_id = session.scalar(select(Org.id).where(Org.stripe_customer_id == event.customer_id))
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(StripeEvent).values(
+    stmt = dialect_insert(session, StripeEvent).values(
         id=event.id,
         type=event.type,
         org_id=org_id,

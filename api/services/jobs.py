@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.schemas.jobs import TERMINAL, JobError, JobPublic
 from api.services import budgets, catalog
 from api.services.files import get_file
-from api.services.ledger import append_usage
+from api.services.ledger import append_usage, usage_key
 from api.services.pagination import page
 from api.services.plans import plan_job
 from infra.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
@@ -237,10 +237,6 @@ def list_checkpoints(
     return page(session, stmt, (Checkpoint.step_number, Checkpoint.id), after_row, limit)
 
 
-def usage_key(job_id: str, stage: str, unit: str) -> str:
-    return f"{job_id}:{stage}:{unit}"
-
-
 def record_usage(
     session: Session,
     job: Job,
@@ -260,9 +256,6 @@ def record_usage(
     worker stops the job at the cap, so the cut is at most one stage's overshoot).
     """
     key = idempotency_key or usage_key(job.id, stage, unit)
-    existing = session.scalar(select(UsageRecord).where(UsageRecord.idempotency_key == key))
-    if existing is not None:
-        return existing
     cap = (job.config or {}).get("budget_usd")
     if cap is not None and unit_price > 0:
         left = max(0.0, float(cap) - (job.total_cost_usd or 0.0))

@@ -4,11 +4,15 @@ api/services/jobs.py, synthetic datasets in api/services/synthetic_datasets.py).
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from infra.db import dialect_insert
 from infra.models import UsageRecord
+
+
+def usage_key(owner_id: str, stage: str, unit: str) -> str:
+    """One ledger row per (job or dataset, stage, unit): a retried stage finds its row."""
+    return f"{owner_id}:{stage}:{unit}"
 
 
 def append_usage(
@@ -26,8 +30,7 @@ def append_usage(
 
     ON CONFLICT DO NOTHING rather than catching IntegrityError: a concurrent writer of the same key
     must not roll back the caller's transaction (which also records the stage as done)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(UsageRecord).values(
+    stmt = dialect_insert(session, UsageRecord).values(
         org_id=org_id,
         job_id=job_id,
         stage=stage,

@@ -21,7 +21,7 @@ from api.schemas.synthetic_datasets import (
 )
 from api.services import budgets
 from api.services import files as file_service
-from api.services.ledger import append_usage
+from api.services.ledger import append_usage, usage_key
 from api.services.pagination import page
 from infra.chat_rows import to_jsonl
 from infra.errors import InvalidRequest, NotFound, PaymentRequired, ServiceUnavailable
@@ -223,7 +223,7 @@ def finish_dataset(session: Session, ds: SyntheticDataset, result: SynthResult) 
     assert org is not None
     ds.training_file = store_rows(session, org, result.train_rows, f"{ds.id}-train.jsonl").id
     ds.validation_file = store_rows(session, org, result.eval_rows, f"{ds.id}-eval.jsonl").id
-    key = f"{ds.id}:synthesize:teacher_1k_tokens"
+    key = usage_key(ds.id, "synthesize", "teacher_1k_tokens")
     ds.total_cost_usd = record_teacher_usage(
         session, org_id=ds.org_id, key=key, tokens=result.usage.total_tokens
     )
