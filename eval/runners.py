@@ -13,12 +13,47 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from eval.metrics import EvalResult, TaskType, score
 
 Row = dict[str, Any]
+
+# The checkpoint generate_hf loaded last, kept only inside `one_load_per_model()`: a worker
+# process runs many jobs, so a model must not outlive the stage that loaded it.
+_kept: dict[Path, tuple[Any, Any]] | None = None
+
+
+@contextlib.contextmanager
+def one_load_per_model() -> Iterator[None]:
+    """Within the block, consecutive generate_hf calls on the same checkpoint (the task eval, then
+    the probe) share one load; one model at a time is kept, so memory stays as without it."""
+    global _kept
+    _kept = {}
+    try:
+        yield
+    finally:
+        _kept = None
+
+
+def _load_hf(model_dir: Path) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if _kept is not None and model_dir in _kept:
+        return _kept[model_dir]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # fp32 whatever the checkpoint's dtype: transformers otherwise computes in the saved dtype (bf16
+    # for real bases and GPU-merged models), and SmolLM2's bf16 greedy answers part from its F16
+    # GGUF's at the 1st token on one parity golden and the 18th on another (tests/registry/
+    # test_parity.py), so HF and GGUF scores would differ by more than runtime and quantization.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if _kept is not None:
+        _kept.clear()
+        _kept[model_dir] = (tokenizer, model)
+    return tokenizer, model
 
 
 def prompts_and_references(rows: list[Row]) -> tuple[list[Row], list[str]]:
@@ -51,14 +86,9 @@ def generate_hf(model_dir: Path, rows: list[Row], max_new_tokens: int = 16) -> l
     without special tokens). The tokenizer's own chat template renders the prompt; transformers
     understands `{% generation %}` markers, so training templates work unchanged."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import GenerationConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # fp32 whatever the checkpoint's dtype: transformers otherwise computes in the saved dtype (bf16
-    # for real bases and GPU-merged models), and SmolLM2's bf16 greedy answers part from its F16
-    # GGUF's at the 1st token on one parity golden and the 18th on another (tests/registry/
-    # test_parity.py), so HF and GGUF scores would differ by more than runtime and quantization.
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer, model = _load_hf(model_dir)
     # An explicit config: a checkpoint's generation_config.json may ask for sampling.
     gen_config = GenerationConfig(
         do_sample=False,

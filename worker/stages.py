@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -25,10 +25,9 @@ from worker.pipeline import JobCancelled, JobContext, Stage, save_state
 from worker.publish import publish, store_rejected
 
 if TYPE_CHECKING:
+    from eval.metrics import TaskType
     from recipes.training_common import TrainResult
     from synth.teacher import TeacherClient
-
-TaskType = Literal["classification", "extraction", "tool_calling", "generation"]  # eval.metrics.TaskType
 
 
 def _download_file(file_id: str, dest: Path) -> Path:
@@ -299,17 +298,16 @@ def evaluate(ctx: JobContext) -> dict[str, Any]:
     """Score base and fine-tuned on the held-out rows, and on the fixed general-ability probe
     (eval/probe.py) that the gate's max_probe_drop reads to catch forgetting."""
     from eval.probe import run_probe
-    from eval.runners import evaluate_model
+    from eval.runners import evaluate_model, one_load_per_model
 
     rows, task_type, labels = eval_rows(ctx)
     base_dir, tuned_dir = Path(ctx.state["base_model_dir"]), Path(ctx.state["merged_dir"])
-    base = evaluate_model("hf", base_dir, rows, task_type, labels)
-    ctx.check_cancel()
-    tuned = evaluate_model("hf", tuned_dir, rows, task_type, labels)
-    ctx.check_cancel()
-    probe_base = run_probe("hf", base_dir)
-    ctx.check_cancel()
-    probe_tuned = run_probe("hf", tuned_dir)
+    with one_load_per_model():  # each model answers the task rows and the probe from one load
+        base = evaluate_model("hf", base_dir, rows, task_type, labels)
+        probe_base = run_probe("hf", base_dir)
+        ctx.check_cancel()
+        tuned = evaluate_model("hf", tuned_dir, rows, task_type, labels)
+        probe_tuned = run_probe("hf", tuned_dir)
     result = {
         "metric": tuned.metric,
         "n": tuned.n,
@@ -355,6 +353,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
     adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
     base_dir = Path(ctx.state["base_model_dir"])
     exported: dict[str, Any] = {}
+    adapter_entry: dict[str, Any] | None = None  # converted and described once, shipped per GGUF target
     for target in ctx.config.targets:
         ctx.check_cancel()
         profile = get_profile(target)
@@ -368,10 +367,13 @@ def export(ctx: JobContext) -> dict[str, Any]:
         if profile.format == "gguf" and adapter_dir:
             # The adapter alone, for devices that already hold the base GGUF; publish ships it as
             # its own artifact `<target>-adapter`. Converted once, it fits every quantization.
-            adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
-            info = adapter_info(adapter, Path(adapter_dir), base_dir, ctx.config.model)
-            entry["adapter"] = {"files": [str(adapter)], "info": info}
-            note = f" + LoRA adapter ({adapter.stat().st_size / 2**20:.1f} MB)"
+            if adapter_entry is None:
+                adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
+                info = adapter_info(adapter, Path(adapter_dir), base_dir, ctx.config.model)
+                adapter_entry = {"files": [str(adapter)], "info": info}
+            entry["adapter"] = adapter_entry
+            size = Path(adapter_entry["files"][0]).stat().st_size
+            note = f" + LoRA adapter ({size / 2**20:.1f} MB)"
         exported[target] = entry
         ctx.event(
             f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip() + note,
