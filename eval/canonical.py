@@ -19,12 +19,13 @@ def strip_special_tokens(text: str) -> str:
     return SPECIAL_TOKEN.sub("", text).strip()
 
 
-def normalize(text: str) -> str:
-    """Lower-case, special-token markers and punctuation to spaces, whitespace collapsed, so
-    "Positive.<|im_end|>" == "positive". Markers go because decoders differ in whether they print
-    them (transformers skips special tokens here; references may carry LFM tool-call markers)."""
+def normalize(text: str, lower: bool = True) -> str:
+    """Lower-case (unless `lower=False`), special-token markers and punctuation to spaces,
+    whitespace collapsed, so "Positive.<|im_end|>" == "positive". Markers go because decoders
+    differ in whether they print them (transformers skips special tokens here; references may
+    carry LFM tool-call markers)."""
     text = SPECIAL_TOKEN.sub(" ", text)
-    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower()).split())
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower() if lower else text).split())
 
 
 def _canonical_value(value: Any) -> Any:

@@ -29,7 +29,6 @@ so whatever leniency the matching has applies to both sides alike.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from eval.canonical import SPECIAL_TOKEN, normalize
+from eval.canonical import normalize
 from eval.metrics import EvalResult, mean_score
 
 PROBE_PATH = Path(__file__).with_name("probe_set.jsonl")
@@ -102,10 +101,7 @@ def probe_rows(items: Sequence[ProbeItem]) -> list[dict[str, Any]]:
 
 
 def _words(text: str, case_sensitive: bool) -> list[str]:
-    if not case_sensitive:
-        return normalize(text).split()
-    # normalize() without the lower-casing
-    return re.sub(r"[^\w\s]|_", " ", SPECIAL_TOKEN.sub(" ", text)).split()
+    return normalize(text, lower=not case_sensitive).split()
 
 
 def _has_run(words: list[str], run: list[str]) -> bool:

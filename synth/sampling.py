@@ -145,12 +145,17 @@ def leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
     return [(path, value)]
 
 
+def field_words(path: str) -> str:
+    """A field's own name in words: `get_weather.city` -> "city", `items[].unit_price` -> "unit price"."""
+    return path.split(".")[-1].replace("[]", "").replace("_", " ")
+
+
 def mention_text(value: dict[str, Any]) -> str:
     """The facts to state, as the teacher is told them: `city: Boston, days: 3, urgent: yes`."""
     parts = []
     for path, v in leaves(value):
         shown = ("yes" if v else "no") if isinstance(v, bool) else "none" if v is None else str(v)
-        parts.append(f"{path.split('.')[-1].replace('[]', '').replace('_', ' ')}: {shown}")
+        parts.append(f"{field_words(path)}: {shown}")
     return ", ".join(parts)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from infra.job_config import TaskSpec
 from synth import prompts
 from synth.filters import label_leak, normalize
-from synth.sampling import string_fields
+from synth.sampling import field_words, string_fields
 from synth.teacher import ChatRequest, StopFn, TeacherClient
 
 MAX_TOPICS = 8
@@ -128,7 +128,7 @@ def value_pools(
     ]
     answers = client.complete_many(asks, should_stop) if asks else []
     # A weak teacher lists the field names themselves ("name", "city"): those are not values.
-    names = {normalize(_words(path)) for path, _ in fields}
+    names = {normalize(field_words(path)) for path, _ in fields}
     pools = {
         path: parse_list(out or "", max_words=5, exclude=names)
         for (path, _), out in zip(fields, answers, strict=True)
@@ -136,10 +136,5 @@ def value_pools(
     return {path: values for path, values in pools.items() if len(values) >= MIN_POOL}, len(asks)
 
 
-def _words(path: str) -> str:
-    """A field's own name in words: `get_weather.city` -> "city", `items[].unit_price` -> "unit price"."""
-    return path.split(".")[-1].replace("[]", "").replace("_", " ")
-
-
 def _thing(path: str, about: str) -> str:
-    return about.strip().rstrip(".") or f"a {_words(path)}"
+    return about.strip().rstrip(".") or f"a {field_words(path)}"
