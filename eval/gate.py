@@ -6,7 +6,11 @@ held-out rows with the same greedy decoding:
 1. min_score          fine-tuned, and every artifact, score at least `min_score`.
 2. min_delta          fine-tuned minus base is more than `min_delta` (0: strictly better than base).
 3. max_artifact_drop  each artifact scores at least fine-tuned minus `max_artifact_drop`.
-4. max_probe_drop     a general-ability probe drops by at most `max_probe_drop` (forgetting). The
+4. budgets            each artifact's device budgets (size, runtime memory, decode speed) from its
+                      profile, measured when it was scored; a miss fails the gate where the
+                      profile's rule is `refuse` and is flagged (published, marked) where it is
+                      `flag`. Memory and speed are host measurements, and every detail says so.
+5. max_probe_drop     a general-ability probe drops by at most `max_probe_drop` (forgetting). The
                       probe (eval/probe.py) is 32 fixed short questions a small instruct model
                       should keep answering after a narrow fine-tune (arithmetic, capitals, yes/no,
                       one-word answers, copy/transform), scored by `answer_match` for base and
@@ -27,6 +31,8 @@ Comparisons allow 1e-9 of float slack: scores are means of 0/1 rows, and 0.7 - 0
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,18 +73,36 @@ class GatePolicy(BaseModel):
     )
 
 
+class BudgetCheck(BaseModel):
+    """One device budget of one artifact and what was measured (registry/budgets.py builds them)."""
+
+    budget: Literal["max_artifact_mb", "max_ram_mb", "min_decode_tokens_per_s"]
+    limit: float
+    measured: float | None  # None: could not be measured here (e.g. no /proc for memory)
+    rule: Literal["refuse", "flag"]
+    where: str  # "artifact files", or the host and runtime it was measured on
+
+    def within(self) -> bool:
+        assert self.measured is not None
+        if self.budget.startswith("max_"):
+            return self.measured <= self.limit + EPS
+        return self.measured >= self.limit - EPS
+
+
 class GateCheck(BaseModel):
-    rule: str  # "min_score", "min_delta", "max_artifact_drop" or "max_probe_drop"
+    rule: str  # "min_score", "min_delta", "max_artifact_drop", "max_probe_drop" or a budget's name
     subject: str  # "fine-tuned", an artifact's name, or "probe"
     passed: bool
     detail: str  # the numbers, in words
+    flagged: bool = False  # a budget missed under the `flag` rule: passed, and marked
 
 
 class ArtifactVerdict(BaseModel):
     passed: bool
-    score: float
-    drop: float  # fine-tuned minus artifact; negative when the artifact scored higher
+    score: float | None  # None for an artifact that is not scored in a runtime (merged safetensors)
+    drop: float | None  # fine-tuned minus artifact; negative when the artifact scored higher
     reasons: list[str]  # its failing checks' details
+    flags: list[str] = Field(default_factory=list)  # budgets it missed under the `flag` rule
 
 
 class GateDecision(BaseModel):
@@ -137,6 +161,39 @@ def _probe_drop(policy: GatePolicy, probe_base: EvalResult, probe_tuned: EvalRes
     return GateCheck(rule="max_probe_drop", subject="probe", passed=ok, detail=detail)
 
 
+_UNITS = {"max_artifact_mb": "MB", "max_ram_mb": "MB", "min_decode_tokens_per_s": "tokens/s"}
+
+
+def _budget_check(name: str, b: BudgetCheck) -> GateCheck:
+    unit = _UNITS[b.budget]
+    assert b.measured is not None
+    ok = b.within()
+    side = "within" if ok else ("over" if b.budget.startswith("max_") else "under")
+    detail = (
+        f"{b.budget}: {name} measured {b.measured:.1f} {unit} ({b.where}), {side} the profile's {b.limit:g}"
+    )
+    if not ok:
+        detail += " (refused by the profile's rule)" if b.rule == "refuse" else " (flagged, not refused)"
+    return GateCheck(
+        rule=b.budget,
+        subject=name,
+        passed=ok or b.rule == "flag",
+        detail=detail,
+        flagged=not ok and b.rule == "flag",
+    )
+
+
+def _budget_checks(budgets: dict[str, list[BudgetCheck]]) -> tuple[list[GateCheck], list[str]]:
+    checks, notes = [], []
+    for name, items in budgets.items():
+        for b in items:
+            if b.measured is None:
+                notes.append(f"{b.budget} of {name} was not measured on this host ({b.where}); not checked")
+            else:
+                checks.append(_budget_check(name, b))
+    return checks, notes
+
+
 def _noise_note(metric: str, base: MetricScore, tuned: MetricScore, n: int) -> list[str]:
     delta, half_width = tuned.score - base.score, (tuned.ci_high - tuned.ci_low) / 2
     if 0 < delta < half_width:
@@ -165,6 +222,17 @@ def _artifact_verdict(
     return verdict, checks
 
 
+def _add_budgets(verdicts: dict[str, ArtifactVerdict], budget_checks: list[GateCheck]) -> None:
+    """Fold each artifact's budget checks into its verdict (creating one for an unscored artifact)."""
+    for c in budget_checks:
+        v = verdicts.setdefault(c.subject, ArtifactVerdict(passed=True, score=None, drop=None, reasons=[]))
+        if not c.passed:
+            v.passed = False
+            v.reasons.append(c.detail)
+        elif c.flagged:
+            v.flags.append(c.detail)
+
+
 def decide_gate(
     policy: GatePolicy,
     base: EvalResult,
@@ -172,6 +240,7 @@ def decide_gate(
     artifacts: dict[str, EvalResult],
     probe_base: EvalResult | None = None,
     probe_finetuned: EvalResult | None = None,
+    budgets: dict[str, list[BudgetCheck]] | None = None,
 ) -> GateDecision:
     """Apply `policy` (rules in the module docstring) and say why, with the numbers.
 
@@ -180,6 +249,8 @@ def decide_gate(
             name (the device target); may be empty when no target is scored.
         probe_base, probe_finetuned (`EvalResult`, *optional*): a general-ability eval of base and
             fine-tuned; both or neither. Without them max_probe_drop is not checked (and a note says so).
+        budgets (`dict[str, list[BudgetCheck]]`, *optional*): each artifact's device budgets with
+            what was measured; an artifact here need not be in `artifacts` (e.g. merged safetensors).
 
     Raises:
         ValueError: results from different row counts, a policy metric a result lacks, one probe only.
@@ -197,7 +268,11 @@ def decide_gate(
     for name, result in artifacts.items():
         verdicts[name], artifact_checks = _artifact_verdict(policy, metric, name, tuned, result.get(metric))
         checks += artifact_checks
-    notes = _noise_note(metric, base.get(metric), tuned, finetuned.n)
+    budget_checks, notes = _budget_checks(budgets or {})
+    checks += budget_checks
+    _add_budgets(verdicts, budget_checks)
+    notes += _noise_note(metric, base.get(metric), tuned, finetuned.n)
+    notes += [c.detail for c in budget_checks if c.flagged]
     if probe_base is not None and probe_finetuned is not None:
         checks.append(_probe_drop(policy, probe_base, probe_finetuned))
     else:

@@ -4,7 +4,8 @@ The JSON is assembled from what the worker already keeps (the evaluate stage's r
 fine-tuned, each exported artifact's own result, the gate verdict, the trainer's loss events);
 nothing is re-scored here. The page draws its plots as inline SVG so it needs no script, no
 network and no plotting library: the loss curve, each model's headline score with its bootstrap
-95% CI, and per-class F1 for classification tasks.
+95% CI, and per-class F1 for classification tasks. The general-ability probe (eval/probe.py) of
+base and fine-tuned, with the drop the gate's max_probe_drop reads, is a small table with bars.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ def _results_by_subject(state: dict[str, Any]) -> list[tuple[str, str, dict[str,
     named = (("base", "base"), ("fine_tuned", "fine-tuned"))
     out = [(name, "transformers", results[key]) for key, name in named if key in results]
     for target, entry in (state.get("exported") or {}).items():
-        if "eval_result" in entry:  # GGUF artifacts are scored in llama.cpp, as shipped
-            out.append((target, "llama.cpp", entry["eval_result"]))
+        if "eval_result" in entry:  # GGUF and ONNX artifacts are scored as shipped, in their runtime
+            runtime = (entry.get("runtime_stats") or {}).get("runtime", "llama.cpp")  # GGUF before stats
+            out.append((target, runtime, entry["eval_result"]))
     return out
 
 
 def score_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each model's headline score with its bootstrap 95% CI, as the gate read them."""
+    """Each model's headline score with its bootstrap 95% CI, as the gate read them; an artifact's
+    row also carries what its runtime measured on the worker host (decode speed, memory)."""
     rows = []
+    exported = state.get("exported") or {}
     for subject, runtime, data in _results_by_subject(state):
         r = EvalResult.from_dict(data)
         rows.append(
@@ -43,6 +47,7 @@ def score_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
                 "ci_high": r.ci_high,
                 "n": r.n,
                 "parse_rate": r.parse_rate,
+                "host_measurements": (exported.get(subject) or {}).get("runtime_stats"),
             }
         )
     return rows
@@ -57,11 +62,38 @@ def per_class(state: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+def _ci_score(r: EvalResult) -> dict[str, float]:
+    return {"score": r.score, "ci_low": r.ci_low, "ci_high": r.ci_high}
+
+
+def probe_section(state: dict[str, Any], max_drop: float | None = None) -> dict[str, Any] | None:
+    """Base and fine-tuned on the general-ability probe, each with its bootstrap 95% CI, the drop
+    (base minus fine-tuned, what the gate's max_probe_drop bounds) and the gate's check of it.
+    None for a job not evaluated yet, or evaluated before the probe existed."""
+    results = state.get("eval_results") or {}
+    if "probe_base" not in results or "probe_fine_tuned" not in results:
+        return None
+    base = EvalResult.from_dict(results["probe_base"])
+    tuned = EvalResult.from_dict(results["probe_fine_tuned"])
+    checks = (state.get("gate") or {}).get("checks") or []
+    return {
+        "metric": tuned.metric,
+        "n": tuned.n,
+        "base": _ci_score(base),
+        "fine_tuned": _ci_score(tuned),
+        "drop": round(base.get(tuned.metric).score - tuned.score, 4),  # as eval/gate.py computes it
+        "per_kind": {"base": base.report.get("per_kind"), "fine_tuned": tuned.report.get("per_kind")},
+        "max_drop": max_drop,
+        "check": next((c for c in checks if c.get("rule") == "max_probe_drop"), None),
+    }
+
+
 def build_report(
     job: dict[str, Any], state: dict[str, Any], losses: list[dict[str, float]]
 ) -> dict[str, Any]:
-    """The report of one job. `job` holds id, model, status and error; `losses` the trainer's
-    logged (step, train_loss) points in step order."""
+    """The report of one job. `job` holds id, model, status and error, and optionally
+    `max_probe_drop` (the job's gate policy); `losses` the trainer's logged (step, train_loss)
+    points in step order."""
     scores = score_rows(state)
     return {
         "object": "fine_tuning.job.report",
@@ -73,6 +105,7 @@ def build_report(
         "loss_curve": losses,
         "scores": scores,
         "per_class": per_class(state),
+        "probe": probe_section(state, job.get("max_probe_drop")),
         "gate": state.get("gate"),
         "synth_report": state.get("synth_report"),
     }
@@ -146,6 +179,34 @@ def scores_svg(scores: list[dict[str, Any]]) -> str:
     return _svg("".join(parts), "scores")
 
 
+def probe_html(probe: dict[str, Any] | None) -> str:
+    """Base and fine-tuned on the probe, each a bar (80 px is a score of 1.0) with its 95% CI, then
+    the drop with the allowed one and the gate's check. A table, not a plot: two numbers."""
+    if probe is None:
+        return "<p>No general-ability probe was run (yet).</p>"
+    rows = "".join(
+        f"<tr><td>{who}</td><td>{_bar(s['score'])} {s['score']:.3f}</td>"
+        f"<td>{s['ci_low']:.3f}-{s['ci_high']:.3f}</td></tr>"
+        for who, s in (("base", probe["base"]), ("fine-tuned", probe["fine_tuned"]))
+    )
+    allowed = f", allowed {probe['max_drop']:.3f}" if probe.get("max_drop") is not None else ""
+    check, verdict = probe.get("check"), ""
+    if check is not None:
+        ok = "passed" if check["passed"] else "failed"
+        verdict = f' <span class="{"ok" if check["passed"] else "bad"}">max_probe_drop {ok}</span>'
+    drop = f'<tr><td>drop</td><td colspan="2">{probe["drop"]:+.3f}{allowed}{verdict}</td></tr>'
+    return (
+        f"<p>{probe['n']} fixed questions (arithmetic, facts, yes/no, one word, copy/transform); "
+        "the drop is base minus fine-tuned.</p>"
+        f"<table><tr><th>model</th><th>{html.escape(probe['metric'])}</th><th>95% CI</th></tr>"
+        f"{rows}{drop}</table>"
+    )
+
+
+def _bar(score: float) -> str:
+    return f'<span class="bar" style="width:{score * 80:.0f}px"></span>'
+
+
 def per_class_table(classes: dict[str, dict[str, dict[str, float]]]) -> str:
     if not classes:
         return ""
@@ -164,8 +225,7 @@ def _f1_cell(scores: dict[str, float] | None) -> str:
     if not scores:
         return "<td>-</td>"
     f1 = scores["f1"]
-    bar = f'<span class="bar" style="width:{f1 * 80:.0f}px"></span>'  # 80 px is an F1 of 1.0
-    return f"<td>{bar} {f1:.3f} <small>(n={int(scores.get('support', 0))})</small></td>"
+    return f"<td>{_bar(f1)} {f1:.3f} <small>(n={int(scores.get('support', 0))})</small></td>"
 
 
 def gate_section(gate: dict[str, Any] | None) -> str:
@@ -201,6 +261,8 @@ def render_html(report: dict[str, Any]) -> str:
         + gate_section(report["gate"])
         + "<h2>Scores on the held-out rows</h2>"
         + scores_svg(report["scores"])
+        + "<h2>General-ability probe</h2>"
+        + probe_html(report.get("probe"))
         + "<h2>Training loss</h2>"
         + loss_svg(report["loss_curve"])
         + per_class_table(report["per_class"])

@@ -12,12 +12,17 @@ Rows are chat rows with tool calls already written as LFM text in the assistant 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 from eval.metrics import EvalResult, TaskType, score
+from eval.runtime_stats import RuntimeStats, measure_peak_memory
 
 Row = dict[str, Any]
 
@@ -119,31 +124,127 @@ def generate_gguf(
     n_ctx: int = 2048,
     max_new_tokens: int = 16,
     n_threads: int | None = None,
+    stats: RuntimeStats | None = None,
 ) -> list[str]:
     """Greedy answers from a GGUF through llama.cpp's chat completion, one per row.
 
     `n_threads` defaults to half the logical CPUs (llama-cpp-python's own default, roughly the
     physical cores): llama.cpp's threads spin-wait on each other, so asking for every logical CPU
     on a busy machine made decoding 5-30x slower in our measurements, not faster.
+    `stats`, when given, receives the memory the load and the answers took and the decode speed
+    of a fixed run after them (`SPEED_TOKENS`, see `_speed_run_gguf`).
     """
     from llama_cpp import Llama
 
     n_threads = n_threads or max((os.cpu_count() or 2) // 2, 1)
-    llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
     prompts, _ = prompts_and_references(rows)
     outputs = []
-    with contextlib.closing(llm):
-        for prompt in prompts:
-            # Llama.create_chat_completion uses the GGUF's tokenizer.chat_template when no chat_format
-            # is given; temperature 0 is greedy.
-            result: Any = llm.create_chat_completion(
-                messages=prompt["messages"],
-                tools=prompt.get("tools"),
-                temperature=0,
-                max_tokens=max_new_tokens,
-            )
-            outputs.append(result["choices"][0]["message"]["content"] or "")
+    with measure_peak_memory(stats):
+        llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
+        with contextlib.closing(llm):
+            for prompt in prompts:
+                # Llama.create_chat_completion uses the GGUF's tokenizer.chat_template when no
+                # chat_format is given; temperature 0 is greedy.
+                result: Any = llm.create_chat_completion(
+                    messages=prompt["messages"],
+                    tools=prompt.get("tools"),
+                    temperature=0,
+                    max_tokens=max_new_tokens,
+                )
+                outputs.append(result["choices"][0]["message"]["content"] or "")
+            if stats is not None:
+                stats.context = n_ctx
+                _speed_run_gguf(llm, stats)
     return outputs
+
+
+# Decode speed is timed on a fixed run, not on the answers: a fine-tune that answers a label in one
+# or two tokens (or stops at once) would otherwise give no figure, or one dominated by overhead.
+# The run decodes SPEED_TOKENS tokens greedily after SPEED_PROMPT, ignoring end-of-turn tokens, so
+# every artifact does the same work; only the single-token steps are timed, not the prompt.
+SPEED_TOKENS = 32
+SPEED_PROMPT = "Write a short story about a robot who learns to paint, in simple words."
+
+
+def _speed_run_gguf(llm: Any, stats: RuntimeStats) -> None:
+    import numpy as np
+
+    llm.reset()
+    llm.eval(llm.tokenize(SPEED_PROMPT.encode(), add_bos=True, special=False))
+    start = time.perf_counter()
+    for _ in range(SPEED_TOKENS):
+        # Llama.eval keeps the last position's logits in scores[n_tokens - 1]
+        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    stats.decode_tokens += SPEED_TOKENS
+    stats.decode_seconds += time.perf_counter() - start
+
+
+def _speed_run_onnx(decoder: Any, tokenizer: Any, stats: RuntimeStats) -> None:
+    decoder.reset()
+    token = int(decoder.step(tokenizer.encode(SPEED_PROMPT))[0, -1].argmax())
+    start = time.perf_counter()
+    for _ in range(SPEED_TOKENS):
+        token = int(decoder.step([token])[0, -1].argmax())
+    stats.decode_tokens += SPEED_TOKENS
+    stats.decode_seconds += time.perf_counter() - start
+
+
+def generate_onnx(
+    onnx_path: Path,
+    rows: list[Row],
+    max_new_tokens: int = 16,
+    n_ctx: int | None = None,
+    stats: RuntimeStats | None = None,
+) -> list[str]:
+    """Greedy answers from an exported LFM2 ONNX decoder in onnxruntime, one row at a time: the
+    prompt is rendered by the artifact's own tokenizer and chat template (the files the browser
+    gets), prefilled in one call, then decoded a token per call with the state fed back.
+    A prompt longer than `n_ctx` (the device's context cap) keeps its last `n_ctx - max_new_tokens`
+    tokens, as a runtime with that window would have to."""
+    from transformers import AutoTokenizer
+
+    from eval.onnx_decoder import decoder_session
+
+    root = onnx_path.parent.parent  # <artifact>/onnx/model_q4.onnx
+    tokenizer = AutoTokenizer.from_pretrained(root)
+    prompts, _ = prompts_and_references(rows)
+    outputs = []
+    with measure_peak_memory(stats):
+        decoder = decoder_session(onnx_path)
+        stop = _stop_ids(decoder.config, tokenizer)
+        for prompt in prompts:
+            rendered: Any = tokenizer.apply_chat_template(
+                prompt["messages"],
+                tools=prompt.get("tools"),
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+            )
+            ids = [int(t) for t in rendered]
+            if n_ctx:
+                ids = ids[-max(n_ctx - max_new_tokens, 1) :]
+            answer = _greedy(decoder, ids, max_new_tokens, stop)
+            outputs.append(str(tokenizer.decode(answer, skip_special_tokens=True)))
+        if stats is not None:
+            stats.context = n_ctx
+            _speed_run_onnx(decoder, tokenizer, stats)
+    return outputs
+
+
+def _stop_ids(config: Any, tokenizer: Any) -> set[int]:
+    eos = getattr(config, "eos_token_id", None) or tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, list) else {eos}
+
+
+def _greedy(decoder: Any, ids: list[int], max_new_tokens: int, stop: set[int]) -> list[int]:
+    decoder.reset()
+    token = int(decoder.step(ids)[0, -1].argmax())  # the prefill gives the first new token
+    new: list[int] = []
+    while token not in stop and len(new) < max_new_tokens:
+        new.append(token)
+        if len(new) < max_new_tokens:
+            token = int(decoder.step([token])[0, -1].argmax())
+    return new
 
 
 # A label fits in 16 tokens; a tool-call list with a few string arguments, or a JSON object with a
@@ -158,31 +259,83 @@ MAX_NEW_TOKENS: dict[str, int] = {
 }
 
 
+Kind = Literal["hf", "gguf", "onnx"]
+
+
 def evaluate_model(
-    kind: Literal["hf", "gguf"],
+    kind: Kind,
     path: Path,
     rows: list[Row],
     task_type: TaskType,
     labels: list[str] | None = None,
     max_new_tokens: int | None = None,
     schema: dict[str, Any] | None = None,
+    *,
+    n_ctx: int | None = None,
+    stats: RuntimeStats | None = None,
 ) -> EvalResult:
     """Generate for every held-out row and score against the rows' last assistant turns.
 
     Args:
         max_new_tokens (`int`, *optional*): defaults to `MAX_NEW_TOKENS[task_type]`.
         schema (`dict`, *optional*): extraction only: a JSON Schema the answers must satisfy.
+        n_ctx (`int`, *optional*): artifacts only: the context to configure, the device's cap.
+        stats (`RuntimeStats`, *optional*): artifacts only: filled with decode speed and memory.
     """
     _, references = prompts_and_references(rows)
     max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[task_type]
-    predictions = generate(kind, path, rows, max_new_tokens)
+    if stats is not None and kind != "hf":
+        predictions = generate_isolated(kind, path, rows, max_new_tokens, n_ctx=n_ctx, stats=stats)
+    else:
+        predictions = generate(kind, path, rows, max_new_tokens, n_ctx=n_ctx)
     return score(task_type, predictions, references, labels, schema)
 
 
-def generate(kind: str, path: Path, rows: list[dict[str, Any]], max_new_tokens: int) -> list[str]:
-    """Greedy answers from a transformers checkpoint ("hf") or a GGUF in llama.cpp ("gguf")."""
+def _generate_in_child(
+    kind: str, path: str, rows: list[Row], max_new_tokens: int, n_ctx: int | None, runtime: str
+) -> tuple[list[str], dict[str, Any]]:
+    stats = RuntimeStats(runtime=runtime)
+    outputs = generate(kind, Path(path), rows, max_new_tokens, n_ctx=n_ctx, stats=stats)
+    return outputs, asdict(stats)
+
+
+def generate_isolated(
+    kind: str,
+    path: Path,
+    rows: list[Row],
+    max_new_tokens: int,
+    *,
+    n_ctx: int | None = None,
+    stats: RuntimeStats,
+) -> list[str]:
+    """`generate` in a fresh process, filling `stats` there. A long-lived worker has freed memory
+    (training's) that a runtime would reuse without its resident set growing, so a peak-RSS figure
+    taken in the worker understates what the artifact needs; a new process has none, and a runtime
+    that crashes takes down only itself."""
+    context = multiprocessing.get_context("spawn")  # no fork: the worker holds threads and a DB pool
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        job = pool.submit(_generate_in_child, kind, str(path), rows, max_new_tokens, n_ctx, stats.runtime)
+        outputs, measured = job.result()
+    for name, value in measured.items():
+        setattr(stats, name, value)
+    return outputs
+
+
+def generate(
+    kind: str,
+    path: Path,
+    rows: list[dict[str, Any]],
+    max_new_tokens: int,
+    *,
+    n_ctx: int | None = None,
+    stats: RuntimeStats | None = None,
+) -> list[str]:
+    """Greedy answers from a transformers checkpoint ("hf"), a GGUF in llama.cpp ("gguf") or an
+    LFM2 ONNX decoder in onnxruntime ("onnx")."""
     if kind == "hf":
         return generate_hf(path, rows, max_new_tokens=max_new_tokens)
     if kind == "gguf":
-        return generate_gguf(path, rows, max_new_tokens=max_new_tokens)
-    raise ValueError(f"kind must be 'hf' or 'gguf', not {kind!r}")
+        return generate_gguf(path, rows, n_ctx=n_ctx or 2048, max_new_tokens=max_new_tokens, stats=stats)
+    if kind == "onnx":
+        return generate_onnx(path, rows, max_new_tokens=max_new_tokens, n_ctx=n_ctx, stats=stats)
+    raise ValueError(f"kind must be 'hf', 'gguf' or 'onnx', not {kind!r}")

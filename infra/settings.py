@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # Pricing (USD) lives in the price book (infra/price_book.yaml, or this path); compute is billed
     # on measured wall seconds of each stage at the rate of the class the workers run on.
     price_book: Path | None = None
+    # Device profiles (formats, quantizations, budgets): registry/profiles.yaml, or this file.
+    profiles: Path | None = None
     worker_compute: str = Field(
         default="cpu", description="What the workers train on: cpu, or a GPU class (h100-80gb, ...)."
     )

@@ -54,6 +54,18 @@ class GgufSource(BaseModel):
     pip: str  # what to install when it is missing
 
 
+class Sampling(BaseModel):
+    """A publisher's recommended generation settings (catalog.yaml `sampling`); unset ones are left
+    at the runtime's default."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+
 class BaseModelInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +80,7 @@ class BaseModelInfo(BaseModel):
     lora_targets: list[str] | Literal["all-linear"]
     recommended_lr: float
     fine_tune_instead: str | None = None
+    sampling: Sampling | None = None  # None: no published recommendation
     source: Literal["hub", "gguf", "local"] = "hub"
     gguf: GgufSource | None = None
     available: bool = False

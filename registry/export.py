@@ -5,7 +5,12 @@ work_dir/
   lora-adapter-F16.gguf          # LoRA jobs: the adapter alone, converted once, shipped per GGUF target
   laptop-cpu/model-Q4_K_M.gguf
   phone-android/model-Q4_0.gguf
-  gpu-server/{model.safetensors, config.json, tokenizer files, chat_template.jinja}
+  browser-webgpu/{onnx/model_q4.onnx, config.json, tokenizer files, chat_template.jinja}
+  gpu-server/{model.safetensors, config.json, tokenizer files, chat_template.jinja,
+              adapter/{adapter_config.json, adapter_model.safetensors} (LoRA jobs)}
+
+Budgets (size, memory, speed) are not enforced here: the eval gate checks them on the artifact as
+scored, by the profile's rule (registry/budgets.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from registry.adapter_gguf import convert_lora_to_gguf
 from registry.gguf_export import convert_to_gguf, quantize_gguf
+from registry.onnx_export import export_onnx
 from registry.profiles import DeviceProfile, check_exportable
 
 F16_NAME = "model-f16.gguf"
@@ -35,10 +41,6 @@ _HF_FILES = (
     "merges.txt",
     "chat_template.jinja",
 )
-
-
-class ArtifactTooLargeError(ValueError):
-    """The exported artifact is over the profile's max_artifact_mb."""
 
 
 def gguf_f16(merged_dir: Path, work_dir: Path) -> Path:
@@ -66,8 +68,28 @@ def _copy_hf_dir(merged_dir: Path, out_dir: Path) -> list[Path]:
     return [Path(shutil.copy2(src, out_dir / src.name)) for src in sources]
 
 
+# The PEFT adapter beside the merged weights, for servers that keep one base and many adapters
+# (vLLM --enable-lora): `adapter/` in the gpu-server artifact.
+ADAPTER_SUBDIR = "adapter"
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def _copy_adapter(adapter_dir: Path, out_dir: Path) -> list[Path]:
+    (out_dir / ADAPTER_SUBDIR).mkdir(parents=True, exist_ok=True)
+    return [
+        Path(shutil.copy2(adapter_dir / name, out_dir / ADAPTER_SUBDIR / name))
+        for name in _ADAPTER_FILES
+        if (adapter_dir / name).is_file()
+    ]
+
+
 def export_target(
-    merged_dir: Path, profile: DeviceProfile, work_dir: Path, *, quantization: str | None = None
+    merged_dir: Path,
+    profile: DeviceProfile,
+    work_dir: Path,
+    *,
+    quantization: str | None = None,
+    adapter_dir: Path | None = None,
 ) -> list[Path]:
     """Write the artifact files for `profile` under `work_dir/<profile.name>/` and return them.
 
@@ -77,22 +99,19 @@ def export_target(
         work_dir (`Path`): the job's export folder; holds the shared F16 GGUF.
         quantization (`str`, *optional*): GGUF quantization instead of the profile's default, e.g.
             its `quality_quantization`.
+        adapter_dir (`Path`, *optional*): a LoRA job's PEFT adapter; a safetensors target ships it
+            in `adapter/` beside the merged weights.
 
     Raises:
-        ProfileUnavailableError: the profile cannot be exported yet (e.g. ONNX).
-        ArtifactTooLargeError: the result is over `profile.max_artifact_mb`; the files stay in place.
+        ProfileUnavailableError: the profile cannot be exported.
+        OnnxExportError: an ONNX target for a non-LFM2 model, or an export that fails its parity check.
     """
     check_exportable(profile)
     out_dir = work_dir / profile.name
     if profile.format == "gguf":
         quant = quantization or profile.quantization
-        files = [quantize_gguf(gguf_f16(merged_dir, work_dir), out_dir / f"model-{quant}.gguf", quant)]
-    else:
-        files = _copy_hf_dir(merged_dir, out_dir)
-    size_mb = sum(f.stat().st_size for f in files) / 2**20
-    if size_mb > profile.max_artifact_mb:
-        raise ArtifactTooLargeError(
-            f"{profile.name} artifact is {size_mb:.0f} MB, over the profile's {profile.max_artifact_mb} MB; "
-            "pick a smaller base model or a lower quantization"
-        )
-    return files
+        return [quantize_gguf(gguf_f16(merged_dir, work_dir), out_dir / f"model-{quant}.gguf", quant)]
+    if profile.format == "onnx":
+        return export_onnx(merged_dir, out_dir)
+    files = _copy_hf_dir(merged_dir, out_dir)
+    return files + (_copy_adapter(adapter_dir, out_dir) if adapter_dir else [])

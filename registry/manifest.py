@@ -7,6 +7,9 @@ It is written as `manifest.json` next to the files, with an HF-style `README.md`
 
 A LoRA job's adapter GGUF gets a manifest of its own (`build_adapter_manifest`, format `gguf-lora`):
 the same record plus the base model it applies to and the llama.cpp flag that applies it.
+
+Every manifest recommends sampling settings (`recommended_sampling`): greedy for a classification,
+extraction or tool-calling fine-tune, the base publisher's defaults for free-form generation.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from registry.adapter_gguf import ADAPTER_FORMAT
 from registry.profiles import DeviceProfile
 
 MANIFEST_VERSION = 1
+ONNXRUNTIME_FALLBACK = "1.31"  # min_runtime("onnx") where onnxruntime is not installed here
 TOOL_CALL_FORMAT = "lfm-pythonic"  # <|tool_call_start|>[f(a="x")]<|tool_call_end|>, on every base
 _CHUNK = 1 << 20
 
@@ -96,7 +100,79 @@ def min_runtime(fmt: str) -> str:
     if fmt in ("gguf", ADAPTER_FORMAT):
         # The llama.cpp we converted and quantized with; older builds may not read every tensor type.
         return f"llama.cpp (llama-cpp-python {importlib.metadata.version('llama-cpp-python')})"
+    if fmt == "onnx":
+        # The onnxruntime installed here, which checks the exported graph; browsers run the same
+        # graph in onnxruntime-web.
+        try:
+            version = importlib.metadata.version("onnxruntime")
+        except importlib.metadata.PackageNotFoundError:
+            version = ONNXRUNTIME_FALLBACK
+        return f"onnxruntime>={version} (onnxruntime-web for browsers)"
     return "transformers>=4.54.0 or vLLM>=0.10.2 (first releases with LFM2)"
+
+
+# The tasks edgetune scores on one right answer, with greedy decoding (eval/runners.py): sampling can
+# only move the output away from what the eval gate scored.
+GREEDY_TASKS = ("classification", "extraction", "tool_calling")
+# Each scorer's headline metric (eval/metrics.py), for a job without a task: the worker scored it as
+# classification or generation by the look of its answers (worker/stages.py eval_rows).
+METRIC_TASK = {
+    "accuracy": "classification",
+    "field_f1": "extraction",
+    "exact_match": "tool_calling",
+    "token_f1": "generation",
+}
+
+
+def _task_type(config: JobConfig, eval_scores: dict[str, Any] | None) -> str | None:
+    """The job's task type; for a job without a task, the one its eval scored it as (from the
+    worker's `{"metric", ...}` or a `{kind: EvalResult.to_dict()}` of them); None when unknown."""
+    if config.task is not None:
+        return config.task.task_type
+    scores = eval_scores or {}
+    metric = scores.get("metric") or next(
+        (s["metric"] for s in scores.values() if isinstance(s, dict) and "metric" in s), None
+    )
+    return METRIC_TASK.get(metric) if isinstance(metric, str) else None
+
+
+def published_sampling(base_model: str) -> dict[str, float] | None:
+    """The base publisher's recommended generation settings, from recipes/catalog.yaml (which cites
+    where each comes from); None for a model with no published recommendation or not in the catalog."""
+    from recipes.base_models import load_catalog
+
+    entry = next((m for m in load_catalog() if m.id == base_model), None)
+    if entry is None or entry.sampling is None:
+        return None
+    return entry.sampling.model_dump(exclude_none=True)
+
+
+def recommended_sampling(config: JobConfig, eval_scores: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sampling settings to run the fine-tune with, and why.
+
+    A narrow fine-tune with one right answer (classification, extraction, tool calling) is run
+    greedily, as the eval gate scored it. Free-form generation gets the base publisher's defaults
+    from recipes/catalog.yaml, which cites them (Liquid's for LFM2, from Liquid4All/docs
+    lfm/inference: temperature 0.3, min_p 0.15, repetition_penalty 1.05; LFM2.5: temperature 0.1,
+    repetition_penalty 1.05), or greedy where none are published. A job whose task type is
+    unknown (no task, not evaluated) is treated as generation.
+    """
+    task_type = _task_type(config, eval_scores)
+    if task_type in GREEDY_TASKS:
+        kind = str(task_type).replace("_", " ")
+        why = f"{kind} fine-tune: greedy decoding, as edgetune's eval gate scored it"
+        return {"task_type": task_type, "temperature": 0.0, "why": why}
+    what = "free-form generation" if task_type == "generation" else "task type unknown"
+    published = published_sampling(config.model)
+    if published is None:
+        why = f"{what}; {config.model} publishes no sampling defaults: greedy, as the eval gate scored it"
+        return {"task_type": task_type, "temperature": 0.0, "why": why}
+    publisher = "Liquid AI" if config.model.lower().startswith("liquidai/") else "the publisher"
+    why = (
+        f"{what}: {publisher}'s recommended settings for {config.model}; "
+        "the eval gate scored it greedily (temperature 0)"
+    )
+    return {"task_type": task_type, **published, "why": why}
 
 
 def _file_entry(path: Path, root: Path) -> dict[str, Any]:
@@ -144,6 +220,7 @@ def build_manifest(
         "tool_call_format": TOOL_CALL_FORMAT,
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
         "license": license_info(config.model),
+        "sampling": recommended_sampling(config, eval_scores),
         "files": [_file_entry(f, root) for f in files],
         "job_config": config.model_dump(mode="json"),
         "job_config_sha256": hashlib.sha256(config_json.encode()).hexdigest(),
@@ -222,58 +299,143 @@ def _front_matter(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+_LLAMA_CLI_FLAGS = {
+    "temperature": "--temp",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "min_p": "--min-p",
+    "repetition_penalty": "--repeat-penalty",
+}
+
+
+def _settings(manifest: dict[str, Any]) -> dict[str, float]:
+    """The manifest's recommended sampling values alone; greedy for a manifest made before it
+    recorded any."""
+    rec = manifest.get("sampling") or {"temperature": 0.0}
+    return {k: rec[k] for k in SAMPLING_KEYS if k in rec}
+
+
+def _cli_flags(manifest: dict[str, Any]) -> str:
+    return " ".join(f"{_LLAMA_CLI_FLAGS[k]} {v:g}" for k, v in _settings(manifest).items())
+
+
+def _kwargs(manifest: dict[str, Any], rename: dict[str, str] | None = None) -> str:
+    return ", ".join(f"{(rename or {}).get(k, k)}={v!r}" for k, v in _settings(manifest).items())
+
+
+def _generate_kwargs(manifest: dict[str, Any]) -> str:
+    """transformers' generate arguments: greedy unless the recommendation samples."""
+    if not _settings(manifest).get("temperature"):
+        return "do_sample=False"
+    return f"do_sample=True, {_kwargs(manifest)}"
+
+
 def _how_to_run_adapter(manifest: dict[str, Any]) -> str:
     adapter, ctx = manifest["files"][0]["path"], manifest["context_cap"]
     base = manifest["adapter"]["base"]
     base_file = f"{base['model'].rsplit('/', 1)[-1]}-{base['profile_quantization']}.gguf"
-    flag = manifest["adapter"]["llama_cpp_flag"]
+    flag, sampling = manifest["adapter"]["llama_cpp_flag"], _cli_flags(manifest)
     return (
         f"A LoRA adapter, not a model: load a GGUF of {base['model']} (any quantization; "
         f"{base['profile_quantization']} for {manifest['profile']}) and apply this file with `{flag}`. "
         "The base GGUF's embedded chat template formats the prompts.\n\n"
-        f"```sh\nllama-cli -m {base_file} {flag} {adapter} -c {ctx} -cnv\n"
-        f"llama-server -m {base_file} {flag} {adapter} -c {ctx} --jinja\n```\n\n"
+        f"```sh\nllama-cli -m {base_file} {flag} {adapter} -c {ctx} -cnv {sampling}\n"
+        f"llama-server -m {base_file} {flag} {adapter} -c {ctx} --jinja {sampling}\n```\n\n"
         "```python\nfrom llama_cpp import Llama\n\n"
-        f'llm = Llama(model_path="{base_file}", lora_path="{adapter}", n_ctx={ctx})\n```\n'
+        f'llm = Llama(model_path="{base_file}", lora_path="{adapter}", n_ctx={ctx})\n'
+        "llm.create_chat_completion(\n"
+        f'    messages=[{{"role": "user", "content": "Hello"}}], '
+        f"{_kwargs(manifest, {'repetition_penalty': 'repeat_penalty'})}\n)\n```\n"
+    )
+
+
+def _how_to_run_onnx(manifest: dict[str, Any]) -> str:
+    onnx = next((f["path"] for f in manifest["files"] if f["path"].endswith(".onnx")), "model.onnx")
+    return (
+        f"`{onnx}` is a stateful decoder. Each call takes `input_ids`, `attention_mask` and "
+        "`position_ids` plus the past state (`past_conv.{i}` for the short-conv layers, "
+        "`past_key_values.{i}.key` / `past_key_values.{i}.value` for the attention layers) and returns "
+        "`logits` and the next state (`present_conv.{i}`, `present.{i}.key` / `present.{i}.value`), "
+        "which the next call feeds back. "
+        "Pick each token from the last position's logits with the settings under Recommended sampling; "
+        "in a browser, onnxruntime-web runs the same file.\n\n"
+        "```python\nimport onnxruntime as ort\n\n"
+        f'session = ort.InferenceSession("{onnx}")\n'
+        "print([i.name for i in session.get_inputs()])  # input_ids, ..., past_conv.0, ...\n"
+        "print([o.name for o in session.get_outputs()])  # logits, present_conv.0, ...\n```\n"
     )
 
 
 def _how_to_run(manifest: dict[str, Any]) -> str:
     if manifest["format"] == ADAPTER_FORMAT:
         return _how_to_run_adapter(manifest)
+    if manifest["format"] == "onnx":
+        return _how_to_run_onnx(manifest)
     first = manifest["files"][0]["path"] if manifest["files"] else "model.gguf"
     if manifest["format"] == "gguf":
+        ctx, sampling = manifest["context_cap"], _cli_flags(manifest)
         return (
             "The chat template is embedded in the GGUF, so llama.cpp formats prompts as in training.\n\n"
-            f"```sh\nllama-cli -m {first} -c {manifest['context_cap']} -cnv\n"
-            f"llama-server -m {first} -c {manifest['context_cap']} --jinja\n```\n\n"
+            f"```sh\nllama-cli -m {first} -c {ctx} -cnv {sampling}\n"
+            f"llama-server -m {first} -c {ctx} --jinja {sampling}\n```\n\n"
             "```python\nfrom llama_cpp import Llama\n\n"
-            f'llm = Llama(model_path="{first}", n_ctx={manifest["context_cap"]})\n'
+            f'llm = Llama(model_path="{first}", n_ctx={ctx})\n'
             "llm.create_chat_completion(\n"
-            '    messages=[{"role": "user", "content": "Hello"}], temperature=0\n)\n```\n'
+            f'    messages=[{{"role": "user", "content": "Hello"}}], '
+            f"{_kwargs(manifest, {'repetition_penalty': 'repeat_penalty'})}\n)\n```\n"
         )
     return (
         "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
         'tok = AutoTokenizer.from_pretrained(".")\nmodel = AutoModelForCausalLM.from_pretrained(".")\n'
         'ids = tok.apply_chat_template([{"role": "user", "content": "Hello"}], add_generation_prompt=True, '
         'return_tensors="pt", return_dict=True)\n'
-        "print(tok.decode(model.generate(**ids, max_new_tokens=64)[0], skip_special_tokens=True))\n```\n\n"
-        "With vLLM: `vllm serve .`\n"
+        f"out = model.generate(**ids, max_new_tokens=64, {_generate_kwargs(manifest)})\n"
+        "print(tok.decode(out[0], skip_special_tokens=True))\n```\n\n"
+        "With vLLM: `vllm serve .` (pass the settings above with each request). A LoRA fine-tune also "
+        "ships its PEFT adapter in `adapter/`, for a server that keeps the base and many adapters: "
+        f"`vllm serve {manifest['base_model']} --enable-lora --lora-modules ft=./adapter`\n"
     )
+
+
+def _sampling_section(manifest: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k}={v:g}" for k, v in _settings(manifest).items())
+    why = (manifest.get("sampling") or {}).get("why", "greedy: how edgetune's eval gate scored it")
+    return f"`{settings}`\n\n{why[:1].upper()}{why[1:]}.\n"
+
+
+def _ci(s: dict[str, Any]) -> str:
+    return f" (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f})" if "ci_low" in s and "ci_high" in s else ""
+
+
+def _probe_line(probe: dict[str, Any]) -> str:
+    """The worker's `probe` entry: `{"metric", "n", "base": {score, ci_low, ci_high}, "fine_tuned",
+    "drop"}` (worker/stages.py evaluate), as one line."""
+    base, tuned = probe.get("base") or {}, probe.get("fine_tuned") or {}
+    n = f"{probe['n']} fixed questions, " if probe.get("n") else ""
+    line = f"- general-ability probe ({n}{probe.get('metric', 'score')}):"
+    if "score" in base:
+        line += f" base {base['score']:.3f}{_ci(base)}"
+    if "score" in tuned:
+        line += f" -> fine-tuned {tuned['score']:.3f}{_ci(tuned)}"
+    if isinstance(probe.get("drop"), int | float):
+        line += f", drop {probe['drop']:+.3f}"
+    return line
 
 
 def _eval_lines(scores: dict[str, Any]) -> list[str]:
     """One line per scored model. Accepts `{kind: EvalResult.to_dict()}` as well as the worker's
-    `{"metric", "n", "base": {score, ci_low, ci_high}, "fine_tuned": {...}, "delta", ...}`."""
+    `{"metric", "n", "base": {score, ci_low, ci_high}, "fine_tuned": {...}, "delta", "probe", ...}`."""
     lines = []
     for kind, s in scores.items():
         if isinstance(s, dict) and "score" in s:
             metric = s.get("metric") or scores.get("metric", "score")
-            ci = f" (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f})" if "ci_low" in s and "ci_high" in s else ""
             n = s.get("n") or scores.get("n")
-            lines.append(f"- {kind}: {metric} = {s['score']:.3f}{ci}" + (f", n={n}" if n else ""))
+            lines.append(f"- {kind}: {metric} = {s['score']:.3f}{_ci(s)}" + (f", n={n}" if n else ""))
         elif kind == "delta" and isinstance(s, int | float):
             lines.append(f"- fine-tuned minus base: {s:+.3f}")
+        elif kind == "probe" and isinstance(s, dict):
+            lines.append(_probe_line(s))
         elif kind == "gate" and isinstance(s, dict):
             verdict = "passed" if s.get("passed") else "failed"
             lines.append(f"- eval gate: {verdict} on {s.get('metric')} ({len(s.get('checks', []))} checks)")
@@ -288,14 +450,17 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"| `{f['path']}` | {f['bytes']:,} | `{f['sha256'][:16]}…` |" for f in manifest["files"]
     )
     scores = "\n".join(_eval_lines(manifest["eval"]))
+    what = "held-out rows; general-ability probe" if "probe" in manifest["eval"] else "held-out rows"
+    runtime = manifest["min_runtime"]
     return (
         f"---\n{front}---\n\n# {title}\n\n"
         f"A fine-tune of [{manifest['base_model']}](https://huggingface.co/{manifest['base_model']}) made by "
         f"edgetune job `{manifest['job_id']}`, exported for **{manifest['profile']}** as "
         f"{manifest['format']} ({manifest['quantization']}). Runtime: {manifest['runtime']}; "
-        f"needs {manifest['min_runtime']} or newer.\n\n"
+        f"needs {runtime}{'' if '>=' in runtime else ' or newer'}.\n\n"
         f"## Files\n\n| file | bytes | sha256 |\n|---|---|---|\n{files}\n\n"
-        f"## Evaluation (held-out rows)\n\n{scores or 'Not evaluated.'}\n\n"
+        f"## Evaluation ({what})\n\n{scores or 'Not evaluated.'}\n\n"
+        f"## Recommended sampling\n\n{_sampling_section(manifest)}\n"
         f"## How to run\n\n{_how_to_run(manifest)}\n"
         f'Tool calls use LFM\'s pythonic format: `<|tool_call_start|>[f(a="x")]<|tool_call_end|>`.\n\n'
         f"## License\n\n{manifest['license']['attribution']} See {manifest['license']['license_link']}.\n"

@@ -24,14 +24,16 @@ from worker.pipeline import JobCancelled, JobContext
 
 
 def _single_file(paths: list[Path], out_dir: Path, target: str) -> Path:
-    """A device downloads one file: a GGUF as is, a multi-file checkpoint as an uncompressed tar
-    (safetensors do not compress, and tar keeps Range downloads resumable)."""
+    """A device downloads one file: a GGUF as is, a multi-file artifact as an uncompressed tar
+    (safetensors do not compress, and tar keeps Range downloads resumable) with the paths it has
+    under its target folder (an ONNX artifact keeps transformers.js's `onnx/` subfolder)."""
     if len(paths) == 1 and paths[0].is_file():
         return paths[0]
+    root = out_dir / target
     tar_path = out_dir / f"{target}.tar"
     with tarfile.open(tar_path, "w") as tar:
         for p in paths:
-            tar.add(p, arcname=p.name)
+            tar.add(p, arcname=p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name)
     return tar_path
 
 
@@ -89,7 +91,15 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: 
         [main],
         main.parent,
         eval_scores,
-        {"target": target, "synth_report": ctx.state.get("synth_report"), "status": status},
+        {
+            "target": target,
+            "synth_report": ctx.state.get("synth_report"),
+            "status": status,
+            # decode speed and memory as measured on the worker host, and each budget's outcome
+            "host_measurements": entry.get("runtime_stats"),
+            "budgets": entry.get("budgets"),
+            "budget_flags": ((gate or {}).get("artifacts", {}).get(target) or {}).get("flags", []),
+        },
         merged_dir=Path(ctx.state["merged_dir"]),
     )
     return _put_artifact(ctx, target, main, manifest, status)

@@ -343,41 +343,74 @@ def _score(r: Any) -> dict[str, Any]:
     return {"score": round(r.score, 4), "ci_low": round(r.ci_low, 4), "ci_high": round(r.ci_high, 4)}
 
 
-def export(ctx: JobContext) -> dict[str, Any]:
+# Profile format -> (eval runner kind, runtime name): artifacts scored as shipped, in their own runtime.
+_RUNNERS = {"gguf": ("gguf", "llama.cpp"), "onnx": ("onnx", "onnxruntime")}
+
+
+def _score_artifact(ctx: JobContext, profile: Any, path: Path, entry: dict[str, Any]) -> None:
+    """Score the artifact in its own runtime configured to the device's context cap (capped by the
+    model's trained context, past which no runtime should be set), recording decode speed and
+    memory for the gate's budgets."""
     from eval.runners import evaluate_model
-    from registry.adapter_gguf import adapter_info
-    from registry.export import export_target, gguf_adapter
-    from registry.profiles import get_profile
+    from eval.runtime_stats import RuntimeStats
+    from registry.profiles import eval_context
 
     rows, task_type, labels = eval_rows(ctx)
-    adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
+    kind, runtime = _RUNNERS[profile.format]
+    stats = RuntimeStats(runtime=runtime)
+    n_ctx = eval_context(profile, path)
+    scored = evaluate_model(kind, path, rows, task_type, labels, n_ctx=n_ctx, stats=stats)  # type: ignore[arg-type]
+    entry["eval"] = {"metric": scored.metric, **_score(scored)}
+    entry["eval_result"] = scored.to_dict()
+    entry["runtime_stats"] = stats.to_dict()
+
+
+def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
+    from registry.adapter_gguf import adapter_info
+    from registry.export import gguf_adapter
+
     base_dir = Path(ctx.state["base_model_dir"])
+    adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
+    return {
+        "files": [str(adapter)],
+        "info": adapter_info(adapter, Path(adapter_dir), base_dir, ctx.config.model),
+    }
+
+
+def export(ctx: JobContext) -> dict[str, Any]:
+    from registry.budgets import budget_checks
+    from registry.export import export_target
+    from registry.profiles import get_profile
+
+    adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
     exported: dict[str, Any] = {}
     adapter_entry: dict[str, Any] | None = None  # converted and described once, shipped per GGUF target
     for target in ctx.config.targets:
         ctx.check_cancel()
         profile = get_profile(target)
-        paths = export_target(Path(ctx.state["merged_dir"]), profile, ctx.work_dir / "export")
+        paths = export_target(
+            Path(ctx.state["merged_dir"]),
+            profile,
+            ctx.work_dir / "export",
+            adapter_dir=Path(adapter_dir) if adapter_dir else None,
+        )
         entry: dict[str, Any] = {"files": [str(p) for p in paths]}
-        if profile.format == "gguf":  # score the artifact as shipped, in its own runtime
-            scored = evaluate_model("gguf", paths[0], rows, task_type, labels)
-            entry["eval"] = {"metric": scored.metric, **_score(scored)}
-            entry["eval_result"] = scored.to_dict()
+        if profile.format in _RUNNERS:
+            _score_artifact(ctx, profile, paths[0], entry)
+        checks = budget_checks(profile, paths, entry.get("runtime_stats"))
+        entry["budgets"] = [b.model_dump() for b in checks]
         note = ""
         if profile.format == "gguf" and adapter_dir:
             # The adapter alone, for devices that already hold the base GGUF; publish ships it as
             # its own artifact `<target>-adapter`. Converted once, it fits every quantization.
-            if adapter_entry is None:
-                adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
-                info = adapter_info(adapter, Path(adapter_dir), base_dir, ctx.config.model)
-                adapter_entry = {"files": [str(adapter)], "info": info}
+            adapter_entry = adapter_entry or _adapter_entry(ctx, adapter_dir)
             entry["adapter"] = adapter_entry
             size = Path(adapter_entry["files"][0]).stat().st_size
             note = f" + LoRA adapter ({size / 2**20:.1f} MB)"
         exported[target] = entry
         ctx.event(
             f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip() + note,
-            data={"target": target, **{k: v for k, v in entry.items() if k == "eval"}},
+            data={"target": target, **{k: v for k, v in entry.items() if k in ("eval", "runtime_stats")}},
         )
     return {"exported": exported}
 
@@ -387,7 +420,7 @@ def gate(ctx: JobContext) -> dict[str, Any]:
     A failing gate ends the job `failed` with code `eval_gate_failed` and every failing check in
     its message. Its artifacts are stored first with status `rejected` (downloadable, to see what
     went wrong) under a registry version no alias can point at; the publish stage never runs."""
-    from eval.gate import decide_gate
+    from eval.gate import BudgetCheck, decide_gate
     from eval.metrics import EvalResult
 
     results = ctx.state["eval_results"]
@@ -406,6 +439,12 @@ def gate(ctx: JobContext) -> dict[str, Any]:
         artifacts,
         probe_base=probes.get("probe_base"),
         probe_finetuned=probes.get("probe_fine_tuned"),
+        # a job exported before budgets were recorded has none: only the other rules apply
+        budgets={
+            target: [BudgetCheck.model_validate(b) for b in entry["budgets"]]
+            for target, entry in ctx.state["exported"].items()
+            if "budgets" in entry
+        },
     )
     verdict = decision.model_dump()
     if not decision.passed:

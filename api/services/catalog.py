@@ -3,11 +3,17 @@ registry.profiles so the API, worker and agent tools apply the same rule."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from infra.errors import InvalidRequest
 from infra.settings import get_settings
 
+if TYPE_CHECKING:
+    from recipes.base_models import BaseModelInfo
 
-def check_base_model(model_id: str) -> None:
+
+def check_base_model(model_id: str) -> BaseModelInfo:
+    """The catalog entry of a base a job may fine-tune (known, trainable, weights reachable)."""
     from recipes.base_models import find_base_model
 
     s = get_settings()
@@ -32,10 +38,12 @@ def check_base_model(model_id: str) -> None:
             param="model",
             code="model_weights_missing",
         )
+    return info
 
 
-def check_targets(targets: list[str]) -> None:
-    from registry.profiles import load_profiles
+def check_targets(targets: list[str], family: str | None = None) -> None:
+    """Every target names an available profile, once, whose exporter handles the base's `family`."""
+    from registry.profiles import ProfileUnavailableError, check_family, load_profiles
 
     profiles = load_profiles()
     for i, name in enumerate(targets):
@@ -52,5 +60,10 @@ def check_targets(targets: list[str]) -> None:
                 param=f"targets[{i}]",
                 code="target_unavailable",
             )
+        try:
+            if family is not None:
+                check_family(profile, family)
+        except ProfileUnavailableError as exc:
+            raise InvalidRequest(str(exc), param=f"targets[{i}]", code="target_unsupported_model") from None
     if len(set(targets)) != len(targets):
         raise InvalidRequest("targets must not repeat", param="targets")

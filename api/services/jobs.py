@@ -83,8 +83,8 @@ def validate_config(session: Session, org: Org, cfg: JobConfig) -> None:
             raise InvalidRequest(exc.message, param=param, code="file_not_found") from None
     if cfg.validation_file and cfg.validation_file == cfg.training_file:
         raise InvalidRequest("validation_file must differ from training_file", param="validation_file")
-    catalog.check_base_model(cfg.model)
-    catalog.check_targets(cfg.targets)
+    base = catalog.check_base_model(cfg.model)
+    catalog.check_targets(cfg.targets, base.family)
 
 
 def create_job(

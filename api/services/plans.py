@@ -206,21 +206,29 @@ def _fits_worker(memory: list[GpuFitPublic]) -> tuple[bool, str | None]:
 def _stage_seconds(
     cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook
 ) -> dict[str, float]:
+    from eval.probe import load_probe
     from recipes.estimate import train_seconds
     from registry.profiles import load_profiles
 
     t = book.throughput
 
     profiles = load_profiles()
-    # eval scores the base, the fine-tuned model and each GGUF artifact in its own runtime
-    runs = 2 + sum(profiles[name].format == "gguf" for name in cfg.targets)
+    # eval scores the base, the fine-tuned model and each GGUF or ONNX artifact in its own runtime
+    # (worker/stages.py _RUNNERS)
+    runs = 2 + sum(profiles[name].format in ("gguf", "onnx") for name in cfg.targets)
+    # The evaluate stage also answers the general-ability probe (eval/probe.py) with base and
+    # fine-tuned: len(probe) generations each, 2 x 32 = 64 today. A probe answer is capped at
+    # PROBE_MAX_NEW_TOKENS (12), under a classification row's 16, so each is priced as one eval row
+    # (eval/probe.py measured 6-13 s for the 32 items on the tiny LFM2, 0.2-0.4 s an item):
+    # evaluate = (min(eval_rows, MAX_EVAL_ROWS) x runs + len(probe) x 2) x eval_s_per_row.
+    generations = min(data.eval_rows, MAX_EVAL_ROWS) * runs + len(load_probe()) * 2
     seconds = {
         "prepare": t.prepare_s,
         "synthesize": (data.train_rows + data.eval_rows) * t.synth_s_per_row
         if cfg.task and not cfg.training_file
         else 0.0,
         "train": train_seconds(flops, steps, get_settings().worker_compute, t),
-        "evaluate": min(data.eval_rows, MAX_EVAL_ROWS) * runs * t.eval_s_per_row,
+        "evaluate": generations * t.eval_s_per_row,
         "export": len(cfg.targets) * t.export_s_per_target,
         "publish": t.publish_s,
     }

@@ -29,7 +29,15 @@ def loss_curve(session: Session, job: Job) -> list[dict[str, float]]:
 
 def job_report(*, session: Session, org: Org, job_id: str) -> dict[str, Any]:
     job = get_job(session=session, org=org, job_id=job_id)
-    summary = {"id": job.id, "model": job.model, "status": job.status, "error": job.error}
+    # the gate's policy as stored with the job (every field filled in), for the probe's allowed drop
+    policy = (job.config or {}).get("gate") or {}
+    summary = {
+        "id": job.id,
+        "model": job.model,
+        "status": job.status,
+        "error": job.error,
+        "max_probe_drop": policy.get("max_probe_drop"),
+    }
     return build_report(summary, job.state or {}, loss_curve(session, job))
 
 

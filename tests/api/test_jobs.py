@@ -139,3 +139,46 @@ def test_unreachable_queue_fails_the_job_instead_of_leaving_it_queued(
     assert r.status_code == 503
     job = client.fine_tuning.jobs.list(limit=1).data[0]
     assert job.status == "failed" and job.error and job.error.code == "queue_unavailable"
+
+
+@pytest.fixture()
+def tiny_llama(platform, tiny_base) -> str:
+    """A local base of another family (a 1-layer Llama with the tiny LFM2's tokenizer)."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = platform.models_dir / "test" / "tiny-llama"
+    if not (out / "config.json").is_file():
+        src = platform.models_dir / "test" / "tiny-lfm2"
+        cfg = LlamaConfig(
+            vocab_size=1024,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+        LlamaForCausalLM(cfg).save_pretrained(out)
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            if (src / name).is_file():
+                shutil.copy2(src / name, out / name)
+    return "test/tiny-llama"
+
+
+def test_a_target_whose_exporter_does_not_handle_the_base_family_is_refused(
+    client, train_file, tiny_llama, tiny_base
+) -> None:
+    msg = _bad(
+        client,
+        "targets[1]",
+        model=tiny_llama,
+        training_file=train_file,
+        extra_body={"targets": ["laptop-cpu", "browser-webgpu"]},
+    )
+    assert "browser-webgpu" in msg and "lfm2" in msg and "llama" in msg
+    # the same target on an LFM2 base is accepted (the job is queued; no worker runs here)
+    job = client.fine_tuning.jobs.create(
+        model=tiny_base, training_file=train_file, extra_body={"targets": ["browser-webgpu"]}
+    )
+    assert job.status in ("queued", "validating_files")

@@ -139,3 +139,21 @@ def test_org_budget_counts_spend_and_running_quotes(client, api, api_key, train_
     third = client.fine_tuning.jobs.create(model=tiny_base, training_file=train_file)
     assert third.status == "queued"
     client.fine_tuning.jobs.cancel(third.id)  # leave nothing for a later test's worker to run
+
+
+def test_evaluate_estimate_counts_the_probe_for_base_and_fine_tuned() -> None:
+    """The evaluate stage answers the held-out rows with every model and artifact, and the
+    general-ability probe with base and fine-tuned: both are in the estimate."""
+    from api.services.plans import _Data, _stage_seconds
+    from eval.probe import load_probe
+    from infra.job_config import JobConfig
+    from infra.price_book import price_book
+
+    book = price_book()
+    targets = ["laptop-cpu", "gpu-server", "browser-webgpu"]
+    config = JobConfig(model="LiquidAI/LFM2-350M", training_file="file-x", targets=targets)
+    seconds = _stage_seconds(config, _Data([], 36, 4, True), 1e12, 10, book)
+    # 4 held-out rows x 4 runs (base, fine-tuned, the laptop-cpu GGUF, the browser-webgpu ONNX; the
+    # gpu-server safetensors are not scored apart) + 32 probe items x 2 models (base, fine-tuned)
+    assert len(load_probe()) == 32
+    assert seconds["evaluate"] == round((4 * 4 + 32 * 2) * book.throughput.eval_s_per_row, 1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from eval.gate import GatePolicy, decide_gate
+from eval.gate import BudgetCheck, GatePolicy, decide_gate
 from eval.metrics import EvalResult, MetricScore, score
 
 N = 20
@@ -159,3 +159,56 @@ def test_decision_is_json_ready_and_round_trips_results() -> None:
     assert tuned == accuracy(17) and isinstance(tuned.get("macro_f1"), MetricScore)
     decision = decide_gate(GatePolicy(), accuracy(8), tuned, {"mac": accuracy(17)})
     assert decision.model_validate_json(decision.model_dump_json()) == decision
+
+
+def _budget(budget: str, limit: float, measured: float | None, rule: str = "refuse") -> BudgetCheck:
+    return BudgetCheck.model_validate(
+        {"budget": budget, "limit": limit, "measured": measured, "rule": rule, "where": "host test-box"}
+    )
+
+
+def test_budgets_refuse_or_flag_by_the_profiles_rule() -> None:
+    base, tuned = accuracy(8), accuracy(17)
+    artifacts = {"phone": accuracy(17), "pi": accuracy(17)}
+    budgets = {
+        "phone": [
+            _budget("max_artifact_mb", 100, 80.0),
+            _budget("min_decode_tokens_per_s", 20, 12.5, "flag"),
+        ],
+        "pi": [_budget("max_ram_mb", 512, 700.0)],
+        "gpu-server": [_budget("max_artifact_mb", 10, 4.0)],  # not run, held to its size only
+    }
+    decision = decide_gate(GatePolicy(), base, tuned, artifacts, budgets=budgets)
+    assert not decision.passed
+    (reason,) = decision.reasons
+    assert reason == (
+        "max_ram_mb: pi measured 700.0 MB (host test-box), over the profile's 512 "
+        "(refused by the profile's rule)"
+    )
+    pi, phone, gpu = (decision.artifacts[k] for k in ("pi", "phone", "gpu-server"))
+    assert not pi.passed and pi.reasons == [reason] and pi.score == 0.85
+    assert phone.passed and phone.flags == [
+        "min_decode_tokens_per_s: phone measured 12.5 tokens/s (host test-box), under the profile's 20 "
+        "(flagged, not refused)"
+    ]
+    assert phone.flags[0] in decision.notes
+    assert gpu.passed and gpu.score is None and gpu.drop is None
+    flagged = [c for c in decision.checks if c.flagged]
+    assert [(c.subject, c.rule, c.passed) for c in flagged] == [("phone", "min_decode_tokens_per_s", True)]
+
+
+def test_a_budget_exactly_at_its_limit_passes_and_an_unmeasured_one_is_noted() -> None:
+    budgets = {
+        "phone": [
+            _budget("max_artifact_mb", 100, 100.0),
+            _budget("min_decode_tokens_per_s", 20, 20.0),
+            _budget("max_ram_mb", 512, None),
+        ]
+    }
+    decision = decide_gate(GatePolicy(), accuracy(8), accuracy(17), {"phone": accuracy(17)}, budgets=budgets)
+    assert decision.passed, decision.reasons
+    assert any("max_ram_mb of phone was not measured" in n for n in decision.notes)
+    assert {c.rule for c in decision.checks if c.subject == "phone"} >= {
+        "max_artifact_mb",
+        "min_decode_tokens_per_s",
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from eval.metrics import score_classification
+from eval.probe import load_probe, score_probe
 from eval.report import build_report, render_html
 
 LABELS = ["positive", "negative", "<b>odd</b>"]
@@ -53,6 +54,15 @@ def test_scores_follow_base_fine_tuned_then_each_scored_artifact() -> None:
     assert r["per_class"]["base"]["positive"]["f1"] == 0.0 and r["metric"] == "accuracy"
 
 
+def test_an_onnx_artifact_is_labelled_with_the_runtime_that_scored_it() -> None:
+    state = _state()
+    onnx = score_classification(REFS, REFS, LABELS).to_dict()
+    state["exported"]["browser-webgpu"] = {"eval_result": onnx, "runtime_stats": {"runtime": "onnxruntime"}}
+    job = {"id": "ftjob-3", "model": "tiny", "status": "succeeded"}
+    rows = {s["subject"]: s["runtime"] for s in build_report(job, state, [])["scores"]}
+    assert rows["browser-webgpu"] == "onnxruntime" and rows["laptop-cpu"] == "llama.cpp"
+
+
 def test_page_draws_one_bar_per_model_and_every_loss_point() -> None:
     losses = [{"step": s, "train_loss": 2.0 / s} for s in range(1, 8)]
     page = render_html(_report(losses))
@@ -70,3 +80,47 @@ def test_page_escapes_labels_and_says_what_is_missing() -> None:
     assert "Fewer than two logged steps" in page
     empty = render_html(build_report({"id": "j", "model": "m", "status": "queued"}, {}, []))
     assert "Not evaluated yet" in empty and "has not run" in empty and "<svg" not in empty
+
+
+def _probe_state() -> dict:
+    """_state() after a real probe: base gets 24 of the 32 items right, the fine-tune 16."""
+    items = load_probe()
+    answers = [i.answers[0] for i in items]
+    base = score_probe(items, answers[:24] + [""] * 8)
+    tuned = score_probe(items, answers[:16] + [""] * 16)
+    state = _state()
+    state["eval_results"] |= {"probe_base": base.to_dict(), "probe_fine_tuned": tuned.to_dict()}
+    state["gate"]["checks"].append(
+        {"rule": "max_probe_drop", "subject": "probe", "passed": True, "detail": "drop +0.250 within 0.300"}
+    )
+    return state
+
+
+def test_report_carries_the_probe_with_its_cis_drop_and_gate_check() -> None:
+    job = {"id": "ftjob-2", "model": "tiny", "status": "succeeded", "max_probe_drop": 0.3}
+    probe = build_report(job, _probe_state(), [])["probe"]
+    assert (probe["metric"], probe["n"]) == ("answer_match", 32)
+    assert probe["base"]["score"] == 0.75 and probe["fine_tuned"]["score"] == 0.5
+    for side in ("base", "fine_tuned"):
+        assert probe[side]["ci_low"] < probe[side]["score"] < probe[side]["ci_high"]
+    assert probe["drop"] == 0.25 and probe["max_drop"] == 0.3
+    assert probe["check"]["rule"] == "max_probe_drop" and probe["check"]["passed"] is True
+    assert sum(probe["per_kind"]["base"].values()) > sum(probe["per_kind"]["fine_tuned"].values())
+    # a job evaluated before the probe existed has no probe section
+    assert build_report(job, _state(), [])["probe"] is None
+
+
+def test_page_shows_the_probe_with_its_cis_and_drop() -> None:
+    job = {"id": "ftjob-2", "model": "tiny", "status": "succeeded", "max_probe_drop": 0.3}
+    report = build_report(job, _probe_state(), [])
+    page = render_html(report)
+    table = re.search(r"<h2>General-ability probe</h2>.*?</table>", page)
+    assert table, page
+    base, tuned = report["probe"]["base"], report["probe"]["fine_tuned"]
+    assert f"0.750</td><td>{base['ci_low']:.3f}-{base['ci_high']:.3f}</td>" in table.group(0)
+    assert f"0.500</td><td>{tuned['ci_low']:.3f}-{tuned['ci_high']:.3f}</td>" in table.group(0)
+    assert "width:60px" in table.group(0) and "width:40px" in table.group(0)  # 80 px is a score of 1
+    assert "+0.250, allowed 0.300" in table.group(0) and "max_probe_drop passed" in table.group(0)
+    assert "32 fixed questions" in page
+    assert page.count("<svg") == 1 and page.count("<rect") == 3  # the probe adds no plot
+    assert "No general-ability probe" in render_html(build_report(job, _state(), []))

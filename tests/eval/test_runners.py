@@ -7,7 +7,8 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from transformers import AutoTokenizer
 
-from eval.runners import evaluate_model, generate_gguf, generate_hf, prompts_and_references
+from eval.runners import SPEED_TOKENS, evaluate_model, generate_gguf, generate_hf, prompts_and_references
+from eval.runtime_stats import RuntimeStats
 from tests.registry.tiny_artifacts import REPO, TinyArtifacts
 
 LABELS = ["positive", "negative", "neutral"]
@@ -55,6 +56,24 @@ def test_generate_gguf_returns_one_string_per_row(tiny_gguf: Path, sentiment_row
     outputs = generate_gguf(tiny_gguf, sentiment_rows, n_ctx=512, max_new_tokens=8)
     assert len(outputs) == len(sentiment_rows)
     assert all(isinstance(o, str) for o in outputs)
+
+
+def test_gguf_runs_report_decode_speed_and_memory_at_their_context(
+    tiny_gguf: Path, sentiment_rows: list[dict]
+) -> None:
+    small, large = RuntimeStats(runtime="llama.cpp"), RuntimeStats(runtime="llama.cpp")
+    plain = evaluate_model("gguf", tiny_gguf, sentiment_rows, "classification", LABELS, n_ctx=512)
+    measured = evaluate_model(
+        "gguf", tiny_gguf, sentiment_rows, "classification", LABELS, n_ctx=512, stats=small
+    )
+    assert measured.to_dict() == plain.to_dict()  # the measured run (in its own process) answers alike
+    evaluate_model("gguf", tiny_gguf, sentiment_rows, "classification", LABELS, n_ctx=32768, stats=large)
+    assert small.context == 512 and small.decode_tokens == SPEED_TOKENS and small.runtime == "llama.cpp"
+    assert small.decode_tokens_per_s and small.decode_tokens_per_s > 0
+    assert small.peak_rss_growth_mb is not None and large.peak_rss_growth_mb is not None
+    # the KV cache is allocated for the whole context: 2 attention layers x (K + V) x 2 KV heads x
+    # 64 dims x 2 bytes (F16) = 1 KiB per token, so 32768 tokens take 32 MiB more than 512 do
+    assert large.peak_rss_growth_mb - small.peak_rss_growth_mb > 24
 
 
 @pytest.mark.parametrize("kind", ["hf", "gguf"])

@@ -54,6 +54,20 @@ def test_catalog_entries() -> None:
     assert base_models.license_name("lfm1.0") == "LFM Open License v1.0"
 
 
+def test_catalog_carries_the_published_sampling_defaults() -> None:
+    catalog = {m.id: m for m in load_catalog()}
+    lfm2 = catalog["LiquidAI/LFM2-350M"].sampling
+    assert lfm2 is not None
+    assert (lfm2.temperature, lfm2.min_p, lfm2.repetition_penalty) == (0.3, 0.15, 1.05)
+    assert lfm2.top_k is None  # not part of Liquid's LFM2 recommendation: left at the runtime's default
+    lfm25 = catalog["LiquidAI/LFM2.5-1.2B-Base"].sampling
+    assert lfm25 is not None and (lfm25.temperature, lfm25.repetition_penalty) == (0.1, 1.05)
+    tiny = catalog["LiquidAI/LFM2.5-230M"].sampling
+    assert tiny is not None and (tiny.temperature, tiny.top_k) == (0.1, 50)
+    assert all(m.sampling is not None for m in catalog.values() if m.id.startswith("LiquidAI/"))
+    assert catalog[SMOLLM2].sampling is None  # no published recommendation recorded
+
+
 def test_missing_lfm_weights_say_where_to_put_them(tmp_path: Path, empty_hf_cache: Path) -> None:
     models_dir = tmp_path / "models"
     info = find_base_model("LiquidAI/LFM2-350M", models_dir, tmp_path / "cache", hf_cache_dir=empty_hf_cache)

@@ -7,7 +7,7 @@ import llama_cpp
 import pytest
 
 from registry import export
-from registry.export import ArtifactTooLargeError, export_target
+from registry.export import export_target
 from registry.profiles import ProfileUnavailableError, get_profile
 from tests.registry.tiny_artifacts import TinyArtifacts
 
@@ -66,11 +66,34 @@ def test_gpu_server_gets_the_merged_hf_checkpoint(tiny: TinyArtifacts, tmp_path:
         assert f.read_bytes() == (merged / f.name).read_bytes()
 
 
-def test_unavailable_and_oversized_targets_are_refused(
+def test_gpu_server_ships_a_lora_jobs_peft_adapter_beside_the_merged_weights(
+    tiny: TinyArtifacts, tmp_path: Path
+) -> None:
+    adapter = tmp_path / "adapter-src"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / "optimizer.pt").write_bytes(b"not shipped")
+    files = export_target(tiny.hf_dir, get_profile("gpu-server"), tmp_path / "work", adapter_dir=adapter)
+    shipped = {f.relative_to(tmp_path / "work" / "gpu-server").as_posix() for f in files}
+    assert {
+        "model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    } <= shipped
+    assert "adapter/optimizer.pt" not in shipped
+
+
+def test_browser_target_is_an_onnx_decoder_and_size_is_left_to_the_gate(
     tiny: TinyArtifacts, tmp_path: Path, counted_conversions: list[Path]
 ) -> None:
-    with pytest.raises(ProfileUnavailableError, match="browser-webgpu"):
-        export_target(tiny.hf_dir, get_profile("browser-webgpu"), tmp_path)
+    files = export_target(tiny.hf_dir, get_profile("browser-webgpu"), tmp_path)
+    assert files[0] == tmp_path / "browser-webgpu" / "onnx" / "model_q4.onnx"
+    assert {f.name for f in files[1:]} >= {"config.json", "tokenizer.json", "chat_template.jinja"}
+    # an artifact over its size budget is still written: the eval gate applies the profile's rule
     small_device = get_profile("raspberry-pi-5").model_copy(update={"max_artifact_mb": 1})
-    with pytest.raises(ArtifactTooLargeError, match="over the profile's 1 MB"):
-        export_target(tiny.hf_dir, small_device, tmp_path)
+    (gguf,) = export_target(tiny.hf_dir, small_device, tmp_path)
+    assert gguf.stat().st_size > 2**20
+    unavailable = small_device.model_copy(update={"available": False, "unavailable_reason": "not today"})
+    with pytest.raises(ProfileUnavailableError, match="not today"):
+        export_target(tiny.hf_dir, unavailable, tmp_path)

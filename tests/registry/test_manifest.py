@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +17,9 @@ from registry.manifest import (
     build_manifest,
     chat_template,
     license_info,
+    min_runtime,
     model_card,
+    recommended_sampling,
     sha256_file,
     verify_manifest,
     write_manifest,
@@ -189,3 +192,157 @@ def test_model_card_renders_the_workers_base_vs_fine_tuned_scores(
     assert "- fine_tuned: accuracy = 0.750" in card
     assert "- artifact: accuracy = 0.667" in card
     assert "- fine-tuned minus base: +0.500" in card
+    assert "general-ability probe" not in card  # no probe entry, no probe line
+
+
+def test_model_card_shows_the_general_ability_probe(
+    tiny: TinyArtifacts, gguf_export: tuple[Path, list[Path]]
+) -> None:
+    root, files = gguf_export
+    manifest = _manifest(tiny, root, files)
+    manifest["eval"] = {  # the worker's shape (worker/stages.py evaluate), as publish passes it
+        "metric": "accuracy",
+        "n": 12,
+        "base": {"score": 0.25, "ci_low": 0.08, "ci_high": 0.5},
+        "fine_tuned": {"score": 0.75, "ci_low": 0.5, "ci_high": 1.0},
+        "delta": 0.5,
+        "probe": {
+            "metric": "answer_match",
+            "n": 32,
+            "base": {"score": 0.8125, "ci_low": 0.6562, "ci_high": 0.9375},
+            "fine_tuned": {"score": 0.5, "ci_low": 0.3125, "ci_high": 0.6875},
+            "drop": 0.3125,
+        },
+        "artifact": None,
+        "gate": None,
+    }
+    card = model_card(manifest)
+    line = next(x for x in card.splitlines() if x.startswith("- general-ability probe"))
+    assert "32 fixed questions" in line and "answer_match" in line
+    assert "base 0.812 (95% CI 0.656-0.938)" in line
+    assert "fine-tuned 0.500 (95% CI 0.312-0.688)" in line
+    assert "drop +0.312" in line
+    assert "- base: accuracy = 0.250" in card  # the held-out rows' lines are unchanged
+
+
+LFM2_DEFAULTS = {"temperature": 0.3, "min_p": 0.15, "repetition_penalty": 1.05}
+
+
+def _settings(sampling: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sampling.items() if k not in ("why", "task_type")}
+
+
+@pytest.mark.parametrize(
+    ("task", "task_type"),
+    [
+        ({"labels": ["a", "b"]}, "classification"),
+        (
+            {
+                "type": "extraction",
+                "output_schema": {"type": "object", "properties": {"x": {"type": "string"}}},
+            },
+            "extraction",
+        ),
+        (
+            {
+                "type": "tool_calling",
+                "tools": [{"name": "f", "description": "d", "parameters": {"type": "object"}}],
+            },
+            "tool_calling",
+        ),
+    ],
+)
+def test_narrow_tasks_are_recommended_greedy(task: dict[str, Any], task_type: str) -> None:
+    config = JobConfig(model="LiquidAI/LFM2-350M", task=TaskSpec(description="Do the narrow task.", **task))
+    sampling = recommended_sampling(config)
+    assert sampling["task_type"] == task_type
+    assert _settings(sampling) == {"temperature": 0.0}
+    assert "greedy" in sampling["why"] and "eval gate" in sampling["why"]
+
+
+def test_free_form_generation_gets_the_publishers_defaults() -> None:
+    chat = TaskSpec(description="Answer customer questions kindly.")
+    sampling = recommended_sampling(JobConfig(model="LiquidAI/LFM2-350M", task=chat))
+    assert sampling["task_type"] == "generation"
+    assert _settings(sampling) == LFM2_DEFAULTS
+    assert "Liquid AI" in sampling["why"]
+    small = recommended_sampling(JobConfig(model="LiquidAI/LFM2.5-230M", task=chat))
+    assert _settings(small) == {"temperature": 0.1, "top_k": 50, "repetition_penalty": 1.05}
+    # no published defaults: greedy, as scored
+    smol = recommended_sampling(JobConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct", task=chat))
+    assert _settings(smol) == {"temperature": 0.0} and "no sampling defaults" in smol["why"]
+
+
+def test_a_job_without_a_task_follows_how_its_eval_scored_it() -> None:
+    upload = JobConfig(model="LiquidAI/LFM2-350M", training_file="file-x")
+    as_classes = recommended_sampling(upload, {"metric": "accuracy", "n": 8})
+    assert (as_classes["task_type"], _settings(as_classes)) == ("classification", {"temperature": 0.0})
+    as_text = recommended_sampling(upload, {"gguf": {"metric": "token_f1", "score": 0.4}})
+    assert (as_text["task_type"], _settings(as_text)) == ("generation", LFM2_DEFAULTS)
+    unknown = recommended_sampling(upload)
+    assert unknown["task_type"] is None and _settings(unknown) == LFM2_DEFAULTS
+
+
+def test_manifest_and_card_carry_the_recommended_sampling(
+    tiny: TinyArtifacts, gguf_export: tuple[Path, list[Path]]
+) -> None:
+    root, files = gguf_export
+    manifest = _manifest(tiny, root, files)  # a classification task
+    assert _settings(manifest["sampling"]) == {"temperature": 0.0}
+    card = model_card(manifest)
+    assert "## Recommended sampling" in card and "`temperature=0`" in card
+    assert "-cnv --temp 0" in card and "temperature=0.0" in card
+
+    chat = CONFIG.model_copy(update={"task": TaskSpec(description="Answer customer questions kindly.")})
+    generation = build_manifest("job-2", chat, get_profile("laptop-cpu"), files, root, merged_dir=tiny.hf_dir)
+    assert _settings(generation["sampling"]) == LFM2_DEFAULTS
+    card = model_card(generation)
+    assert "--temp 0.3 --min-p 0.15 --repeat-penalty 1.05" in card
+    assert "temperature=0.3, min_p=0.15, repeat_penalty=1.05" in card  # llama-cpp-python's names
+
+    files = export_target(tiny.hf_dir, get_profile("gpu-server"), root / "hf")
+    merged = build_manifest(
+        "job-3", chat, get_profile("gpu-server"), files, root / "hf", merged_dir=tiny.hf_dir
+    )
+    assert "do_sample=True, temperature=0.3, min_p=0.15, repetition_penalty=1.05" in model_card(merged)
+    greedy = _manifest(tiny, root / "hf", files, profile="gpu-server")
+    assert "do_sample=False" in model_card(greedy)
+
+
+def test_onnx_min_runtime_names_the_installed_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "onnxruntime":
+            return "1.99.1"
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert min_runtime("onnx") == "onnxruntime>=1.99.1 (onnxruntime-web for browsers)"
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert min_runtime("onnx") == "onnxruntime>=1.31 (onnxruntime-web for browsers)"
+
+
+def test_model_card_for_an_onnx_target(tiny: TinyArtifacts, tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "model.onnx_data").write_bytes(b"weights")
+    files = [tmp_path / "model.onnx_data", tmp_path / "model.onnx"]
+    manifest = build_manifest(
+        "job-4", CONFIG, get_profile("browser-webgpu"), files, tmp_path, merged_dir=tiny.hf_dir
+    )
+    assert manifest["format"] == "onnx" and manifest["min_runtime"].startswith("onnxruntime>=")
+    card = model_card(manifest)
+    assert 'ort.InferenceSession("model.onnx")' in card  # the graph, not its external-data file
+    for name in (
+        "input_ids",
+        "position_ids",
+        "past_conv.{i}",
+        "past_key_values.{i}.key",
+        "present.{i}.value",
+    ):
+        assert name in card
+    assert "onnxruntime-web" in card and "or newer" not in card  # min_runtime already says >=
