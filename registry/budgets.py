@@ -2,8 +2,9 @@
 
 Size is the artifact's files on disk. Memory and decode speed come from the eval runner that scored
 the artifact in its own runtime at the profile's context cap (eval/runtime_stats.py), so they are
-figures of the worker host, and `where` says which host and runtime; an artifact that is not run
-(merged safetensors for GPU servers) is held to its size budget only.
+figures of the worker host, and `where` says which host and runtime; memory is never taken below
+the artifact's size. An artifact that is not run (merged safetensors for GPU servers) is held to
+its size budget only.
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ def budget_checks(
     if stats is None:
         return checks
     where = f"host {stats['host']}, {stats['runtime']} at context {stats['context']}"
+    # A device holds at least the whole file: onnxruntime maps the graph's weights, so an embedding
+    # row no prompt used never becomes resident here (the 350M q4 graph measured 258 MB of RSS for a
+    # 468 MB file), while a browser reads the file into memory.
+    rss = stats.get("peak_rss_growth_mb")
+    ram = max(rss, checks[0].measured or 0.0) if rss is not None else None
     measured = (
-        ("max_ram_mb", profile.max_ram_mb, stats.get("peak_rss_growth_mb")),
+        ("max_ram_mb", profile.max_ram_mb, ram),
         ("min_decode_tokens_per_s", profile.min_decode_tokens_per_s, stats.get("decode_tokens_per_s")),
     )
     for budget, limit, value in measured:

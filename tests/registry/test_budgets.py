@@ -19,6 +19,9 @@ def test_a_run_artifact_gets_all_three_budgets_labelled_with_the_host(tmp_path: 
     assert checks["max_artifact_mb"].measured == 3.0 and checks["max_artifact_mb"].where == "artifact files"
     assert checks["max_artifact_mb"].limit == profile.max_artifact_mb
     assert checks["max_ram_mb"].measured == 40.0 and checks["max_ram_mb"].rule == "refuse"
+    stats.peak_rss_growth_mb = 1.0  # a mapped file whose pages were not all touched
+    small = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict())}
+    assert small["max_ram_mb"].measured == 3.0  # never below the file the device must hold
     speed = checks["min_decode_tokens_per_s"]
     assert speed.measured == 25.0 and speed.rule == "flag" and speed.limit == profile.min_decode_tokens_per_s
     assert speed.where == f"host {stats.host}, llama.cpp at context 4096"
