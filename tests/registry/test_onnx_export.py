@@ -1,9 +1,12 @@
 """LFM2 -> stateful ONNX decoder (registry/onnx_export.py) and its runtime (eval/onnx_decoder.py),
 on the tiny random LFM2: parity with torch at every split of prefill and decode, the transformers.js
-layout, 4-bit weights, greedy answers identical to transformers, and refusals."""
+layout (loaded by transformers.js itself, under Node), 4-bit weights, greedy answers identical to
+transformers, and refusals."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +114,37 @@ def test_only_lfm2_checkpoints_are_exported(tmp_path: Path) -> None:
     LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
     with pytest.raises(OnnxExportError, match="LFM2 models only.*'llama'"):
         export_onnx(tmp_path / "llama", tmp_path / "out")
+
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"  # transformers.js, installed by `make install`
+
+
+def _transformers_js_decode_step(artifact: Path, dtype: str, ids: list[int]) -> np.ndarray:
+    """transformers.js (onnxruntime-node) loads the artifact by its folder layout, prefills ids[:-1],
+    feeds ids[-1] with the state it got back, and returns that step's logits."""
+    args = [
+        "node",
+        str(JS_DIR / "decode_step.mjs"),
+        str(artifact.parent),
+        artifact.name,
+        dtype,
+        json.dumps(ids),
+    ]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return np.array(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
+def test_transformers_js_loads_the_artifact_and_decodes_with_its_state(exported: Path, torch_model) -> None:
+    ids = [1, 3, 17, 42, 99, 7, 250]
+    with torch.no_grad():
+        reference = torch_model(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
+    span = reference.max() - reference.min()
+    fp32 = _transformers_js_decode_step(exported, "fp32", ids)
+    assert np.abs(fp32 - reference).max() / span < PARITY_TOLERANCE  # the browser library agrees with torch
+    # and on the shipped q4 graph it computes what edgetune's own onnxruntime eval scored
+    decoder = decoder_session(exported / "onnx" / "model_q4.onnx", torch_model.config)
+    decoder.step(ids[:-1])
+    ours = decoder.step(ids[-1:])[0, -1]
+    q4 = _transformers_js_decode_step(exported, "q4", ids)
+    assert np.abs(q4 - ours).max() / span < PARITY_TOLERANCE
