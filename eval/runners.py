@@ -17,6 +17,8 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +120,13 @@ def generate_hf(model_dir: Path, rows: list[Row], max_new_tokens: int = 16) -> l
     return outputs
 
 
+def default_threads() -> int:
+    """Half the logical CPUs (llama-cpp-python's own default, roughly the physical cores), for both
+    artifact runtimes so their speeds compare: llama.cpp's threads spin-wait on each other, and
+    asking for every logical CPU on a busy machine made decoding 5-30x slower in our measurements."""
+    return max((os.cpu_count() or 2) // 2, 1)
+
+
 def generate_gguf(
     gguf_path: Path,
     rows: list[Row],
@@ -128,34 +137,59 @@ def generate_gguf(
 ) -> list[str]:
     """Greedy answers from a GGUF through llama.cpp's chat completion, one per row.
 
-    `n_threads` defaults to half the logical CPUs (llama-cpp-python's own default, roughly the
-    physical cores): llama.cpp's threads spin-wait on each other, so asking for every logical CPU
-    on a busy machine made decoding 5-30x slower in our measurements, not faster.
+    `n_threads` defaults to `default_threads()`.
     `stats`, when given, receives the memory the load and the answers took and the decode speed
     of a fixed run after them (`SPEED_TOKENS`, see `_speed_run_gguf`).
     """
     from llama_cpp import Llama
 
-    n_threads = n_threads or max((os.cpu_count() or 2) // 2, 1)
+    n_threads = n_threads or default_threads()
     prompts, _ = prompts_and_references(rows)
     outputs = []
     with measure_peak_memory(stats):
         llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
         with contextlib.closing(llm):
             for prompt in prompts:
-                # Llama.create_chat_completion uses the GGUF's tokenizer.chat_template when no
-                # chat_format is given; temperature 0 is greedy.
-                result: Any = llm.create_chat_completion(
-                    messages=prompt["messages"],
-                    tools=prompt.get("tools"),
-                    temperature=0,
-                    max_tokens=max_new_tokens,
-                )
-                outputs.append(result["choices"][0]["message"]["content"] or "")
+                outputs.append(_chat_gguf(llm, prompt, n_ctx, max_new_tokens, stats))
             if stats is not None:
                 stats.context = n_ctx
                 _speed_run_gguf(llm, stats)
     return outputs
+
+
+def _prompt_length(llm: Any, prompt: Row) -> int:
+    """Tokens of the prompt as create_chat_completion renders it: the GGUF's chat template through
+    llama-cpp-python's own Jinja formatter, with the model's BOS/EOS text."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def text(token: int) -> str:
+        return llm.detokenize([token], special=True).decode(errors="ignore") if token != -1 else ""
+
+    formatter = Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"],
+        eos_token=text(llm.token_eos()),
+        bos_token=text(llm.token_bos()),
+    )
+    rendered = formatter(messages=prompt["messages"], tools=prompt.get("tools")).prompt
+    return len(llm.tokenize(rendered.encode(), add_bos=False, special=True))
+
+
+def _chat_gguf(llm: Any, prompt: Row, n_ctx: int, max_new_tokens: int, stats: RuntimeStats | None) -> str:
+    """One greedy answer; "" for a prompt that with `max_new_tokens` does not fit the context, as a
+    device configured to that context could not answer it either (counted in `stats.over_context`;
+    llama-cpp-python itself fails such a prompt with an unrelated numpy error). `n_ctx` is the
+    context asked for: llama.cpp pads its own up to a multiple of 256, llama-cpp-python's buffers
+    are not."""
+    if _prompt_length(llm, prompt) + max_new_tokens > n_ctx:
+        if stats is not None:
+            stats.over_context += 1
+        return ""
+    # create_chat_completion formats with the GGUF's tokenizer.chat_template when no chat_format is
+    # given; temperature 0 is greedy
+    result: Any = llm.create_chat_completion(
+        messages=prompt["messages"], tools=prompt.get("tools"), temperature=0, max_tokens=max_new_tokens
+    )
+    return result["choices"][0]["message"]["content"] or ""
 
 
 # Decode speed is timed on a fixed run, not on the answers: a fine-tune that answers a label in one
@@ -167,16 +201,15 @@ SPEED_PROMPT = "Write a short story about a robot who learns to paint, in simple
 
 
 def _speed_run_gguf(llm: Any, stats: RuntimeStats) -> None:
-    import numpy as np
-
-    llm.reset()
-    llm.eval(llm.tokenize(SPEED_PROMPT.encode(), add_bos=True, special=False))
+    tokens = llm.tokenize(SPEED_PROMPT.encode(), add_bos=True, special=False)
+    steps = llm.generate(tokens, temp=0.0)  # greedy; yields token after token, end-of-turn included
+    next(steps)  # the prompt's evaluation and the first token: not timed
     start = time.perf_counter()
     for _ in range(SPEED_TOKENS):
-        # Llama.eval keeps the last position's logits in scores[n_tokens - 1]
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        next(steps)
     stats.decode_tokens += SPEED_TOKENS
     stats.decode_seconds += time.perf_counter() - start
+    steps.close()
 
 
 def _speed_run_onnx(decoder: Any, tokenizer: Any, stats: RuntimeStats) -> None:
@@ -185,6 +218,7 @@ def _speed_run_onnx(decoder: Any, tokenizer: Any, stats: RuntimeStats) -> None:
     start = time.perf_counter()
     for _ in range(SPEED_TOKENS):
         token = int(decoder.step([token])[0, -1].argmax())
+    stats.longest_sequence = max(stats.longest_sequence, decoder.seen)
     stats.decode_tokens += SPEED_TOKENS
     stats.decode_seconds += time.perf_counter() - start
 
@@ -199,8 +233,8 @@ def generate_onnx(
     """Greedy answers from an exported LFM2 ONNX decoder in onnxruntime, one row at a time: the
     prompt is rendered by the artifact's own tokenizer and chat template (the files the browser
     gets), prefilled in one call, then decoded a token per call with the state fed back.
-    A prompt longer than `n_ctx` (the device's context cap) keeps its last `n_ctx - max_new_tokens`
-    tokens, as a runtime with that window would have to."""
+    A prompt that with `max_new_tokens` does not fit `n_ctx` (the device's context cap) gets "",
+    as in the llama.cpp runner."""
     from transformers import AutoTokenizer
 
     from eval.onnx_decoder import decoder_session
@@ -210,7 +244,7 @@ def generate_onnx(
     prompts, _ = prompts_and_references(rows)
     outputs = []
     with measure_peak_memory(stats):
-        decoder = decoder_session(onnx_path)
+        decoder = decoder_session(onnx_path, threads=default_threads())
         stop = _stop_ids(decoder.config, tokenizer)
         for prompt in prompts:
             rendered: Any = tokenizer.apply_chat_template(
@@ -221,10 +255,15 @@ def generate_onnx(
                 return_dict=False,
             )
             ids = [int(t) for t in rendered]
-            if n_ctx:
-                ids = ids[-max(n_ctx - max_new_tokens, 1) :]
+            if n_ctx and len(ids) + max_new_tokens > n_ctx:
+                outputs.append("")
+                if stats is not None:
+                    stats.over_context += 1
+                continue
             answer = _greedy(decoder, ids, max_new_tokens, stop)
             outputs.append(str(tokenizer.decode(answer, skip_special_tokens=True)))
+            if stats is not None:
+                stats.longest_sequence = max(stats.longest_sequence, decoder.seen)
         if stats is not None:
             stats.context = n_ctx
             _speed_run_onnx(decoder, tokenizer, stats)
@@ -299,6 +338,15 @@ def _generate_in_child(
     return outputs, asdict(stats)
 
 
+class ArtifactRunError(RuntimeError):
+    """The runtime scoring an artifact died or ran past its time."""
+
+
+# Scoring an artifact takes seconds to minutes (a few dozen rows, short answers); an hour means the
+# runtime hangs, and the job must fail rather than heartbeat forever.
+ISOLATED_TIMEOUT_S = 3600.0
+
+
 def generate_isolated(
     kind: str,
     path: Path,
@@ -307,15 +355,34 @@ def generate_isolated(
     *,
     n_ctx: int | None = None,
     stats: RuntimeStats,
+    timeout_s: float = ISOLATED_TIMEOUT_S,
 ) -> list[str]:
     """`generate` in a fresh process, filling `stats` there. A long-lived worker has freed memory
     (training's) that a runtime would reuse without its resident set growing, so a peak-RSS figure
     taken in the worker understates what the artifact needs; a new process has none, and a runtime
-    that crashes takes down only itself."""
+    that crashes or hangs takes down only itself.
+
+    Raises:
+        ArtifactRunError: the process died (e.g. killed for memory) or ran past `timeout_s`.
+    """
     context = multiprocessing.get_context("spawn")  # no fork: the worker holds threads and a DB pool
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    try:
         job = pool.submit(_generate_in_child, kind, str(path), rows, max_new_tokens, n_ctx, stats.runtime)
-        outputs, measured = job.result()
+        outputs, measured = job.result(timeout=timeout_s)
+    except BrokenProcessPool:
+        raise ArtifactRunError(
+            f"{stats.runtime} died while scoring {path.name} (killed, e.g. out of memory, or crashed)"
+        ) from None
+    except FuturesTimeout:
+        for child in set(multiprocessing.active_children()) - before:
+            child.kill()
+        raise ArtifactRunError(
+            f"{stats.runtime} did not finish scoring {path.name} in {timeout_s:.0f} s"
+        ) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     for name, value in measured.items():
         setattr(stats, name, value)
     return outputs

@@ -46,7 +46,20 @@ class RuntimeStats:
     decode_tokens: int = 0  # single-token decode steps timed (eval/runners.py's fixed speed run)
     decode_seconds: float = 0.0
     peak_rss_growth_mb: float | None = None
+    # llama.cpp allocates the KV cache for the whole context at load; onnxruntime's grows with the
+    # sequence, so its memory is that of the longest sequence run, recorded here
+    longest_sequence: int = 0
+    over_context: int = 0  # eval prompts that did not fit the context (answered "", as on the device)
     host: str = field(default_factory=host_label)
+
+    def measured_at(self) -> str:
+        """Where and how the memory and speed figures were taken, for budget checks."""
+        if self.runtime == "llama.cpp":
+            return f"host {self.host}, llama.cpp with its cache allocated for context {self.context}"
+        return (
+            f"host {self.host}, {self.runtime} with its cache grown to {self.longest_sequence} tokens "
+            f"(context cap {self.context})"
+        )
 
     @property
     def decode_tokens_per_s(self) -> float | None:
@@ -58,7 +71,8 @@ class RuntimeStats:
 
     def to_dict(self) -> dict[str, Any]:
         tps = self.decode_tokens_per_s
-        return {**asdict(self), "decode_tokens_per_s": round(tps, 2) if tps is not None else None}
+        speed = round(tps, 2) if tps is not None else None
+        return {**asdict(self), "decode_tokens_per_s": speed, "measured_at": self.measured_at()}
 
 
 def _status_mb(key: str) -> float | None:

@@ -40,6 +40,14 @@ class EvalGateFailed(EdgetuneError):
         super().__init__(message, param="gate", code="eval_gate_failed")
 
 
+class ExportFailed(EdgetuneError):
+    """A device artifact could not be made or run (e.g. its export failed its parity check, or its
+    runtime died scoring it): the job fails naming the target, not as an internal error."""
+
+    def __init__(self, target_index: int, message: str) -> None:
+        super().__init__(message, param=f"targets[{target_index}]", code="export_failed")
+
+
 class AuthenticationError(EdgetuneError):
     status_code = 401
     type = "authentication_error"

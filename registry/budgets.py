@@ -41,7 +41,7 @@ def budget_checks(
     ]
     if stats is None:
         return checks
-    where = f"host {stats['host']}, {stats['runtime']} at context {stats['context']}"
+    where = stats["measured_at"]
     # A device holds at least the whole file: onnxruntime maps the graph's weights, so an embedding
     # row no prompt used never becomes resident here (the 350M q4 graph measured 258 MB of RSS for a
     # 468 MB file), while a browser reads the file into memory.

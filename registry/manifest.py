@@ -351,19 +351,20 @@ def _how_to_run_adapter(manifest: dict[str, Any]) -> str:
 
 
 def _how_to_run_onnx(manifest: dict[str, Any]) -> str:
-    onnx = next((f["path"] for f in manifest["files"] if f["path"].endswith(".onnx")), "model.onnx")
+    archive = manifest["files"][0]["path"] if manifest["files"] else "browser-webgpu.tar"
     return (
-        f"`{onnx}` is a stateful decoder. Each call takes `input_ids`, `attention_mask` and "
+        f"`{archive}` holds the transformers.js folder layout: `onnx/model_q4.onnx` (4-bit weights), "
+        "`config.json`, the tokenizer and `chat_template.jinja`. Extract it where your app serves "
+        "models from and load it with transformers.js (`dtype: 'q4'`, `device: 'webgpu'` or `'wasm'`):\n\n"
+        "```js\nimport { pipeline, env } from '@huggingface/transformers';\n\n"
+        "env.localModelPath = '/models/';  // the folder holding the extracted artifact as ./my-model/\n"
+        "const generate = await pipeline('text-generation', 'my-model', { dtype: 'q4', device: 'webgpu' });\n"
+        "const out = await generate([{ role: 'user', content: 'Hello' }], { max_new_tokens: 64 });\n```\n\n"
+        "`onnx/model_q4.onnx` is a stateful decoder: each call takes `input_ids`, `attention_mask` and "
         "`position_ids` plus the past state (`past_conv.{i}` for the short-conv layers, "
-        "`past_key_values.{i}.key` / `past_key_values.{i}.value` for the attention layers) and returns "
-        "`logits` and the next state (`present_conv.{i}`, `present.{i}.key` / `present.{i}.value`), "
-        "which the next call feeds back. "
-        "Pick each token from the last position's logits with the settings under Recommended sampling; "
-        "in a browser, onnxruntime-web runs the same file.\n\n"
-        "```python\nimport onnxruntime as ort\n\n"
-        f'session = ort.InferenceSession("{onnx}")\n'
-        "print([i.name for i in session.get_inputs()])  # input_ids, ..., past_conv.0, ...\n"
-        "print([o.name for o in session.get_outputs()])  # logits, present_conv.0, ...\n```\n"
+        "`past_key_values.{i}.key` / `.value` for the attention layers) and returns the last position's "
+        "`logits` and the next state (`present_conv.{i}`, `present.{i}.key` / `.value`), which the next "
+        'call feeds back; onnxruntime (`ort.InferenceSession("onnx/model_q4.onnx")`) runs it too.\n'
     )
 
 

@@ -16,16 +16,19 @@ right for any number of new tokens after any number of past ones:
   position S - T + t, S = past + new) see keys 0..S-T+t that `attention_mask` does not mark as
   padding.
 
-Inputs and outputs follow the names transformers.js uses for decoder-only ONNX models: inputs
-`input_ids`, `attention_mask` (past + new), `position_ids`, `past_conv.{i}` for conv layers and
-`past_key_values.{i}.key` / `.value` for attention layers; outputs `logits`, `present_conv.{i}`,
-`present.{i}.key` / `.value`. A first call passes zero conv states and zero-length key/values.
+Inputs and outputs follow the names transformers.js uses for LFM2 (its getCacheShapes and
+getPastKeyValues): inputs `input_ids`, `attention_mask` (past + new), `position_ids`,
+`past_conv.{i}` (batch, hidden, L) for conv layers and `past_key_values.{i}.key` / `.value`
+(batch, kv heads, past, head dim) for attention layers; outputs `logits` (of the last position
+only), `present_conv.{i}`, `present.{i}.key` / `.value`. A first call passes zero conv states and
+zero-length key/values.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +118,9 @@ def _wrapper(model: Any) -> Any:
                     present += [k, v]
                 x = x + h
                 x = x + layer.feed_forward(layer.ffn_norm(x))
-            logits = self.lm.lm_head(body.embedding_norm(x))
+            # the last position only: a decoder samples from nothing else, and the full (batch,
+            # length, 65536) fp32 logits of a long prefill would be its largest buffer (1 GB at 4k)
+            logits = self.lm.lm_head(body.embedding_norm(x[:, -1:, :]))
             return (logits, *present)
 
     return StatefulLfm2(model)
@@ -162,9 +167,14 @@ def _trace(model: Any, out: Path) -> None:
         )
 
 
-def quantize_q4(src: Path, dst: Path) -> Path:
+# protobuf cannot hold a file over 2 GiB; past this the q4 weights go to `<name>_data` beside it,
+# the external-data name transformers.js looks for. LFM2-1.2B's q4 is ~1.3 GB, LFM2-2.6B's ~2.9.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+def quantize_q4(src: Path, dst: Path) -> list[Path]:
     """4-bit block-wise weights (MatMulNBits, symmetric, blocks of Q4_BLOCK) with fp32 activations:
-    the q4 that onnxruntime-web runs on WebGPU and on the CPU (WASM)."""
+    the q4 that onnxruntime-web runs on WebGPU and on the CPU (WASM). Returns the written files."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -172,13 +182,23 @@ def quantize_q4(src: Path, dst: Path) -> Path:
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=Q4_BLOCK, is_symmetric=True)
     quantizer.process()
-    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
-    return dst
+    proto = quantizer.model.model
+    weights = sum(len(t.raw_data) for t in proto.graph.initializer)
+    if weights < EXTERNAL_DATA_BYTES:
+        onnx.save_model(proto, str(dst))
+        return [dst]
+    data = dst.with_name(dst.name + "_data")
+    onnx.save_model(
+        proto, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name
+    )
+    return [dst, data]
 
 
 def export_onnx(merged_dir: Path, out_dir: Path, *, keep_fp32: bool = False) -> list[Path]:
     """Export `merged_dir` (an LFM2 `save_pretrained` dir) to `out_dir` in the transformers.js
-    layout: `onnx/model_q4.onnx` plus config, tokenizer and chat template at the top.
+    layout: `onnx/model_q4.onnx` (+ `model_q4.onnx_data` past 1.8 GB) plus config, tokenizer and
+    chat template at the top. The fp32 graph is traced into a scratch folder (over 2 GB the
+    exporter writes one file per weight there) and removed unless `keep_fp32`.
 
     Raises:
         OnnxExportError: not an LFM2 checkpoint, or the export disagrees with torch (parity check).
@@ -187,17 +207,17 @@ def export_onnx(merged_dir: Path, out_dir: Path, *, keep_fp32: bool = False) -> 
     from transformers import AutoConfig, AutoModelForCausalLM
 
     _check_lfm2(AutoConfig.from_pretrained(merged_dir))
-    model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
     onnx_dir = out_dir / MODEL_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = onnx_dir / FP32_NAME
-    _trace(model, fp32)
-    check_parity(model, fp32)
-    files = [quantize_q4(fp32, onnx_dir / Q4_NAME)]
-    if keep_fp32:
-        files.insert(0, fp32)
-    else:
-        fp32.unlink()
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".fp32-") as scratch:
+        fp32 = Path(scratch) / FP32_NAME
+        model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+        _trace(model, fp32)
+        check_parity(model, fp32)
+        del model  # the torch weights are not needed past the parity check
+        files = quantize_q4(fp32, onnx_dir / Q4_NAME)
+        if keep_fp32:
+            files.insert(0, Path(shutil.copy2(fp32, onnx_dir / FP32_NAME)))
     for name in _SIDE_FILES:
         if (merged_dir / name).is_file():
             files.append(Path(shutil.copy2(merged_dir / name, out_dir / name)))
@@ -211,24 +231,23 @@ PARITY_TOLERANCE = 1e-4
 
 def check_parity(model: Any, onnx_path: Path, prompt_len: int = 6, steps: int = 3) -> float:
     """Run the exported graph in onnxruntime as a decoder would (prefill `prompt_len` tokens, then
-    `steps` single-token steps feeding the state back) and compare every position's logits with
-    one full-sequence torch forward. Returns the largest difference relative to the logit range.
+    `steps` single-token steps feeding the state back) and compare the logits of each call with
+    the same positions of one full-sequence torch forward. Returns the largest difference relative
+    to the logit range.
 
     Raises:
         OnnxExportError: the difference is over PARITY_TOLERANCE.
     """
     import torch
 
-    ids = torch.randint(
-        0, model.config.vocab_size, (1, prompt_len + steps), generator=torch.Generator().manual_seed(0)
-    )
+    seed = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (1, prompt_len + steps), generator=seed)
     with torch.no_grad():
-        reference = model(input_ids=ids).logits[0].numpy()
+        reference = model(input_ids=ids).logits[0, prompt_len - 1 :].numpy()
     session = decoder_session(onnx_path, model.config)
-    got = [session.step(ids[0, :prompt_len].tolist())]
-    got += [session.step([int(t)]) for t in ids[0, prompt_len:]]
-    logits = np.concatenate([g[0] for g in got], axis=0)
-    diff = float(np.abs(logits - reference).max() / (reference.max() - reference.min()))
+    got = [session.step(ids[0, :prompt_len].tolist())[0, -1]]
+    got += [session.step([int(t)])[0, -1] for t in ids[0, prompt_len:]]
+    diff = float(np.abs(np.stack(got) - reference).max() / (reference.max() - reference.min()))
     if diff > PARITY_TOLERANCE:
         raise OnnxExportError(
             f"ONNX export disagrees with torch: max logit difference {diff:.2e} of the logit range "

@@ -15,6 +15,9 @@ PROFILES_PATH = Path(__file__).with_name("profiles.yaml")
 # Formats export_target can produce.
 SUPPORTED_FORMATS = {"gguf", "onnx", "safetensors"}
 ONNX_QUANT_TYPES = ("q4",)
+# Formats whose artifact is scored as shipped, and the runtime it is scored in (eval/runners.py
+# takes the format's name as its runner kind).
+RUNTIMES = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
 
 BudgetRule = Literal["refuse", "flag"]
 

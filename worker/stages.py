@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from api.services import files as file_service
 from infra.chat_rows import to_jsonl
 from infra.db import session_scope
-from infra.errors import EvalGateFailed, InvalidRequest
+from infra.errors import EvalGateFailed, ExportFailed, InvalidRequest
 from infra.job_config import MAX_EVAL_ROWS, Hyperparameters, held_out_count
 from infra.models import Checkpoint, File, Job, Org
 from infra.price_book import price_book
@@ -343,23 +343,19 @@ def _score(r: Any) -> dict[str, Any]:
     return {"score": round(r.score, 4), "ci_low": round(r.ci_low, 4), "ci_high": round(r.ci_high, 4)}
 
 
-# Profile format -> (eval runner kind, runtime name): artifacts scored as shipped, in their own runtime.
-_RUNNERS = {"gguf": ("gguf", "llama.cpp"), "onnx": ("onnx", "onnxruntime")}
-
-
 def _score_artifact(ctx: JobContext, profile: Any, path: Path, entry: dict[str, Any]) -> None:
     """Score the artifact in its own runtime configured to the device's context cap (capped by the
     model's trained context, past which no runtime should be set), recording decode speed and
     memory for the gate's budgets."""
     from eval.runners import evaluate_model
     from eval.runtime_stats import RuntimeStats
-    from registry.profiles import eval_context
+    from registry.profiles import RUNTIMES, eval_context
 
     rows, task_type, labels = eval_rows(ctx)
-    kind, runtime = _RUNNERS[profile.format]
-    stats = RuntimeStats(runtime=runtime)
+    stats = RuntimeStats(runtime=RUNTIMES[profile.format])
     n_ctx = eval_context(profile, path)
-    scored = evaluate_model(kind, path, rows, task_type, labels, n_ctx=n_ctx, stats=stats)  # type: ignore[arg-type]
+    # the runner kind is the format's name: "gguf" in llama.cpp, "onnx" in onnxruntime
+    scored = evaluate_model(profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=stats)
     entry["eval"] = {"metric": scored.metric, **_score(scored)}
     entry["eval_result"] = scored.to_dict()
     entry["runtime_stats"] = stats.to_dict()
@@ -377,9 +373,32 @@ def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
     }
 
 
-def export(ctx: JobContext) -> dict[str, Any]:
+def _export_one(ctx: JobContext, target: str, adapter_dir: str | None) -> dict[str, Any]:
+    """One target's files, scored in their runtime, with the profile's budgets measured."""
+    from eval.runners import ArtifactRunError
     from registry.budgets import budget_checks
     from registry.export import export_target
+    from registry.onnx_export import OnnxExportError
+    from registry.profiles import RUNTIMES, get_profile
+
+    profile = get_profile(target)
+    try:
+        paths = export_target(
+            Path(ctx.state["merged_dir"]),
+            profile,
+            ctx.work_dir / "export",
+            adapter_dir=Path(adapter_dir) if adapter_dir else None,
+        )
+        entry: dict[str, Any] = {"files": [str(p) for p in paths]}
+        if profile.format in RUNTIMES:
+            _score_artifact(ctx, profile, paths[0], entry)
+    except (OnnxExportError, ArtifactRunError) as exc:
+        raise ExportFailed(ctx.config.targets.index(target), f"{target}: {exc}") from exc
+    entry["budgets"] = [b.model_dump() for b in budget_checks(profile, paths, entry.get("runtime_stats"))]
+    return entry
+
+
+def export(ctx: JobContext) -> dict[str, Any]:
     from registry.profiles import get_profile
 
     adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
@@ -388,17 +407,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
     for target in ctx.config.targets:
         ctx.check_cancel()
         profile = get_profile(target)
-        paths = export_target(
-            Path(ctx.state["merged_dir"]),
-            profile,
-            ctx.work_dir / "export",
-            adapter_dir=Path(adapter_dir) if adapter_dir else None,
-        )
-        entry: dict[str, Any] = {"files": [str(p) for p in paths]}
-        if profile.format in _RUNNERS:
-            _score_artifact(ctx, profile, paths[0], entry)
-        checks = budget_checks(profile, paths, entry.get("runtime_stats"))
-        entry["budgets"] = [b.model_dump() for b in checks]
+        entry = _export_one(ctx, target, adapter_dir)
         note = ""
         if profile.format == "gguf" and adapter_dir:
             # The adapter alone, for devices that already hold the base GGUF; publish ships it as

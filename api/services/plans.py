@@ -123,6 +123,7 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     hp = resolve_hyperparameters(data.train_rows, config.method.hyperparameters, lr)
     steps = hp.n_epochs * -(-data.train_rows // hp.batch_size)
     trainable, total = _trainable(model_dir, config)
+    check_artifact_sizes(config, total)
     shape = ModelShape.from_dir(model_dir)
     flops = _flops(shape, config, tokens_per_epoch * hp.n_epochs, round(per_seq))
 
@@ -158,6 +159,33 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
         quote=quote,
         budget=budgets.check(session=session, org=org, config=config, quote_usd=quote.total_usd),
     )
+
+
+# The size estimate (registry/profiles.py BITS_PER_WEIGHT) is within about 15% of the files made
+# (docs/benchmarks.md), so a target is refused before training only when its estimate is over the
+# budget by more than this: a certain rejection at the gate after the customer paid for training.
+SIZE_REFUSAL_MARGIN = 1.10
+
+
+def check_artifact_sizes(cfg: JobConfig, params: int) -> None:
+    """Refuse a target whose artifact of this base would clearly be over its refused size budget."""
+    from registry.profiles import estimated_artifact_bytes, load_profiles
+
+    profiles, gpu = load_profiles(), get_settings().worker_compute != "cpu"
+    for i, name in enumerate(cfg.targets):
+        profile = profiles[name]
+        mb = estimated_artifact_bytes(profile, params, gpu=gpu) / 2**20
+        if (
+            profile.on_over_budget.max_artifact_mb == "refuse"
+            and mb > profile.max_artifact_mb * SIZE_REFUSAL_MARGIN
+        ):
+            raise InvalidRequest(
+                f"the {name} artifact ({profile.format} {profile.quantization}) of {cfg.model} would be "
+                f"about {mb:.0f} MB, over the profile's {profile.max_artifact_mb} MB, which its gate "
+                "refuses; pick a smaller base model or another target",
+                param=f"targets[{i}]",
+                code="target_over_budget",
+            )
 
 
 def _memory(
@@ -208,14 +236,14 @@ def _stage_seconds(
 ) -> dict[str, float]:
     from eval.probe import load_probe
     from recipes.estimate import train_seconds
-    from registry.profiles import load_profiles
+    from registry.profiles import RUNTIMES, load_profiles
 
     t = book.throughput
 
     profiles = load_profiles()
     # eval scores the base, the fine-tuned model and each GGUF or ONNX artifact in its own runtime
     # (worker/stages.py _RUNNERS)
-    runs = 2 + sum(profiles[name].format in ("gguf", "onnx") for name in cfg.targets)
+    runs = 2 + sum(profiles[name].format in RUNTIMES for name in cfg.targets)
     # The evaluate stage also answers the general-ability probe (eval/probe.py) with base and
     # fine-tuned: len(probe) generations each, 2 x 32 = 64 today. A probe answer is capped at
     # PROBE_MAX_NEW_TOKENS (12), under a classification row's 16, so each is priced as one eval row

@@ -157,3 +157,31 @@ def test_evaluate_estimate_counts_the_probe_for_base_and_fine_tuned() -> None:
     # gpu-server safetensors are not scored apart) + 32 probe items x 2 models (base, fine-tuned)
     assert len(load_probe()) == 32
     assert seconds["evaluate"] == round((4 * 4 + 32 * 2) * book.throughput.eval_s_per_row, 1)
+
+
+@pytest.mark.parametrize(
+    ("targets", "params", "refused"),
+    [
+        (["laptop-cpu", "browser-webgpu"], 354_483_968, None),  # LFM2-350M: ~380 MB of q4
+        (["laptop-cpu", "browser-webgpu"], 1_170_340_608, "targets[1]"),  # LFM2-1.2B: ~1.26 GB > 1024
+        (["phone-android"], 1_170_340_608, None),  # its Q4_0 GGUF is ~630 MB
+        (["raspberry-pi-5"], 2_569_272_320, "targets[0]"),  # LFM2-2.6B's Q4_0 ~1.4 GB > 1024
+    ],
+)
+def test_a_target_whose_artifact_would_surely_be_over_its_size_budget_is_refused_before_training(
+    targets: list[str], params: int, refused: str | None
+) -> None:
+    from api.services.plans import check_artifact_sizes
+    from infra.errors import InvalidRequest
+    from infra.job_config import JobConfig
+
+    cfg = JobConfig.model_validate(
+        {"model": "LiquidAI/LFM2-350M", "training_file": "file-x", "targets": targets}
+    )
+    if refused is None:
+        check_artifact_sizes(cfg, params)
+        return
+    with pytest.raises(InvalidRequest) as err:
+        check_artifact_sizes(cfg, params)
+    assert err.value.param == refused and err.value.code == "target_over_budget"
+    assert "MB, over the profile's 1024 MB" in err.value.message

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import multiprocessing
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -7,7 +10,16 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from transformers import AutoTokenizer
 
-from eval.runners import SPEED_TOKENS, evaluate_model, generate_gguf, generate_hf, prompts_and_references
+from eval.runners import (
+    SPEED_TOKENS,
+    ArtifactRunError,
+    evaluate_model,
+    generate_gguf,
+    generate_hf,
+    generate_isolated,
+    generate_onnx,
+    prompts_and_references,
+)
 from eval.runtime_stats import RuntimeStats
 from tests.registry.tiny_artifacts import REPO, TinyArtifacts
 
@@ -117,3 +129,53 @@ def test_generation_tags_render_identically_in_transformers_and_llama_cpp(tiny: 
     }
     assert hf[tagged] == hf[plain] == llama[tagged] == llama[plain]
     assert hf[plain].endswith("positive<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_prompt_the_context_cannot_hold_is_answered_empty_by_both_runtimes(
+    tiny_gguf: Path, tiny: TinyArtifacts, sentiment_rows: list[dict], tmp_path: Path
+) -> None:
+    from registry.onnx_export import export_onnx
+
+    long_row = {
+        "messages": [
+            {"role": "user", "content": "great product " * 80},
+            {"role": "assistant", "content": "x"},
+        ]
+    }
+    rows = [sentiment_rows[0], long_row]
+    gguf_stats, onnx_stats = RuntimeStats(runtime="llama.cpp"), RuntimeStats(runtime="onnxruntime")
+    gguf = generate_gguf(tiny_gguf, rows, n_ctx=128, max_new_tokens=8, stats=gguf_stats)
+    onnx_model = export_onnx(tiny.hf_dir, tmp_path / "onnx")[0]
+    onnx = generate_onnx(onnx_model, rows, max_new_tokens=8, n_ctx=128, stats=onnx_stats)
+    assert gguf[1] == onnx[1] == "" and gguf_stats.over_context == onnx_stats.over_context == 1
+    assert onnx_stats.longest_sequence < 128  # the long prompt was never run
+
+
+def test_an_artifact_run_that_dies_or_hangs_fails_with_what_happened(
+    tiny_gguf: Path, sentiment_rows: list[dict]
+) -> None:
+    def kill_the_runner() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for child in multiprocessing.active_children():
+                child.kill()
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=kill_the_runner, daemon=True).start()
+    with pytest.raises(ArtifactRunError, match="llama.cpp died while scoring"):
+        generate_isolated(
+            "gguf", tiny_gguf, sentiment_rows, 8, n_ctx=512, stats=RuntimeStats(runtime="llama.cpp")
+        )
+    with pytest.raises(ArtifactRunError, match="did not finish scoring .* in 0 s"):
+        generate_isolated(
+            "gguf",
+            tiny_gguf,
+            sentiment_rows,
+            8,
+            n_ctx=512,
+            stats=RuntimeStats(runtime="llama.cpp"),
+            timeout_s=0.01,
+        )
+    time.sleep(0.5)
+    assert not multiprocessing.active_children()  # the hung runner was killed, not left behind

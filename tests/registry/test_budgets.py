@@ -24,7 +24,7 @@ def test_a_run_artifact_gets_all_three_budgets_labelled_with_the_host(tmp_path: 
     assert small["max_ram_mb"].measured == 3.0  # never below the file the device must hold
     speed = checks["min_decode_tokens_per_s"]
     assert speed.measured == 25.0 and speed.rule == "flag" and speed.limit == profile.min_decode_tokens_per_s
-    assert speed.where == f"host {stats.host}, llama.cpp at context 4096"
+    assert speed.where == f"host {stats.host}, llama.cpp with its cache allocated for context 4096"
 
 
 def test_an_artifact_that_is_not_run_is_held_to_its_size_only(tmp_path: Path) -> None:

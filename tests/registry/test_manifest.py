@@ -328,21 +328,15 @@ def test_onnx_min_runtime_names_the_installed_onnxruntime(monkeypatch: pytest.Mo
 
 
 def test_model_card_for_an_onnx_target(tiny: TinyArtifacts, tmp_path: Path) -> None:
-    (tmp_path / "model.onnx").write_bytes(b"onnx")
-    (tmp_path / "model.onnx_data").write_bytes(b"weights")
-    files = [tmp_path / "model.onnx_data", tmp_path / "model.onnx"]
+    archive = tmp_path / "browser-webgpu.tar"  # what publish uploads: the folder layout in one tar
+    archive.write_bytes(b"tar")
     manifest = build_manifest(
-        "job-4", CONFIG, get_profile("browser-webgpu"), files, tmp_path, merged_dir=tiny.hf_dir
+        "job-4", CONFIG, get_profile("browser-webgpu"), [archive], tmp_path, merged_dir=tiny.hf_dir
     )
     assert manifest["format"] == "onnx" and manifest["min_runtime"].startswith("onnxruntime>=")
     card = model_card(manifest)
-    assert 'ort.InferenceSession("model.onnx")' in card  # the graph, not its external-data file
-    for name in (
-        "input_ids",
-        "position_ids",
-        "past_conv.{i}",
-        "past_key_values.{i}.key",
-        "present.{i}.value",
-    ):
+    assert "`browser-webgpu.tar`" in card and "onnx/model_q4.onnx" in card
+    assert "dtype: 'q4'" in card and "@huggingface/transformers" in card
+    for name in ("input_ids", "position_ids", "past_conv.{i}", "past_key_values.{i}.key", "present_conv.{i}"):
         assert name in card
     assert "onnxruntime-web" in card and "or newer" not in card  # min_runtime already says >=

@@ -88,6 +88,7 @@ def test_browser_artifact_is_an_onnx_decoder_scored_in_onnxruntime_and_budgets_f
     # scored at the profile's 4096-token cap, cut to the tiny LFM2's trained 2048 (eval_context)
     assert measured["runtime"] == "onnxruntime" and measured["context"] == 2048
     assert measured["decode_tokens"] > 0 and measured["decode_tokens_per_s"] > 0
+    assert measured["longest_sequence"] > 0 and "cache grown to" in measured["measured_at"]
     assert measured["peak_rss_growth_mb"] is not None and measured["host"]
     assert manifest["eval"]["artifact"]["score"] == browser["score"]
     phone_art = next(a for a in arts if a["target"] == "phone-android")
@@ -106,4 +107,4 @@ def test_an_artifact_over_its_memory_budget_is_refused_by_the_gate(client, worke
     assert not verdict["artifacts"]["raspberry-pi-5"]["passed"]
     (reason,) = verdict["reasons"]
     assert reason.startswith("max_ram_mb: raspberry-pi-5 measured") and "refused" in reason
-    assert "llama.cpp at context" in reason
+    assert "llama.cpp with its cache allocated for context" in reason
