@@ -70,6 +70,11 @@ def _template_of(files: list[Path], merged_dir: Path | None) -> str | None:
     return gguf_chat_template(ggufs[0]) if ggufs else None
 
 
+def _tokenizer_hash(merged_dir: Path | None) -> str | None:
+    tokenizer = merged_dir / "tokenizer.json" if merged_dir is not None else None
+    return sha256_file(tokenizer) if tokenizer is not None and tokenizer.is_file() else None
+
+
 def license_info(base_model: str) -> dict[str, str]:
     """HF card license fields plus the attribution line for a fine-tune of `base_model`.
 
@@ -219,6 +224,8 @@ def build_manifest(
         "min_runtime": min_runtime(profile.format),
         "tool_call_format": TOOL_CALL_FORMAT,
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
+        # the vocabulary, merges and special tokens the model was trained with (GGUFs embed their own)
+        "tokenizer_sha256": _tokenizer_hash(merged_dir),
         "license": license_info(config.model),
         "sampling": recommended_sampling(config, eval_scores),
         "files": [_file_entry(f, root) for f in files],

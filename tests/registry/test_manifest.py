@@ -85,6 +85,8 @@ def test_manifest_records_files_provenance_and_license(
     assert manifest["tool_call_format"] == "lfm-pythonic"
     template = (tiny.hf_dir / "chat_template.jinja").read_text()
     assert manifest["chat_template_sha256"] == hashlib.sha256(template.encode()).hexdigest()
+    tokenizer = (tiny.hf_dir / "tokenizer.json").read_bytes()
+    assert manifest["tokenizer_sha256"] == hashlib.sha256(tokenizer).hexdigest()
     assert JobConfig.model_validate(manifest["job_config"]) == CONFIG
     assert manifest["license"]["license_name"] == "lfm1.0"
     assert "LFM Open License v1.0" in manifest["license"]["attribution"]

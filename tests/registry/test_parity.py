@@ -320,3 +320,37 @@ def test_eval_runners_give_the_same_answers(rt: Runtimes) -> None:
         assert hf_text.replace("\ufffd", "") == llama_text, (
             f"{golden}: {describe_text_difference(hf_text, llama_text)}"
         )
+
+
+def test_a_quantization_that_breaks_the_model_is_caught_by_the_artifact_eval(
+    smollm2: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The gate reads each artifact's own score in its runtime: SmolLM2's faithful GGUF keeps the
+    checkpoint's score on the probe, and one whose quantization wrecked a weight (simulated: the
+    attention output projections of its middle layers overwritten with noise) loses it, and the
+    gate refuses that artifact alone."""
+    import shutil
+
+    from gguf import GGUFReader
+
+    from eval.gate import GatePolicy, decide_gate
+    from eval.probe import run_probe
+
+    hf_dir, f16 = smollm2
+    broken = Path(shutil.copy2(f16, tmp_path / "model-broken.gguf"))
+    reader = GGUFReader(broken, "r+")  # a writable map of the file
+    rng = np.random.default_rng(0)
+    for tensor in reader.tensors:
+        if tensor.name.endswith("attn_output.weight") and 8 <= int(tensor.name.split(".")[1]) < 24:
+            tensor.data[...] = rng.normal(0, 0.5, tensor.data.shape).astype(tensor.data.dtype)
+    del reader
+    checkpoint = run_probe("hf", hf_dir)
+    faithful, wrecked = run_probe("gguf", f16), run_probe("gguf", broken)
+    print("probe:", checkpoint.score, faithful.score, wrecked.score)
+    decision = decide_gate(
+        GatePolicy(min_delta=-1.0), checkpoint, checkpoint, {"laptop-cpu": faithful, "phone-android": wrecked}
+    )
+    assert checkpoint.score >= 0.3 and abs(faithful.score - checkpoint.score) <= 0.05
+    assert decision.artifacts["laptop-cpu"].passed
+    assert not decision.artifacts["phone-android"].passed and not decision.passed
+    assert any(r.startswith("max_artifact_drop: phone-android") for r in decision.reasons)
