@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+from eval.gguf_chat import gguf_formatter, tokenize_gguf
 from eval.metrics import EvalResult, TaskType, score
 from eval.runtime_stats import RuntimeStats, measure_peak_memory
 
@@ -149,38 +150,25 @@ def generate_gguf(
     with measure_peak_memory(stats):
         llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
         with contextlib.closing(llm):
+            formatter = gguf_formatter(llm)
             for prompt in prompts:
-                outputs.append(_chat_gguf(llm, prompt, n_ctx, max_new_tokens, stats))
+                outputs.append(_chat_gguf(llm, formatter, prompt, n_ctx, max_new_tokens, stats))
             if stats is not None:
                 stats.context = n_ctx
                 _speed_run_gguf(llm, stats)
     return outputs
 
 
-def _prompt_length(llm: Any, prompt: Row) -> int:
-    """Tokens of the prompt as create_chat_completion renders it: the GGUF's chat template through
-    llama-cpp-python's own Jinja formatter, with the model's BOS/EOS text."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    def text(token: int) -> str:
-        return llm.detokenize([token], special=True).decode(errors="ignore") if token != -1 else ""
-
-    formatter = Jinja2ChatFormatter(
-        template=llm.metadata["tokenizer.chat_template"],
-        eos_token=text(llm.token_eos()),
-        bos_token=text(llm.token_bos()),
-    )
-    rendered = formatter(messages=prompt["messages"], tools=prompt.get("tools")).prompt
-    return len(llm.tokenize(rendered.encode(), add_bos=False, special=True))
-
-
-def _chat_gguf(llm: Any, prompt: Row, n_ctx: int, max_new_tokens: int, stats: RuntimeStats | None) -> str:
+def _chat_gguf(
+    llm: Any, formatter: Any, prompt: Row, n_ctx: int, max_new_tokens: int, stats: RuntimeStats | None
+) -> str:
     """One greedy answer; "" for a prompt that with `max_new_tokens` does not fit the context, as a
     device configured to that context could not answer it either (counted in `stats.over_context`;
     llama-cpp-python itself fails such a prompt with an unrelated numpy error). `n_ctx` is the
     context asked for: llama.cpp pads its own up to a multiple of 256, llama-cpp-python's buffers
-    are not."""
-    if _prompt_length(llm, prompt) + max_new_tokens > n_ctx:
+    are not. `formatter` is `eval.gguf_chat.gguf_formatter(llm)`, built once per model."""
+    rendered = formatter(messages=prompt["messages"], tools=prompt.get("tools")).prompt
+    if len(tokenize_gguf(llm, rendered)) + max_new_tokens > n_ctx:
         if stats is not None:
             stats.over_context += 1
         return ""

@@ -273,7 +273,10 @@ def train(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-def eval_rows(ctx: JobContext) -> tuple[list[dict[str, Any]], TaskType, list[str] | None]:
+HeldOut = tuple[list[dict[str, Any]], "TaskType", list[str] | None]  # what eval_rows returns
+
+
+def eval_rows(ctx: JobContext) -> HeldOut:
     """The held-out rows and how to score them: by label accuracy when the answers are a small
     label set (a task with labels, or an upload whose answers repeat), else by token F1."""
     rows = _read_rows(Path(ctx.state["eval_path"]))[:MAX_EVAL_ROWS]
@@ -343,7 +346,7 @@ def _score(r: Any) -> dict[str, Any]:
     return {"score": round(r.score, 4), "ci_low": round(r.ci_low, 4), "ci_high": round(r.ci_high, 4)}
 
 
-def _score_artifact(ctx: JobContext, profile: Any, path: Path, entry: dict[str, Any]) -> None:
+def _score_artifact(profile: Any, path: Path, held_out: HeldOut, entry: dict[str, Any]) -> None:
     """Score the artifact in its own runtime configured to the device's context cap (capped by the
     model's trained context, past which no runtime should be set), recording decode speed and
     memory for the gate's budgets."""
@@ -351,7 +354,7 @@ def _score_artifact(ctx: JobContext, profile: Any, path: Path, entry: dict[str, 
     from eval.runtime_stats import RuntimeStats
     from registry.profiles import RUNTIMES, eval_context
 
-    rows, task_type, labels = eval_rows(ctx)
+    rows, task_type, labels = held_out
     stats = RuntimeStats(runtime=RUNTIMES[profile.format])
     n_ctx = eval_context(profile, path)
     # the runner kind is the format's name: "gguf" in llama.cpp, "onnx" in onnxruntime
@@ -373,15 +376,15 @@ def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
     }
 
 
-def _export_one(ctx: JobContext, target: str, adapter_dir: str | None) -> dict[str, Any]:
+def _export_one(ctx: JobContext, profile: Any, held_out: HeldOut, adapter_dir: str | None) -> dict[str, Any]:
     """One target's files, scored in their runtime, with the profile's budgets measured."""
     from eval.runners import ArtifactRunError
     from registry.budgets import budget_checks
     from registry.export import export_target
     from registry.onnx_export import OnnxExportError
-    from registry.profiles import RUNTIMES, get_profile
+    from registry.profiles import RUNTIMES
 
-    profile = get_profile(target)
+    target = profile.name
     try:
         paths = export_target(
             Path(ctx.state["merged_dir"]),
@@ -391,7 +394,7 @@ def _export_one(ctx: JobContext, target: str, adapter_dir: str | None) -> dict[s
         )
         entry: dict[str, Any] = {"files": [str(p) for p in paths]}
         if profile.format in RUNTIMES:
-            _score_artifact(ctx, profile, paths[0], entry)
+            _score_artifact(profile, paths[0], held_out, entry)
     except (OnnxExportError, ArtifactRunError) as exc:
         raise ExportFailed(ctx.config.targets.index(target), f"{target}: {exc}") from exc
     entry["budgets"] = [b.model_dump() for b in budget_checks(profile, paths, entry.get("runtime_stats"))]
@@ -402,12 +405,13 @@ def export(ctx: JobContext) -> dict[str, Any]:
     from registry.profiles import get_profile
 
     adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
+    held_out = eval_rows(ctx)  # read once: every artifact answers the same rows
     exported: dict[str, Any] = {}
     adapter_entry: dict[str, Any] | None = None  # converted and described once, shipped per GGUF target
     for target in ctx.config.targets:
         ctx.check_cancel()
         profile = get_profile(target)
-        entry = _export_one(ctx, target, adapter_dir)
+        entry = _export_one(ctx, profile, held_out, adapter_dir)
         note = ""
         if profile.format == "gguf" and adapter_dir:
             # The adapter alone, for devices that already hold the base GGUF; publish ships it as

@@ -242,7 +242,7 @@ def _stage_seconds(
 
     profiles = load_profiles()
     # eval scores the base, the fine-tuned model and each GGUF or ONNX artifact in its own runtime
-    # (worker/stages.py _RUNNERS)
+    # (registry/profiles.py RUNTIMES)
     runs = 2 + sum(profiles[name].format in RUNTIMES for name in cfg.targets)
     # The evaluate stage also answers the general-ability probe (eval/probe.py) with base and
     # fine-tuned: len(probe) generations each, 2 x 32 = 64 today. A probe answer is capped at

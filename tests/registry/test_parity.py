@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from eval.gguf_chat import render_gguf, tokenize_gguf
 from eval.runners import MAX_NEW_TOKENS, generate_gguf, generate_hf
 from eval.tool_calls import ToolCall, parse_tool_calls
 from recipes.base_models import resolve_base_model
@@ -49,9 +50,7 @@ from registry.parity import (
     greedy_hf,
     load_gguf,
     relative_logit_deviation,
-    render_gguf,
     render_hf,
-    tokenize_gguf,
     tokenize_hf,
 )
 from tests.registry.tiny_artifacts import TinyArtifacts
