@@ -17,8 +17,13 @@ from worker.pipeline import JobContext
 
 
 class JobTrainerCallback(TrainerCallback):
-    def __init__(self, ctx: JobContext) -> None:
+    """Reports steps (metrics events) and checkpoints (rows, stored copies). With `watch_stop` it
+    also stops the trainer at the next step on a cancel or an exhausted budget; the train stage
+    runs recipes in a child process it ends itself (worker/train_process.py) and passes False."""
+
+    def __init__(self, ctx: JobContext, *, watch_stop: bool = True) -> None:
         self.ctx = ctx
+        self.watch_stop = watch_stop
         self.stopped_for_cancel = False
         self.budget_error: BudgetExhausted | None = None
         self._started = self._budget_checked = time.monotonic()
@@ -39,6 +44,8 @@ class JobTrainerCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        if not self.watch_stop:
+            return
         if self.ctx.cancelled():  # at most one database read per second
             self.stopped_for_cancel = True
             control.should_training_stop = True

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -14,13 +15,12 @@ from sqlalchemy import func, select
 from api.services import files as file_service
 from infra.chat_rows import to_jsonl
 from infra.db import session_scope
-from infra.errors import EvalGateFailed, ExportFailed, InvalidRequest
+from infra.errors import BudgetExhausted, EvalGateFailed, ExportFailed, InvalidRequest
 from infra.job_config import MAX_EVAL_ROWS, Hyperparameters, held_out_count
 from infra.models import Checkpoint, File, Job, Org
 from infra.price_book import price_book
 from infra.settings import get_settings
 from infra.storage import get_store
-from worker.callbacks import JobTrainerCallback
 from worker.pipeline import JobCancelled, JobContext, Stage, save_state
 from worker.publish import publish, store_rejected
 
@@ -167,8 +167,8 @@ def _split_eval(ctx: JobContext) -> None:
     ctx.event(f"No validation file: held out {n_eval} of {len(rows)} training rows for evaluation")
 
 
-def _recipe(ctx: JobContext) -> tuple[Callable[..., Any], Any]:
-    """The recipe this job runs and its config: LoRA or full, SFT or DPO, at the method's rate."""
+def _recipe(ctx: JobContext) -> Any:
+    """The config of the recipe this job runs: LoRA or full, SFT or DPO, at the method's rate."""
     from recipes import dpo, full_sft, lora_sft
     from recipes.base_models import find_base_model
     from recipes.learning_rates import base_learning_rate
@@ -189,10 +189,10 @@ def _recipe(ctx: JobContext) -> tuple[Callable[..., Any], Any]:
     }
     lora = cfg.lora if cfg.training_type == "lora" else None
     if cfg.method.type == "dpo":
-        return dpo.train, dpo.DPORecipeConfig(**common, lora=lora, beta=cfg.method.beta)
+        return dpo.DPORecipeConfig(**common, lora=lora, beta=cfg.method.beta)
     if lora is None:
-        return full_sft.train, full_sft.FullSFTConfig(**common)
-    return lora_sft.train, lora_sft.LoraSFTConfig(**common, lora=lora)
+        return full_sft.FullSFTConfig(**common)
+    return lora_sft.LoraSFTConfig(**common, lora=lora)
 
 
 def _record_training(ctx: JobContext, result: TrainResult) -> dict[str, Any]:
@@ -231,19 +231,37 @@ def _restore_stored_checkpoint(ctx: JobContext, checkpoints_dir: Path) -> None:
     )
 
 
+def _training_stop(ctx: JobContext) -> Callable[[], BaseException | None]:
+    """What ends the training process early, checked about once a second by the stage: the job
+    cancelled, or its budget reached counting this stage's running cost (as the ledger would
+    bill it); None while neither."""
+    started = time.monotonic()
+
+    def check() -> BaseException | None:
+        if ctx.cancelled():
+            return JobCancelled()
+        if ctx.config.budget_usd is not None:
+            running = (time.monotonic() - started) * ctx.stage_rate_usd_per_s("train")
+            try:
+                ctx.check_budget(running)
+            except BudgetExhausted as exc:
+                return exc
+        return None
+
+    return check
+
+
 def train(ctx: JobContext) -> dict[str, Any]:
+    """Run the job's recipe in a process of its own (worker/train_process.py says why): a cancel or
+    a budget stop ends it within about a second, and its GPU memory is freed when it exits."""
     from recipes.dpo import DPOResult
+    from worker.train_process import run_recipe_in_child
 
     if not ctx.state.get("eval_path"):
         _split_eval(ctx)
-    run, recipe_cfg = _recipe(ctx)
+    recipe_cfg = _recipe(ctx)
     _restore_stored_checkpoint(ctx, recipe_cfg.output_dir / "checkpoints")
-    callback = JobTrainerCallback(ctx)
-    out = run(recipe_cfg, callbacks=[callback])
-    if callback.stopped_for_cancel:
-        raise JobCancelled()
-    if callback.budget_error is not None:
-        raise callback.budget_error
+    out = run_recipe_in_child(ctx, recipe_cfg, _training_stop(ctx))
     result: TrainResult = out.training if isinstance(out, DPOResult) else out
     hp = _record_training(ctx, result)
     targets = result.target_modules if isinstance(result.target_modules, str) else list(result.target_modules)

@@ -1,0 +1,146 @@
+"""Training runs in a process of its own (worker/train_process.py): a cancel ends that process
+within seconds on a real worker, a worker killed outright takes it down too, and a process that
+crashes fails the job with `training_failed` and the end of its log."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from infra.db import session_scope
+from infra.job_config import JobConfig
+from infra.models import Job
+from infra.settings import get_settings
+from tests.api.helpers import jsonl, sentiment_rows
+from tests.conftest import new_key, running_worker, start_worker
+from tests.support.ledger import org_of
+from tests.worker.test_end_to_end import wait_event
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _train_pid(client: openai.OpenAI, job_id: str, timeout: float = 300) -> int:
+    """The training process's pid, once it is training (its first loss is logged)."""
+    wait_event(client, job_id, "training loss", timeout=timeout)
+    events = client.fine_tuning.jobs.list_events(job_id, limit=100).data
+    return int(next(e.data["train_pid"] for e in events if e.data and "train_pid" in e.data))
+
+
+def _long_job(client: openai.OpenAI, model: str) -> str:
+    train = client.files.create(file=("t.jsonl", io.BytesIO(jsonl(sentiment_rows(48)))), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=model,
+        training_file=train.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 50, "batch_size": 2}}},
+    )
+    return job.id
+
+
+@pytest.fixture()
+def client(server, api_key) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0)
+
+
+@pytest.fixture()
+def worker(platform, tiny_base) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker for one test: the next test's own worker must be the only one on the queue."""
+    with running_worker({}, platform.var_dir / "worker-train-process.log") as proc:
+        yield proc
+
+
+def test_cancel_ends_the_training_process_at_once(client, worker, tiny_base) -> None:
+    job_id = _long_job(client, tiny_base)
+    pid = _train_pid(client, job_id)
+    assert pid != worker.pid and _alive(pid)
+    client.fine_tuning.jobs.cancel(job_id)
+    cancelled = time.monotonic()
+    # the stage polls about once a second and SIGTERMs the process group
+    assert _gone_within(pid, 5), "the training process outlived the cancel"
+    print(f"training process gone {time.monotonic() - cancelled:.1f}s after the cancel")
+    wait_event(client, job_id, "Worker stopped the job at stage train", timeout=30)
+    assert client.fine_tuning.jobs.retrieve(job_id).status == "cancelled"
+    assert worker.poll() is None  # the worker lives on for the next job
+
+
+def test_a_killed_worker_takes_its_training_process_down(client, platform, tiny_base) -> None:
+    """SIGKILL leaves the worker no chance to end its child: the kernel's parent-death signal does."""
+    victim = start_worker({}, platform.var_dir / "worker-killed.log")
+    try:
+        job_id = _long_job(client, tiny_base)
+        pid = _train_pid(client, job_id)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        assert _gone_within(pid, 5), "the training process outlived its worker"
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    client.fine_tuning.jobs.cancel(job_id)  # or the next worker to start would take it over
+
+
+def test_a_crashing_training_process_fails_the_job_with_its_log(platform, tiny_base, tmp_path) -> None:
+    """A base whose config.json is not JSON: the child dies loading it, and the job fails with the
+    code and the traceback's last line, the rest kept in the job's work dir."""
+    from worker.pipeline import run_job
+    from worker.stages import train
+
+    broken = tmp_path / "broken-base"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (tmp_path / "train.jsonl").write_bytes(jsonl(sentiment_rows(12)))
+    (tmp_path / "eval.jsonl").write_bytes(jsonl(sentiment_rows(4)))
+    config = JobConfig.model_validate({"model": tiny_base, "training_file": "file-x"})
+    state = {
+        "device": "cpu",
+        "base_model_dir": str(broken),
+        "train_path": str(tmp_path / "train.jsonl"),
+        "eval_path": str(tmp_path / "eval.jsonl"),
+    }
+    with session_scope() as session:
+        job = Job(
+            org_id=org_of(new_key()),
+            status="queued",
+            config=config.model_dump(mode="json"),
+            model=config.model,
+            state=state,
+        )
+        session.add(job)
+        session.flush()
+        job_id = job.id
+
+    run_job(job_id, stages=[("train", train)])
+
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        status, error, work_dir = job.status, job.error, get_settings().work_dir / job.id
+    assert status == "failed" and error["code"] == "training_failed" and error["param"] is None
+    message = error["message"]
+    assert message.startswith("the training process exited with code 1; the end of its log (")
+    log = work_dir / "train-process" / "train.log"
+    assert str(log) in message and "Traceback" in log.read_text()
+    last_line = log.read_text().strip().splitlines()[-1]
+    assert message.rstrip().endswith(last_line)
