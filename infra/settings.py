@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     job_stale_after_s: float = 120.0  # a running job whose heartbeat is older is resumed or failed
     job_max_attempts: int = 3
 
+    # Outbound calls to tenant-given addresses (a dataset's teacher.base_url) go to public addresses
+    # only; this comma list of CIDRs, IPs and host names is allowed besides (infra/outbound.py).
+    outbound_allow: str = ""
+
     # /mcp refuses (421) a Host header it does not know, against DNS rebinding; localhost is always
     # allowed. Comma-separated Host values, e.g. "api.example.com,api.example.com:8443".
     mcp_allowed_hosts: str = ""

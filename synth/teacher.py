@@ -24,12 +24,20 @@ Failure semantics, in one place:
   the job fast instead of being retried for every remaining request.
 * A malformed body (bad JSON, no `choices`, no string content) is counted in `usage.malformed` and
   not retried: a server that answers 200 with garbage usually does so deterministically.
+* A redirect is an error, never followed: a tenant's teacher must not bounce us to another address.
+* `TeacherRefused` (the address is not allowed, see infra/outbound.py) is not retried, and
+  `complete_many` raises it at once.
+
+Error messages reach customers (a dataset's or a job's error), so they never carry the upstream's
+body nor the teacher's address: a tenant-given address could be an internal service whose answer
+must not leak, and the operator's address is internal. Both are logged here for the operator.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import random
 import threading
 import time
@@ -41,6 +49,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
+from infra.outbound import OutboundRefused
+
+log = logging.getLogger(__name__)
 StopFn = Callable[[], bool]
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -59,6 +70,10 @@ class TeacherBudgetExceeded(TeacherError):
 
 class TeacherCancelled(TeacherError):
     """`should_stop()` turned true before the request could be sent."""
+
+
+class TeacherRefused(TeacherError):
+    """The teacher's address is one outbound calls may not go to (infra/outbound.py)."""
 
 
 class TeacherSettings(BaseModel):
@@ -177,7 +192,15 @@ def parse_completion(body: bytes) -> tuple[str, int, int]:
 class TeacherClient:
     """Thread-safe; one instance per synthesis run (its `usage` is that run's cost)."""
 
-    def __init__(self, settings: TeacherSettings, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: TeacherSettings,
+        *,
+        rng: random.Random | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """`transport`: e.g. infra.outbound.GuardedTransport for a tenant-given address (it then
+        carries the connection limit)."""
         self.settings = settings
         self.usage = TeacherUsage()
         self._lock = threading.Lock()
@@ -189,6 +212,8 @@ class TeacherClient:
             headers=headers,
             timeout=settings.timeout_s,
             limits=httpx.Limits(max_connections=settings.max_concurrency),
+            transport=transport,
+            follow_redirects=False,
         )
 
     def close(self) -> None:
@@ -276,14 +301,17 @@ class TeacherClient:
                         failures_in_a_row = 0
                     except (TeacherCancelled, TeacherBudgetExceeded):
                         pass
+                    except TeacherRefused:
+                        for other in in_flight:
+                            other.cancel()
+                        raise
                     except TeacherError as exc:
                         failures_in_a_row, last_error = failures_in_a_row + 1, str(exc)
                 if failures_in_a_row >= self.settings.max_consecutive_failures:
                     for fut in in_flight:
                         fut.cancel()
                     raise TeacherError(
-                        f"teacher at {self.settings.base_url} failed {failures_in_a_row} requests in a row; "
-                        f"last error: {last_error}"
+                        f"the teacher failed {failures_in_a_row} requests in a row; last error: {last_error}"
                     )
 
     def _complete_request(self, req: ChatRequest, should_stop: StopFn) -> str:
@@ -330,14 +358,20 @@ class TeacherClient:
             self._count(requests=1)
             try:
                 resp = self._http.post("/chat/completions", json=payload)
+            except OutboundRefused as exc:
+                log.warning("teacher at %s refused: %s", self.settings.base_url, exc)
+                raise TeacherRefused(f"teacher.base_url: {exc}") from None
             except httpx.TimeoutException:
                 error, delay = f"timed out after {self.settings.timeout_s:g}s", self._backoff(attempt)
             except httpx.TransportError as exc:
                 error, delay = f"connection failed ({exc!r})", self._backoff(attempt)
             else:
+                if resp.is_redirect:
+                    code = resp.status_code
+                    raise TeacherError(f"the teacher answered a redirect (HTTP {code}): not followed")
                 if resp.status_code < 400:
                     return resp.content
-                error = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                error = _describe(resp)
                 if resp.status_code not in RETRYABLE_STATUS:
                     raise TeacherError(f"teacher rejected the request ({error})")
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -345,9 +379,14 @@ class TeacherClient:
             if attempt + 1 < attempts:
                 self._count(retries=1)
                 _sleep(min(delay, self.settings.backoff_max_s), should_stop)
-        raise TeacherError(
-            f"teacher at {self.settings.base_url} failed after {attempts} attempts; last error: {error}"
-        )
+        raise TeacherError(f"the teacher failed after {attempts} attempts; last error: {error}")
+
+
+def _describe(resp: httpx.Response) -> str:
+    """An error status for the customer: the code and its standard phrase, never the body (logged)."""
+    log.warning("teacher at %s answered HTTP %s: %.300r", resp.request.url, resp.status_code, resp.text)
+    phrase = httpx.codes.get_reason_phrase(resp.status_code)
+    return f"HTTP {resp.status_code}" + (f" {phrase}" if phrase else "")
 
 
 def _sleep(seconds: float, should_stop: StopFn) -> None:

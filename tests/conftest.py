@@ -98,6 +98,9 @@ def platform() -> Iterator[Platform]:
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # Tests serve tenant teachers on 127.0.0.1 (tests/synth/fake_teacher.py): the operator's
+        # allowlist lets them through; tests/api/test_outbound.py clears it to test the refusal.
+        "EDGETUNE_OUTBOUND_ALLOW": "127.0.0.1",
     }
     os.environ.update(env)
     _reset_caches()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
+import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from infra.chat_rows import to_jsonl
 from infra.errors import InvalidRequest, NotFound, PaymentRequired, ServiceUnavailable
 from infra.job_config import TaskSpec
 from infra.models import File, Org, SyntheticDataset, now
+from infra.outbound import GuardedTransport, OutboundRefused, check_url, current_policy
 from infra.price_book import price_book
 from infra.settings import get_settings
 
@@ -57,6 +59,7 @@ def to_public(ds: SyntheticDataset) -> SyntheticDatasetPublic:
 
 def create_dataset(*, session: Session, org: Org, body: SyntheticDatasetCreate) -> SyntheticDataset:
     """Store a queued dataset. An org with a budget caps the run's teacher cost at what is left."""
+    check_teacher_url(body.teacher.base_url)
     teacher = body.teacher.model_copy()
     remaining = budgets.remaining_usd(session, org)
     if remaining is not None:
@@ -78,6 +81,17 @@ def create_dataset(*, session: Session, org: Org, body: SyntheticDatasetCreate) 
     session.add(ds)
     session.commit()
     return ds
+
+
+def check_teacher_url(base_url: str | None) -> None:
+    """The early, request-time half of the outbound rule (literal internal addresses, schemes);
+    the guard that counts runs when the worker connects (open_teacher, infra/outbound.py)."""
+    if not base_url:
+        return
+    try:
+        check_url(base_url, current_policy(), "teacher.base_url")
+    except OutboundRefused as exc:
+        raise InvalidRequest(str(exc), param="teacher.base_url", code="teacher_url_not_allowed") from None
 
 
 def enqueue(*, session: Session, dataset: SyntheticDataset) -> None:
@@ -176,7 +190,13 @@ def open_teacher(options: TeacherOptions, notify: Callable[[str], None] = _ignor
     if not base_url:
         notify("No teacher endpoint configured: serving the bundled SmolLM2-135M-Instruct with llama.cpp")
         server = serve_gguf(bundled_teacher_gguf())
-    with server as url, TeacherClient(teacher_settings(options, url)) as client:
+    # Only a tenant-given address is guarded: the operator's teacher (settings, or the bundled
+    # server on 127.0.0.1) is where the operator chose to send requests.
+    transport = None
+    if options.base_url:
+        limits = httpx.Limits(max_connections=options.max_concurrency)
+        transport = GuardedTransport(current_policy(), limits=limits)
+    with server as url, TeacherClient(teacher_settings(options, url), transport=transport) as client:
         yield client
 
 
