@@ -36,6 +36,7 @@ from infra.job_config import Hyperparameters, LoraSettings
 from recipes.chat_data import inference_template, training_template
 from recipes.full_sft import load_trainable_model
 from recipes.preference_data import load_preference_rows
+from recipes.speed import SpeedMode, SpeedPlan
 from recipes.training_common import (
     EndOfRun,
     ResolvedHyperparameters,
@@ -45,6 +46,7 @@ from recipes.training_common import (
     load_model,
     lora_config,
     lora_targets,
+    make_speed_plan,
     parameter_counts,
     resolve_hyperparameters,
     run_recipe_cli,
@@ -86,6 +88,11 @@ class DPORecipeConfig(BaseModel):
     max_steps: int | None = Field(default=None, ge=1, description="Stop early (tests, smoke runs).")
     resume: bool = Field(default=True, description="Continue from the newest checkpoint in output_dir.")
     logging_steps: int = Field(default=5, ge=1)
+    speed: SpeedMode = Field(
+        default="auto",
+        description="auto: the fast path on a GPU, the reference path on a CPU; fast / reference force one "
+        "(recipes.speed).",
+    )
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Sequence[str] = ()) -> DPORecipeConfig:
@@ -140,14 +147,27 @@ def count_pair_tokens(dataset: Any, max_length: int) -> int:
     return total
 
 
+def add_pair_lengths(trainer: Any) -> None:
+    """A `length` column (prompt + the longer answer) for Trainer's LengthGroupedSampler, which can
+    only infer lengths from an `input_ids` column that DPO's tokenized pairs do not have."""
+    dataset = trainer.train_dataset
+    lengths = [
+        len(p) + max(len(c), len(r))
+        for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
+    ]
+    trainer.train_dataset = dataset.add_column(trainer.args.length_column_name, lengths)
+
+
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
-def dpo_args(cfg: DPORecipeConfig, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool) -> Any:
+def dpo_args(
+    cfg: DPORecipeConfig, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool, plan: SpeedPlan
+) -> Any:
     from trl import DPOConfig
 
     return DPOConfig(
-        **common_training_args(cfg, hp, has_eval, cuda),
+        **common_training_args(cfg, hp, has_eval, cuda, plan),
         beta=cfg.beta,
         include_num_input_tokens_seen="non_padding",  # the job's tokens/s in metrics events
     )
@@ -163,7 +183,7 @@ def load_policy(cfg: DPORecipeConfig, cuda: bool) -> Any:
 
 def build_trainer(
     cfg: DPORecipeConfig, callbacks: Sequence[TrainerCallback]
-) -> tuple[Any, ResolvedHyperparameters]:
+) -> tuple[Any, ResolvedHyperparameters, SpeedPlan]:
     from transformers import AutoTokenizer, set_seed
     from trl import DPOTrainer
 
@@ -179,10 +199,11 @@ def build_trainer(
     cuda = use_cuda()
     model = load_policy(cfg, cuda)
     peft_config = lora_config(cfg.lora, cfg.base_model_dir, model) if cfg.lora is not None else None
+    plan = make_speed_plan(cfg, "dpo", hp, cuda, rows, cfg.lora)
     trainer = DPOTrainer(
         model=model,
         ref_model=None,  # LoRA: the base with the adapter disabled; full: TRL loads a frozen copy
-        args=dpo_args(cfg, hp, eval_rows is not None, cuda),
+        args=dpo_args(cfg, hp, eval_rows is not None, cuda, plan),
         train_dataset=to_preference_dataset(rows),
         eval_dataset=to_preference_dataset(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
@@ -190,7 +211,9 @@ def build_trainer(
         # EndOfRun last: it reacts to a stop request set by the callbacks before it.
         callbacks=[*callbacks, EndOfRun()],
     )
-    return trainer, hp
+    if plan.length_grouped:
+        add_pair_lengths(trainer)
+    return trainer, hp, plan
 
 
 def reward_log(trainer: Any) -> tuple[list[tuple[int, float]], float | None]:
@@ -204,7 +227,7 @@ def reward_log(trainer: Any) -> tuple[list[tuple[int, float]], float | None]:
 def train(cfg: DPORecipeConfig, callbacks: Sequence[TrainerCallback] = ()) -> DPOResult:
     """Run (or resume) one DPO job; `callbacks` go to the trainer (progress, cancel, records)."""
     started = time.monotonic()
-    trainer, hp = build_trainer(cfg, callbacks)
+    trainer, hp, plan = build_trainer(cfg, callbacks)
     trainable, total = parameter_counts(trainer.model)
     targets = lora_targets(trainer.model)
     log.info("DPO (beta=%s) on %s: %s trainable of %s params", cfg.beta, targets, trainable, total)
@@ -221,6 +244,7 @@ def train(cfg: DPORecipeConfig, callbacks: Sequence[TrainerCallback] = ()) -> DP
         hp=hp,
         targets=targets,
         outputs=outputs,
+        plan=plan,
     )
     margins, accuracy = reward_log(trainer)
     return DPOResult(training=training, beta=cfg.beta, reward_margins=margins, reward_accuracy=accuracy)

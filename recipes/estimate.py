@@ -145,13 +145,18 @@ class MemoryEstimate:
         return self.total_bytes / GIB
 
 
-# Bytes per parameter for GPU training as the recipes run it: weights loaded in bf16, so Trainer
-# keeps grads and AdamW's two moments in bf16 too (full: 2 + 2 + 4 = 8). LoRA adapters are
-# upcast to fp32 by PEFT: 4 weight + 4 grad + 8 Adam = 16 per trainable parameter.
-FULL_BYTES_PER_PARAM, LORA_BYTES_PER_TRAINABLE, WEIGHT_BYTES = 8, 16, 2
+# Bytes per parameter for GPU training as the recipes run it. Full fine-tuning keeps fp32 master
+# weights (recipes.full_sft.load_trainable_model): 4 weight + 4 grad + 8 AdamW moments, plus the
+# bf16 copy autocast casts each weight to during the step (2) = 18. LoRA loads the frozen base in
+# bf16 (2 per parameter) and PEFT upcasts the adapters to fp32: 4 weight + 4 grad + 8 Adam = 16.
+FULL_BYTES_PER_PARAM, LORA_BYTES_PER_TRAINABLE, WEIGHT_BYTES = 18, 16, 2
 # The cross-entropy over LFM2's 65k vocabulary makes the logits the peak: bf16 logits (2), their
 # fp32 upcast for the loss (4) and its gradient (4) live together for every token of the batch.
 LOGIT_BYTES_PER_ELEMENT = 10
+# TRL's SFT loss (its fused LM head) computes the log-probabilities a chunk of tokens at a time and
+# never holds the whole batch's logits; counting 4,096 tokens' worth is an upper bound on a chunk.
+# DPO still materializes them for every token.
+FUSED_LOSS_CHUNK_TOKENS = 4096
 CUDA_CONTEXT_BYTES = int(1.5 * GIB)  # driver context, cuBLAS workspaces
 FRAGMENTATION = 1.10  # PyTorch's caching allocator rarely packs tighter than this
 
@@ -163,10 +168,14 @@ def peak_memory(
     seq_len: int,
     trainable: int = 0,
     reference_copy: bool = False,
+    checkpointing: bool = True,
+    fused_loss: bool = False,
 ) -> MemoryEstimate:
-    """Peak GPU memory of one training step with activation checkpointing (the GPU default).
+    """Peak GPU memory of one training step (one micro-batch of `batch_size` rows of `seq_len`).
     `reference_copy`: full DPO holds a second, frozen bf16 copy of the model as its reference
-    (pass DPO's batch as pairs x 2: chosen and rejected run together)."""
+    (pass DPO's batch as pairs x 2: chosen and rejected run together). `checkpointing`: activation
+    checkpointing on (the plan's default); off, every layer keeps all its intermediates.
+    `fused_loss`: TRL's chunked SFT loss, which never holds the whole batch's logits."""
     tokens = batch_size * seq_len
     if method == "full":
         states = FULL_BYTES_PER_PARAM * shape.params
@@ -174,14 +183,20 @@ def peak_memory(
         states = WEIGHT_BYTES * shape.params + LORA_BYTES_PER_TRAINABLE * trainable
     if reference_copy:
         states += WEIGHT_BYTES * shape.params
-    # checkpointed: each layer keeps its bf16 input; the layer being recomputed holds its
-    # intermediates (~10 d for the mixer, 4 ff for the gated MLP), all bf16
-    checkpoints = shape.layers * tokens * shape.hidden * 2
-    recompute = tokens * (10 * shape.hidden + 4 * shape.intermediate) * 2
-    logits = tokens * shape.vocab * LOGIT_BYTES_PER_ELEMENT
+    # A layer's intermediates, bf16: ~10 d for the mixer (in_proj's 3 d, the gated products, the
+    # conv or attention output, out_proj's input) and 4 ff for the gated MLP (w1, w3, silu, product),
+    # plus 2 d for the two norms' inputs.
+    per_layer = tokens * (12 * shape.hidden + 4 * shape.intermediate) * 2
+    if checkpointing:
+        # each layer keeps only its bf16 input; the layer being recomputed holds its intermediates
+        activations = shape.layers * tokens * shape.hidden * 2 + per_layer
+    else:
+        activations = shape.layers * per_layer
+    logit_tokens = min(tokens, FUSED_LOSS_CHUNK_TOKENS) if fused_loss else tokens
+    logits = logit_tokens * shape.vocab * LOGIT_BYTES_PER_ELEMENT
     parts = {
         "weights_grads_optimizer": states,
-        "activations": checkpoints + recompute,
+        "activations": activations,
         "logits": logits,
         "cuda_context": CUDA_CONTEXT_BYTES,
     }

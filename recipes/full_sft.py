@@ -33,6 +33,7 @@ from transformers import TrainerCallback
 
 from infra.job_config import Hyperparameters
 from recipes.chat_data import load_rows, training_template
+from recipes.speed import SpeedMode, SpeedPlan
 from recipes.training_common import (
     EndOfRun,
     ResolvedHyperparameters,
@@ -40,6 +41,7 @@ from recipes.training_common import (
     common_training_args,
     count_tokens,
     load_config,
+    make_speed_plan,
     parameter_counts,
     resolve_hyperparameters,
     run_recipe_cli,
@@ -78,6 +80,11 @@ class FullSFTConfig(BaseModel):
     max_steps: int | None = Field(default=None, ge=1, description="Stop early (tests, smoke runs).")
     resume: bool = Field(default=True, description="Continue from the newest checkpoint in output_dir.")
     logging_steps: int = Field(default=5, ge=1)
+    speed: SpeedMode = Field(
+        default="auto",
+        description="auto: the fast path on a GPU, the reference path on a CPU; fast / reference force one "
+        "(recipes.speed).",
+    )
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Sequence[str] = ()) -> FullSFTConfig:
@@ -101,11 +108,13 @@ def load_trainable_model(model_dir: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 
 
-def sft_config(cfg: FullSFTConfig, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool) -> Any:
+def sft_config(
+    cfg: FullSFTConfig, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool, plan: SpeedPlan
+) -> Any:
     from trl import SFTConfig
 
     return SFTConfig(
-        **common_training_args(cfg, hp, has_eval, cuda),
+        **common_training_args(cfg, hp, has_eval, cuda, plan),
         assistant_only_loss=True,
         include_num_input_tokens_seen="non_padding",  # the job's tokens/s in metrics events
     )
@@ -113,7 +122,7 @@ def sft_config(cfg: FullSFTConfig, hp: ResolvedHyperparameters, has_eval: bool, 
 
 def build_trainer(
     cfg: FullSFTConfig, callbacks: Sequence[TrainerCallback]
-) -> tuple[Any, ResolvedHyperparameters]:
+) -> tuple[Any, ResolvedHyperparameters, SpeedPlan]:
     from transformers import AutoTokenizer, set_seed
     from trl import SFTTrainer
 
@@ -125,16 +134,17 @@ def build_trainer(
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model_dir)
     tokenizer.chat_template = training_template(cfg.base_model_dir)
     cuda = use_cuda()
+    plan = make_speed_plan(cfg, "sft", hp, cuda, rows, None)
     trainer = SFTTrainer(
         model=load_trainable_model(cfg.base_model_dir),
-        args=sft_config(cfg, hp, eval_rows is not None, cuda),
+        args=sft_config(cfg, hp, eval_rows is not None, cuda, plan),
         train_dataset=to_dataset(rows),
         eval_dataset=to_dataset(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         # EndOfRun last: it reacts to a stop request set by the callbacks before it.
         callbacks=[*callbacks, EndOfRun()],
     )
-    return trainer, hp
+    return trainer, hp, plan
 
 
 def train(cfg: FullSFTConfig, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
@@ -143,7 +153,7 @@ def train(cfg: FullSFTConfig, callbacks: Sequence[TrainerCallback] = ()) -> Trai
     The result has adapter_dir=None and target_modules="all"; merged_dir holds the trained model.
     """
     started = time.monotonic()
-    trainer, hp = build_trainer(cfg, callbacks)
+    trainer, hp, plan = build_trainer(cfg, callbacks)
     trainable, total = parameter_counts(trainer.model)
     log.info("full fine-tuning: %s trainable of %s params", trainable, total)
 
@@ -159,6 +169,7 @@ def train(cfg: FullSFTConfig, callbacks: Sequence[TrainerCallback] = ()) -> Trai
         hp=hp,
         targets="all",
         outputs=outputs,
+        plan=plan,
     )
 
 

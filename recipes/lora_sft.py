@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 
 from infra.job_config import Hyperparameters, LoraSettings
 from recipes.chat_data import load_rows, training_template
+from recipes.speed import SpeedMode, SpeedPlan
 
 # The shared pieces live in recipes.training_common; they stay importable from here, as before.
 from recipes.training_common import (
@@ -42,6 +43,7 @@ from recipes.training_common import (
     load_model,
     lora_config,
     lora_targets,
+    make_speed_plan,
     parameter_counts,
     planned_steps,
     resolve_hyperparameters,
@@ -103,6 +105,11 @@ class LoraSFTConfig(BaseModel):
     max_steps: int | None = Field(default=None, ge=1, description="Stop early (tests, smoke runs).")
     resume: bool = Field(default=True, description="Continue from the newest checkpoint in output_dir.")
     logging_steps: int = Field(default=5, ge=1)
+    speed: SpeedMode = Field(
+        default="auto",
+        description="auto: the fast path on a GPU, the reference path on a CPU; fast / reference force one "
+        "(recipes.speed).",
+    )
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Sequence[str] = ()) -> LoraSFTConfig:
@@ -112,11 +119,13 @@ class LoraSFTConfig(BaseModel):
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
-def sft_config(cfg: LoraSFTConfig, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool) -> Any:
+def sft_config(
+    cfg: LoraSFTConfig, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool, plan: SpeedPlan
+) -> Any:
     from trl import SFTConfig
 
     return SFTConfig(
-        **common_training_args(cfg, hp, has_eval, cuda),
+        **common_training_args(cfg, hp, has_eval, cuda, plan),
         assistant_only_loss=True,
         include_num_input_tokens_seen="non_padding",  # the job's tokens/s in metrics events
     )
@@ -124,7 +133,7 @@ def sft_config(cfg: LoraSFTConfig, hp: ResolvedHyperparameters, has_eval: bool, 
 
 def build_trainer(
     cfg: LoraSFTConfig, callbacks: Sequence[TrainerCallback]
-) -> tuple[Any, ResolvedHyperparameters]:
+) -> tuple[Any, ResolvedHyperparameters, SpeedPlan]:
     from transformers import AutoTokenizer, set_seed
     from trl import SFTTrainer
 
@@ -138,9 +147,10 @@ def build_trainer(
     cuda = use_cuda()
     model = load_model(cfg.base_model_dir, cuda)
     peft_config = lora_config(cfg.lora, cfg.base_model_dir, model)  # raises on a target matching nothing
+    plan = make_speed_plan(cfg, "sft", hp, cuda, rows, cfg.lora)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(cfg, hp, eval_rows is not None, cuda),
+        args=sft_config(cfg, hp, eval_rows is not None, cuda, plan),
         train_dataset=to_dataset(rows),
         eval_dataset=to_dataset(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
@@ -148,13 +158,13 @@ def build_trainer(
         # EndOfRun last: it reacts to a stop request set by the callbacks before it.
         callbacks=[*callbacks, EndOfRun()],
     )
-    return trainer, hp
+    return trainer, hp, plan
 
 
 def train(cfg: LoraSFTConfig, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
     """Run (or resume) one LoRA SFT job; `callbacks` go to the trainer (progress, cancel, records)."""
     started = time.monotonic()
-    trainer, hp = build_trainer(cfg, callbacks)
+    trainer, hp, plan = build_trainer(cfg, callbacks)
     trainable, total = parameter_counts(trainer.model)
     targets = lora_targets(trainer.model)
     log.info(
@@ -173,6 +183,7 @@ def train(cfg: LoraSFTConfig, callbacks: Sequence[TrainerCallback] = ()) -> Trai
         hp=hp,
         targets=targets,
         outputs=outputs,
+        plan=plan,
     )
 
 

@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 from infra.job_config import Hyperparameters, LoraSettings
 from recipes.base_models import LFM2_LORA_TARGETS
 from recipes.chat_data import inference_template, model_type, training_template
+from recipes.speed import Recipe, SpeedMode, SpeedPlan, plan_speed, speed_args
 
 log = logging.getLogger(__name__)
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -61,6 +62,7 @@ class RunSettings(Protocol):
     max_steps: int | None
     resume: bool
     logging_steps: int
+    speed: SpeedMode
 
 
 # ---- hyperparameters ----------------------------------------------------------------------------
@@ -225,8 +227,13 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 
 def planned_steps(trainer: Any, max_steps: int | None, hp: ResolvedHyperparameters) -> int:
-    """The step this run ends at: max_steps, else epochs x batches per epoch (no grad accumulation)."""
-    return max_steps or hp.n_epochs * math.ceil(len(trainer.train_dataset) / hp.batch_size)
+    """The step this run ends at: max_steps, else epochs x optimizer steps per epoch, counted as
+    Trainer counts them: ceil(micro-batches / accumulation), micro-batches = ceil(rows / micro)."""
+    if max_steps:
+        return max_steps
+    micro, accum = trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps
+    micro_batches = math.ceil(len(trainer.train_dataset) / micro)
+    return hp.n_epochs * math.ceil(micro_batches / accum)
 
 
 def load_full_weights(model: Any, checkpoint: Path) -> None:
@@ -301,17 +308,48 @@ class EndOfRun(TrainerCallback):
 # ---- trainer arguments --------------------------------------------------------------------------
 
 
+def make_speed_plan(
+    cfg: RunSettings,
+    recipe: Recipe,
+    hp: ResolvedHyperparameters,
+    cuda: bool,
+    rows: list[dict[str, Any]],
+    lora: LoraSettings | None,
+) -> SpeedPlan:
+    """The run's SpeedPlan (recipes.speed): its rows' mean length when padding-free may be chosen,
+    and LoRA's exact trainable parameters for the memory model."""
+    from recipes.estimate import count_lora_params
+    from recipes.token_count import count_tokens as count_row_tokens
+
+    fast = cfg.speed == "fast" or (cfg.speed == "auto" and cuda)
+    sft_fast = fast and recipe == "sft"
+    mean = count_row_tokens(cfg.base_model_dir, rows, cfg.max_length).mean if sft_fast else None
+    trainable = count_lora_params(cfg.base_model_dir, lora)[0] if fast and cuda and lora is not None else 0
+    plan = plan_speed(
+        cfg.speed,
+        cuda=cuda,
+        model_dir=cfg.base_model_dir,
+        recipe=recipe,
+        method="lora" if lora is not None else "full",
+        batch_size=hp.batch_size,
+        max_length=cfg.max_length,
+        trainable=trainable,
+        mean_row_tokens=mean,
+    )
+    log.info("speed plan: %s", plan.model_dump_json())
+    return plan
+
+
 def common_training_args(
-    cfg: RunSettings, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool
+    cfg: RunSettings, hp: ResolvedHyperparameters, has_eval: bool, cuda: bool, plan: SpeedPlan
 ) -> dict[str, Any]:
-    """TrainingArguments every recipe shares; the recipe adds its trainer's own (SFTConfig, DPOConfig)."""
+    """TrainingArguments every recipe shares; the recipe adds its trainer's own (SFTConfig, DPOConfig).
+    How a step is computed (micro-batches, checkpointing, packing, optimizer) comes from `plan`."""
     return {
         "output_dir": str(cfg.output_dir / "checkpoints"),
         "seed": cfg.seed,
         "num_train_epochs": hp.n_epochs,
         "max_steps": cfg.max_steps or -1,
-        "per_device_train_batch_size": hp.batch_size,
-        "per_device_eval_batch_size": hp.batch_size,
         "learning_rate": hp.learning_rate,
         "lr_scheduler_type": "linear",
         "warmup_steps": 0.03,  # < 1 means a fraction of the total steps
@@ -322,14 +360,13 @@ def common_training_args(
         "save_total_limit": 2,
         "eval_strategy": "steps" if has_eval else "no",
         "eval_steps": cfg.save_steps,
-        # TRL defaults bf16 and checkpointing to on; both only pay off on a GPU. bf16 here is mixed
-        # precision (autocast): the weights keep the dtype they were loaded in.
+        # bf16 here is mixed precision (autocast): the weights keep the dtype they were loaded in.
         "use_cpu": not cuda,
         "bf16": cuda,
-        "activation_checkpointing": cuda,
         "dataloader_pin_memory": cuda,
         "report_to": "none",
         "disable_tqdm": True,
+        **speed_args(plan),
     }
 
 
@@ -376,6 +413,7 @@ class TrainResult(BaseModel):
     stopped_early: bool  # a callback stopped training before the planned last step
     adapter_dir: Path | None  # None when stopped early, and always for full fine-tuning
     merged_dir: Path | None
+    speed_plan: SpeedPlan | None = None  # how the steps were computed (recipes.speed)
 
 
 def lora_targets(model: Any) -> list[str] | str:
@@ -401,6 +439,7 @@ def summarize(
     hp: ResolvedHyperparameters,
     targets: list[str] | str,
     outputs: tuple[Path | None, Path | None],
+    plan: SpeedPlan | None = None,
 ) -> TrainResult:
     """The run's TrainResult from the trainer's state plus what the state cannot know."""
     state = trainer.state
@@ -423,6 +462,7 @@ def summarize(
         stopped_early=stopped_early(trainer),
         adapter_dir=outputs[0],
         merged_dir=outputs[1],
+        speed_plan=plan,
     )
 
 
