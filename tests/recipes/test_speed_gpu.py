@@ -6,6 +6,7 @@ Run on the GPU machine by bench/gpu_session.sh, after it builds the kernel."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -27,7 +28,8 @@ def test_packed_lfm2_rows_keep_their_own_loss_with_the_kernel(tiny_lfm2_dir: Pat
     from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_lfm2_dir, dtype=torch.float32).to("cuda").eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(tiny_lfm2_dir, dtype=torch.float32)
+    model = model.to("cuda").eval()
     gen = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     rows = [torch.randint(20, vocab, (n,), generator=gen).tolist() for n in (17, 5, 40, 23)]
