@@ -16,6 +16,7 @@ class EdgetuneError(Exception):
     ) -> None:
         super().__init__(message)
         self.message, self.param, self.code, self.details = message, param, code, details
+        self.headers: dict[str, str] = {}  # extra HTTP response headers (Retry-After)
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {
@@ -85,3 +86,15 @@ class RangeNotSatisfiable(EdgetuneError):
 class ServiceUnavailable(EdgetuneError):
     status_code = 503
     type = "service_unavailable_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)

@@ -89,6 +89,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # When its last queue message was sent; a job still queued long after is requeued (worker/recovery.py)
+    enqueued_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     stages_done: Mapped[list[Any]] = mapped_column(JSON, default=list)
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # stage outputs, for resume
@@ -199,6 +201,7 @@ class SyntheticDataset(Base):
     # As for jobs: a running dataset whose worker stopped heart-beating is re-run or failed.
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    enqueued_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # as Job.enqueued_at
 
 
 class RegisteredModel(Base):

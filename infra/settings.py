@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     job_heartbeat_s: float = 10.0
     job_stale_after_s: float = 120.0  # a running job whose heartbeat is older is resumed or failed
     job_max_attempts: int = 3
+    # A queued job (or dataset) whose queue message was sent this long ago and which no worker has
+    # taken is presumed to have lost its message (a Redis without persistence, a failover) and is
+    # queued again by the reaper; a duplicate message is harmless, as a worker's claim is atomic.
+    job_requeue_after_s: float = 600.0
+    queue_retry_after_s: int = 30  # Retry-After of a create answered 503 because the queue is down
 
     # Outbound calls to tenant-given addresses (a dataset's teacher.base_url) go to public addresses
     # only; this comma list of CIDRs, IPs and host names is allowed besides (infra/outbound.py).

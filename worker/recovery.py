@@ -1,14 +1,20 @@
 """No job (and no synthetic dataset) stays `running` forever: a job whose worker stopped
 heart-beating is resumed from its last completed stage (and the trainer from its last checkpoint),
-a dataset is run again from its seed, and either is failed once attempts run out."""
+a dataset is run again from its seed, and either is failed once attempts run out.
+
+Nor `queued` forever: one whose queue message was sent EDGETUNE_JOB_REQUEUE_AFTER_S ago and that no
+worker has taken lost its message (a Redis without persistence, a failover) and is sent again, once
+per lost message however many reapers run."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from api.services.jobs import add_event
 from api.services.synthetic_datasets import fail_dataset
@@ -70,6 +76,45 @@ def recover_stale_datasets(enqueue: Callable[[str], object]) -> list[str]:
     return requeued
 
 
+def requeue_lost_jobs(enqueue: Callable[[str], object]) -> list[str]:
+    """Send a queued job whose message was lost again, with an event saying so."""
+
+    def note(session: Session, job_id: str) -> None:
+        add_event(session, job_id, "The job's queue message was lost; queued it again", level="warn")
+
+    return _requeue_lost(Job, enqueue, note)
+
+
+def requeue_lost_datasets(enqueue: Callable[[str], object]) -> list[str]:
+    return _requeue_lost(SyntheticDataset, enqueue)
+
+
+def _requeue_lost(
+    model: Any, enqueue: Callable[[str], object], note: Callable[[Session, str], None] | None = None
+) -> list[str]:
+    cutoff = now() - int(get_settings().job_requeue_after_s)
+    # Rows queued before enqueued_at existed fall back to their creation time.
+    lost = (model.status == "queued") & (func.coalesce(model.enqueued_at, model.created_at) < cutoff)
+    with session_scope() as session:
+        candidates = session.scalars(select(model.id).where(lost).order_by(model.created_at).limit(100)).all()
+    requeued: list[str] = []
+    for row_id in candidates:
+        with session_scope() as session:
+            # Exactly once: this UPDATE locks the row, a concurrent reaper's UPDATE waits for that
+            # lock and then finds enqueued_at fresh, matching nothing. The message is sent inside
+            # the transaction, so a broker error rolls the stamp back and the next pass retries.
+            taken = session.execute(update(model).where(model.id == row_id, lost).values(enqueued_at=now()))
+            if not taken.rowcount:  # type: ignore[attr-defined]
+                continue  # taken by a worker, cancelled, or requeued by another reaper meanwhile
+            if note is not None:
+                note(session, row_id)
+            enqueue(row_id)
+        requeued.append(row_id)
+    if requeued:
+        log.warning("requeued %d %s whose queue message was lost", len(requeued), model.__tablename__)
+    return requeued
+
+
 def start_reaper(
     stop: threading.Event, enqueue: Callable[[str], object], enqueue_dataset: Callable[[str], object]
 ) -> threading.Thread:
@@ -80,6 +125,8 @@ def start_reaper(
             try:
                 recover_stale_jobs(enqueue)
                 recover_stale_datasets(enqueue_dataset)
+                requeue_lost_jobs(enqueue)
+                requeue_lost_datasets(enqueue_dataset)
             except Exception:  # the reaper must outlive a transient database error
                 log.exception("stale-job recovery failed")
 

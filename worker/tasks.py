@@ -4,8 +4,11 @@ import logging
 import threading
 from typing import Any
 
+from celery import Task
 from celery.signals import worker_ready, worker_shutting_down
 
+from infra.db import session_scope
+from infra.models import Job
 from worker.celery_app import celery_app
 from worker.pipeline import run_job as run_pipeline
 from worker.recovery import recover_stale_datasets, recover_stale_jobs, start_reaper
@@ -14,9 +17,21 @@ log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-@celery_app.task(name="edgetune.run_job", acks_late=True, reject_on_worker_lost=True)
-def run_job(job_id: str) -> None:
+@celery_app.task(
+    name="edgetune.run_job", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
+)
+def run_job(self: Task, job_id: str) -> None:
+    if not _job_exists(job_id):
+        # The API sends a job's message just before it commits the job, so that a queue outage
+        # stores nothing (api/services/jobs.py enqueue): a worker quicker than that commit asks
+        # again shortly. A job that never appears (its commit failed) is dropped after the retries.
+        raise self.retry(countdown=0.5)
     run_pipeline(job_id)
+
+
+def _job_exists(job_id: str) -> bool:
+    with session_scope() as session:
+        return session.get(Job, job_id) is not None
 
 
 @worker_ready.connect

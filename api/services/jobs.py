@@ -3,6 +3,7 @@ call these functions."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +19,13 @@ from api.services.plans import plan_job
 from infra.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from infra.job_config import JobConfig
 from infra.models import Checkpoint, Job, JobEvent, Org, UsageRecord, now
+from infra.settings import get_settings
+
+log = logging.getLogger(__name__)
+QUEUE_DOWN = (
+    "the job queue is unavailable, so nothing was created or stored; retry the same request later "
+    "(with the same Idempotency-Key, if you sent one)"
+)
 
 
 def to_public(job: Job) -> JobPublic:
@@ -90,7 +98,10 @@ def validate_config(session: Session, org: Org, cfg: JobConfig) -> None:
 def create_job(
     *, session: Session, org: Org, config: JobConfig, idempotency_key: str | None
 ) -> tuple[Job, bool]:
-    """Validate and store a job; returns (job, created). The same idempotency key returns the same job."""
+    """Validate and add a job; returns (job, created). The same idempotency key returns the same job.
+
+    A created job is flushed, not committed: `enqueue` commits it once its queue message is sent,
+    so a job that could not be queued is never stored (see `submit_job`)."""
     if idempotency_key:
         existing = session.scalar(
             select(Job).where(Job.org_id == org.id, Job.idempotency_key == idempotency_key)
@@ -118,6 +129,7 @@ def create_job(
         state={},
         result_files=[],
         quote_usd=plan.quote.total_usd,
+        enqueued_at=now(),
     )
     session.add(job)
     try:
@@ -139,32 +151,36 @@ def create_job(
         data={"quote": plan.quote.model_dump(), "estimated_seconds": plan.estimated_seconds},
     )
     job.status = "queued"
-    session.commit()
     return job, True
 
 
 def enqueue(*, session: Session, job: Job) -> None:
-    """Hand the job to the workers. If the broker is unreachable the job is failed at once with
-    the reason, rather than left `queued` with no message that would ever start it."""
+    """Send the job's queue message, then commit the job that `create_job` added.
+
+    The order is the point: with the broker down the transaction is rolled back, so nothing is
+    stored under the Idempotency-Key and the same request succeeds once the queue is back. (A
+    worker that receives the message before the commit lands waits for it: worker/tasks.py.) The
+    broker's error names its address, so it is logged, never returned."""
     from worker.celery_app import celery_client
 
+    job_id, org_id = job.id, job.org_id
     try:
-        celery_client().send_task("edgetune.run_job", args=[job.id])
+        celery_client().send_task("edgetune.run_job", args=[job_id])
     except Exception as exc:
-        job.status, job.finished_at = "failed", now()
-        job.error = {"code": "queue_unavailable", "message": f"could not queue the job: {exc}", "param": None}
-        add_event(session, job.id, job.error["message"], level="error")
-        session.commit()
+        session.rollback()
+        log.warning("could not queue new job %s of org %s: %r", job_id, org_id, exc)
         raise ServiceUnavailable(
-            "the job queue is unreachable; the job was not started, retry later"
-        ) from exc
+            QUEUE_DOWN, code="queue_unavailable", retry_after=get_settings().queue_retry_after_s
+        ) from None
+    session.commit()
 
 
 def submit_job(
     *, session: Session, org: Org, config: JobConfig, idempotency_key: str | None
 ) -> tuple[Job, bool]:
     """Create a job and hand it to the workers; a replayed idempotency key starts nothing new.
-    The REST route and the agent tool both submit through here."""
+    The REST route and the agent tool both submit through here. With the queue down it raises
+    ServiceUnavailable (503, Retry-After) and stores nothing."""
     job, created = create_job(session=session, org=org, config=config, idempotency_key=idempotency_key)
     if created:
         enqueue(session=session, job=job)

@@ -4,12 +4,13 @@ so a dataset made through the API and one made inside a job come from the same c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from api.schemas.jobs import JobError
@@ -31,6 +32,8 @@ from infra.models import File, Org, SyntheticDataset, now
 from infra.outbound import GuardedTransport, OutboundRefused, check_url, current_policy
 from infra.price_book import price_book
 from infra.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from synth.generate import SynthResult
@@ -77,6 +80,7 @@ def create_dataset(*, session: Session, org: Org, body: SyntheticDatasetCreate) 
         progress={"phase": "queued", "kept": 0, "wanted": body.task.num_examples},
         cancel_requested=False,
         total_cost_usd=0.0,
+        enqueued_at=now(),
     )
     session.add(ds)
     session.commit()
@@ -95,14 +99,24 @@ def check_teacher_url(base_url: str | None) -> None:
 
 
 def enqueue(*, session: Session, dataset: SyntheticDataset) -> None:
-    """Hand the run to the workers; an unreachable broker fails it at once, with the reason."""
+    """Hand the run to the workers. With the broker down the stored row is deleted again (it has
+    no idempotency key, so no retry could be answered with it) and the caller gets a 503: nothing
+    is left behind. The broker's error names its address, so it is logged, never returned."""
     from worker.celery_app import celery_client
 
+    ds_id = dataset.id
     try:
-        celery_client().send_task("edgetune.run_synthetic_dataset", args=[dataset.id])
+        celery_client().send_task("edgetune.run_synthetic_dataset", args=[ds_id])
     except Exception as exc:
-        fail_dataset(session, dataset, "queue_unavailable", f"could not queue the dataset: {exc}")
-        raise ServiceUnavailable("the job queue is unreachable; the dataset was not started") from exc
+        log.warning("could not queue synthetic dataset %s: %r", ds_id, exc)
+        session.rollback()
+        session.execute(delete(SyntheticDataset).where(SyntheticDataset.id == ds_id))
+        session.commit()
+        raise ServiceUnavailable(
+            "the job queue is unavailable, so the dataset was not created; retry the same request later",
+            code="queue_unavailable",
+            retry_after=get_settings().queue_retry_after_s,
+        ) from None
 
 
 def submit_dataset(*, session: Session, org: Org, body: SyntheticDatasetCreate) -> SyntheticDataset:
