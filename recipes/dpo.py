@@ -156,6 +156,10 @@ def add_pair_lengths(trainer: Any) -> None:
         for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
     ]
     trainer.train_dataset = dataset.add_column(trainer.args.length_column_name, lengths)
+    # Trainer drops every column outside DPOTrainer's signature before it builds the sampler; keep
+    # this one (TRL's preference collator reads only the ids it needs, so it passes through unused).
+    trainer._set_signature_columns_if_needed()
+    trainer._signature_columns = [*trainer._signature_columns, trainer.args.length_column_name]
 
 
 # ---- the recipe ---------------------------------------------------------------------------------

@@ -206,3 +206,24 @@ def test_fast_path_loss_curve_follows_the_reference(tiny_llama: Path, tmp_path: 
     assert math.isfinite(fast.train_loss)
     summary = json.loads(fast.model_dump_json())
     assert summary["speed_plan"]["padding_free"] is True
+
+
+def test_fast_dpo_groups_pairs_by_length(tiny_lfm2: Path, tmp_path: Path) -> None:
+    """DPO's tokenized pairs have no input_ids column: the recipe gives the sampler their lengths."""
+    from recipes import dpo
+
+    rows = sentiment_rows(16)
+    pairs = [
+        {"prompt": r["messages"][:2], "chosen": r["messages"][2:],
+         "rejected": [{"role": "assistant", "content": "neutral " * (1 + i % 5)}]}
+        for i, r in enumerate(rows)
+    ]
+    cfg = dpo.DPORecipeConfig(
+        base_model_dir=tiny_lfm2, train_file=write_jsonl(tmp_path / "pairs.jsonl", pairs),
+        output_dir=tmp_path / "dpo", hyperparameters=Hyperparameters(batch_size=4, n_epochs=1),
+        max_length=128, speed="fast",
+    )
+    result = dpo.train(cfg)
+    plan = result.training.speed_plan
+    assert plan is not None and plan.length_grouped and not plan.padding_free
+    assert result.training.steps == 4 and result.training.merged_dir is not None
