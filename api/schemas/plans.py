@@ -28,9 +28,13 @@ class ResolvedHyperparametersPublic(BaseModel):
 class GpuFitPublic(BaseModel):
     gpu: str
     memory_gib: float
-    peak_memory_gib: float
+    peak_memory_gib: float  # the memory model's peak for the chosen micro-batch at the longest row
     fits: bool
     no_fit_reason: str | None
+    # what the worker's fast path would choose on this GPU (recipes.speed); None when it does not fit
+    micro_batch_size: int | None = None
+    grad_accum: int | None = None
+    activation_checkpointing: bool | None = None
     estimated_train_seconds: float
 
 

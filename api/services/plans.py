@@ -129,7 +129,7 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
 
     book = price_book()
     memory = _memory(
-        shape, config, hp.batch_size * data.sequences_per_row, stats.longest, trainable, flops, steps, book
+        shape, config, (hp.batch_size, data.sequences_per_row), stats.longest, trainable, flops, steps, book
     )
     seconds = _stage_seconds(config, data, flops, steps, book)
     fits, no_fit = _fits_worker(memory)
@@ -191,28 +191,46 @@ def check_artifact_sizes(cfg: JobConfig, params: int) -> None:
 def _memory(
     shape: Any,
     cfg: JobConfig,
-    batch: int,
+    batch: tuple[int, int],
     seq_len: int,
     trainable: int,
     flops: float,
     steps: int,
     book: PriceBook,
 ) -> list[GpuFitPublic]:
+    """Per GPU class, what the worker's fast path would pick (recipes.speed.fit_micro_batch, the
+    same call the recipe makes on the GPU): micro-batch, accumulation, checkpointing, and the memory
+    model's peak for it at the longest row; `batch` is (rows per step, sequences per row)."""
     from recipes.estimate import GIB, GPU_CLASSES, fit_on, peak_memory, seconds_for
+    from recipes.speed import MEMORY_HEADROOM, fit_micro_batch
 
+    rows, per_row = batch
     full_dpo = cfg.method.type == "dpo" and cfg.training_type == "full"
-    mem = peak_memory(shape, cfg.training_type, batch, seq_len, trainable, reference_copy=full_dpo)
     out = []
     for gpu in GPU_CLASSES:
-        fits, reason = fit_on(gpu, mem)
+        fit = fit_micro_batch(
+            shape, cfg.training_type, rows, seq_len, trainable=trainable, sequences_per_row=per_row,
+            reference_copy=full_dpo, fused_loss=cfg.method.type != "dpo",
+            budget=int(gpu.memory_gib * GIB * MEMORY_HEADROOM),
+        )  # fmt: skip
+        one_row = peak_memory(shape, cfg.training_type, per_row, seq_len, trainable, reference_copy=full_dpo)
+        reason = None
+        if fit is None:  # over the card, or within it but over the headroom the worker keeps
+            reason = fit_on(gpu, one_row)[1] or (
+                f"needs ~{one_row.total_gib:.1f} GiB for one row: over {MEMORY_HEADROOM:.0%} of {gpu.name}"
+            )
+        fits = fit is not None
         rate = gpu.bf16_tflops * 1e12 * book.throughput.gpu_mfu
         out.append(
             GpuFitPublic(
                 gpu=gpu.name,
                 memory_gib=gpu.memory_gib,
-                peak_memory_gib=round(mem.total_bytes / GIB, 2),
+                peak_memory_gib=round(fit[2] if fit else one_row.total_gib, 2),
                 fits=fits,
                 no_fit_reason=reason,
+                micro_batch_size=fit[0] if fit else None,
+                grad_accum=rows // fit[0] if fit else None,
+                activation_checkpointing=fit[1] if fit else None,
                 estimated_train_seconds=round(
                     seconds_for(flops, rate, steps, book.throughput.gpu_step_overhead_s), 1
                 ),

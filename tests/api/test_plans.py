@@ -62,6 +62,11 @@ def test_plan_counts_real_tokens_and_prices_every_stage(api, train_file, tiny_ba
     gpus = {m["gpu"]: m for m in plan["memory"]}
     assert {"h100-80gb", "l4-24gb"} <= set(gpus) and all(m["fits"] for m in gpus.values())
     assert plan["fits"] is True and plan["no_fit_reason"] is None
+    # the fast path's choice per GPU (recipes.speed): the whole batch, and a tiny model needs no
+    # checkpointing anywhere
+    for m in gpus.values():
+        assert m["micro_batch_size"] * m["grad_accum"] == hp["batch_size"], m
+        assert m["activation_checkpointing"] is False, m
 
     quote = plan["quote"]
     assert quote["total_usd"] == pytest.approx(sum(i["amount_usd"] for i in quote["items"]), abs=1e-5)

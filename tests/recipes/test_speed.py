@@ -227,3 +227,16 @@ def test_fast_dpo_groups_pairs_by_length(tiny_lfm2: Path, tmp_path: Path) -> Non
     plan = result.training.speed_plan
     assert plan is not None and plan.length_grouped and not plan.padding_free
     assert result.training.steps == 4 and result.training.merged_dir is not None
+
+
+def test_the_plan_and_the_recipe_make_the_same_choice(lfm2_1b: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's plan calls fit_micro_batch with a GPU class's memory; the recipe calls it with the
+    GPU's free memory: on the same memory they agree."""
+    from recipes.speed import MEMORY_HEADROOM, fit_micro_batch
+
+    on_gpu(monkeypatch, 79.1, set())
+    plan = plan_speed("auto", cuda=True, model_dir=lfm2_1b, recipe="sft", method="full",
+                      batch_size=16, max_length=2048)
+    fit = fit_micro_batch(ModelShape.from_dir(lfm2_1b), "full", 16, 2048, trainable=0, sequences_per_row=1,
+                          reference_copy=False, fused_loss=True, budget=int(79.1 * GIB * MEMORY_HEADROOM))
+    assert fit is not None and (plan.micro_batch_size, plan.activation_checkpointing) == fit[:2]
