@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -39,14 +40,30 @@ def _download_file(file_id: str, dest: Path) -> Path:
     return get_store().download(key, dest)
 
 
-def prepare(ctx: JobContext) -> dict[str, Any]:
-    """Copy the customer's files into the job (a later delete cannot break it) and load the base."""
+def _gpu_present() -> bool:
+    """Whether this machine has a usable GPU, asked of NVML: the CUDA runtime's own check would
+    initialise CUDA in this (Celery) process, and only the training process should
+    (worker/train_process.py). The setting is put back so that process makes the full check."""
     import torch
 
+    name = "PYTORCH_NVML_BASED_CUDA_CHECK"
+    before = os.environ.get(name)
+    os.environ[name] = "1"
+    try:
+        return torch.cuda.is_available()
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def prepare(ctx: JobContext) -> dict[str, Any]:
+    """Copy the customer's files into the job (a later delete cannot break it) and load the base."""
     from recipes.base_models import resolve_base_model
 
     data = ctx.work_dir / "data"
-    out: dict[str, Any] = {"device": "cuda" if torch.cuda.is_available() else "cpu"}
+    out: dict[str, Any] = {"device": "cuda" if _gpu_present() else "cpu"}
     if ctx.config.training_file:
         out["train_path"] = str(_download_file(ctx.config.training_file, data / "train.jsonl"))
     if ctx.config.validation_file:

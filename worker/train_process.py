@@ -213,10 +213,12 @@ def _die_with_parent(parent_pid: int) -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
     def watch() -> None:
-        while True:
-            if os.getppid() != parent_pid:
-                os.killpg(os.getpgrp(), signal.SIGKILL)
+        while os.getppid() == parent_pid:
             time.sleep(1.0)
+        # our own process group (the stage starts us as its leader), else only ourselves
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     if os.getppid() != parent_pid:
         os._exit(1)
