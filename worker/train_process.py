@@ -130,9 +130,11 @@ def _log_tail(log: Path, chars: int = LOG_TAIL_CHARS) -> str:
 
 
 def _exit_reason(rc: int) -> str:
+    if rc == -signal.SIGKILL:
+        return "was killed by SIGKILL (e.g. out of memory)"
     if rc < 0:
         try:
-            return f"was killed by {signal.Signals(-rc).name} (e.g. out of memory)"
+            return f"was killed by {signal.Signals(-rc).name}"
         except ValueError:
             return f"was killed by signal {-rc}"
     return f"exited with code {rc}"
@@ -190,7 +192,11 @@ def run_recipe_in_child(
             env=_child_env(),
             start_new_session=True,  # its own process group: one killpg ends it and its children
         )
-    ctx.event(f"Training in process {proc.pid} ({name})", data={"train_pid": proc.pid, "log": str(log)})
+    try:
+        ctx.event(f"Training in process {proc.pid} ({name})", data={"train_pid": proc.pid, "log": str(log)})
+    except BaseException:  # nobody would wait for it
+        _end_child(proc)
+        raise
     rc = _wait(proc, should_stop, poll_s)
     if rc != 0 or not result.exists():
         reason = _exit_reason(rc) if rc != 0 else "exited without writing its result"

@@ -87,6 +87,19 @@ def test_cancel_ends_the_training_process_at_once(client, worker, tiny_base) -> 
     assert worker.poll() is None  # the worker lives on for the next job
 
 
+def test_a_training_process_killed_from_outside_fails_the_job(client, worker, tiny_base) -> None:
+    """As the kernel's out-of-memory killer would: the worker lives on, the job fails naming it."""
+    job_id = _long_job(client, tiny_base)
+    os.kill(_train_pid(client, job_id), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status == "running":
+        assert time.monotonic() < deadline, "the job did not fail"
+        time.sleep(0.5)
+    assert job.status == "failed" and job.error.code == "training_failed", job.error
+    assert job.error.message.startswith("the training process was killed by SIGKILL (e.g. out of memory)")
+    assert worker.poll() is None
+
+
 def test_a_killed_worker_takes_its_training_process_down(client, platform, tiny_base) -> None:
     """SIGKILL leaves the worker no chance to end its child: the kernel's parent-death signal does."""
     victim = start_worker({}, platform.var_dir / "worker-killed.log")
