@@ -233,3 +233,16 @@ def speed_args(plan: SpeedPlan) -> dict[str, Any]:
         args["packing"] = True
         args["packing_strategy"] = "bfd"
     return args
+
+
+def describe(plan: SpeedPlan) -> str:
+    """One line for the job's events: how the steps were computed."""
+    if not plan.fast:
+        return f"reference path on {plan.device}"
+    rows = "packs" if plan.padding_free else "rows"
+    how = "padding-free" if plan.padding_free else "length-grouped padding"
+    return (
+        f"fast path on {plan.device}: {plan.micro_batch_size} {rows} per micro-step x {plan.grad_accum}, "
+        f"{how}, checkpointing {'on' if plan.activation_checkpointing else 'off'}"
+        + (", causal-conv1d kernel" if plan.conv_kernel else "")
+    )

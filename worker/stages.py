@@ -272,6 +272,7 @@ def train(ctx: JobContext) -> dict[str, Any]:
     """Run the job's recipe in a process of its own (worker/train_process.py says why): a cancel or
     a budget stop ends it within about a second, and its GPU memory is freed when it exits."""
     from recipes.dpo import DPOResult
+    from recipes.speed import describe
     from worker.train_process import run_recipe_in_child
 
     if not ctx.state.get("eval_path"):
@@ -289,13 +290,15 @@ def train(ctx: JobContext) -> dict[str, Any]:
         "trainable_params": result.trainable_params,
         "target_modules": targets,
         "training_type": ctx.config.training_type,
+        "speed_plan": result.speed_plan.model_dump() if result.speed_plan else None,
     }
     if isinstance(out, DPOResult):
         data |= {"reward_margins": out.reward_margins, "reward_accuracy": out.reward_accuracy}
     ctx.event(
         f"Training finished ({ctx.config.method.type}, {ctx.config.training_type}): {result.steps} steps, "
         f"final loss {result.train_loss or float('nan'):.4f}, "
-        f"{result.trainable_params:,} trainable of {result.total_params:,} parameters",
+        f"{result.trainable_params:,} trainable of {result.total_params:,} parameters"
+        + (f"; {describe(result.speed_plan)}" if result.speed_plan else ""),
         type="metrics",
         data=data,
     )
