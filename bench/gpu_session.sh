@@ -2,7 +2,7 @@
 # One GPU session, prepared on a CPU machine and run on the GPU machine in one or two calls
 # (issue 14). The GPU machine has no package registry: the pinned pure-Python wheels (and the
 # few binary ones for its Python) travel in .whl/, with causal-conv1d's source, patched to build
-# for sm_90 only, in .whl/causal-conv1d-src (docs/benchmarks.md says how .whl/ was made).
+# for sm_90 only, in .whl/causal-conv1d-src: `bash bench/gpu_wheels.sh` makes .whl/.
 #
 #   bash bench/gpu_session.sh setup job kernel tests bench350 bench1b   # any subset, in that order
 #
