@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Header
 from sqlalchemy.orm import Session
 
-from api.services.orgs import authenticate
+from api.services.api_keys import authenticate
 from infra.db import get_sessionmaker
 from infra.models import Org
 
@@ -20,6 +20,8 @@ SessionDep = Annotated[Session, Depends(get_db)]
 
 
 def get_current_org(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Org:
+    """The org of the request's Bearer key: a missing, unknown or revoked key is a 401
+    `invalid_api_key` (`missing_api_key` when absent), an expired one a 401 `api_key_expired`."""
     return authenticate(session=session, authorization=authorization)
 
 

@@ -49,15 +49,22 @@ class Org(Base):
 
 
 class ApiKey(Base):
+    """An org's API key (api/services/api_keys.py). Refused from `revoked_at` on (a rotation's grace
+    period sets it in the future) and from `expires_at` on; rotation makes a new row."""
+
     __tablename__ = "api_keys"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
     key_hash: Mapped[str] = mapped_column(
         String(64), unique=True
     )  # sha256 hex; the key itself is never stored
-    prefix: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to tell keys apart
+    name: Mapped[str] = mapped_column(String(128), default="default", server_default="default")
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: never
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # to the minute
+    rotated_from: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the key it replaced
 
 
 class File(Base):
