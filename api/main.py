@@ -7,7 +7,18 @@ from fastapi import FastAPI
 
 from api.agent.mcp_server import build_mcp_server, mcp_route
 from api.errors import install_error_handlers
-from api.routes import artifacts, files, jobs, models, registry, synthetic_datasets, tools, usage, webhooks
+from api.routes import (
+    api_keys,
+    artifacts,
+    files,
+    jobs,
+    models,
+    registry,
+    synthetic_datasets,
+    tools,
+    usage,
+    webhooks,
+)
 
 
 def create_app() -> FastAPI:
@@ -25,7 +36,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (files, jobs, models, artifacts, registry, usage, webhooks, synthetic_datasets):
+    for module in (files, jobs, models, artifacts, registry, usage, webhooks, synthetic_datasets, api_keys):
         app.include_router(module.router, prefix="/v1")
 
     app.include_router(tools.router, prefix="/v1")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -156,6 +156,21 @@ def _touch(session: Session, row: ApiKey, t: int) -> None:
     )
     session.commit()
     row.last_used_at = t
+
+
+def to_public(row: ApiKey) -> dict[str, Any]:
+    """The fields of api.schemas.api_keys.ApiKeyPublic; never the secret (it is not stored)."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "prefix": row.prefix,
+        "status": status_of(row),
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "last_used_at": row.last_used_at,
+        "rotated_from": row.rotated_from,
+    }
 
 
 def get_key(*, session: Session, org: Org, key_id: str) -> ApiKey:
