@@ -4,6 +4,8 @@ stdio server, and the `jobs` / `artifacts` verbs for people from infra/client_cl
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -63,16 +65,108 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--org", "org_name", required=True, help="Organisation name (created if new).")
-def keys_create(org_name: str) -> None:
+@click.option("--name", default="default", show_default=True, help="A label to tell the org's keys apart.")
+@click.option("--expires-days", type=float, default=None, help="Refuse the key after this many days.")
+def keys_create(org_name: str, name: str, expires_days: float | None) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
-    from api.services.orgs import create_key
+    from api.services.api_keys import create_key, resolve_expiry
     from infra.db import session_scope
 
-    with session_scope() as session:
-        org, key = create_key(session=session, org_name=org_name)
+    with _service_errors(), session_scope() as session:
+        org, key = create_key(
+            session=session,
+            org_name=org_name,
+            name=name,
+            expires_at=resolve_expiry(expires_in_days=expires_days),
+        )
         org_id = org.id
     click.echo(f"org: {org_name} ({org_id})", err=True)
     click.echo(key)
+
+
+@keys.command("list")
+@click.option("--org", "org_name", required=True)
+def keys_list(org_name: str) -> None:
+    """The org's keys, newest first: id, name, prefix, status, created, expires, last used (UTC)."""
+    from sqlalchemy import select
+
+    from api.services.api_keys import list_keys, to_public
+    from infra.db import session_scope
+    from infra.models import Org
+
+    with _service_errors(), session_scope() as session:
+        org = session.scalar(select(Org).where(Org.name == org_name))
+        if org is None:
+            raise click.ClickException(f"no org named {org_name!r}")
+        rows, after = [], None
+        while True:
+            page, has_more = list_keys(session=session, org=org, after=after, limit=100)
+            rows += [to_public(row) for row in page]
+            if not has_more:
+                break
+            after = page[-1].id
+    for k in rows:
+        when = [_utc(k[f]) for f in ("created_at", "expires_at", "last_used_at")]
+        click.echo("\t".join([k["id"], k["name"], k["prefix"], k["status"], *when]))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key (any org's): it is refused from now on."""
+    from api.services.api_keys import find_key_any_org, revoke
+    from infra.db import session_scope
+
+    with _service_errors(), session_scope() as session:
+        org, _ = find_key_any_org(session=session, key_id=key_id)
+        row = revoke(session=session, org=org, key_id=key_id)
+        click.echo(f"{row.id}\trevoked\t{org.name}")
+
+
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option(
+    "--grace-seconds", type=int, default=0, show_default=True, help="How long the old key still works."
+)
+@click.option(
+    "--expires-days", type=float, default=None, help="The new key's expiry (default: the old one's lifetime)."
+)
+def keys_rotate(key_id: str, grace_seconds: int, expires_days: float | None) -> None:
+    """Replace a key with a new one (same name, new secret printed once); the old one is revoked now
+    or after --grace-seconds."""
+    from api.services.api_keys import find_key_any_org, rotate
+    from infra.db import session_scope
+
+    with _service_errors(), session_scope() as session:
+        org, _ = find_key_any_org(session=session, key_id=key_id)
+        row, key, old = rotate(
+            session=session,
+            org=org,
+            key_id=key_id,
+            grace_period_seconds=grace_seconds,
+            expires_in_days=expires_days,
+        )
+        click.echo(
+            f"{row.id} replaces {old.id} (revoked from {_utc(old.revoked_at)}), org {org.name}", err=True
+        )
+    click.echo(key)
+
+
+def _utc(t: int | None) -> str:
+    import datetime as dt
+
+    return "-" if t is None else dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextmanager
+def _service_errors() -> Iterator[None]:
+    """A service's refusal (an unknown key, a bad expiry) as a CLI error, not a traceback."""
+    from infra.errors import EdgetuneError
+
+    try:
+        yield
+    except EdgetuneError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 @main.group()
