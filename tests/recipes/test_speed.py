@@ -240,3 +240,18 @@ def test_the_plan_and_the_recipe_make_the_same_choice(lfm2_1b: Path, monkeypatch
     fit = fit_micro_batch(ModelShape.from_dir(lfm2_1b), "full", 16, 2048, trainable=0, sequences_per_row=1,
                           reference_copy=False, fused_loss=True, budget=int(79.1 * GIB * MEMORY_HEADROOM))
     assert fit is not None and (plan.micro_batch_size, plan.activation_checkpointing) == fit[:2]
+
+
+def test_planned_steps_count_accumulation_as_trainer_does() -> None:
+    """The resume check's planned last step: ceil(ceil(rows / micro) / accum) per epoch."""
+    from types import SimpleNamespace
+
+    from recipes.training_common import ResolvedHyperparameters, planned_steps
+
+    hp = ResolvedHyperparameters(n_epochs=3, batch_size=16, learning_rate=1e-4)
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=4),
+        train_dataset=list(range(70)),  # 18 micro-batches -> 5 optimizer steps an epoch
+    )
+    assert planned_steps(trainer, None, hp) == 15
+    assert planned_steps(trainer, 7, hp) == 7
