@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -21,6 +21,158 @@ from eval.tool_calls import parse_tool_calls
 
 Auto = Literal["auto"]
 MAX_EVAL_ROWS = 64
+
+# ---- Limits --------------------------------------------------------------------------------
+# Every bound a request is held to, named once (README "Limits" lists them). A request over one
+# is a 400 naming the field; a malformed path id is a 404.
+MAX_JSON_DEPTH = 64  # nesting of a JSON request body and of each JSONL row of an upload
+MAX_JSON_BODY_BYTES = 8 * 1024 * 1024  # a JSON request body (uploads are multipart, see max_upload_bytes)
+MAX_ID_LENGTH = 256  # a path id (ftjob-..., file-..., a model name) or an id field of a body
+MAX_QUERY_VALUE_LENGTH = 1024  # one query parameter's value
+MAX_INT_DIGITS = 18  # an integer in a path (a version number) fits 64 bits
+MAX_UNIX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: the latest time a query may name
+MAX_MODEL_LENGTH = 256
+MAX_TARGET_LENGTH = 64
+MAX_LORA_TARGET_MODULES = 64
+MAX_METADATA_KEYS = 16  # OpenAI's metadata limits
+MAX_METADATA_KEY_LENGTH = 64
+MAX_METADATA_VALUE_LENGTH = 512
+MAX_DESCRIPTION_LENGTH = 4000  # task.description
+MAX_LABELS = 256
+MAX_LABEL_LENGTH = 100
+MAX_LABEL_DESCRIPTION_LENGTH = 500
+MAX_TOOLS = 128
+MAX_TOOL_NAME_LENGTH = 64  # OpenAI's limit on a function name
+MAX_TOOL_DESCRIPTION_LENGTH = 1024
+MAX_SCHEMA_BYTES = 16 * 1024  # a tool's parameters or output_schema, as compact JSON
+MAX_SCHEMA_DEPTH = 16  # nesting of objects/arrays within one such schema
+MAX_RUBRIC_LENGTH = 2000
+MAX_CONSTRAINTS = 20
+MAX_CONSTRAINT_LENGTH = 300
+MAX_SEED_EXAMPLES = 20
+MAX_SEED_INPUT_LENGTH = 4000
+MAX_SEED_OUTPUT_BYTES = 16 * 1024
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests objects/arrays deeper than `limit`, found without parsing it (so
+    without recursion): strings are skipped, brackets counted. Malformed text is left to the parser."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    for m in _JSON_BRACKETS.finditer(_JSON_STRING.sub(b"", data)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The path of the first string (key or value) holding a NUL character, or None."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        v, where = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return where
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if isinstance(k, str) and "\x00" in k:
+                    return where
+                stack.append((item, f"{where}.{k}" if where else str(k)))
+        elif isinstance(v, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(v))
+    return None
+
+
+def _refuse_nul(value: Any, field: str | None) -> Any:
+    """`value` unchanged, or ValueError naming where it holds a NUL (PostgreSQL stores none)."""
+    if where := _nul_path(value, field or ""):
+        raise ValueError(f"{where}: NUL characters are not allowed")
+    return value
+
+
+def _resolve_pointer(root: Any, ref: str) -> tuple[str, Any] | None:
+    """A local `$ref` ('#', '#/$defs/x') resolved in `root`: (its canonical pointer, the node)."""
+    if ref == "#":
+        return "#", root
+    if not ref.startswith("#/"):
+        return None
+    node, parts = root, []
+    for raw in ref[2:].split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+        parts.append(part)
+    return "#/" + "/".join(parts), node
+
+
+def schema_limit_problems(schema: Any, where: str) -> list[str]:
+    """A schema given in a request (a tool's parameters, an output_schema) against the size and
+    depth limits; `$ref` must be local ('#/...'), resolve, and never lead back to itself."""
+    try:
+        size = len(json.dumps(schema, separators=(",", ":")))
+    except (TypeError, ValueError):
+        return [f"{where}: must be JSON"]
+    if size > MAX_SCHEMA_BYTES:
+        return [f"{where}: {size} bytes of JSON, over the {MAX_SCHEMA_BYTES}-byte limit"]
+    # Depth, and every node by its JSON pointer (iteratively: no recursion on tenant input).
+    nodes: dict[str, Any] = {}
+    stack: list[tuple[Any, str, int]] = [(schema, "#", 0)]
+    while stack:
+        node, pointer, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            return [f"{where}: nested deeper than {MAX_SCHEMA_DEPTH} levels"]
+        nodes[pointer] = node
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            if isinstance(child, dict | list):
+                token = str(key).replace("~", "~0").replace("/", "~1")
+                stack.append((child, f"{'#/' if pointer == '#' else pointer + '/'}{token}", depth + 1))
+    # $ref edges; a cycle through them (a schema that contains itself) is refused.
+    edges: dict[str, list[str]] = {p: [] for p in nodes}
+    for pointer, node in nodes.items():
+        if pointer != "#":
+            parent = pointer.rsplit("/", 1)[0]
+            edges["#" if parent == "#" else parent].append(pointer)
+        ref = node.get("$ref") if isinstance(node, dict) else None
+        if ref is None:
+            continue
+        resolved = _resolve_pointer(schema, ref) if isinstance(ref, str) else None
+        if resolved is None:
+            return [f"{where}: $ref {ref!r} must point inside the schema ('#' or '#/...')"]
+        target = resolved[0]
+        if target not in nodes:
+            return [f"{where}: $ref {ref!r} must point at a schema object"]
+        edges[pointer].append(target)
+    color: dict[str, int] = {}  # 1: on the DFS stack, 2: done
+    for start in edges:
+        if start in color:
+            continue
+        color[start] = 1
+        path: list[tuple[str, Any]] = [(start, iter(edges[start]))]
+        while path:
+            pointer, children = path[-1]
+            nxt = next(children, None)
+            if nxt is None:
+                color[pointer] = 2
+                path.pop()
+            elif color.get(nxt) == 1:
+                return [f"{where}: $ref cycle at {pointer!r}: a schema may not contain itself"]
+            elif nxt not in color:
+                color[nxt] = 1
+                path.append((nxt, iter(edges[nxt])))
+    return []
 
 
 def held_out_count(n_rows: int) -> int:
@@ -72,14 +224,22 @@ def normalize_tool(tool: Any, i: int) -> dict[str, Any]:
     name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{where}.function.name: every tool needs a name")
+    if len(name) > MAX_TOOL_NAME_LENGTH:
+        raise ValueError(f"{where}.function.name: at most {MAX_TOOL_NAME_LENGTH} characters")
     if not _CALL_NAME.match(name):
         raise ValueError(f"{where}.function.name: {name!r} must be an identifier (LFM writes {name}(...))")
+    description = fn.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ValueError(f"{where}.function.description: must be a string")
+    if description and len(description) > MAX_TOOL_DESCRIPTION_LENGTH:
+        raise ValueError(f"{where}.function.description: at most {MAX_TOOL_DESCRIPTION_LENGTH} characters")
     params = fn.get("parameters") or {"type": "object", "properties": {}}
+    if problems := schema_limit_problems(params, f"{where}.function.parameters"):
+        raise ValueError("; ".join(problems))
     if problems := _object_schema_problems(params, f"{where}.function.parameters"):
         raise ValueError("invalid JSON Schema: " + "; ".join(problems))
     if bad := [k for k in params.get("properties", {}) if not str(k).isidentifier()]:
         raise ValueError(f"{where}.function.parameters: argument names {bad!r} must be identifiers")
-    description = fn.get("description")
     return {
         "type": "function",
         "function": {"name": name, "description": description or "", "parameters": params},
@@ -92,8 +252,16 @@ class SeedExample(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: str = Field(min_length=1, max_length=4000)
+    input: str = Field(min_length=1, max_length=MAX_SEED_INPUT_LENGTH)
     output: str | dict[str, Any] | None = None
+
+    @field_validator("output")
+    @classmethod
+    def _output_size(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        size = len(v) if isinstance(v, str) else len(json.dumps(v)) if v is not None else 0
+        if size > MAX_SEED_OUTPUT_BYTES:
+            raise ValueError(f"at most {MAX_SEED_OUTPUT_BYTES} characters")
+        return v
 
 
 def _seed_problem(seed: SeedExample, data: dict[str, Any]) -> str | None:
@@ -145,7 +313,9 @@ class TaskSpec(BaseModel):
         "sub-topics, difficulty spread, seeds, constraints, judge.",
     )
     type: TaskKind = Field(default="chat", description="What the fine-tuned model answers with.")
-    description: str = Field(min_length=8, max_length=4000, description="What the model must do.")
+    description: str = Field(
+        min_length=8, max_length=MAX_DESCRIPTION_LENGTH, description="What the model must do."
+    )
     language: str = Field(
         default="en", pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="BCP 47 code of the rows."
     )
@@ -153,31 +323,46 @@ class TaskSpec(BaseModel):
     eval_fraction: float = Field(default=0.25, gt=0.0, lt=0.9, description="Share held out for eval.")
     labels: list[str] | None = Field(
         default=None,
+        max_length=MAX_LABELS,
         validate_default=True,
         description="Classification labels; when given, the model is trained to answer with exactly one.",
     )
     label_descriptions: dict[str, str] | None = Field(
-        default=None, description="Optional meaning of each label, shown to the teacher."
+        default=None,
+        max_length=MAX_LABELS,
+        description="Optional meaning of each label, shown to the teacher.",
     )
     output_schema: dict[str, Any] | None = Field(
         default=None, validate_default=True, description="Extraction: the JSON Schema every answer satisfies."
     )
     tools: list[dict[str, Any]] | None = Field(
-        default=None, validate_default=True, description="Tool calling: OpenAI function tool definitions."
+        default=None,
+        max_length=MAX_TOOLS,
+        validate_default=True,
+        description="Tool calling: OpenAI function tool definitions.",
     )
     rubric: str | None = Field(
         default=None,
         min_length=8,
-        max_length=2000,
+        max_length=MAX_RUBRIC_LENGTH,
         description="When set, an LLM judge scores each row against it; rows below judge_min_score go.",
     )
     judge_min_score: int = Field(default=4, ge=1, le=5, description="Lowest judge score (1-5) kept.")
     constraints: list[str] = Field(
-        default_factory=list, max_length=20, description="Rules every input must follow, told to the teacher."
+        default_factory=list,
+        max_length=MAX_CONSTRAINTS,
+        description="Rules every input must follow, told to the teacher.",
     )
     seed_examples: list[SeedExample] = Field(
-        default_factory=list, max_length=20, description="Examples the teacher writes new inputs from."
+        default_factory=list,
+        max_length=MAX_SEED_EXAMPLES,
+        description="Examples the teacher writes new inputs from.",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, v: Any, info: ValidationInfo) -> Any:
+        return _refuse_nul(v, info.field_name)
 
     @model_validator(mode="before")
     @classmethod
@@ -203,6 +388,8 @@ class TaskSpec(BaseModel):
             raise ValueError("a classification task needs at least 2 labels")
         if any(not s for s in cleaned):
             raise ValueError("labels must be non-empty strings")
+        if long := [i for i, s in enumerate(cleaned) if len(s) > MAX_LABEL_LENGTH]:
+            raise ValueError(f"labels[{long[0]}]: at most {MAX_LABEL_LENGTH} characters")
         if len({s.lower() for s in cleaned}) != len(cleaned):
             raise ValueError("labels must be distinct (case-insensitive)")
         return cleaned
@@ -213,7 +400,11 @@ class TaskSpec(BaseModel):
         cls, v: dict[str, str] | None, info: ValidationInfo
     ) -> dict[str, str] | None:
         if v and (unknown := sorted(set(v) - set(info.data.get("labels") or []))):
-            raise ValueError(f"{unknown!r} are not labels")
+            raise ValueError(f"{unknown[:5]!r} are not labels")
+        if v and (long := [k for k, d in v.items() if len(d) > MAX_LABEL_DESCRIPTION_LENGTH]):
+            raise ValueError(
+                f"{long[0]!r}: a description is at most {MAX_LABEL_DESCRIPTION_LENGTH} characters"
+            )
         return v
 
     @field_validator("output_schema")
@@ -226,6 +417,8 @@ class TaskSpec(BaseModel):
             return v
         if kind not in (None, "extraction"):
             raise ValueError(f"output_schema applies to extraction tasks, not {kind}")
+        if problems := schema_limit_problems(v, "output_schema"):
+            raise ValueError("; ".join(problems))
         problems = _object_schema_problems(v, "output_schema")
         if not problems and not v.get("properties"):
             problems.append("output_schema.properties: name at least one field to extract")
@@ -253,8 +446,10 @@ class TaskSpec(BaseModel):
     @classmethod
     def _constraints_are_short(cls, v: list[str]) -> list[str]:
         cleaned = [c.strip() for c in v]
-        if any(not c or len(c) > 300 for c in cleaned):
-            raise ValueError("each constraint is a non-empty sentence of at most 300 characters")
+        if any(not c or len(c) > MAX_CONSTRAINT_LENGTH for c in cleaned):
+            raise ValueError(
+                f"each constraint is a non-empty sentence of at most {MAX_CONSTRAINT_LENGTH} characters"
+            )
         return cleaned
 
     @field_validator("seed_examples")
@@ -364,8 +559,10 @@ class LoraSettings(BaseModel):
     r: int = Field(default=8, ge=1, le=256)
     alpha: int = Field(default=16, ge=1, le=512)
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = Field(
-        default=None, description="None picks the base architecture's default (LFM2: all its linears)."
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=MAX_MODEL_LENGTH)]] | None = Field(
+        default=None,
+        max_length=MAX_LORA_TARGET_MODULES,
+        description="None picks the base architecture's default (LFM2: all its linears).",
     )
 
 
@@ -374,15 +571,19 @@ class JobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="Base model id, e.g. LiquidAI/LFM2-350M.")
-    training_file: str | None = None
-    validation_file: str | None = None
+    model: str = Field(
+        min_length=1, max_length=MAX_MODEL_LENGTH, description="Base model id, e.g. LiquidAI/LFM2-350M."
+    )
+    training_file: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    validation_file: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
     method: Method = Field(default_factory=Method)
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = None
     task: TaskSpec | None = None
-    targets: list[str] = Field(default_factory=lambda: ["laptop-cpu"], min_length=1, max_length=8)
+    targets: list[Annotated[str, Field(max_length=MAX_TARGET_LENGTH)]] = Field(
+        default_factory=lambda: ["laptop-cpu"], min_length=1, max_length=8
+    )
     training_type: Literal["lora", "full"] = Field(
         default="lora",
         description="'lora' trains low-rank adapters on the LFM2 linears (and ships the adapter too); "
@@ -404,17 +605,32 @@ class JobConfig(BaseModel):
         "with budget_exhausted if a running job reaches it.",
     )
 
-    @field_validator("metadata")
+    @field_validator("*", mode="before")
     @classmethod
-    def _metadata_limits(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        # OpenAI's limits: at most 16 pairs, keys <= 64 chars, values <= 512 chars.
-        if v is None:
+    def _no_nul(cls, v: Any, info: ValidationInfo) -> Any:
+        # PostgreSQL stores no NUL in text or JSON: refused here, naming the field, not at INSERT
+        # (TaskSpec checks its own fields, so the task's are named down to the field).
+        return v if info.field_name == "task" else _refuse_nul(v, info.field_name)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_limits(cls, v: Any) -> Any:
+        # OpenAI's limits: at most 16 pairs, keys <= 64 chars, values strings of <= 512 chars.
+        if not isinstance(v, dict):
             return v
-        if len(v) > 16:
-            raise ValueError("at most 16 metadata pairs")
+        if len(v) > MAX_METADATA_KEYS:
+            raise ValueError(f"at most {MAX_METADATA_KEYS} metadata pairs, got {len(v)}")
         for key, value in v.items():
-            if len(key) > 64 or len(value) > 512:
-                raise ValueError(f"metadata key {key!r}: keys <= 64 chars, values <= 512 chars")
+            if not isinstance(value, str):
+                raise ValueError(f"metadata[{str(key)[:MAX_METADATA_KEY_LENGTH]!r}]: values must be strings")
+            if len(key) > MAX_METADATA_KEY_LENGTH:
+                raise ValueError(
+                    f"metadata key {key[:16]!r}...: keys are at most {MAX_METADATA_KEY_LENGTH} characters"
+                )
+            if len(value) > MAX_METADATA_VALUE_LENGTH:
+                raise ValueError(
+                    f"metadata[{key!r}]: values are at most {MAX_METADATA_VALUE_LENGTH} characters"
+                )
         return v
 
     def to_yaml(self) -> str:

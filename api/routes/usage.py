@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from api.deps import CurrentOrg, SessionDep
 from api.schemas.usage import GroupBy, InvoicePreviewPublic, UsagePublic
 from api.services import usage as svc
+from infra.job_config import MAX_UNIX_TIME
 
 router = APIRouter(prefix="/usage", tags=["usage"])
 
@@ -16,8 +17,12 @@ def get_usage(
     session: SessionDep,
     org: CurrentOrg,
     group_by: GroupBy = "day",
-    start_time: Annotated[int | None, Query(ge=0, description="Unix seconds, inclusive.")] = None,
-    end_time: Annotated[int | None, Query(ge=0, description="Unix seconds, exclusive.")] = None,
+    start_time: Annotated[
+        int | None, Query(ge=0, le=MAX_UNIX_TIME, description="Unix seconds, inclusive.")
+    ] = None,
+    end_time: Annotated[
+        int | None, Query(ge=0, le=MAX_UNIX_TIME, description="Unix seconds, exclusive.")
+    ] = None,
 ) -> UsagePublic:
     """The caller's ledger by job or by UTC day, with totals; defaults to the current month."""
     return svc.get_usage(

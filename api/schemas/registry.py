@@ -40,7 +40,7 @@ class ModelVersionPublic(BaseModel):
 
 # Shared properties of an alias: which version it points at
 class ModelAliasBase(BaseModel):
-    version: int = Field(ge=1, description="A version of the model that passed its eval gate.")
+    version: int = Field(ge=1, le=2**31 - 1, description="A version of the model that passed its eval gate.")
 
 
 # Properties to receive on PUT .../aliases/{alias}

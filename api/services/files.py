@@ -13,6 +13,7 @@ from api.schemas.files import PURPOSES, FilePublic
 from api.services.pagination import page
 from infra.chat_rows import RowError, parse_jsonl
 from infra.errors import InvalidRequest, NotFound, PayloadTooLarge
+from infra.job_config import MAX_JSON_DEPTH, json_depth_exceeds
 from infra.models import File, Org, new_id
 from infra.settings import get_settings
 from infra.storage import get_store
@@ -42,7 +43,11 @@ def validate_upload(*, filename: str, purpose: str, data: bytes) -> int:
         raise InvalidRequest("file is empty", param="file", code="empty_file")
     if not filename.endswith(".jsonl"):
         raise InvalidRequest("fine-tune files must be JSONL (*.jsonl)", param="file")
-    rows, errors = parse_rows(data, file_format(data))
+    # Rows nested past the limit are refused before any parser (which would recurse) sees them.
+    rows: list[dict[str, Any]] = []
+    errors = too_deep_rows(data)
+    if not errors:
+        rows, errors = parse_rows(data, file_format(data))
     if errors:
         shown = "; ".join(str(e) for e in errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
@@ -53,6 +58,15 @@ def validate_upload(*, filename: str, purpose: str, data: bytes) -> int:
             details=[{"line": e.line, "reason": e.reason} for e in errors],
         )
     return len(rows)
+
+
+def too_deep_rows(data: bytes) -> list[RowError]:
+    """Lines whose JSON nests deeper than MAX_JSON_DEPTH (counted without parsing)."""
+    return [
+        RowError(i, f"nested deeper than {MAX_JSON_DEPTH} levels")
+        for i, line in enumerate(data.splitlines(), start=1)
+        if json_depth_exceeds(line, MAX_JSON_DEPTH)
+    ]
 
 
 RowFormat = Literal["chat", "preference"]
