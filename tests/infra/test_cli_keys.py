@@ -29,25 +29,28 @@ def test_create_list_rotate_revoke(server) -> None:
     assert key.startswith("et-") and f"org: {org}" in made.stderr
     assert _status(server, key) == 200 and _status(server, plain) == 200
 
-    rows = [line.split("\t") for line in cli("keys", "list", "--org", org).stdout.splitlines()]
-    assert [r[1] for r in rows] == ["deploy", "default"]  # newest first
-    key_id, _, prefix, status, _created, expires, last_used = rows[0]
+    rows = {
+        r[1]: r for r in (line.split("\t") for line in cli("keys", "list", "--org", org).stdout.splitlines())
+    }
+    assert set(rows) == {"deploy", "default"}
+    key_id, _, prefix, status, _created, expires, last_used = rows["deploy"]
     assert key_id.startswith("key-") and prefix == key[:10] and status == "active"
-    assert expires != "-" and last_used != "-" and rows[1][5] == "-"
+    assert expires != "-" and last_used != "-" and rows["default"][5] == "-"
     assert key not in cli("keys", "list", "--org", org).output
 
     rotated = cli("keys", "rotate", key_id)
     new = rotated.stdout.strip()
     assert new.startswith("et-") and new != key and f"replaces {key_id}" in rotated.stderr
     assert _status(server, key) == 401 and _status(server, new) == 200
-    rows = [line.split("\t") for line in cli("keys", "list", "--org", org).stdout.splitlines()]
-    assert rows[0][1] == "deploy" and rows[0][3] == "active" and rows[0][4] != "-"  # same name, new key
-    assert {r[0]: r[3] for r in rows}[key_id] == "revoked"
+    lines = [line.split("\t") for line in cli("keys", "list", "--org", org).stdout.splitlines()]
+    status = {r[0]: r[3] for r in lines}
+    (new_id,) = [r[0] for r in lines if r[1] == "deploy" and r[0] != key_id]  # same name, a new key
+    assert status[new_id] == "active" and status[key_id] == "revoked"
     assert "revoked" in cli("keys", "rotate", key_id, code=1).output
 
-    graced = cli("keys", "rotate", rows[0][0], "--grace-seconds", "600").stdout.strip()
+    graced = cli("keys", "rotate", new_id, "--grace-seconds", "600").stdout.strip()
     assert _status(server, new) == 200 and _status(server, graced) == 200  # the old one, for 10 minutes
-    assert cli("keys", "revoke", rows[0][0]).stdout.startswith(f"{rows[0][0]}\trevoked\t{org}")
+    assert cli("keys", "revoke", new_id).stdout.startswith(f"{new_id}\trevoked\t{org}")
     assert _status(server, new) == 401 and _status(server, graced) == 200
 
 
