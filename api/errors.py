@@ -12,6 +12,7 @@ import logging
 import re
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,11 +25,11 @@ from infra.errors import EdgetuneError
 from infra.job_config import (
     MAX_ID_LENGTH,
     MAX_INT_DIGITS,
-    MAX_JSON_BODY_BYTES,
     MAX_JSON_DEPTH,
     MAX_QUERY_VALUE_LENGTH,
     json_depth_exceeds,
 )
+from infra.settings import get_settings
 
 log = logging.getLogger("edgetune.api")
 
@@ -144,6 +145,8 @@ def _json_content(scope: Scope) -> bool:
 
 
 async def _read_json_body(receive: Receive) -> tuple[bytes, JSONResponse | None]:
+    # The upload cap: the upload_training_file tool carries a file's JSONL as a JSON string.
+    limit = get_settings().max_upload_bytes
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -152,10 +155,10 @@ async def _read_json_body(receive: Receive) -> tuple[bytes, JSONResponse | None]
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_JSON_BODY_BYTES:
+        if size > limit:
             return b"", JSONResponse(
                 _body(
-                    f"the JSON body is over the {MAX_JSON_BODY_BYTES}-byte limit",
+                    f"the JSON body is over the {limit}-byte limit",
                     "invalid_request_error",
                     "body",
                     "body_too_large",
@@ -166,7 +169,10 @@ async def _read_json_body(receive: Receive) -> tuple[bytes, JSONResponse | None]
         if not message.get("more_body", False):
             break
     body = b"".join(chunks)
-    if json_depth_exceeds(body, MAX_JSON_DEPTH):
+    # A large body is scanned off the event loop (other requests keep their latency).
+    small = len(body) < 1024 * 1024
+    deep = json_depth_exceeds(body) if small else await anyio.to_thread.run_sync(json_depth_exceeds, body)
+    if deep:
         return body, JSONResponse(
             _body(
                 f"the JSON body nests objects/arrays deeper than {MAX_JSON_DEPTH} levels",

@@ -236,3 +236,19 @@ def test_an_unexpected_error_is_a_generic_500_in_the_error_shape(db_down_server)
     r = httpx.get(f"{base}/v1/_boom")
     err = error_of(r, 500, None)
     assert err["type"] == "server_error" and "10.0.0.5" not in r.text and "redis" not in r.text
+
+
+def test_a_json_body_over_the_upload_cap_is_a_413(server, h, monkeypatch) -> None:
+    from infra.settings import get_settings
+
+    monkeypatch.setenv("EDGETUNE_MAX_UPLOAD_BYTES", "4096")
+    get_settings.cache_clear()
+    try:
+        body = {"model": "x", "suffix": "s" * 5000}
+        r = server.api.post("/fine_tuning/jobs", json=body, headers=h)
+        assert error_of(r, 413, "body")["code"] == "body_too_large"
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    r = server.api.post("/fine_tuning/jobs", json={"model": "x", "suffix": "s" * 5000}, headers=h)
+    assert error_of(r, 400, "suffix")
