@@ -153,10 +153,12 @@ def run_probe(
     path: Path,
     items: Sequence[ProbeItem] | None = None,
     max_new_tokens: int = PROBE_MAX_NEW_TOKENS,
+    device: Literal["cpu", "cuda"] = "cpu",
 ) -> EvalResult:
-    """Answer the probe with a transformers checkpoint ("hf") or a GGUF in llama.cpp ("gguf"),
-    greedily through the eval runners, and score it (`score_probe`)."""
+    """Answer the probe with a transformers checkpoint ("hf", on `device`: "cuda" decodes in bf16
+    batches) or a GGUF in llama.cpp ("gguf"), greedily through the eval runners, and score it
+    (`score_probe`)."""
     from eval.runners import generate
 
     items = list(items) if items is not None else load_probe()
-    return score_probe(items, generate(kind, path, probe_rows(items), max_new_tokens))
+    return score_probe(items, generate(kind, path, probe_rows(items), max_new_tokens, device=device))

@@ -1,9 +1,13 @@
 """Generate answers for held-out chat rows with transformers or llama.cpp, and score them.
 
-Both runners decode greedily, one row at a time: eval sets are small, and unbatched generation
-avoids padding effects, so the HF and GGUF scores of one model differ only by the runtime and the
-quantization. The GGUF runner formats prompts with the chat template embedded in the file, exactly
-as a customer's llama.cpp will.
+Every runner decodes greedily. On the CPU each answers one row at a time: eval sets are small, and
+unbatched generation avoids padding effects, so the HF and GGUF scores of one model differ only by
+the runtime and the quantization. The HF runner on a GPU (`device="cuda"`, which only the evaluate
+stage's own process asks for, worker/eval_process.py) loads the checkpoint in bf16 and decodes
+rows in left-padded batches with the same prompts, budget of new tokens and stopping, so its
+scores mean the same; batching itself changes no token (tests/eval/test_hf_batches.py checks
+batched against one-at-a-time in fp32). The GGUF runner formats prompts with the chat template
+embedded in the file, exactly as a customer's llama.cpp will.
 
 Rows are chat rows with tool calls already written as LFM text in the assistant content (what
 `recipes.chat_data.load_rows` returns).
@@ -31,7 +35,15 @@ Row = dict[str, Any]
 
 # The checkpoint generate_hf loaded last, kept only inside `one_load_per_model()`: a worker
 # process runs many jobs, so a model must not outlive the stage that loaded it.
-_kept: dict[Path, tuple[Any, Any]] | None = None
+_kept: dict[tuple[Path, str], tuple[Any, Any]] | None = None
+
+Device = Literal["cpu", "cuda"]
+
+# Batched decoding on a GPU: rows sorted by prompt length, at most this many per batch and this
+# many padded tokens (prompt + new) per batch. A 40-row eval or the 32-item probe is one or two
+# batches; LFM2-1.2B's cache for 16k tokens is a few hundred MB.
+GPU_BATCH_ROWS = 32
+GPU_BATCH_TOKENS = 16384
 
 
 @contextlib.contextmanager
@@ -46,21 +58,28 @@ def one_load_per_model() -> Iterator[None]:
         _kept = None
 
 
-def _load_hf(model_dir: Path) -> tuple[Any, Any]:
+def _load_hf(model_dir: Path, device: Device = "cpu") -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if _kept is not None and model_dir in _kept:
-        return _kept[model_dir]
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # fp32 whatever the checkpoint's dtype: transformers otherwise computes in the saved dtype (bf16
-    # for real bases and GPU-merged models), and SmolLM2's bf16 greedy answers part from its F16
-    # GGUF's at the 1st token on one parity golden and the 18th on another (tests/registry/
-    # test_parity.py), so HF and GGUF scores would differ by more than runtime and quantization.
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if _kept is not None and (model_dir, device) in _kept:
+        return _kept[(model_dir, device)]
     if _kept is not None:
-        _kept.clear()
-        _kept[model_dir] = (tokenizer, model)
+        _kept.clear()  # the previous model goes before this one loads
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if device == "cuda":
+        # bf16 on the GPU: the dtype GPU training saved, and the speed the evaluate stage needs
+        loaded: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+        model = loaded.to("cuda").eval()
+    else:
+        # fp32 whatever the checkpoint's dtype: transformers otherwise computes in the saved dtype
+        # (bf16 for real bases and GPU-merged models), and SmolLM2's bf16 greedy answers part from
+        # its F16 GGUF's at the 1st token on one parity golden and the 18th on another (tests/
+        # registry/test_parity.py), so HF and GGUF scores would differ by more than runtime and
+        # quantization.
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if _kept is not None:
+        _kept[(model_dir, device)] = (tokenizer, model)
     return tokenizer, model
 
 
@@ -89,14 +108,29 @@ def prompts_and_references(rows: list[Row]) -> tuple[list[Row], list[str]]:
     return prompts, references
 
 
-def generate_hf(model_dir: Path, rows: list[Row], max_new_tokens: int = 16) -> list[str]:
+def generate_hf(
+    model_dir: Path,
+    rows: list[Row],
+    max_new_tokens: int = 16,
+    *,
+    device: Device = "cpu",
+    batch_size: int | None = None,
+) -> list[str]:
     """Greedy answers from a transformers checkpoint, one per row (only the new tokens, decoded
     without special tokens). The tokenizer's own chat template renders the prompt; transformers
-    understands `{% generation %}` markers, so training templates work unchanged."""
+    understands `{% generation %}` markers, so training templates work unchanged.
+
+    Args:
+        device: "cpu" (fp32) or "cuda" (bf16 on the GPU; call it only in a process that may hold
+            CUDA, never in the Celery worker).
+        batch_size: rows per `generate` call. Default: 1 on the CPU (the answers every CPU score
+            was made with), batches of up to `GPU_BATCH_ROWS` rows and `GPU_BATCH_TOKENS` tokens
+            on CUDA. Above 1, prompts are left-padded; the tokens are the same as one at a time.
+    """
     import torch
     from transformers import GenerationConfig
 
-    tokenizer, model = _load_hf(model_dir)
+    tokenizer, model = _load_hf(model_dir, device)
     # An explicit config: a checkpoint's generation_config.json may ask for sampling.
     gen_config = GenerationConfig(
         do_sample=False,
@@ -105,19 +139,91 @@ def generate_hf(model_dir: Path, rows: list[Row], max_new_tokens: int = 16) -> l
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
     prompts, _ = prompts_and_references(rows)
-    outputs = []
+    if device == "cpu" and (batch_size or 1) == 1:
+        outputs = []
+        with torch.inference_mode():
+            for prompt in prompts:
+                inputs: Any = tokenizer.apply_chat_template(
+                    prompt["messages"],
+                    tools=prompt.get("tools"),
+                    add_generation_prompt=True,
+                    return_tensors="pt",
+                    return_dict=True,
+                )
+                generated = model.generate(**inputs, generation_config=gen_config)
+                new_tokens = generated[0, inputs["input_ids"].shape[1] :]
+                outputs.append(str(tokenizer.decode(new_tokens, skip_special_tokens=True)))
+        return outputs
+    return _generate_hf_batched(tokenizer, model, gen_config, prompts, device, batch_size)
+
+
+def _prompt_ids(tokenizer: Any, prompt: Row) -> list[int]:
+    """The prompt's token ids exactly as the one-at-a-time path renders them."""
+    inputs: Any = tokenizer.apply_chat_template(
+        prompt["messages"],
+        tools=prompt.get("tools"),
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    return [int(t) for t in inputs["input_ids"][0]]
+
+
+def _batches(lengths: list[int], max_new_tokens: int, batch_size: int | None) -> list[list[int]]:
+    """Row indices in batches, longest prompts first (little padding within a batch): at most
+    `batch_size` rows each when given, else at most GPU_BATCH_ROWS rows and GPU_BATCH_TOKENS
+    padded tokens (a row longer than that goes alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            last = batches[-1]
+            rows = len(last) + 1
+            # the batch's first row is its longest: every row is padded to it
+            padded = rows * (lengths[last[0]] + max_new_tokens)
+            if batch_size:
+                fits = rows <= batch_size
+            else:
+                fits = rows <= GPU_BATCH_ROWS and padded <= GPU_BATCH_TOKENS
+            if fits:
+                last.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
+def _generate_hf_batched(
+    tokenizer: Any, model: Any, gen_config: Any, prompts: list[Row], device: Device, batch_size: int | None
+) -> list[str]:
+    """Greedy decoding of left-padded batches with an attention mask. A row that ends (an end
+    token) while others go on is filled with the pad token after it; its answer is cut after its
+    first end token, which is where one-at-a-time generation stops, so both give the same tokens."""
+    import torch
+
+    ids = [_prompt_ids(tokenizer, p) for p in prompts]
+    eos = gen_config.eos_token_id
+    stop = set(eos) if isinstance(eos, list) else {eos}
+    pad_id = int(gen_config.pad_token_id)
+    outputs: list[str] = [""] * len(prompts)
     with torch.inference_mode():
-        for prompt in prompts:
-            inputs: Any = tokenizer.apply_chat_template(
-                prompt["messages"],
-                tools=prompt.get("tools"),
-                add_generation_prompt=True,
-                return_tensors="pt",
-                return_dict=True,
+        for batch in _batches([len(x) for x in ids], gen_config.max_new_tokens, batch_size):
+            width = max(len(ids[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i], dtype=torch.long)
+                attention_mask[row, width - len(ids[i]) :] = 1
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=gen_config,
             )
-            generated = model.generate(**inputs, generation_config=gen_config)
-            new_tokens = generated[0, inputs["input_ids"].shape[1] :]
-            outputs.append(str(tokenizer.decode(new_tokens, skip_special_tokens=True)))
+            for row, i in enumerate(batch):
+                new_tokens = [int(t) for t in generated[row, width:].tolist()]
+                end = next((k for k, t in enumerate(new_tokens) if t in stop), None)
+                if end is not None:
+                    new_tokens = new_tokens[: end + 1]
+                outputs[i] = str(tokenizer.decode(new_tokens, skip_special_tokens=True))
     return outputs
 
 
@@ -300,6 +406,7 @@ def evaluate_model(
     *,
     n_ctx: int | None = None,
     stats: RuntimeStats | None = None,
+    device: Device = "cpu",
 ) -> EvalResult:
     """Generate for every held-out row and score against the rows' last assistant turns.
 
@@ -308,13 +415,14 @@ def evaluate_model(
         schema (`dict`, *optional*): extraction only: a JSON Schema the answers must satisfy.
         n_ctx (`int`, *optional*): artifacts only: the context to configure, the device's cap.
         stats (`RuntimeStats`, *optional*): artifacts only: filled with decode speed and memory.
+        device (`str`, *optional*): "hf" only: "cuda" decodes in bf16 batches on the GPU.
     """
     _, references = prompts_and_references(rows)
     max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[task_type]
     if stats is not None and kind != "hf":
         predictions = generate_isolated(kind, path, rows, max_new_tokens, n_ctx=n_ctx, stats=stats)
     else:
-        predictions = generate(kind, path, rows, max_new_tokens, n_ctx=n_ctx)
+        predictions = generate(kind, path, rows, max_new_tokens, n_ctx=n_ctx, device=device)
     return score(task_type, predictions, references, labels, schema)
 
 
@@ -384,11 +492,12 @@ def generate(
     *,
     n_ctx: int | None = None,
     stats: RuntimeStats | None = None,
+    device: Device = "cpu",
 ) -> list[str]:
-    """Greedy answers from a transformers checkpoint ("hf"), a GGUF in llama.cpp ("gguf") or an
-    LFM2 ONNX decoder in onnxruntime ("onnx")."""
+    """Greedy answers from a transformers checkpoint ("hf", on `device`), a GGUF in llama.cpp
+    ("gguf") or an LFM2 ONNX decoder in onnxruntime ("onnx")."""
     if kind == "hf":
-        return generate_hf(path, rows, max_new_tokens=max_new_tokens)
+        return generate_hf(path, rows, max_new_tokens=max_new_tokens, device=device)
     if kind == "gguf":
         return generate_gguf(path, rows, n_ctx=n_ctx or 2048, max_new_tokens=max_new_tokens, stats=stats)
     if kind == "onnx":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,9 @@ from worker.pipeline import JobCancelled, JobContext, Stage, save_state
 from worker.publish import publish, store_rejected
 
 if TYPE_CHECKING:
-    from eval.metrics import TaskType
+    from eval.metrics import EvalResult, TaskType
+    from eval.probe import ProbeItem
+    from eval.runners import Device
     from recipes.training_common import TrainResult
     from synth.teacher import TeacherClient
 
@@ -248,8 +250,8 @@ def _restore_stored_checkpoint(ctx: JobContext, checkpoints_dir: Path) -> None:
     )
 
 
-def _training_stop(ctx: JobContext) -> Callable[[], BaseException | None]:
-    """What ends the training process early, checked about once a second by the stage: the job
+def _stop_check(ctx: JobContext, stage: str) -> Callable[[], BaseException | None]:
+    """What ends a stage's process early, checked about once a second by the stage: the job
     cancelled, or its budget reached counting this stage's running cost (as the ledger would
     bill it); None while neither."""
     started = time.monotonic()
@@ -258,7 +260,7 @@ def _training_stop(ctx: JobContext) -> Callable[[], BaseException | None]:
         if ctx.cancelled():
             return JobCancelled()
         if ctx.config.budget_usd is not None:
-            running = (time.monotonic() - started) * ctx.stage_rate_usd_per_s("train")
+            running = (time.monotonic() - started) * ctx.stage_rate_usd_per_s(stage)
             try:
                 ctx.check_budget(running)
             except BudgetExhausted as exc:
@@ -266,6 +268,11 @@ def _training_stop(ctx: JobContext) -> Callable[[], BaseException | None]:
         return None
 
     return check
+
+
+def _training_stop(ctx: JobContext) -> Callable[[], BaseException | None]:
+    """What ends the training process early (`_stop_check` for the train stage)."""
+    return _stop_check(ctx, "train")
 
 
 def train(ctx: JobContext) -> dict[str, Any]:
@@ -335,20 +342,56 @@ def eval_rows(ctx: JobContext) -> HeldOut:
     return rows, "generation", None
 
 
-def evaluate(ctx: JobContext) -> dict[str, Any]:
-    """Score base and fine-tuned on the held-out rows, and on the fixed general-ability probe
-    (eval/probe.py) that the gate's max_probe_drop reads to catch forgetting."""
+def score_models(
+    base_dir: Path,
+    tuned_dir: Path,
+    held_out: HeldOut,
+    probe: Sequence[ProbeItem],
+    *,
+    device: Device = "cpu",
+    between: Callable[[], None] | None = None,
+) -> dict[str, EvalResult]:
+    """Base and fine-tuned on the held-out rows and on the general-ability probe's items, keyed
+    as the job's `eval_results` ("base", "fine_tuned", "probe_base", "probe_fine_tuned").
+    `between` runs after the base model's answers (the in-process stage's cancel check)."""
     from eval.probe import run_probe
     from eval.runners import evaluate_model, one_load_per_model
 
-    rows, task_type, labels = eval_rows(ctx)
-    base_dir, tuned_dir = Path(ctx.state["base_model_dir"]), Path(ctx.state["merged_dir"])
+    rows, task_type, labels = held_out
     with one_load_per_model():  # each model answers the task rows and the probe from one load
-        base = evaluate_model("hf", base_dir, rows, task_type, labels)
-        probe_base = run_probe("hf", base_dir)
-        ctx.check_cancel()
-        tuned = evaluate_model("hf", tuned_dir, rows, task_type, labels)
-        probe_tuned = run_probe("hf", tuned_dir)
+        base = evaluate_model("hf", base_dir, rows, task_type, labels, device=device)
+        probe_base = run_probe("hf", base_dir, probe, device=device)
+        if between is not None:
+            between()
+        tuned = evaluate_model("hf", tuned_dir, rows, task_type, labels, device=device)
+        probe_tuned = run_probe("hf", tuned_dir, probe, device=device)
+    return {"base": base, "fine_tuned": tuned, "probe_base": probe_base, "probe_fine_tuned": probe_tuned}
+
+
+def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]:
+    """Score base and fine-tuned on the held-out rows, and on the fixed general-ability probe
+    (eval/probe.py) that the gate's max_probe_drop reads to catch forgetting.
+
+    Where it runs: on a GPU worker (the job's device, from prepare's NVML check, is "cuda") in a
+    process of its own (worker/eval_process.py), which loads both models in bf16 on the GPU and
+    decodes in batches; CUDA never enters this (Celery) process, the GPU memory goes back when
+    the process exits, and a cancel or budget stop ends it within about a second. On a CPU worker
+    it runs here, in fp32, one row at a time, as it always has. `in_child` overrides the choice
+    (the tests run the child path on the CPU; its scores are the same as in process)."""
+    from eval.probe import load_probe
+
+    held_out, probe = eval_rows(ctx), load_probe()
+    base_dir, tuned_dir = Path(ctx.state["base_model_dir"]), Path(ctx.state["merged_dir"])
+    device: Device = "cuda" if ctx.state.get("device") == "cuda" else "cpu"
+    if in_child if in_child is not None else device == "cuda":
+        from worker.eval_process import score_models_in_child
+
+        stop = _stop_check(ctx, "evaluate")
+        scored = score_models_in_child(ctx, base_dir, tuned_dir, held_out, probe, device, stop)
+    else:
+        scored = score_models(base_dir, tuned_dir, held_out, probe, device=device, between=ctx.check_cancel)
+    base, tuned = scored["base"], scored["fine_tuned"]
+    probe_base, probe_tuned = scored["probe_base"], scored["probe_fine_tuned"]
     result = {
         "metric": tuned.metric,
         "n": tuned.n,
@@ -371,12 +414,7 @@ def evaluate(ctx: JobContext) -> dict[str, Any]:
         data=result,
     )
     # the full results (every metric, per-class report) feed the gate and the job's report
-    results = {
-        "base": base.to_dict(),
-        "fine_tuned": tuned.to_dict(),
-        "probe_base": probe_base.to_dict(),
-        "probe_fine_tuned": probe_tuned.to_dict(),
-    }
+    results = {name: r.to_dict() for name, r in scored.items()}
     return {"eval": result, "eval_results": results}
 
 
