@@ -56,8 +56,9 @@ def estimate(model_dir: Path, data: list[dict[str, Any]], hp: Any, steps: int) -
     from infra.job_config import LoraSettings
     from infra.price_book import price_book
     from infra.settings import get_settings
-    from recipes.estimate import ModelShape, count_lora_params, train_seconds, training_flops
+    from recipes.estimate import ModelShape, train_seconds, training_flops
     from recipes.token_count import count_tokens
+    from recipes.training_common import count_lora_params
 
     stats = count_tokens(model_dir, data, 512)
     shape = ModelShape.from_dir(model_dir)

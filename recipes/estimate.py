@@ -224,29 +224,6 @@ def steps_for(rows: int, batch_size: int, epochs: int) -> int:
     return epochs * math.ceil(rows / batch_size)
 
 
-def count_lora_params(model_dir: Path, lora: Any) -> tuple[int, int]:
-    """Exact (trainable, total) parameters of the LoRA model a job would train, built on the meta
-    device so no weights are read; `lora=None` (full fine-tuning) trains them all. Raises
-    ValueError when a target module matches no Linear."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from recipes.lora_sft import check_targets, default_targets
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
-    if lora is None:
-        total = sum(p.numel() for p in model.parameters())
-        return total, total
-    targets = lora.target_modules or default_targets(model_dir)
-    check_targets(model, targets)
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
-    trainable, total = peft_model.get_nb_trainable_parameters()
-    return int(trainable), int(total)
-
-
 def train_seconds(flops: float, steps: int, compute: str, throughput: Any) -> float:
     """Training wall time on `compute` ("cpu" or a GPU class) under the price book's throughput
     assumptions: the CPU's sustained rate, or a GPU's datasheet peak times the assumed MFU."""

@@ -175,6 +175,27 @@ def lora_config(settings: LoraSettings, model_dir: Path, model: Any) -> Any:
     )
 
 
+def count_lora_params(model_dir: Path, lora: Any) -> tuple[int, int]:
+    """Exact (trainable, total) parameters of the LoRA model a job would train, built on the meta
+    device so no weights are read; `lora=None` (full fine-tuning) trains them all. Raises
+    ValueError when a target module matches no Linear."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    if lora is None:
+        total = sum(p.numel() for p in model.parameters())
+        return total, total
+    targets = lora.target_modules or default_targets(model_dir)
+    check_targets(model, targets)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    return int(trainable), int(total)
+
+
 def parameter_counts(model: Any) -> tuple[int, int]:
     """(trainable, total) parameters; PEFT's own count for an adapter-wrapped model."""
     if hasattr(model, "get_nb_trainable_parameters"):
@@ -317,14 +338,18 @@ def make_speed_plan(
     lora: LoraSettings | None,
 ) -> SpeedPlan:
     """The run's SpeedPlan (recipes.speed): its rows' mean length when padding-free may be chosen,
-    and LoRA's exact trainable parameters for the memory model."""
-    from recipes.estimate import count_lora_params
+    and LoRA's trainable parameters for the memory model (estimated: at 16 bytes each they are a
+    rounding error next to the frozen base and the activations)."""
+    from recipes.estimate import ModelShape, lora_params
     from recipes.token_count import count_tokens as count_row_tokens
 
     fast = cfg.speed == "fast" or (cfg.speed == "auto" and cuda)
     sft_fast = fast and recipe == "sft"
     mean = count_row_tokens(cfg.base_model_dir, rows, cfg.max_length).mean if sft_fast else None
-    trainable = count_lora_params(cfg.base_model_dir, lora)[0] if fast and cuda and lora is not None else 0
+    trainable = 0
+    if fast and cuda and lora is not None:
+        n_targets = len(lora.target_modules or LFM2_LORA_TARGETS)
+        trainable = lora_params(ModelShape.from_dir(cfg.base_model_dir), lora.r, n_targets)
     plan = plan_speed(
         cfg.speed,
         cuda=cuda,

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from eval.metrics import EvalResult
     from eval.probe import ProbeItem
     from eval.runners import Device
+    from eval.scoring import HeldOut
     from worker.pipeline import JobContext
-    from worker.stages import HeldOut
 
 
 class EvaluationFailed(EdgetuneError):
@@ -85,7 +85,7 @@ def score_models_in_child(
 def score(spec: dict[str, Any], _job_id: str, _work_dir: Path) -> str:
     """The child's work: the four results as JSON (`EvalResult.to_dict` each)."""
     from eval.probe import ProbeItem
-    from worker.stages import score_models
+    from eval.scoring import score_models
 
     held_out = (spec["rows"], spec["task_type"], spec["labels"])
     probe = [ProbeItem(**{**item, "answers": tuple(item["answers"])}) for item in spec["probe"]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +26,8 @@ from worker.pipeline import JobCancelled, JobContext, Stage, save_state
 from worker.publish import publish, store_rejected
 
 if TYPE_CHECKING:
-    from eval.metrics import EvalResult, TaskType
-    from eval.probe import ProbeItem
     from eval.runners import Device
+    from eval.scoring import HeldOut
     from recipes.training_common import TrainResult
     from synth.teacher import TeacherClient
 
@@ -318,9 +317,6 @@ def train(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-HeldOut = tuple[list[dict[str, Any]], "TaskType", list[str] | None]  # what eval_rows returns
-
-
 def eval_rows(ctx: JobContext) -> HeldOut:
     """The held-out rows and how to score them: by label accuracy when the answers are a small
     label set (a task with labels, or an upload whose answers repeat), else by token F1."""
@@ -342,32 +338,6 @@ def eval_rows(ctx: JobContext) -> HeldOut:
     return rows, "generation", None
 
 
-def score_models(
-    base_dir: Path,
-    tuned_dir: Path,
-    held_out: HeldOut,
-    probe: Sequence[ProbeItem],
-    *,
-    device: Device = "cpu",
-    between: Callable[[], None] | None = None,
-) -> dict[str, EvalResult]:
-    """Base and fine-tuned on the held-out rows and on the general-ability probe's items, keyed
-    as the job's `eval_results` ("base", "fine_tuned", "probe_base", "probe_fine_tuned").
-    `between` runs after the base model's answers (the in-process stage's cancel check)."""
-    from eval.probe import run_probe
-    from eval.runners import evaluate_model, one_load_per_model
-
-    rows, task_type, labels = held_out
-    with one_load_per_model():  # each model answers the task rows and the probe from one load
-        base = evaluate_model("hf", base_dir, rows, task_type, labels, device=device)
-        probe_base = run_probe("hf", base_dir, probe, device=device)
-        if between is not None:
-            between()
-        tuned = evaluate_model("hf", tuned_dir, rows, task_type, labels, device=device)
-        probe_tuned = run_probe("hf", tuned_dir, probe, device=device)
-    return {"base": base, "fine_tuned": tuned, "probe_base": probe_base, "probe_fine_tuned": probe_tuned}
-
-
 def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]:
     """Score base and fine-tuned on the held-out rows, and on the fixed general-ability probe
     (eval/probe.py) that the gate's max_probe_drop reads to catch forgetting.
@@ -379,6 +349,7 @@ def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]
     it runs here, in fp32, one row at a time, as it always has. `in_child` overrides the choice
     (the tests run the child path on the CPU; its scores are the same as in process)."""
     from eval.probe import load_probe
+    from eval.scoring import score_models
 
     held_out, probe = eval_rows(ctx), load_probe()
     base_dir, tuned_dir = Path(ctx.state["base_model_dir"]), Path(ctx.state["merged_dir"])

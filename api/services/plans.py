@@ -88,7 +88,7 @@ def _base_dir(model_id: str) -> tuple[Path, float]:
 def _trainable(model_dir: Path, cfg: JobConfig) -> tuple[int, int]:
     """Exact (trainable, total) parameters from the model built on the meta device (no weights),
     with the job's LoRA settings; a target that matches no Linear layer is a 400 here."""
-    from recipes.estimate import count_lora_params
+    from recipes.training_common import count_lora_params
 
     try:
         return count_lora_params(model_dir, cfg.lora if cfg.training_type == "lora" else None)
