@@ -143,13 +143,7 @@ def generate_hf(
         outputs = []
         with torch.inference_mode():
             for prompt in prompts:
-                inputs: Any = tokenizer.apply_chat_template(
-                    prompt["messages"],
-                    tools=prompt.get("tools"),
-                    add_generation_prompt=True,
-                    return_tensors="pt",
-                    return_dict=True,
-                )
+                inputs = _prompt_inputs(tokenizer, prompt)
                 generated = model.generate(**inputs, generation_config=gen_config)
                 new_tokens = generated[0, inputs["input_ids"].shape[1] :]
                 outputs.append(str(tokenizer.decode(new_tokens, skip_special_tokens=True)))
@@ -157,16 +151,20 @@ def generate_hf(
     return _generate_hf_batched(tokenizer, model, gen_config, prompts, device, batch_size)
 
 
-def _prompt_ids(tokenizer: Any, prompt: Row) -> list[int]:
-    """The prompt's token ids exactly as the one-at-a-time path renders them."""
-    inputs: Any = tokenizer.apply_chat_template(
+def _prompt_inputs(tokenizer: Any, prompt: Row) -> Any:
+    """The prompt rendered with the chat template and the generation prompt, as tensors."""
+    return tokenizer.apply_chat_template(
         prompt["messages"],
         tools=prompt.get("tools"),
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,
     )
-    return [int(t) for t in inputs["input_ids"][0]]
+
+
+def _prompt_ids(tokenizer: Any, prompt: Row) -> list[int]:
+    """The prompt's token ids exactly as the one-at-a-time path renders them."""
+    return [int(t) for t in _prompt_inputs(tokenizer, prompt)["input_ids"][0]]
 
 
 def _batches(lengths: list[int], max_new_tokens: int, batch_size: int | None) -> list[list[int]]:
