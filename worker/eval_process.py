@@ -5,8 +5,9 @@ writes the four results; the stage waits and watches the job as the train stage 
 process exits, a cancel or budget stop ends it at once, a crash fails the job with its log).
 
 The spec carries everything the scoring needs (rows, task type, labels, the probe's items, the
-two model dirs, the device), so the process needs no database: it computes what `worker.stages.score_models`
-computes in the worker, and on the CPU gives the same scores.
+two model dirs, the device, the training rows the prompted base takes its examples from), so the
+process needs no database: it computes what `eval.scoring.score_models` computes in the worker,
+and on the CPU gives the same scores.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ def score_models_in_child(
     probe: Sequence[ProbeItem],
     device: Device,
     should_stop: Callable[[], BaseException | None],
+    shots: list[dict[str, Any]] | None = None,
     *,
     poll_s: float = POLL_S,
 ) -> dict[str, EvalResult]:
-    """`worker.stages.score_models` in a process of its own; the same four results.
+    """`eval.scoring.score_models` in a process of its own; the same results (four, and
+    "base_prompted" when `shots`, the training rows, are given).
 
     Raises:
         EvaluationFailed: the process exited non-zero or was killed; the message quotes its log.
@@ -75,6 +78,7 @@ def score_models_in_child(
         "labels": labels,
         "probe": [asdict(item) for item in probe],
         "device": device,
+        "shots": shots,
     }
     text = run_in_child(
         ctx, EVAL_PROCESS, spec, should_stop, label=f"{len(rows)} rows on {device}", poll_s=poll_s
@@ -83,14 +87,14 @@ def score_models_in_child(
 
 
 def score(spec: dict[str, Any], _job_id: str, _work_dir: Path) -> str:
-    """The child's work: the four results as JSON (`EvalResult.to_dict` each)."""
+    """The child's work: the results as JSON (`EvalResult.to_dict` each)."""
     from eval.probe import ProbeItem
     from eval.scoring import score_models
 
     held_out = (spec["rows"], spec["task_type"], spec["labels"])
     probe = [ProbeItem(**{**item, "answers": tuple(item["answers"])}) for item in spec["probe"]]
     base, tuned = Path(spec["base_dir"]), Path(spec["tuned_dir"])
-    scored = score_models(base, tuned, held_out, probe, device=spec["device"])
+    scored = score_models(base, tuned, held_out, probe, device=spec["device"], shots=spec.get("shots"))
     return json.dumps({name: r.to_dict() for name, r in scored.items()})
 
 
