@@ -1,11 +1,13 @@
 """A job's eval report: what the gate saw, as JSON and as one self-contained HTML page.
 
-The JSON is assembled from what the worker already keeps (the evaluate stage's results for base and
-fine-tuned, each exported artifact's own result, the gate verdict, the trainer's loss events);
+The JSON is assembled from what the worker already keeps (the evaluate stage's results for the bare
+base, the base prompted with k training examples (eval/prompting.py) when the job has it, and the
+fine-tune, each exported artifact's own result, the gate verdict, the trainer's loss events);
 nothing is re-scored here. The page draws its plots as inline SVG so it needs no script, no
 network and no plotting library: the loss curve, each model's headline score with its bootstrap
 95% CI, and per-class F1 for classification tasks. The general-ability probe (eval/probe.py) of
 base and fine-tuned, with the drop the gate's max_probe_drop reads, is a small table with bars.
+What fine-tuning added over prompting (fine-tuned minus prompted base) is said in one line.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ WIDTH, HEIGHT, PAD = 640, 240, 40  # plot box in px; PAD leaves room for the axi
 
 
 def _results_by_subject(state: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(subject, runtime, EvalResult dict) of base, fine-tuned and each scored artifact."""
+    """(subject, runtime, EvalResult dict) of base, prompted base (jobs evaluated since it exists),
+    fine-tuned and each scored artifact."""
     results = state.get("eval_results") or {}
-    named = (("base", "base"), ("fine_tuned", "fine-tuned"))
+    named = (("base", "base"), ("base_prompted", "base-prompted"), ("fine_tuned", "fine-tuned"))
     out = [(name, "transformers", results[key]) for key, name in named if key in results]
     for target, entry in (state.get("exported") or {}).items():
         if "eval_result" in entry:  # GGUF and ONNX artifacts are scored as shipped, in their runtime
@@ -32,7 +35,8 @@ def _results_by_subject(state: dict[str, Any]) -> list[tuple[str, str, dict[str,
 
 def score_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
     """Each model's headline score with its bootstrap 95% CI, as the gate read them; an artifact's
-    row also carries what its runtime measured on the worker host (decode speed, memory)."""
+    row also carries what its runtime measured on the worker host (decode speed, memory), the
+    prompted base's the number of training examples in its prompt (`shots`, k)."""
     rows = []
     exported = state.get("exported") or {}
     for subject, runtime, data in _results_by_subject(state):
@@ -47,6 +51,7 @@ def score_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
                 "ci_high": r.ci_high,
                 "n": r.n,
                 "parse_rate": r.parse_rate,
+                "shots": r.report.get("shots"),
                 "host_measurements": (exported.get(subject) or {}).get("runtime_stats"),
             }
         )
@@ -88,6 +93,32 @@ def probe_section(state: dict[str, Any], max_drop: float | None = None) -> dict[
     }
 
 
+def prompting_section(state: dict[str, Any]) -> dict[str, Any] | None:
+    """Bare base, prompted base (with k) and fine-tuned on the fine-tune's headline metric, and what
+    fine-tuning added over prompting (fine-tuned minus prompted base) and over the bare base.
+    None for a job evaluated before the prompted base existed, or not evaluated yet."""
+    results = state.get("eval_results") or {}
+    if not {"base", "base_prompted", "fine_tuned"} <= results.keys():
+        return None
+    tuned = EvalResult.from_dict(results["fine_tuned"])
+    metric = tuned.metric
+    bare = EvalResult.from_dict(results["base"]).get(metric)
+    prompted_result = EvalResult.from_dict(results["base_prompted"])
+    prompted = prompted_result.get(metric)
+    added = round(tuned.score - prompted.score, 4)
+    return {
+        "metric": metric,
+        "shots": prompted_result.report.get("shots"),
+        "base": {"score": bare.score, "ci_low": bare.ci_low, "ci_high": bare.ci_high},
+        "base_prompted": {"score": prompted.score, "ci_low": prompted.ci_low, "ci_high": prompted.ci_high},
+        "fine_tuned": _ci_score(tuned),
+        "added_over_prompting": added,
+        "added_over_base": round(tuned.score - bare.score, 4),
+        "summary": f"fine-tuning added {added:+.3f} {metric} over prompting "
+        f"(prompted base {prompted.score:.3f} -> fine-tuned {tuned.score:.3f})",
+    }
+
+
 def build_report(
     job: dict[str, Any], state: dict[str, Any], losses: list[dict[str, float]]
 ) -> dict[str, Any]:
@@ -105,6 +136,7 @@ def build_report(
         "loss_curve": losses,
         "scores": scores,
         "per_class": per_class(state),
+        "prompting": prompting_section(state),
         "probe": probe_section(state, job.get("max_probe_drop")),
         "gate": state.get("gate"),
         "synth_report": state.get("synth_report"),
@@ -168,15 +200,30 @@ def scores_svg(scores: list[dict[str, Any]]) -> str:
         w, mid = slot * 0.6, PAD + i * slot + slot / 2
         top = HEIGHT - PAD - s["score"] * scale
         lo, hi = HEIGHT - PAD - s["ci_low"] * scale, HEIGHT - PAD - s["ci_high"] * scale
-        colour = "#8c959f" if s["subject"] == "base" else "#1f6feb"
+        colour = "#8c959f" if s["subject"].startswith("base") else "#1f6feb"
+        name = s["subject"] + (f" (k={s['shots']})" if s.get("shots") is not None else "")
         parts.append(
             f'<rect x="{x:.1f}" y="{top:.1f}" width="{w:.1f}" height="{HEIGHT - PAD - top:.1f}" '
             f'fill="{colour}"/>'
             f'<line x1="{mid:.1f}" y1="{lo:.1f}" x2="{mid:.1f}" y2="{hi:.1f}" stroke="#000"/>'
             + _text(mid, top - 4, f"{s['score']:.3f}", 11)
-            + _text(mid, HEIGHT - PAD + 14, s["subject"], 11)
+            + _text(mid, HEIGHT - PAD + 14, name, 11)
         )
     return _svg("".join(parts), "scores")
+
+
+def prompting_html(prompting: dict[str, Any] | None) -> str:
+    """What fine-tuning added over prompting, in one line, then what the prompted base was."""
+    if prompting is None:
+        return "<p>No prompted base was scored for this job (yet).</p>"
+    k = prompting["shots"]
+    examples = f"{k} example{'' if k == 1 else 's'}" if k is not None else "examples"
+    return (
+        f'<p class="summary">{html.escape(prompting["summary"])}.</p>'
+        f"<p>The prompted base is the base model given the task's instruction and {examples} from the "
+        f"training rows, scored by the same metric; the bare base, given the row alone, scored "
+        f"{prompting['base']['score']:.3f} ({prompting['added_over_base']:+.3f} for fine-tuning).</p>"
+    )
 
 
 def probe_html(probe: dict[str, Any] | None) -> str:
@@ -261,6 +308,7 @@ def render_html(report: dict[str, Any]) -> str:
         + gate_section(report["gate"])
         + "<h2>Scores on the held-out rows</h2>"
         + scores_svg(report["scores"])
+        + prompting_html(report.get("prompting"))
         + "<h2>General-ability probe</h2>"
         + probe_html(report.get("probe"))
         + "<h2>Training loss</h2>"

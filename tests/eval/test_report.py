@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from eval.metrics import score_classification
 from eval.probe import load_probe, score_probe
@@ -124,3 +125,52 @@ def test_page_shows_the_probe_with_its_cis_and_drop() -> None:
     assert "32 fixed questions" in page
     assert page.count("<svg") == 1 and page.count("<rect") == 3  # the probe adds no plot
     assert "No general-ability probe" in render_html(build_report(job, _state(), []))
+
+
+def _prompted_state() -> dict:
+    """_state() with the base prompted with 4 training examples: 3 of the 6 rows right."""
+    state = _state()
+    prompted = score_classification(REFS[:3] + ["positive", "positive", "negative"], REFS, LABELS)
+    state["eval_results"]["base_prompted"] = replace(
+        prompted, report={**prompted.report, "shots": 4}
+    ).to_dict()
+    return state
+
+
+def test_report_compares_the_fine_tune_with_the_prompted_base_and_keeps_the_bare_one() -> None:
+    job = {"id": "ftjob-4", "model": "tiny", "status": "succeeded"}
+    r = build_report(job, _prompted_state(), [])
+    assert [(s["subject"], s["shots"]) for s in r["scores"]] == [
+        ("base", None),
+        ("base-prompted", 4),
+        ("fine-tuned", None),
+        ("laptop-cpu", None),
+    ]
+    p = r["prompting"]
+    assert (p["metric"], p["shots"]) == ("accuracy", 4)
+    assert (p["base"]["score"], p["base_prompted"]["score"], p["fine_tuned"]["score"]) == (2 / 6, 0.5, 1.0)
+    assert p["added_over_prompting"] == 0.5 and p["added_over_base"] == round(1 - 2 / 6, 4)
+    assert (
+        p["summary"]
+        == "fine-tuning added +0.500 accuracy over prompting (prompted base 0.500 -> fine-tuned 1.000)"
+    )
+    assert "base-prompted" in r["per_class"]
+
+
+def test_page_shows_the_prompted_base_with_k_and_what_fine_tuning_added() -> None:
+    page = render_html(
+        build_report({"id": "ftjob-4", "model": "tiny", "status": "succeeded"}, _prompted_state(), [])
+    )
+    assert page.count("<rect") == 4 and ">base-prompted (k=4)</text>" in page and ">base</text>" in page
+    assert (
+        "fine-tuning added +0.500 accuracy over prompting (prompted base 0.500 -&gt; fine-tuned 1.000)"
+        in page
+    )
+    assert "instruction and 4 examples from the training rows" in page and "scored 0.333 (+0.667" in page
+
+
+def test_a_job_evaluated_before_the_prompted_base_still_renders() -> None:
+    r = build_report({"id": "ftjob-5", "model": "tiny", "status": "succeeded"}, _state(), [])
+    assert r["prompting"] is None and "base-prompted" not in [s["subject"] for s in r["scores"]]
+    page = render_html(r)
+    assert "No prompted base was scored" in page and page.count("<rect") == 3
