@@ -239,12 +239,18 @@ def generate_gguf(
     max_new_tokens: int = 16,
     n_threads: int | None = None,
     stats: RuntimeStats | None = None,
+    grammar: str | None = None,
 ) -> list[str]:
     """Greedy answers from a GGUF through llama.cpp's chat completion, one per row.
 
     `n_threads` defaults to `default_threads()`.
     `stats`, when given, receives the memory the load and the answers took and the decode speed
-    of a fixed run after them (`SPEED_TOKENS`, see `_speed_run_gguf`).
+    of a fixed run after them (`SPEED_TOKENS`, see `_speed_run_gguf`; never constrained).
+    `grammar`, when given, is GBNF text (eval.grammar.grammar_for) every answer is sampled under,
+    as on a device that passes the artifact's grammar file to llama.cpp.
+
+    Raises:
+        ValueError: `grammar` does not parse for this GGUF's vocabulary.
     """
     from llama_cpp import Llama
 
@@ -255,22 +261,44 @@ def generate_gguf(
         llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
         with contextlib.closing(llm):
             formatter = gguf_formatter(llm)
+            constraint = _gguf_grammar(llm, grammar, gguf_path) if grammar else None
             for prompt in prompts:
-                outputs.append(_chat_gguf(llm, formatter, prompt, n_ctx, max_new_tokens, stats))
+                outputs.append(_chat_gguf(llm, formatter, prompt, n_ctx, max_new_tokens, stats, constraint))
             if stats is not None:
                 stats.context = n_ctx
                 _speed_run_gguf(llm, stats)
     return outputs
 
 
+def _gguf_grammar(llm: Any, grammar: str, gguf_path: Path) -> Any:
+    """A LlamaGrammar of `grammar`, checked first: llama-cpp-python 0.3.36 hands a grammar to
+    llama.cpp unchecked and segfaults on the NULL sampler it gets back for one that does not parse."""
+    from llama_cpp import LlamaGrammar
+
+    from eval.grammar import grammar_parses
+
+    if not grammar_parses(llm, grammar):
+        raise ValueError(
+            f"the grammar does not parse for {gguf_path.name}'s vocabulary (llama.cpp logged why)"
+        )
+    return LlamaGrammar.from_string(grammar, verbose=False)
+
+
 def _chat_gguf(
-    llm: Any, formatter: Any, prompt: Row, n_ctx: int, max_new_tokens: int, stats: RuntimeStats | None
+    llm: Any,
+    formatter: Any,
+    prompt: Row,
+    n_ctx: int,
+    max_new_tokens: int,
+    stats: RuntimeStats | None,
+    grammar: Any = None,
 ) -> str:
     """One greedy answer; "" for a prompt that with `max_new_tokens` does not fit the context, as a
     device configured to that context could not answer it either (counted in `stats.over_context`;
     llama-cpp-python itself fails such a prompt with an unrelated numpy error). `n_ctx` is the
     context asked for: llama.cpp pads its own up to a multiple of 256, llama-cpp-python's buffers
-    are not. `formatter` is `eval.gguf_chat.gguf_formatter(llm)`, built once per model."""
+    are not. `formatter` is `eval.gguf_chat.gguf_formatter(llm)`, built once per model; `grammar`
+    a LlamaGrammar or None (llama-cpp-python builds a fresh grammar sampler for each completion)."""
     rendered = formatter(messages=prompt["messages"], tools=prompt.get("tools")).prompt
     if len(tokenize_gguf(llm, rendered)) + max_new_tokens > n_ctx:
         if stats is not None:
@@ -279,7 +307,11 @@ def _chat_gguf(
     # create_chat_completion formats with the GGUF's tokenizer.chat_template when no chat_format is
     # given; temperature 0 is greedy
     result: Any = llm.create_chat_completion(
-        messages=prompt["messages"], tools=prompt.get("tools"), temperature=0, max_tokens=max_new_tokens
+        messages=prompt["messages"],
+        tools=prompt.get("tools"),
+        temperature=0,
+        max_tokens=max_new_tokens,
+        grammar=grammar,
     )
     return result["choices"][0]["message"]["content"] or ""
 
@@ -405,6 +437,7 @@ def evaluate_model(
     n_ctx: int | None = None,
     stats: RuntimeStats | None = None,
     device: Device = "cpu",
+    grammar: str | None = None,
 ) -> EvalResult:
     """Generate for every held-out row and score against the rows' last assistant turns.
 
@@ -414,21 +447,33 @@ def evaluate_model(
         n_ctx (`int`, *optional*): artifacts only: the context to configure, the device's cap.
         stats (`RuntimeStats`, *optional*): artifacts only: filled with decode speed and memory.
         device (`str`, *optional*): "hf" only: "cuda" decodes in bf16 batches on the GPU.
+        grammar (`str`, *optional*): "gguf" only: GBNF text (eval.grammar.grammar_for) every answer
+            is sampled under; score an artifact with and without it to see what it buys. A
+            ValueError for "hf" and "onnx", which cannot apply it.
     """
+    _check_grammar_kind(kind, grammar)  # before a child process is spawned for nothing
     _, references = prompts_and_references(rows)
     max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[task_type]
     if stats is not None and kind != "hf":
-        predictions = generate_isolated(kind, path, rows, max_new_tokens, n_ctx=n_ctx, stats=stats)
+        predictions = generate_isolated(
+            kind, path, rows, max_new_tokens, n_ctx=n_ctx, stats=stats, grammar=grammar
+        )
     else:
-        predictions = generate(kind, path, rows, max_new_tokens, n_ctx=n_ctx, device=device)
+        predictions = generate(kind, path, rows, max_new_tokens, n_ctx=n_ctx, device=device, grammar=grammar)
     return score(task_type, predictions, references, labels, schema)
 
 
 def _generate_in_child(
-    kind: str, path: str, rows: list[Row], max_new_tokens: int, n_ctx: int | None, runtime: str
+    kind: str,
+    path: str,
+    rows: list[Row],
+    max_new_tokens: int,
+    n_ctx: int | None,
+    runtime: str,
+    grammar: str | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     stats = RuntimeStats(runtime=runtime)
-    outputs = generate(kind, Path(path), rows, max_new_tokens, n_ctx=n_ctx, stats=stats)
+    outputs = generate(kind, Path(path), rows, max_new_tokens, n_ctx=n_ctx, stats=stats, grammar=grammar)
     return outputs, asdict(stats)
 
 
@@ -450,11 +495,12 @@ def generate_isolated(
     n_ctx: int | None = None,
     stats: RuntimeStats,
     timeout_s: float = ISOLATED_TIMEOUT_S,
+    grammar: str | None = None,
 ) -> list[str]:
     """`generate` in a fresh process, filling `stats` there. A long-lived worker has freed memory
     (training's) that a runtime would reuse without its resident set growing, so a peak-RSS figure
     taken in the worker understates what the artifact needs; a new process has none, and a runtime
-    that crashes or hangs takes down only itself.
+    that crashes or hangs takes down only itself. `grammar` as in `generate`.
 
     Raises:
         ArtifactRunError: the process died (e.g. killed for memory) or ran past `timeout_s`.
@@ -463,7 +509,9 @@ def generate_isolated(
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
     try:
-        job = pool.submit(_generate_in_child, kind, str(path), rows, max_new_tokens, n_ctx, stats.runtime)
+        job = pool.submit(
+            _generate_in_child, kind, str(path), rows, max_new_tokens, n_ctx, stats.runtime, grammar
+        )
         outputs, measured = job.result(timeout=timeout_s)
     except BrokenProcessPool:
         raise ArtifactRunError(
@@ -491,13 +539,27 @@ def generate(
     n_ctx: int | None = None,
     stats: RuntimeStats | None = None,
     device: Device = "cpu",
+    grammar: str | None = None,
 ) -> list[str]:
     """Greedy answers from a transformers checkpoint ("hf", on `device`), a GGUF in llama.cpp
-    ("gguf") or an LFM2 ONNX decoder in onnxruntime ("onnx")."""
+    ("gguf") or an LFM2 ONNX decoder in onnxruntime ("onnx").
+
+    `grammar` (GBNF text) constrains the GGUF's answers. The other runtimes have no GBNF sampler
+    (nor has transformers.js, which runs the ONNX artifact in browsers), so asking for one there
+    is a ValueError rather than a score that looks constrained and is not.
+    """
+    _check_grammar_kind(kind, grammar)
     if kind == "hf":
         return generate_hf(path, rows, max_new_tokens=max_new_tokens, device=device)
     if kind == "gguf":
-        return generate_gguf(path, rows, n_ctx=n_ctx or 2048, max_new_tokens=max_new_tokens, stats=stats)
+        return generate_gguf(
+            path, rows, n_ctx=n_ctx or 2048, max_new_tokens=max_new_tokens, stats=stats, grammar=grammar
+        )
     if kind == "onnx":
         return generate_onnx(path, rows, max_new_tokens=max_new_tokens, n_ctx=n_ctx, stats=stats)
     raise ValueError(f"kind must be 'hf', 'gguf' or 'onnx', not {kind!r}")
+
+
+def _check_grammar_kind(kind: str, grammar: str | None) -> None:
+    if grammar is not None and kind != "gguf":
+        raise ValueError(f"a GBNF grammar applies to llama.cpp ('gguf') only, not {kind!r}")

@@ -10,6 +10,11 @@ the same record plus the base model it applies to and the llama.cpp flag that ap
 
 Every manifest recommends sampling settings (`recommended_sampling`): greedy for a classification,
 extraction or tool-calling fine-tune, the base publisher's defaults for free-form generation.
+
+A GGUF (or adapter) of such a fine-tune may ship a llama.cpp grammar (`eval.grammar.grammar_for`,
+a `.gbnf` file published beside the model file): the manifest's `grammar` entry names it, and the
+model card shows how to pass it to llama.cpp and llama-cpp-python, what Ollama can take instead,
+and, for the browser (ONNX) artifact, what transformers.js can and cannot constrain.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from eval.grammar import CONSTRAINS
 from infra.job_config import JobConfig
 from registry.adapter_gguf import ADAPTER_FORMAT
 from registry.profiles import DeviceProfile
@@ -187,6 +193,22 @@ def _file_entry(path: Path, root: Path) -> dict[str, Any]:
     return {"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def _grammar_entry(grammar: Path, task_type: str | None) -> dict[str, Any]:
+    """The manifest's record of a grammar file. Stored by file name: it is published beside the
+    model file (the card's commands name both as they lie in one folder)."""
+    if task_type not in CONSTRAINS:
+        raise ValueError(
+            f"a grammar constrains classification, extraction or tool calling, not {task_type!r}"
+        )
+    return {
+        "path": grammar.name,
+        "bytes": grammar.stat().st_size,
+        "sha256": sha256_file(grammar),
+        "format": "gbnf",
+        "constrains": CONSTRAINS[task_type],
+    }
+
+
 def build_manifest(
     job_id: str,
     config: JobConfig,
@@ -198,6 +220,7 @@ def build_manifest(
     *,
     merged_dir: Path | None = None,
     quantization: str | None = None,
+    grammar: Path | None = None,
 ) -> dict[str, Any]:
     """The manifest of one exported target.
 
@@ -208,8 +231,13 @@ def build_manifest(
         merged_dir (`Path`, *optional*): the merged checkpoint, whose chat template is hashed;
             without it the template embedded in the first GGUF of `files` is.
         quantization (`str`, *optional*): set when the export overrode the profile's default.
+        grammar (`Path`, *optional*): the task's llama.cpp grammar file (`eval.grammar.grammar_for`
+            written to disk), published beside the model file; recorded as `grammar` with its
+            bytes, sha256 and what it constrains ("labels", "json_schema" or "tool_calls", from
+            the job's task type). Not one of `files`: those are the model itself.
     """
     template = _template_of(files, merged_dir)
+    task_type = _task_type(config, eval_scores)
     config_json = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -229,6 +257,7 @@ def build_manifest(
         "license": license_info(config.model),
         "sampling": recommended_sampling(config, eval_scores),
         "files": [_file_entry(f, root) for f in files],
+        "grammar": _grammar_entry(grammar, task_type) if grammar is not None else None,
         "job_config": config.model_dump(mode="json"),
         "job_config_sha256": hashlib.sha256(config_json.encode()).hexdigest(),
         "eval": eval_scores or {},
@@ -246,6 +275,7 @@ def build_adapter_manifest(
     extra: dict[str, Any] | None = None,
     *,
     merged_dir: Path | None = None,
+    grammar: Path | None = None,
 ) -> dict[str, Any]:
     """The manifest of a LoRA adapter GGUF shipped for `profile` beside the merged model's GGUF.
 
@@ -253,6 +283,8 @@ def build_adapter_manifest(
         adapter_file (`Path`): the adapter GGUF; the manifest's root is its folder.
         adapter (`dict`): `registry.adapter_gguf.adapter_info` of it: rank, alpha, flag, base model.
         eval_scores (`dict`, *optional*): the fine-tune's scores; the adapter itself is not scored.
+        grammar (`Path`, *optional*): as in `build_manifest`; base + adapter answer as the merged
+            model does, so the same grammar holds.
 
     The base block adds the quantization a device of this profile would hold the base in; the
     adapter works with any (llama.cpp applies it to activations, not to the base's weights).
@@ -267,6 +299,7 @@ def build_adapter_manifest(
         extra,
         merged_dir=merged_dir,
         quantization=adapter.get("tensor_type"),
+        grammar=grammar,
     )
     base = {**adapter["base"], "quantization": "any", "profile_quantization": profile.quantization}
     return manifest | {"format": ADAPTER_FORMAT, "adapter": {**adapter, "base": base}}
@@ -338,10 +371,15 @@ def _generate_kwargs(manifest: dict[str, Any]) -> str:
     return f"do_sample=True, {_kwargs(manifest)}"
 
 
+def _adapter_base_file(manifest: dict[str, Any]) -> str:
+    base = manifest["adapter"]["base"]
+    return f"{base['model'].rsplit('/', 1)[-1]}-{base['profile_quantization']}.gguf"
+
+
 def _how_to_run_adapter(manifest: dict[str, Any]) -> str:
     adapter, ctx = manifest["files"][0]["path"], manifest["context_cap"]
     base = manifest["adapter"]["base"]
-    base_file = f"{base['model'].rsplit('/', 1)[-1]}-{base['profile_quantization']}.gguf"
+    base_file = _adapter_base_file(manifest)
     flag, sampling = manifest["adapter"]["llama_cpp_flag"], _cli_flags(manifest)
     return (
         f"A LoRA adapter, not a model: load a GGUF of {base['model']} (any quantization; "
@@ -406,6 +444,112 @@ def _how_to_run(manifest: dict[str, Any]) -> str:
     )
 
 
+# transformers.js runs the browser artifact; the version edgetune loads it with (tests/js).
+TRANSFORMERS_JS = "3.8.1"
+_GRAMMAR_ALLOWS = {
+    "labels": "exactly one of the task's labels, written as in training (the bare label)",
+    "json_schema": "a JSON object valid against the task's output schema",
+    "tool_calls": "LFM tool calls to the task's tools only, with their own parameter names and value types",
+}
+
+
+def _model_args(manifest: dict[str, Any]) -> tuple[str, str]:
+    """How the card's commands load the model: llama-cli arguments and llama-cpp-python's
+    `Llama(...)` arguments (an adapter goes on a base GGUF)."""
+    ctx, first = manifest["context_cap"], manifest["files"][0]["path"]
+    if manifest["format"] != ADAPTER_FORMAT:
+        return f"-m {first} -c {ctx}", f'model_path="{first}", n_ctx={ctx}'
+    base, flag = _adapter_base_file(manifest), manifest["adapter"]["llama_cpp_flag"]
+    return f"-m {base} {flag} {first} -c {ctx}", f'model_path="{base}", lora_path="{first}", n_ctx={ctx}'
+
+
+def _modelfile(manifest: dict[str, Any]) -> str:
+    first = manifest["files"][0]["path"]
+    if manifest["format"] != ADAPTER_FORMAT:
+        return f"`FROM ./{first}`"
+    return f"`FROM ./{_adapter_base_file(manifest)}` and `ADAPTER ./{first}`"
+
+
+def _ollama_note(constrains: str, modelfile: str) -> str:
+    """What Ollama can take instead of the grammar: its API has no GBNF field; `format` takes
+    "json" or a JSON schema, which it turns into a grammar of its own."""
+    head = 'Ollama does not take GBNF grammars: its `format` takes `"json"` or a JSON schema. '
+    if constrains == "json_schema":
+        return head + (
+            "For this extraction model pass the task's schema (in `manifest.json`) as `format` "
+            "(`my-model` made with `ollama create my-model -f Modelfile`, the Modelfile reading "
+            f"{modelfile}):\n\n"
+            "```python\nimport json\n\nimport ollama\n\n"
+            'schema = json.load(open("manifest.json"))["job_config"]["task"]["output_schema"]\n'
+            'ollama.chat(model="my-model", messages=[{"role": "user", "content": "..."}], '
+            'format=schema, options={"temperature": 0})\n```\n'
+        )
+    if constrains == "labels":
+        return head + (
+            "A schema would make the model write JSON (a quoted label), not the bare label it was "
+            "trained to answer, so there is no Ollama equivalent: check the answer against the labels.\n"
+        )
+    return head + (
+        "A JSON schema cannot describe LFM's pythonic call list, so there is no Ollama equivalent: "
+        "parse the calls and check the tool names in your app.\n"
+    )
+
+
+def _grammar_section(manifest: dict[str, Any]) -> str:
+    grammar = manifest["grammar"]
+    path, constrains = grammar["path"], grammar["constrains"]
+    cli, llama_kwargs = _model_args(manifest)
+    markers = (
+        " The grammar writes the tool-call markers as text, which llama.cpp matches against LFM's special "
+        "tokens; llama-cpp-python leaves special tokens out of the text it returns, so a call may read "
+        "`[f(a=1)]` without them."
+        if constrains == "tool_calls"
+        else ""
+    )
+    return (
+        f"`{path}` is a llama.cpp grammar (GBNF) that lets the model write only "
+        f"{_GRAMMAR_ALLOWS[constrains]}: every answer has that shape by construction (a token budget can "
+        f"still cut a long one short). The evaluation above scores this artifact with and without it "
+        f"where both were run.{markers}\n\n"
+        f"```sh\nllama-cli {cli} --grammar-file {path} -cnv {_cli_flags(manifest)}\n```\n\n"
+        f"llama-server takes the file's text as `\"grammar\"` in a request's JSON body.\n\n"
+        "```python\nfrom llama_cpp import Llama, LlamaGrammar\n\n"
+        f"llm = Llama({llama_kwargs})\n"
+        f'grammar = LlamaGrammar.from_file("{path}")\n'
+        'llm.create_chat_completion(messages=[{"role": "user", "content": "..."}], grammar=grammar, '
+        f"{_kwargs(manifest, {'repetition_penalty': 'repeat_penalty'})})\n```\n\n"
+        f"{_ollama_note(constrains, _modelfile(manifest))}"
+    )
+
+
+def _browser_constraints() -> str:
+    """What transformers.js can constrain, as read in its source (v3.8.1: generation/
+    configuration_utils.js, logits_process.js, models.js): no grammar or schema decoding
+    (`constraints` / `force_words_ids` are declared, never applied); `bad_words_ids` and a custom
+    `logits_processor` list passed to `generate` (the text-generation pipeline forwards it) are."""
+    return (
+        f"transformers.js ({TRANSFORMERS_JS}, the version edgetune loads this artifact with) has no "
+        "grammar or JSON-schema constrained decoding, and the llama.cpp grammar shipped with GGUF "
+        "targets does not apply here. What it does take: `bad_words_ids` (token sequences never to "
+        "write) and a `logits_processor` list passed to `generate` (the text-generation pipeline "
+        "forwards it). A classifier can be held to its labels with a processor of your own that "
+        "allows only the token ids continuing a label, then the end token. JSON-schema and tool-call "
+        "constraints need a grammar engine that transformers.js does not have: validate those answers "
+        "after decoding (`JSON.parse` and a schema check; parse the `[name(arg=...)]` list and check the "
+        "tool names) and retry or reject.\n"
+    )
+
+
+def _constrained_output(manifest: dict[str, Any]) -> str:
+    """The card's "Constrained output" section, or "" when there is none to write."""
+    if manifest.get("grammar"):
+        return f"## Constrained output\n\n{_grammar_section(manifest)}\n"
+    task_type = (manifest.get("sampling") or {}).get("task_type")
+    if manifest["format"] == "onnx" and task_type in GREEDY_TASKS:
+        return f"## Constrained output\n\n{_browser_constraints()}\n"
+    return ""
+
+
 def _sampling_section(manifest: dict[str, Any]) -> str:
     settings = ", ".join(f"{k}={v:g}" for k, v in _settings(manifest).items())
     why = (manifest.get("sampling") or {}).get("why", "greedy: how edgetune's eval gate scored it")
@@ -454,9 +598,8 @@ def model_card(manifest: dict[str, Any]) -> str:
     """An HF-style README.md (YAML front matter + short body) for the exported target."""
     front = yaml.safe_dump(_front_matter(manifest), sort_keys=False)
     title = manifest["job_config"].get("suffix") or manifest["job_id"]
-    files = "\n".join(
-        f"| `{f['path']}` | {f['bytes']:,} | `{f['sha256'][:16]}…` |" for f in manifest["files"]
-    )
+    listed = [*manifest["files"], *([manifest["grammar"]] if manifest.get("grammar") else [])]
+    files = "\n".join(f"| `{f['path']}` | {f['bytes']:,} | `{f['sha256'][:16]}…` |" for f in listed)
     scores = "\n".join(_eval_lines(manifest["eval"]))
     what = "held-out rows; general-ability probe" if "probe" in manifest["eval"] else "held-out rows"
     runtime = manifest["min_runtime"]
@@ -471,6 +614,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"## Recommended sampling\n\n{_sampling_section(manifest)}\n"
         f"## How to run\n\n{_how_to_run(manifest)}\n"
         f'Tool calls use LFM\'s pythonic format: `<|tool_call_start|>[f(a="x")]<|tool_call_end|>`.\n\n'
+        f"{_constrained_output(manifest)}"
         f"## License\n\n{manifest['license']['attribution']} See {manifest['license']['license_link']}.\n"
     )
 
