@@ -35,7 +35,8 @@ maxLength/maxItems (a token budget can still cut an answer short), keywords outs
 edgetune's schemas use (eval/json_schema.py) in tool parameters (minimum, pattern, ... are
 ignored: the grammar is looser there, never stricter), and, for extraction, whatever
 llama-cpp-python's converter leaves out (it raises on what it cannot convert; the grammar then falls
-back to any JSON object, and says so in its first line).
+back to the keywords edgetune's scorer checks, else to any JSON object, and says so in its first
+line).
 """
 
 from __future__ import annotations
@@ -110,14 +111,47 @@ _STRICT_CHAR = _LOOSE_CHAR.replace('[^"\\\\]', '[^"\\\\\\x00-\\x1F]', 1)
 def _json_grammar(schema: dict[str, Any]) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    header = "# edgetune: a JSON object valid against the task's output_schema"
-    try:
-        text = json_schema_to_gbnf(json.dumps(schema))
-    except Exception as e:  # the converter raises assorted types (KeyError, ValueError...) on what it lacks
-        header = f"# edgetune: any JSON object (llama-cpp-python cannot convert the schema: {e!r:.200})"
-        text = json_schema_to_gbnf(json.dumps({"type": "object"}))
-    lines = [_STRICT_CHAR if line == _LOOSE_CHAR else line for line in text.splitlines()]
-    return "\n".join([header, *lines]) + "\n"
+    # The converter asserts on what it cannot take (a pattern without ^...$, a remote $ref): then
+    # the keywords edgetune's scorer checks (eval/json_schema.py), then any JSON object.
+    attempts = [
+        (schema, "a JSON object valid against the task's output_schema"),
+        (
+            _scored_subset(schema),
+            "a JSON object valid against the output_schema's type/properties/required/enum/items",
+        ),
+        ({"type": "object"}, "any JSON object"),
+    ]
+    failure = ""  # why the full schema was refused
+    for candidate, what in attempts:
+        try:
+            text = json_schema_to_gbnf(json.dumps(candidate))
+        except Exception as e:  # AssertionError mostly; KeyError/ValueError on odd input
+            failure = failure or f"{type(e).__name__}: {e}"[:200].replace("\n", " ")
+            continue
+        header = f"# edgetune: {what}" + (
+            f" (the converter refused the full schema: {failure})" if candidate is not schema else ""
+        )
+        lines = [_STRICT_CHAR if line == _LOOSE_CHAR else line for line in text.splitlines()]
+        return "\n".join([header, *lines]) + "\n"
+    raise AssertionError("llama-cpp-python cannot convert even {'type': 'object'}")
+
+
+# What eval/json_schema.py checks, plus what resolves a local $ref.
+_SCORED_KEYWORDS = ("type", "properties", "required", "enum", "items", "$ref", "$defs", "definitions")
+
+
+def _scored_subset(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_scored_subset(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept = {k: v for k, v in schema.items() if k in _SCORED_KEYWORDS}
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(kept.get(key), dict):
+            kept[key] = {name: _scored_subset(sub) for name, sub in kept[key].items()}
+    if "items" in kept:
+        kept["items"] = _scored_subset(kept["items"])
+    return kept
 
 
 # Python literals as recipes.chat_data.python_literal writes them: strings through json.dumps

@@ -179,3 +179,49 @@ def test_an_artifact_run_that_dies_or_hangs_fails_with_what_happened(
         )
     time.sleep(0.5)
     assert not multiprocessing.active_children()  # the hung runner was killed, not left behind
+
+
+@pytest.mark.parametrize("kind", ["hf", "onnx"])
+def test_a_grammar_is_for_the_gguf_runner_only(kind: Any, tmp_path: Path, sentiment_rows: list[dict]) -> None:
+    """transformers and onnxruntime (and transformers.js) have no GBNF sampler: asking for one is an
+    error before anything loads, not a score that looks constrained and is not."""
+    with pytest.raises(ValueError, match="llama.cpp"):
+        evaluate_model(
+            kind, tmp_path / "none", sentiment_rows, "classification", LABELS, grammar='root ::= "a"'
+        )
+    with pytest.raises(ValueError, match="llama.cpp"):
+        evaluate_model(
+            kind,
+            tmp_path / "none",
+            sentiment_rows,
+            "classification",
+            LABELS,
+            grammar='root ::= "a"',
+            stats=RuntimeStats(runtime="x"),
+        )
+
+
+def test_gguf_answers_under_a_grammar_and_none_changes_nothing(
+    tiny_gguf: Path, sentiment_rows: list[dict]
+) -> None:
+    from eval.grammar import grammar_for
+
+    plain = generate_gguf(tiny_gguf, sentiment_rows, n_ctx=512, max_new_tokens=8)
+    assert generate_gguf(tiny_gguf, sentiment_rows, n_ctx=512, max_new_tokens=8, grammar=None) == plain
+    constrained = generate_gguf(
+        tiny_gguf,
+        sentiment_rows,
+        n_ctx=512,
+        max_new_tokens=8,
+        grammar=grammar_for("classification", LABELS, None, None),
+    )
+    assert all(out in LABELS for out in constrained)  # the random model answers only labels
+    assert sum(out in LABELS for out in plain) < len(plain)  # not so unconstrained
+
+
+def test_a_grammar_that_does_not_parse_is_refused_not_a_crash(
+    tiny_gguf: Path, sentiment_rows: list[dict]
+) -> None:
+    # llama-cpp-python 0.3.36 segfaults on it when handed it unchecked
+    with pytest.raises(ValueError, match="does not parse"):
+        generate_gguf(tiny_gguf, sentiment_rows, n_ctx=512, max_new_tokens=8, grammar="root ::= (")
