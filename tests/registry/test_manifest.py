@@ -14,6 +14,8 @@ from eval.metrics import score
 from infra.job_config import JobConfig, TaskSpec
 from registry.export import export_target
 from registry.manifest import (
+    TRANSFORMERS_JS,
+    build_adapter_manifest,
     build_manifest,
     chat_template,
     license_info,
@@ -25,7 +27,7 @@ from registry.manifest import (
     write_manifest,
 )
 from registry.profiles import get_profile
-from tests.registry.tiny_artifacts import TinyArtifacts
+from tests.registry.tiny_artifacts import REPO, TinyArtifacts
 
 CONFIG = JobConfig(
     model="LiquidAI/LFM2-350M",
@@ -342,3 +344,146 @@ def test_model_card_for_an_onnx_target(tiny: TinyArtifacts, tmp_path: Path) -> N
     for name in ("input_ids", "position_ids", "past_conv.{i}", "past_key_values.{i}.key", "present_conv.{i}"):
         assert name in card
     assert "onnxruntime-web" in card and "or newer" not in card  # min_runtime already says >=
+
+
+def _card_python_block(card: str, marker: str) -> str:
+    """The card's ```python block that contains `marker`."""
+    blocks = [b.split("```", 1)[0] for b in card.split("```python\n")[1:]]
+    return next(b for b in blocks if marker in b)
+
+
+def test_a_gguf_ships_its_grammar_and_the_cards_snippet_runs_it(
+    tiny: TinyArtifacts, quantized: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As publish lays a target out: the GGUF and the grammar side by side. The card's
+    llama-cpp-python snippet, run as written there, answers one of the labels."""
+    from eval.grammar import grammar_for
+
+    gguf = Path(shutil.copy2(quantized["Q4_K_M"], tmp_path / "model-Q4_K_M.gguf"))
+    assert CONFIG.task is not None
+    grammar_path = tmp_path / "grammar.gbnf"
+    grammar_path.write_text(grammar_for("classification", CONFIG.task.labels, None, None) or "")
+    manifest = build_manifest(
+        "job-g",
+        CONFIG,
+        get_profile("laptop-cpu"),
+        [gguf],
+        tmp_path,
+        merged_dir=tiny.hf_dir,
+        grammar=grammar_path,
+    )
+    assert manifest["grammar"] == {
+        "path": "grammar.gbnf",
+        "bytes": grammar_path.stat().st_size,
+        "sha256": sha256_file(grammar_path),
+        "format": "gbnf",
+        "constrains": "labels",
+    }
+    assert [f["path"] for f in manifest["files"]] == ["model-Q4_K_M.gguf"]  # the model alone
+    card = model_card(manifest)
+    assert "## Constrained output" in card and "| `grammar.gbnf` |" in card
+    assert "llama-cli -m model-Q4_K_M.gguf -c 32768 --grammar-file grammar.gbnf -cnv --temp 0" in card
+    assert "Ollama does not take GBNF grammars" in card and "bare label" in card
+
+    snippet = _card_python_block(card, "LlamaGrammar.from_file")
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, Any] = {}
+    exec(snippet.replace("llm.create_chat_completion(", "result = llm.create_chat_completion("), scope)
+    scope["llm"].close()
+    assert scope["result"]["choices"][0]["message"]["content"] in CONFIG.task.labels
+
+
+def test_an_extraction_card_hands_ollama_the_schema_from_the_manifest(
+    tiny: TinyArtifacts, quantized: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eval.grammar import grammar_for
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    config = CONFIG.model_copy(
+        update={"task": TaskSpec(description="Extract the city.", output_schema=schema)}
+    )
+    gguf = Path(shutil.copy2(quantized["Q4_K_M"], tmp_path / "model-Q4_K_M.gguf"))
+    (tmp_path / "grammar.gbnf").write_text(grammar_for("extraction", None, schema, None) or "")
+    manifest = build_manifest(
+        "job-e", config, get_profile("laptop-cpu"), [gguf], tmp_path, grammar=tmp_path / "grammar.gbnf"
+    )
+    assert manifest["grammar"]["constrains"] == "json_schema"
+    write_manifest(manifest, tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "`FROM ./model-Q4_K_M.gguf`" in card and "format=schema" in card
+    # the card's line that reads the schema, against the manifest.json written beside it
+    line = next(x for x in _card_python_block(card, "ollama").splitlines() if x.startswith("schema = "))
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, Any] = {"json": json}
+    exec(line, scope)
+    assert scope["schema"] == schema
+
+
+def test_an_adapter_manifest_carries_the_grammar_for_base_plus_adapter(
+    tiny: TinyArtifacts, tmp_path: Path
+) -> None:
+    from eval.grammar import grammar_for
+
+    tools = [{"name": "get_weather", "description": "d", "parameters": {"type": "object"}}]
+    config = CONFIG.model_copy(update={"task": TaskSpec(description="Call tools.", tools=tools)})
+    adapter_file = tmp_path / "lora-adapter-F16.gguf"
+    adapter_file.write_bytes(b"adapter")
+    grammar_path = tmp_path / "grammar.gbnf"
+    grammar_path.write_text(
+        grammar_for("tool_calling", None, None, config.task.tools if config.task else None) or ""
+    )
+    adapter = {"llama_cpp_flag": "--lora", "tensor_type": "F16", "base": {"model": "LiquidAI/LFM2-350M"}}
+    manifest = build_adapter_manifest(
+        "job-a",
+        config,
+        get_profile("laptop-cpu"),
+        adapter_file,
+        adapter,
+        merged_dir=tiny.hf_dir,
+        grammar=grammar_path,
+    )
+    assert manifest["grammar"]["constrains"] == "tool_calls"
+    card = model_card(manifest)
+    assert (
+        "llama-cli -m LFM2-350M-Q4_K_M.gguf --lora lora-adapter-F16.gguf -c 32768 --grammar-file grammar.gbnf"
+        in card
+    )
+    assert 'model_path="LFM2-350M-Q4_K_M.gguf", lora_path="lora-adapter-F16.gguf"' in card
+    assert "special tokens" in card and "cannot describe LFM's pythonic call list" in card
+
+
+def test_a_grammar_for_a_free_form_job_is_refused(tiny: TinyArtifacts, tmp_path: Path) -> None:
+    chat = CONFIG.model_copy(update={"task": TaskSpec(description="Answer customer questions kindly.")})
+    (tmp_path / "g.gbnf").write_text('root ::= "x"\n')
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not 'generation'"):
+        build_manifest(
+            "job-x",
+            chat,
+            get_profile("gpu-server"),
+            [tmp_path / "model.bin"],
+            tmp_path,
+            merged_dir=tiny.hf_dir,
+            grammar=tmp_path / "g.gbnf",
+        )
+
+
+def test_the_browser_card_says_what_transformers_js_can_constrain(
+    tiny: TinyArtifacts, tmp_path: Path
+) -> None:
+    archive = tmp_path / "browser-webgpu.tar"
+    archive.write_bytes(b"tar")
+    manifest = build_manifest(
+        "job-b", CONFIG, get_profile("browser-webgpu"), [archive], tmp_path, merged_dir=tiny.hf_dir
+    )
+    assert manifest["grammar"] is None
+    card = model_card(manifest)
+    assert f"transformers.js ({TRANSFORMERS_JS}" in card and "no grammar or JSON-schema" in card
+    assert "logits_processor" in card and "bad_words_ids" in card
+    # the version the card names is the one the tests load the artifact with
+    package = json.loads((REPO / "tests" / "js" / "package.json").read_text())
+    assert package["dependencies"]["@huggingface/transformers"] == TRANSFORMERS_JS
+    # a free-form model's card has no such section
+    chat = CONFIG.model_copy(update={"task": TaskSpec(description="Answer customer questions kindly.")})
+    chat_card = model_card(build_manifest("job-c", chat, get_profile("browser-webgpu"), [archive], tmp_path))
+    assert "## Constrained output" not in chat_card
