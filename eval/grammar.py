@@ -18,10 +18,12 @@ tokens. llama.cpp's grammar sampler compares each candidate token's text, and it
 special tokens *with* their text (llama_vocab's `cache_token_to_piece`, built with special=true), so
 a quoted literal `"<|tool_call_start|>"` matches the special token: measured with the pinned
 llama-cpp-python 0.3.36 on the tiny LFM2 GGUF, a grammar of quoted markers lets the sampler pick
-token 5 (`<|tool_call_start|>`) when the model prefers it (tests/eval/test_grammar.py). What a
-quoted literal cannot do is *forbid* the same text spelled in ordinary pieces (`<`, `|`, `tool`...),
-which a trained model does not choose but a random one does; either spelling reads back the same
-(eval.tool_calls.parse_tool_calls and llama.cpp's LFM2 tool-call parser both work on the text).
+the special token when the model prefers it (tests/eval/test_grammar.py::
+test_how_the_markers_are_matched). What a quoted literal cannot do is *forbid* the same text
+spelled in ordinary pieces (`<`, `|`, `tool`...): a model trained on the token prefers the token,
+but one pushed away from it writes the pieces, and the grammar lets it. Either spelling reads back
+as the same calls (eval.tool_calls.parse_tool_calls works on the text; llama-cpp-python returns the
+special token's text as nothing and the spelled-out text as it is).
 This llama.cpp also has token syntax (`<|tool_call_start|>` unquoted, llama.cpp PR #17816, Dec
 2025) that forces the one special token; `grammar_for(..., marker_tokens=True)` writes it. It is not
 the default because (1) a llama.cpp older than that PR cannot parse the file, (2) a vocabulary
@@ -30,13 +32,14 @@ unparseable grammar makes llama-cpp-python 0.3.36 segfault (it adds the NULL sam
 returns), so the portable file is the one that ships; `has_marker_tokens` tells whether a GGUF
 could take the strict one, and `grammar_parses` checks a grammar against a loaded model.
 
-What is left unconstrained: how long a string (or a list) runs unless the schema sets
-maxLength/maxItems (a token budget can still cut an answer short), keywords outside the subset
-edgetune's schemas use (eval/json_schema.py) in tool parameters (minimum, pattern, ... are
-ignored: the grammar is looser there, never stricter), and, for extraction, whatever
-llama-cpp-python's converter leaves out (it raises on what it cannot convert; the grammar then falls
-back to the keywords edgetune's scorer checks, else to any JSON object, and says so in its first
-line).
+What is left unconstrained: how long a string runs unless the schema sets maxLength, how long a
+list runs (extraction: unless it sets maxItems), how many calls one answer holds (the training
+format is one list of one or more calls), so a token budget can still cut an answer short. In tool
+parameters, keywords outside type/properties/required/enum/const/items/anyOf/oneOf/$ref and
+minLength/maxLength (minimum, pattern, ...) are ignored: the grammar is looser there, never
+stricter. For extraction, whatever llama-cpp-python's converter leaves out; it raises on what it
+cannot convert, and the grammar then falls back to the keywords edgetune's scorer checks
+(eval/json_schema.py), else to any JSON object, and says so in its first line.
 """
 
 from __future__ import annotations
@@ -238,8 +241,8 @@ def _value(rules: _Rules, schema: Any, root: dict[str, Any], depth: int) -> str:
     if not isinstance(schema, dict) or depth > _MAX_DEPTH:
         return "py-value"
     for key in ("enum", "const"):
-        if key in schema:
-            values = schema[key] if key == "enum" else [schema[key]]
+        values = schema.get(key) if key == "enum" else [schema[key]] if key in schema else None
+        if isinstance(values, list) and values:
             return "(" + " | ".join(literal(python_literal(v)) for v in values) + ")"
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), list) and schema[key]:

@@ -87,10 +87,6 @@ def _rows(system: str, texts: list[str], answer: str, tools: list[dict] | None =
     return rows
 
 
-def _is_label(out: str) -> bool:
-    return out.strip() in LABELS
-
-
 def _is_schema_json(out: str) -> bool:
     try:
         value = json.loads(out)  # strict: raw control characters in strings fail here
@@ -184,13 +180,11 @@ def test_a_schema_the_converter_refuses_falls_back_to_the_scored_keywords(smollm
     assert "zip-kv" in grammar and "n-kv" in grammar  # the properties are still constrained
 
 
-CASES: dict[str, tuple[Callable[[], list[dict]], str | None, int, Callable[[str], bool]]] = {
-    "classification": (
-        lambda: _rows("Classify the sentiment: positive, negative or neutral.", TEXTS, "positive"),
-        grammar_for("classification", LABELS, None, None),
-        8,
-        _is_label,
-    ),
+# extraction / tool calling: the rows, the grammar, the token budget under it, what a valid answer
+# is, and how an answer in the task's format begins (checked on a short unconstrained run).
+CASES: dict[
+    str, tuple[Callable[[], list[dict]], str | None, int, Callable[[str], bool], Callable[[str], bool]]
+] = {
     "extraction": (
         lambda: _rows(
             "Extract the product and a 1-10 rating as JSON.", TEXTS, '{"product": "x", "rating": 1}'
@@ -198,45 +192,45 @@ CASES: dict[str, tuple[Callable[[], list[dict]], str | None, int, Callable[[str]
         grammar_for("extraction", None, SCHEMA, None),
         48,
         _is_schema_json,
+        lambda out: out.lstrip().startswith("{"),
     ),
     "tool_calling": (
         lambda: _rows("", ["weather in boston?", "what time is it in tokyo?", "hello"], "x", TOOLS),
         grammar_for("tool_calling", None, None, TOOLS),
         48,
         _is_known_call,
+        lambda out: out.lstrip().startswith((TOOL_CALL_START, "[")),
     ),
 }
 
 
 @pytest.mark.parametrize("task", list(CASES))
 def test_with_the_grammar_every_answer_has_the_tasks_shape(task: str, smollm2: Path) -> None:
-    """SmolLM2 was never trained on these tasks: free, it answers in prose (measured: 1 of 3
-    labels, 0 JSON objects, 0 calls); under the grammar every answer is a label / schema-valid JSON /
-    a call of a known tool with valid arguments."""
-    make_rows, grammar, max_new_tokens, valid = CASES[task]
+    """SmolLM2 was never trained on these tasks: free, it answers in prose (measured: no answer
+    begins as JSON or a call); under the grammar every answer is schema-valid JSON / a call of a
+    known tool with valid arguments, within the task's token budget."""
+    make_rows, grammar, max_new_tokens, valid, in_format = CASES[task]
     rows = make_rows()
-    free = generate_gguf(smollm2, rows, n_ctx=1024, max_new_tokens=max_new_tokens)
+    free = generate_gguf(smollm2, rows, n_ctx=1024, max_new_tokens=12)
     constrained = generate_gguf(smollm2, rows, n_ctx=1024, max_new_tokens=max_new_tokens, grammar=grammar)
-    free_rate = sum(map(valid, free)) / len(rows)
-    print(f"{task}: free {free_rate:.2f} {free}\nconstrained {constrained}")
+    print(f"{task}: free {free}\nconstrained {constrained}")
     assert all(valid(out) for out in constrained)
-    assert free_rate < 1.0
+    assert sum(map(in_format, free)) < len(rows)
 
 
 def test_the_artifact_eval_scores_with_and_without_the_grammar(smollm2: Path) -> None:
-    """Through evaluate_model in its own process (as the worker scores artifacts): the parse rate
-    is 1 under the grammar and below 1 without it."""
+    """Classification through evaluate_model: free (measured: 1 of 3 answers names a label) and
+    under the grammar in its own process, as the worker scores artifacts, where every answer is a
+    label (parse rate 1) and the speed run still happens, unconstrained."""
     rows = _rows("Classify the sentiment: positive, negative or neutral.", TEXTS, "positive")
     grammar = grammar_for("classification", LABELS, None, None)
-    runs = {}
-    for name, g in (("free", None), ("grammar", grammar)):
-        stats = RuntimeStats(runtime="llama.cpp")
-        runs[name] = evaluate_model(
-            "gguf", smollm2, rows, "classification", LABELS, n_ctx=512, stats=stats, grammar=g
-        )
-        assert stats.decode_tokens > 0  # the speed run still happens, unconstrained
-    assert runs["grammar"].parse_rate == 1.0
-    assert runs["free"].parse_rate is not None and runs["free"].parse_rate < 1.0
+    free = evaluate_model("gguf", smollm2, rows, "classification", LABELS, n_ctx=512)
+    stats = RuntimeStats(runtime="llama.cpp")
+    constrained = evaluate_model(
+        "gguf", smollm2, rows, "classification", LABELS, n_ctx=512, stats=stats, grammar=grammar
+    )
+    assert constrained.parse_rate == 1.0 and stats.decode_tokens > 0
+    assert free.parse_rate is not None and free.parse_rate < 1.0
 
 
 def _calls_a_known_tool_first(out: str) -> bool:
