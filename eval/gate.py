@@ -1,16 +1,22 @@
 """The eval gate: may this fine-tune and its device artifacts be published?
 
-`decide_gate(policy, base, finetuned, artifacts)` applies four rules to results scored on the same
+`decide_gate(policy, base, finetuned, artifacts)` applies these rules to results scored on the same
 held-out rows with the same greedy decoding:
 
 1. min_score          fine-tuned, and every artifact, score at least `min_score`.
 2. min_delta          fine-tuned minus base is more than `min_delta` (0: strictly better than base).
+                      "Base" is the policy's `baseline`: by default the base *prompted* for the
+                      task (its instruction and k training examples, eval/prompting.py), since a
+                      base never told the task scores ~0 and beating it proves little; the
+                      caller (worker/stages.gate) passes that result and names it.
 3. max_artifact_drop  each artifact scores at least fine-tuned minus `max_artifact_drop`.
 4. budgets            each artifact's device budgets (size, runtime memory, decode speed) from its
                       profile, measured when it was scored; a miss fails the gate where the
                       profile's rule is `refuse` and is flagged (published, marked) where it is
                       `flag`. Memory and speed are host measurements, and every detail says so.
-5. max_probe_drop     a general-ability probe drops by at most `max_probe_drop` (forgetting). The
+5. min_eval_rows      the held-out set has at least `min_eval_rows` rows. Fewer, and the gate cannot
+                      tell a result from noise, so it says so and refuses rather than passing.
+6. max_probe_drop     a general-ability probe drops by at most `max_probe_drop` (forgetting). The
                       probe (eval/probe.py) is 32 fixed short questions a small instruct model
                       should keep answering after a narrow fine-tune (arithmetic, capitals, yes/no,
                       one-word answers, copy/transform), scored by `answer_match` for base and
@@ -39,6 +45,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from eval.metrics import EvalResult, MetricScore
 
 EPS = 1e-9
+# The fewest held-out rows the gate will judge on. At 20 rows one row is 0.05, the default
+# max_artifact_drop, so a single row cannot flip the artifact check; and the 95% CI of an accuracy
+# near 0.5 is about +-0.22 wide (1.96 * sqrt(0.25 / 20)), already as wide as most fine-tuning gains.
+# Below it a pass would be noise. Splits (infra/job_config.py) and synthesis hold out this many.
+MIN_EVAL_ROWS = 20
 
 
 class GatePolicy(BaseModel):
@@ -64,6 +75,19 @@ class GatePolicy(BaseModel):
     # 95% CI about +-0.17 wide, so a paired drop under ~0.24 is not told apart from noise. 0.3 fails
     # only clear forgetting (10 items net), e.g. the demo's narrow LoRA on SmolLM2-135M measured a
     # 0.25 drop (0.469 -> 0.219), which passes with the drop shown in the verdict; tighten it per job.
+    baseline: Literal["prompted", "bare"] = Field(
+        default="prompted",
+        description="What min_delta compares the fine-tune with: 'prompted', the base given the task's "
+        "instruction and k training examples (eval/prompting.py), the fair bar; or 'bare', the base "
+        "on the rows as they are. A job without a prompted score (DPO) falls back to bare, noted.",
+    )
+    min_eval_rows: int = Field(
+        default=MIN_EVAL_ROWS,
+        ge=0,
+        le=10_000,
+        description="Fewest held-out rows the gate judges on; with fewer it refuses and says so "
+        "(0 turns the check off).",
+    )
     max_probe_drop: float = Field(
         default=0.3,
         ge=0.0,
@@ -125,12 +149,14 @@ def _min_score(policy: GatePolicy, metric: str, subject: str, s: MetricScore) ->
     return GateCheck(rule="min_score", subject=subject, passed=ok, detail=detail)
 
 
-def _min_delta(policy: GatePolicy, metric: str, base: MetricScore, tuned: MetricScore) -> GateCheck:
+def _min_delta(
+    policy: GatePolicy, metric: str, base: MetricScore, tuned: MetricScore, baseline: str
+) -> GateCheck:
     delta = tuned.score - base.score
     ok = delta > policy.min_delta + EPS
     verb = "is more than" if ok else "is not more than"
     detail = (
-        f"min_delta: fine-tuned {metric} {tuned.score:.3f} minus base {base.score:.3f} = {delta:+.3f}, "
+        f"min_delta: fine-tuned {metric} {tuned.score:.3f} minus {baseline} {base.score:.3f} = {delta:+.3f}, "
         f"which {verb} the required {policy.min_delta:+.3f}"
     )
     return GateCheck(rule="min_delta", subject="fine-tuned", passed=ok, detail=detail)
@@ -194,11 +220,24 @@ def _budget_checks(budgets: dict[str, list[BudgetCheck]]) -> tuple[list[GateChec
     return checks, notes
 
 
-def _noise_note(metric: str, base: MetricScore, tuned: MetricScore, n: int) -> list[str]:
+def _eval_rows(policy: GatePolicy, n: int) -> GateCheck:
+    ok = n >= policy.min_eval_rows
+    detail = (
+        f"min_eval_rows: {n} held-out rows "
+        + ("meet" if ok else "are fewer than")
+        + f" the {policy.min_eval_rows} the gate needs to tell a result from noise"
+    )
+    if not ok and n:
+        half = 1.96 * (0.25 / n) ** 0.5  # the 95% CI half-width of a 0.5 accuracy on n rows
+        detail += f" (at {n} rows one row is {1 / n:.3f} and a 95% CI spans about +-{half:.2f})"
+    return GateCheck(rule="min_eval_rows", subject="held-out set", passed=ok, detail=detail)
+
+
+def _noise_note(metric: str, base: MetricScore, tuned: MetricScore, n: int, baseline: str) -> list[str]:
     delta, half_width = tuned.score - base.score, (tuned.ci_high - tuned.ci_low) / 2
     if 0 < delta < half_width:
         return [
-            f"fine-tuned beats base on {metric} by {delta:.3f}, less than the 95% CI half-width "
+            f"fine-tuned beats {baseline} on {metric} by {delta:.3f}, less than the 95% CI half-width "
             f"{half_width:.3f} on {n} rows: the improvement may not hold on new data"
         ]
     return []
@@ -241,6 +280,8 @@ def decide_gate(
     probe_base: EvalResult | None = None,
     probe_finetuned: EvalResult | None = None,
     budgets: dict[str, list[BudgetCheck]] | None = None,
+    *,
+    baseline: str = "base",
 ) -> GateDecision:
     """Apply `policy` (rules in the module docstring) and say why, with the numbers.
 
@@ -251,6 +292,8 @@ def decide_gate(
             fine-tuned; both or neither. Without them max_probe_drop is not checked (and a note says so).
         budgets (`dict[str, list[BudgetCheck]]`, *optional*): each artifact's device budgets with
             what was measured; an artifact here need not be in `artifacts` (e.g. merged safetensors).
+        baseline (`str`): what `base` is, in the verdict's words: "base", or "prompted base" when
+            the caller passes the base prompted for the task (the policy's `baseline`).
 
     Raises:
         ValueError: results from different row counts, a policy metric a result lacks, one probe only.
@@ -261,8 +304,9 @@ def decide_gate(
     metric = policy.metric or finetuned.metric
     tuned = finetuned.get(metric)
     checks = [
+        _eval_rows(policy, finetuned.n),
         _min_score(policy, metric, "fine-tuned", tuned),
-        _min_delta(policy, metric, base.get(metric), tuned),
+        _min_delta(policy, metric, base.get(metric), tuned, baseline),
     ]
     verdicts = {}
     for name, result in artifacts.items():
@@ -271,7 +315,7 @@ def decide_gate(
     budget_checks, notes = _budget_checks(budgets or {})
     checks += budget_checks
     _add_budgets(verdicts, budget_checks)
-    notes += _noise_note(metric, base.get(metric), tuned, finetuned.n)
+    notes += _noise_note(metric, base.get(metric), tuned, finetuned.n, baseline)
     notes += [c.detail for c in budget_checks if c.flagged]
     if probe_base is not None and probe_finetuned is not None:
         checks.append(_probe_drop(policy, probe_base, probe_finetuned))

@@ -22,13 +22,17 @@ WIDTH, HEIGHT, PAD = 640, 240, 40  # plot box in px; PAD leaves room for the axi
 
 def _results_by_subject(state: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(subject, runtime, EvalResult dict) of base, prompted base (jobs evaluated since it exists),
-    fine-tuned and each scored artifact."""
+    fine-tuned and each scored artifact (one shipped with the task's grammar twice: as shipped,
+    and without it, to show what constraining bought)."""
     results = state.get("eval_results") or {}
     named = (("base", "base"), ("base_prompted", "base-prompted"), ("fine_tuned", "fine-tuned"))
     out = [(name, "transformers", results[key]) for key, name in named if key in results]
     for target, entry in (state.get("exported") or {}).items():
         if "eval_result" in entry:  # GGUF and ONNX artifacts are scored as shipped, in their runtime
             runtime = (entry.get("runtime_stats") or {}).get("runtime", "llama.cpp")  # GGUF before stats
+            if "eval_result_free" in entry:  # shipped with the task's grammar: also scored without it
+                out.append((f"{target} (no grammar)", runtime, entry["eval_result_free"]))
+                runtime += " + grammar"
             out.append((target, runtime, entry["eval_result"]))
     return out
 

@@ -143,7 +143,7 @@ def run_demo(task: str | None, timeout: int) -> int:
             "task": {
                 "description": task or DEFAULT_TASK,
                 "labels": None if task else DEFAULT_LABELS,
-                "num_examples": 48,
+                "num_examples": 64,
             },
             "targets": ["laptop-cpu", "raspberry-pi-5"],
             "suffix": "demo",

@@ -41,6 +41,14 @@ class EvalGateFailed(EdgetuneError):
         super().__init__(message, param="gate", code="eval_gate_failed")
 
 
+class InsufficientData(EdgetuneError):
+    """Synthesis kept fewer rows than the floor a job trains on (synth/floor.py): the job ends
+    before training, with the counts and the top drop reasons, billed only for the teacher."""
+
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message, param="task.num_examples", code="insufficient_data", details=details)
+
+
 class ExportFailed(EdgetuneError):
     """A device artifact could not be made or run (e.g. its export failed its parity check, or its
     runtime died scoring it): the job fails naming the target, not as an internal error."""

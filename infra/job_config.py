@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from eval.gate import GatePolicy
+from eval.gate import MIN_EVAL_ROWS, GatePolicy
 from eval.json_schema import schema_errors, schema_problems
 from eval.tool_calls import parse_tool_calls
 
@@ -174,10 +174,19 @@ def schema_limit_problems(schema: Any, where: str) -> list[str]:
     return []
 
 
-def held_out_count(n_rows: int) -> int:
-    """Rows held out for eval when a job has no validation file: ~10%, at least 2, at most 64
-    (the eval runs every model and artifact on each, so its cost grows with targets)."""
-    return min(max(2, n_rows // 10), MAX_EVAL_ROWS)
+def held_out_count(n_rows: int, min_eval_rows: int = MIN_EVAL_ROWS) -> int:
+    """Rows held out for eval when a job has no validation file: ~10%, but at least the
+    `min_eval_rows` the gate needs (eval/gate.py MIN_EVAL_ROWS: 20 of a 50-row file) and 2, at most 64
+    (the eval runs every model and artifact on each, so its cost grows with targets), and never
+    more than half the file, so training keeps at least as many rows as the eval."""
+    return min(max(n_rows // 10, min_eval_rows, 2), MAX_EVAL_ROWS, n_rows // 2)
+
+
+def eval_quota(num_examples: int, eval_fraction: float, min_eval_rows: int = 0) -> int:
+    """Rows a synthesized set holds out: `eval_fraction` of those asked for, raised to a job gate's
+    `min_eval_rows`, never more than half (training keeps at least as many rows as the eval). The
+    dataset API passes 0: there the customer's fraction is taken as given."""
+    return min(max(round(num_examples * eval_fraction), min_eval_rows, 1), num_examples // 2)
 
 
 TaskKind = Literal["classification", "extraction", "tool_calling", "chat"]

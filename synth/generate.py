@@ -24,10 +24,15 @@ The pipeline, top to bottom:
 4. Balance and split: rows are wanted per label (per tool), the eval split is taken first,
    stratified, train gets the rest up to its quota, and train is checked against eval once more.
 
-Requests go out in chunks sized to the remaining shortfall times OVERGENERATE, so a good teacher is
-not asked for much more than needed and a weak one is asked again (up to MAX_REQUESTS_PER_ROW per
-wanted row). Every kept row carries its provenance under `row["provenance"]` (teacher model,
-prompt template and version, seeds, subject); upload validation and training ignore that key.
+Synthesis runs in rounds (at most MAX_ROUNDS, and MAX_REQUESTS_PER_ROW requests per row asked for
+in all): each asks for the shortfall times the inverse of the yield so far (OVERGENERATE at first),
+in chunks that re-plan from what is still missing, so a good teacher is not asked for much more
+than needed and a weak one is asked for enough at once. The commonest fixable drop reason of a
+round steers the next (a sentence from prompts.STEER_HINTS in its writing requests). The report
+lists every round (requested, kept against asked, top drop reasons, steer), the floor the set must
+reach to be trained on (synth.floor) and what it lacks, if anything (`short`). Every kept row
+carries its provenance under `row["provenance"]` (teacher model, prompt template and version,
+seeds, subject); upload validation and training ignore that key.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.job_config import TaskSpec
+from infra.job_config import TaskSpec, eval_quota
 from synth import prompts
 from synth.filters import (
     MAX_ANSWER_CHARS,
@@ -52,6 +57,8 @@ from synth.filters import (
     split_label_prefix,
     text_problem,
 )
+from synth.floor import below_floor, top_drop_reasons
+from synth.floor import floor as data_floor
 from synth.sampling import mention_text, missing_from, sample
 from synth.teacher import ChatRequest, StopFn, TeacherClient, TeacherUsage
 from synth.topics import Plan, plan_subjects, value_pools
@@ -62,9 +69,12 @@ OVERGENERATE = 1.5  # requests per missing row: most teachers lose a third of ou
 # classification texts (most drops are label echoes), so 3 was just enough; 4 leaves a margin.
 MAX_REQUESTS_PER_ROW = 4
 MIN_CHUNK = 16
+MAX_ROUNDS = 6
+STEER_SHARE = 0.25  # a drop reason steers the next round when it is at least this share of the drops
 STRUCTURED_TEXT_MAX_TOKENS = 80  # a text that must state several sampled values needs more room
 
 ProgressFn = Callable[[int, int], None]  # (rows kept so far, rows wanted)
+RoundFn = Callable[[dict[str, Any]], None]  # one round's summary, as in report["rounds"]
 
 
 def _never() -> bool:
@@ -92,6 +102,7 @@ class Candidate:
     template: str  # the prompt template (prompts.TEMPLATE_VERSIONS) that produced the input
     problem: str | None = None  # a drop reason found while building it
     judge_score: int | None = None
+    steer: str | None = None  # the drop reason its request was steered against
 
 
 @dataclass
@@ -109,6 +120,8 @@ class _Run:
     requested: int = 0
     generated: int = 0
     judge_requests: int = 0
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    steer: str | None = None  # this round's: the last round's commonest fixable drop reason
 
 
 def synthesize(
@@ -117,6 +130,8 @@ def synthesize(
     seed: int,
     should_stop: StopFn = _never,
     on_progress: ProgressFn | None = None,
+    on_round: RoundFn | None = None,
+    min_eval_rows: int = 0,
 ) -> SynthResult:
     """Generate `task.num_examples` rows (fewer if the teacher's yield is poor or the run stops).
 
@@ -126,6 +141,9 @@ def synthesize(
         seed: seeds the plan, subjects, styles, sampled answers, per-request teacher seeds and the split.
         should_stop: polled between requests; when true, synthesis stops and returns what it kept.
         on_progress: called after every chunk with (rows kept, rows wanted).
+        on_round: called after every round with its summary (a job's events tell the customer).
+        min_eval_rows: a job's gate's; the held-out quota is raised to it (infra/job_config.eval_quota)
+            and it is part of the floor.
 
     Raises:
         TeacherError: the teacher failed many requests in a row (see TeacherClient.complete_many).
@@ -135,20 +153,22 @@ def synthesize(
     run = _Run(task, client, should_stop, _plan(task, client, rng, should_stop))
     for example in task.seed_examples:
         run.seeds.add(example.input)
-    targets = _targets(task)
+    targets = targets_for(task)
+    eval_targets = eval_targets_for(targets, eval_quota(task.num_examples, task.eval_fraction, min_eval_rows))
     cap = MAX_REQUESTS_PER_ROW * task.num_examples
-    chunk_size = max(MIN_CHUNK, 4 * client.settings.max_concurrency)
-    while (want := _shortfall(targets, run.kept)) and run.requested < cap:
+    while _shortfall(targets, run.kept) and run.requested < cap and len(run.rounds) < MAX_ROUNDS:
         if should_stop() or client.budget_exhausted:
             break
-        _admit(run, _candidates(run, _plan_chunk(run, want, rng, min(chunk_size, cap - run.requested))))
-        if on_progress:
-            on_progress(len(run.kept), task.num_examples)
-    train, evals, surplus = _split(run.kept, targets, task.eval_fraction, rng)
+        _round(run, targets, rng, cap, on_progress)
+        if on_round:
+            on_round(run.rounds[-1])
+    train, evals, surplus = _split(run.kept, targets, eval_targets, rng)
     train, overlap = _drop_eval_overlap(train, evals)
     run.dropped["surplus"] += surplus
     run.dropped["eval_overlap"] += overlap
     report = _report(run, train, evals, seed, stopped=_stop_reason(run, targets, cap))
+    report["floor"] = data_floor(targets, eval_targets, min_eval_rows)
+    report["short"] = below_floor(report["floor"], [c.key for c in train], len(evals))
     report["elapsed_s"] = round(time.monotonic() - started, 2)
     rows = [_with_provenance(run, c, "train", seed) for c in train]
     eval_rows = [_with_provenance(run, c, "eval", seed) for c in evals]
@@ -167,7 +187,7 @@ def _plan(task: TaskSpec, client: TeacherClient, rng: random.Random, should_stop
     return plan
 
 
-def _targets(task: TaskSpec) -> dict[str | None, int]:
+def targets_for(task: TaskSpec) -> dict[str | None, int]:
     """Rows wanted per label or per tool (balanced, remainder to the first), else {None: n}."""
     keys: list[str | None] = [None]
     if task.type == "classification":
@@ -183,11 +203,70 @@ def _shortfall(targets: dict[str | None, int], kept: list[Candidate]) -> dict[st
     return {key: n - have[key] for key, n in targets.items() if n > have[key]}
 
 
+def _round(
+    run: _Run, targets: dict[str | None, int], rng: random.Random, cap: int, on_progress: ProgressFn | None
+) -> None:
+    """One round: the shortfall times the request factor, asked in chunks that each re-plan from
+    what is still missing; then its summary, and the steer for the next."""
+    # kept counts rows toward the targets: a chunk may overshoot a label, and the surplus is
+    # dropped at the split, so "61 of 96 kept" never reads as more than was asked
+    asked = sum(targets.values())
+    requested, dropped_before = run.requested, Counter(run.dropped)
+    kept = asked - sum(_shortfall(targets, run.kept).values())
+    factor = _request_factor(run)
+    budget = min(math.ceil(sum(_shortfall(targets, run.kept).values()) * factor), cap - run.requested)
+    chunk_size = max(MIN_CHUNK, 4 * run.client.settings.max_concurrency)
+    while budget > 0 and (want := _shortfall(targets, run.kept)):
+        if run.should_stop() or run.client.budget_exhausted:
+            break
+        chunk = _plan_chunk(run, want, rng, min(chunk_size, budget), factor)
+        budget -= len(chunk)
+        _admit(run, _candidates(run, chunk))
+        if on_progress:
+            on_progress(len(run.kept), run.task.num_examples)
+    dropped = Counter(run.dropped)
+    dropped.subtract(dropped_before)
+    dropped = +dropped  # this round's drops only (unary + keeps the positive counts)
+    run.rounds.append(
+        {
+            "round": len(run.rounds) + 1,
+            "requested": run.requested - requested,
+            "kept": (kept_total := asked - sum(_shortfall(targets, run.kept).values())) - kept,
+            "kept_total": kept_total,
+            "asked": run.task.num_examples,
+            "top_drop_reasons": top_drop_reasons(dict(dropped)),
+            "steered_against": run.steer,
+        }
+    )
+    run.steer = _next_steer(dropped)
+
+
+def _request_factor(run: _Run) -> float:
+    """Requests per missing row: OVERGENERATE at first, then the inverse of the yield so far,
+    within [OVERGENERATE, MAX_REQUESTS_PER_ROW]. A teacher keeping 1 row in 10 is asked 4 per
+    missing row in its second round, not 1.5 in each of many small ones."""
+    if not run.requested:
+        return OVERGENERATE
+    kept_share = len(run.kept) / run.requested
+    inverse = 1 / kept_share if kept_share else MAX_REQUESTS_PER_ROW
+    return float(min(max(inverse, OVERGENERATE), MAX_REQUESTS_PER_ROW))
+
+
+def _next_steer(dropped: Counter[str]) -> str | None:
+    """The round's commonest drop reason a writing request can fix, when it is at least
+    STEER_SHARE of the round's drops; None otherwise."""
+    total = sum(dropped.values())
+    for reason, count in dropped.most_common():
+        if reason in prompts.STEER_HINTS:
+            return reason if count >= STEER_SHARE * total else None
+    return None
+
+
 def _plan_chunk(
-    run: _Run, want: dict[str | None, int], rng: random.Random, limit: int
+    run: _Run, want: dict[str | None, int], rng: random.Random, limit: int, factor: float = OVERGENERATE
 ) -> list[tuple[str | None, prompts.Variation]]:
     """Requests for the next chunk, keys interleaved round-robin so a cut-off chunk stays balanced."""
-    per_key = {key: math.ceil(n * OVERGENERATE) for key, n in want.items()}
+    per_key = {key: math.ceil(n * factor) for key, n in want.items()}
     order = [key for i in range(max(per_key.values())) for key, n in per_key.items() if i < n][:limit]
     spread = run.task.version >= 2 and run.task.type == "chat"
     drawn = prompts.variations(rng, len(order), run.plan.subjects, spread_difficulty=spread)
@@ -197,17 +276,23 @@ def _plan_chunk(
 def _candidates(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
     run.requested += len(plan)
     if run.task.type == "classification":
-        return _classification_chunk(run, plan)
-    if run.task.type == "extraction":
-        return _extraction_chunk(run, plan)
-    if run.task.type == "tool_calling":
-        return _tool_calling_chunk(run, plan)
-    return _chat_chunk(run, plan)
+        out = _classification_chunk(run, plan)
+    elif run.task.type == "extraction":
+        out = _extraction_chunk(run, plan)
+    elif run.task.type == "tool_calling":
+        out = _tool_calling_chunk(run, plan)
+    else:
+        out = _chat_chunk(run, plan)
+    for c in out:
+        c.steer = run.steer
+    return out
 
 
-def _notes(task: TaskSpec, label: str | None = None) -> str:
+def _notes(run: _Run, label: str | None = None) -> str:
+    task = run.task
     about = (task.label_descriptions or {}).get(label or "")
-    return prompts.task_notes(task.language, task.constraints, about)
+    notes = prompts.task_notes(task.language, task.constraints, about)
+    return notes + (" " + prompts.STEER_HINTS[run.steer] if run.steer else "")
 
 
 def _classification_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
@@ -216,7 +301,7 @@ def _classification_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variat
     requests = [
         ChatRequest(
             prompts.labelled_text_messages(
-                task.description, str(label), v, _notes(task, label), _seed_for(task, label, v.seed)
+                task.description, str(label), v, _notes(run, label), _seed_for(task, label, v.seed)
             ),
             prompts.TEXT_MAX_TOKENS,
             prompts.TEMPERATURE,
@@ -251,7 +336,7 @@ def _extraction_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]
     answers = [sample(schema, random.Random(v.seed), run.plan.pools) for _, v in plan]
     requests = [
         ChatRequest(
-            prompts.extraction_text_messages(task.description, v, mention_text(value), _notes(task)),
+            prompts.extraction_text_messages(task.description, v, mention_text(value), _notes(run)),
             STRUCTURED_TEXT_MAX_TOKENS,
             prompts.TEMPERATURE,
             v.seed,
@@ -281,7 +366,7 @@ def _tool_calling_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variatio
     ]
     requests = [
         ChatRequest(
-            prompts.tool_request_messages(_action(tools[name]), mention_text(args), v, _notes(task)),
+            prompts.tool_request_messages(_action(tools[name]), mention_text(args), v, _notes(run)),
             prompts.INSTRUCTION_MAX_TOKENS,
             prompts.TEMPERATURE,
             v.seed,
@@ -327,7 +412,7 @@ def _chat_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> 
     seeds = [s.input for s in task.seed_examples]
     requests = [
         ChatRequest(
-            prompts.instruction_messages(task.description, v, _notes(task), _examples(seeds, v.seed)),
+            prompts.instruction_messages(task.description, v, _notes(run), _examples(seeds, v.seed)),
             prompts.INSTRUCTION_MAX_TOKENS,
             prompts.TEMPERATURE,
             v.seed,
@@ -459,18 +544,34 @@ def _row(system: str, user: str, assistant: str) -> dict[str, Any]:
     }
 
 
+def eval_targets_for(targets: dict[str | None, int], n_eval: int) -> dict[str | None, int]:
+    """The held-out quota spread over the keys in proportion to their targets (largest remainder
+    first), so each label's share of the eval is its share of the set."""
+    total = sum(targets.values())
+    exact = {key: n_eval * n / total for key, n in targets.items()}
+    quota = {key: math.floor(x) for key, x in exact.items()}
+    by_remainder = sorted(exact, key=lambda key: quota[key] - exact[key])
+    for key in by_remainder[: n_eval - sum(quota.values())]:
+        quota[key] += 1
+    return quota
+
+
 def _split(
-    kept: list[Candidate], targets: dict[str | None, int], eval_fraction: float, rng: random.Random
+    kept: list[Candidate],
+    targets: dict[str | None, int],
+    eval_targets: dict[str | None, int],
+    rng: random.Random,
 ) -> tuple[list[Candidate], list[Candidate], int]:
-    """(train, eval, surplus). Per key: eval takes its quota first from a seeded shuffle, then train
-    takes up to the rest of the key's target. A key with a single row gives it to train."""
+    """(train, eval, surplus). Per key: eval takes its quota first from a seeded shuffle, but never
+    more than half of what was kept (a short key still trains on at least as many rows as it is
+    judged on); train takes up to the rest of the key's target. A single row goes to train."""
     train: list[Candidate] = []
     evals: list[Candidate] = []
     for key, target in targets.items():
         pool = [k for k in kept if k.key == key]
         rng.shuffle(pool)
-        n_eval = min(max(1, round(target * eval_fraction)), len(pool) - 1) if len(pool) > 1 else 0
-        n_train = min(target - n_eval, len(pool) - n_eval)
+        n_eval = min(eval_targets[key], len(pool) // 2)
+        n_train = min(target - eval_targets[key], len(pool) - n_eval)
         evals += pool[:n_eval]
         train += pool[n_eval : n_eval + n_train]
     rng.shuffle(train)
@@ -496,7 +597,9 @@ def _stop_reason(run: _Run, targets: dict[str | None, int], cap: int) -> str | N
         return "cancelled"
     if run.client.budget_exhausted:
         return "budget"
-    return "request_cap" if run.requested >= cap else None
+    if run.requested >= cap:
+        return "request_cap"
+    return "rounds" if len(run.rounds) >= MAX_ROUNDS else None
 
 
 def _report(
@@ -515,12 +618,14 @@ def _report(
         "requested": run.requested,
         "generated": run.generated,
         "unanswered": run.requested - run.generated,
+        "asked": task.num_examples,
         "kept": len(train) + len(evals),
         "train": len(train),
         "eval": len(evals),
         "dropped_by_reason": dict(sorted((r, n) for r, n in run.dropped.items() if n)),
         "duplicate_rate": round(dups / run.generated, 4) if run.generated else 0.0,
         "stopped": stopped,
+        "rounds": run.rounds,
         "planning": {
             "requests": run.plan.requests,
             "topics": sorted({t for t, _ in run.plan.subjects if t}),
@@ -549,7 +654,7 @@ def _report(
         name = "label_distribution" if task.type == "classification" else "tool_distribution"
         report[name] = {
             key: {"train": sum(c.key == key for c in train), "eval": sum(c.key == key for c in evals)}
-            for key in _targets(task)
+            for key in targets_for(task)
         }
     return report
 
@@ -571,5 +676,6 @@ def _with_provenance(run: _Run, c: Candidate, split: str, seed: int) -> dict[str
         "style": v.style,
         "difficulty": v.difficulty,
         "judge_score": c.judge_score,
+        "steered_against": c.steer,
     }
     return {**c.row, "provenance": {k: val for k, val in provenance.items() if val is not None}}

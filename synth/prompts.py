@@ -120,6 +120,23 @@ def task_notes(language: str, constraints: list[str], label_description: str | N
     return "".join(" " + n for n in notes)
 
 
+# One sentence added to the writing requests of the next round against the commonest drop
+# reason of the last one (synth/generate.py steers with it). Only reasons a writing request can
+# fix are here: answers are built by us, so json_invalid and the like cannot be asked away.
+STEER_HINTS = {
+    "value_not_in_text": "Use every value above word for word.",
+    "scaffold_echo": "Write it as natural prose, not as a list of fields.",
+    "label_leak": "Do not name its category.",
+    "label_mismatch": "It must clearly fit the kind asked for, and nothing else.",
+    "meta": "Reply with the text only, no introduction or comment.",
+    "too_short": "Write at least one full sentence.",
+    "too_long": "Keep it to two sentences.",
+    "duplicate": "Make it unlike a typical example: pick an unusual detail.",
+    "near_duplicate": "Make it unlike a typical example: pick an unusual detail.",
+    "seed_copy": "Do not copy the example; write a new one.",
+}
+
+
 def classification_instruction(description: str, labels: list[str]) -> str:
     """The system turn of every classification row: what the fine-tuned model sees at inference."""
     return f"{description.strip()}\nAnswer with exactly one of: {', '.join(labels)}."

@@ -50,10 +50,21 @@ def _rejection_note(gate: dict[str, Any] | None) -> str:
     )
 
 
+def _grammar(entry: dict[str, Any]) -> Path | None:
+    """The task grammar the export scored this GGUF under (worker/stages._score_artifact)."""
+    return Path(entry["grammar"]) if entry.get("grammar") else None
+
+
 def _put_artifact(
-    ctx: JobContext, target: str, path: Path, manifest: dict[str, Any], status: str
+    ctx: JobContext,
+    target: str,
+    path: Path,
+    manifest: dict[str, Any],
+    status: str,
+    grammar: Path | None = None,
 ) -> dict[str, Any]:
-    """Upload one artifact's file, manifest and model card under its target; its row's fields."""
+    """Upload one artifact's file, manifest and model card (and the grammar it ships with, by the
+    name its manifest gives) under its target; its row's fields."""
     from registry.manifest import model_card
 
     prefix = f"artifacts/{ctx.org_id}/{ctx.job_id}/{target}"
@@ -63,6 +74,8 @@ def _put_artifact(
     store.put_file(f"{prefix}/{path.name}", path, metadata={"sha256": sha})
     store.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
     store.put_bytes(f"{prefix}/README.md", card.encode())
+    if grammar is not None:
+        store.put_file(f"{prefix}/{grammar.name}", grammar)
     return {
         "target": target,
         "format": manifest["format"],
@@ -101,8 +114,9 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: 
             "budget_flags": ((gate or {}).get("artifacts", {}).get(target) or {}).get("flags", []),
         },
         merged_dir=Path(ctx.state["merged_dir"]),
+        grammar=_grammar(entry),
     )
-    return _put_artifact(ctx, target, main, manifest, status)
+    return _put_artifact(ctx, target, main, manifest, status, _grammar(entry))
 
 
 def _upload_adapter(ctx: JobContext, target: str, entry: dict[str, Any], status: str) -> dict[str, Any]:
@@ -124,8 +138,9 @@ def _upload_adapter(ctx: JobContext, target: str, entry: dict[str, Any], status:
         {**ctx.state.get("eval", {}), "gate": ctx.state.get("gate")},
         {"target": name, "model_target": target, "status": status},
         merged_dir=Path(ctx.state["merged_dir"]),
+        grammar=_grammar(entry),
     )
-    return _put_artifact(ctx, name, adapter, manifest, status)
+    return _put_artifact(ctx, name, adapter, manifest, status, _grammar(entry))
 
 
 def _version_info(v: ModelVersion) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from api.services import files as file_service
 from infra.chat_rows import to_jsonl
 from infra.db import session_scope
-from infra.errors import BudgetExhausted, EvalGateFailed, ExportFailed, InvalidRequest
+from infra.errors import BudgetExhausted, EvalGateFailed, ExportFailed, InsufficientData, InvalidRequest
 from infra.job_config import MAX_EVAL_ROWS, Hyperparameters, held_out_count
 from infra.models import Checkpoint, File, Job, Org
 from infra.price_book import price_book
@@ -107,7 +107,10 @@ def _store_rows(ctx: JobContext, rows: list[dict[str, Any]], name: str) -> str:
 
 
 def synthesize(ctx: JobContext) -> dict[str, Any]:
-    """A job with a task and no training file: the same synthesis as POST /v1/synthetic_datasets."""
+    """A job with a task and no training file: the same synthesis as POST /v1/synthetic_datasets,
+    holding out what the job's gate needs. Each round is an event (kept against asked); a set
+    below its floor (synth/floor.py) ends the job `insufficient_data` before training, billed only
+    for the teacher's tokens, with what was kept stored for the customer to read."""
     if ctx.config.training_file or ctx.config.task is None:
         return {}
     if stored := ctx.state.get("synth_files"):  # made by an earlier attempt, on a lost machine
@@ -116,23 +119,60 @@ def synthesize(ctx: JobContext) -> dict[str, Any]:
             "train_path": str(_download_file(stored["train"], data / "train.jsonl")),
             "eval_path": str(_download_file(stored["eval"], data / "eval.jsonl")),
         }
-    from api.services.jobs import record_usage
     from synth.generate import synthesize as run_synth
 
     with _teacher(ctx) as client:
-        result = run_synth(ctx.config.task, client, seed=ctx.config.seed, should_stop=ctx.cancelled)
+        result = run_synth(
+            ctx.config.task,
+            client,
+            seed=ctx.config.seed,
+            should_stop=ctx.cancelled,
+            on_round=lambda r: _round_event(ctx, r),
+            min_eval_rows=ctx.config.gate.min_eval_rows,
+        )
     ctx.check_cancel()
-    if not result.train_rows or not result.eval_rows:
-        raise RuntimeError(f"the teacher produced no usable rows: {result.report}")
+    _bill_teacher(ctx, result.usage.total_tokens)
+    files = {
+        name: _store_rows(ctx, rows, name)
+        for name, rows in (("train", result.train_rows), ("eval", result.eval_rows))
+        if rows
+    }
+    report = result.report
+    if report["short"]:
+        ctx.event(
+            "Synthesis ended short of its floor", level="error", data={"report": report, "files": files}
+        )
+        raise _insufficient(report)
     data = ctx.work_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "train.jsonl").write_bytes(to_jsonl(result.train_rows))
     (data / "eval.jsonl").write_bytes(to_jsonl(result.eval_rows))
-    train_id, eval_id = (
-        _store_rows(ctx, result.train_rows, "train"),
-        _store_rows(ctx, result.eval_rows, "eval"),
+    ctx.event(
+        f"Synthesized {report['kept']} of {report['asked']} rows asked: {report['train']} training and "
+        f"{report['eval']} held out",
+        type="metrics",
+        data={"report": report, "teacher_tokens": result.usage.total_tokens, "files": files},
     )
-    tokens = result.usage.total_tokens
+    return {
+        "train_path": str(data / "train.jsonl"),
+        "eval_path": str(data / "eval.jsonl"),
+        "synth_report": report,
+        "synth_files": files,
+    }
+
+
+def _round_event(ctx: JobContext, r: dict[str, Any]) -> None:
+    steer = f"; steered against {r['steered_against']}" if r["steered_against"] else ""
+    ctx.event(
+        f"Synthesis round {r['round']}: {r['kept_total']} of {r['asked']} rows kept "
+        f"(+{r['kept']} from {r['requested']} requests; top drop reasons: {r['top_drop_reasons']}{steer})",
+        data={"synthesis_round": r},
+    )
+
+
+def _bill_teacher(ctx: JobContext, tokens: int) -> None:
+    from api.services.jobs import record_usage
+
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
         assert job is not None
@@ -144,22 +184,22 @@ def synthesize(ctx: JobContext) -> dict[str, Any]:
             quantity=tokens / 1000,
             unit_price=price_book().teacher_1k_tokens,
         )
-    ctx.event(
-        f"Synthesized {len(result.train_rows)} training and {len(result.eval_rows)} eval rows",
-        type="metrics",
-        data={
-            "report": result.report,
-            "teacher_tokens": tokens,
-            "train_file": train_id,
-            "eval_file": eval_id,
+
+
+def _insufficient(report: dict[str, Any]) -> InsufficientData:
+    from synth.floor import top_drop_reasons
+
+    dropped = sum(report["dropped_by_reason"].values())
+    return InsufficientData(
+        f"synthesis kept {report['kept']} of the {report['asked']} rows asked ({report['generated']} "
+        f"generated, {dropped} dropped; top drop reasons: {top_drop_reasons(report['dropped_by_reason'])}; "
+        f"stopped: {report['stopped'] or 'no'}): {'; '.join(report['short'])}. Nothing was trained or "
+        "published; only the teacher's tokens were billed. Describe the task more concretely, add seed "
+        "examples, use a stronger teacher, or upload a training file",
+        details={
+            k: report[k] for k in ("asked", "kept", "train", "eval", "dropped_by_reason", "floor", "short")
         },
     )
-    return {
-        "train_path": str(data / "train.jsonl"),
-        "eval_path": str(data / "eval.jsonl"),
-        "synth_report": result.report,
-        "synth_files": {"train": train_id, "eval": eval_id},
-    }
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -170,11 +210,12 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _split_eval(ctx: JobContext) -> None:
-    """No eval file given: hold out ~10% of the training rows (seeded), at least 2, at most 64."""
+    """No eval file given: hold out ~10% of the training rows (seeded), at least what the gate
+    needs, at most 64, never more than half (infra/job_config.held_out_count)."""
     rows = _read_rows(Path(ctx.state["train_path"]))
     rng = random.Random(ctx.config.seed)
     rng.shuffle(rows)
-    n_eval = held_out_count(len(rows))
+    n_eval = held_out_count(len(rows), ctx.config.gate.min_eval_rows)
     data = ctx.work_dir / "data"
     (data / "train_split.jsonl").write_bytes(to_jsonl(rows[n_eval:]))
     (data / "eval.jsonl").write_bytes(to_jsonl(rows[:n_eval]))
@@ -351,16 +392,18 @@ def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]
     from eval.probe import load_probe
     from eval.scoring import score_models
 
-    held_out, probe = eval_rows(ctx), load_probe()
+    held_out, probe, shots = eval_rows(ctx), load_probe(), _shots(ctx)
     base_dir, tuned_dir = Path(ctx.state["base_model_dir"]), Path(ctx.state["merged_dir"])
     device: Device = "cuda" if ctx.state.get("device") == "cuda" else "cpu"
     if in_child if in_child is not None else device == "cuda":
         from worker.eval_process import score_models_in_child
 
         stop = _stop_check(ctx, "evaluate")
-        scored = score_models_in_child(ctx, base_dir, tuned_dir, held_out, probe, device, stop)
+        scored = score_models_in_child(ctx, base_dir, tuned_dir, held_out, probe, device, stop, shots)
     else:
-        scored = score_models(base_dir, tuned_dir, held_out, probe, device=device, between=ctx.check_cancel)
+        scored = score_models(
+            base_dir, tuned_dir, held_out, probe, device=device, between=ctx.check_cancel, shots=shots
+        )
     base, tuned = scored["base"], scored["fine_tuned"]
     probe_base, probe_tuned = scored["probe_base"], scored["probe_fine_tuned"]
     result = {
@@ -377,9 +420,13 @@ def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]
             "drop": round(probe_base.score - probe_tuned.score, 4),
         },
     }
+    prompted = scored.get("base_prompted")
+    if prompted is not None:
+        result["base_prompted"] = {**_score(prompted), "shots": prompted.report.get("shots")}
     ctx.event(
-        f"Eval on {tuned.n} held-out rows: {tuned.metric} base {base.score:.3f} -> "
-        f"fine-tuned {tuned.score:.3f}; general-ability probe ({probe_tuned.n} items) "
+        f"Eval on {tuned.n} held-out rows: {tuned.metric} base {base.score:.3f}"
+        + (f", base prompted ({prompted.report.get('shots')}-shot) {prompted.score:.3f}" if prompted else "")
+        + f" -> fine-tuned {tuned.score:.3f}; general-ability probe ({probe_tuned.n} items) "
         f"{probe_base.score:.3f} -> {probe_tuned.score:.3f}",
         type="metrics",
         data=result,
@@ -389,14 +436,29 @@ def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]
     return {"eval": result, "eval_results": results}
 
 
+def _shots(ctx: JobContext) -> list[dict[str, Any]] | None:
+    """The training rows the prompted base draws its k examples from (eval/prompting.py), in
+    the chat shape the held-out rows have. None for DPO: its rows are preference pairs, and
+    its baseline is the bare base."""
+    from recipes.chat_data import normalize_row
+
+    if ctx.config.method.type == "dpo":
+        return None
+    return [normalize_row(r) for r in _read_rows(Path(ctx.state["train_path"]))]
+
+
 def _score(r: Any) -> dict[str, Any]:
     return {"score": round(r.score, 4), "ci_low": round(r.ci_low, 4), "ci_high": round(r.ci_high, 4)}
 
 
-def _score_artifact(profile: Any, path: Path, held_out: HeldOut, entry: dict[str, Any]) -> None:
+def _score_artifact(
+    profile: Any, path: Path, held_out: HeldOut, entry: dict[str, Any], grammar: Path | None = None
+) -> None:
     """Score the artifact in its own runtime configured to the device's context cap (capped by the
     model's trained context, past which no runtime should be set), recording decode speed and
-    memory for the gate's budgets."""
+    memory for the gate's budgets. A GGUF with the task's grammar is scored as it ships, under
+    the grammar (what the gate reads), and once without it (`eval_result_free`), so the report
+    shows what constraining bought."""
     from eval.runners import evaluate_model
     from eval.runtime_stats import RuntimeStats
     from registry.profiles import RUNTIMES, eval_context
@@ -404,11 +466,48 @@ def _score_artifact(profile: Any, path: Path, held_out: HeldOut, entry: dict[str
     rows, task_type, labels = held_out
     stats = RuntimeStats(runtime=RUNTIMES[profile.format])
     n_ctx = eval_context(profile, path)
+    text = grammar.read_text() if grammar is not None and profile.format == "gguf" else None
+    if text is not None:
+        free = evaluate_model(profile.format, path, rows, task_type, labels, n_ctx=n_ctx)
+        entry["eval_result_free"] = free.to_dict()
+        entry["grammar"] = str(grammar)
     # the runner kind is the format's name: "gguf" in llama.cpp, "onnx" in onnxruntime
-    scored = evaluate_model(profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=stats)
+    scored = evaluate_model(
+        profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=stats, grammar=text
+    )
     entry["eval"] = {"metric": scored.metric, **_score(scored)}
+    if text is not None:
+        entry["eval"]["free"] = entry["eval_result_free"]["score"]
     entry["eval_result"] = scored.to_dict()
     entry["runtime_stats"] = stats.to_dict()
+
+
+def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
+    """The task's llama.cpp grammar (eval/grammar.py) written beside the exports, or None when
+    the task has nothing to constrain. An upload scored as classification gets its labels from
+    every answer it trained and is scored on, so no label the model learned is masked out."""
+    from eval.grammar import grammar_for
+
+    _, task_type, labels = held_out
+    task = ctx.config.task
+    if task is None and task_type == "classification":
+        from recipes.chat_data import normalize_row
+
+        trained = [normalize_row(r) for r in _read_rows(Path(ctx.state["train_path"]))]
+        answers = {r["messages"][-1].get("content") or "" for r in trained}
+        labels = sorted(answers.union(labels or []))
+    text = grammar_for(
+        task_type,
+        labels,
+        task.output_schema if task is not None else None,
+        task.tools if task is not None else None,
+    )
+    if text is None:
+        return None
+    path = ctx.work_dir / "export" / "task.gbnf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
@@ -423,7 +522,9 @@ def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
     }
 
 
-def _export_one(ctx: JobContext, profile: Any, held_out: HeldOut, adapter_dir: str | None) -> dict[str, Any]:
+def _export_one(
+    ctx: JobContext, profile: Any, held_out: HeldOut, adapter_dir: str | None, grammar: Path | None
+) -> dict[str, Any]:
     """One target's files, scored in their runtime, with the profile's budgets measured."""
     from eval.runners import ArtifactRunError
     from registry.budgets import budget_checks
@@ -441,7 +542,7 @@ def _export_one(ctx: JobContext, profile: Any, held_out: HeldOut, adapter_dir: s
         )
         entry: dict[str, Any] = {"files": [str(p) for p in paths]}
         if profile.format in RUNTIMES:
-            _score_artifact(profile, paths[0], held_out, entry)
+            _score_artifact(profile, paths[0], held_out, entry, grammar)
     except (OnnxExportError, ArtifactRunError) as exc:
         raise ExportFailed(ctx.config.targets.index(target), f"{target}: {exc}") from exc
     entry["budgets"] = [b.model_dump() for b in budget_checks(profile, paths, entry.get("runtime_stats"))]
@@ -453,12 +554,13 @@ def export(ctx: JobContext) -> dict[str, Any]:
 
     adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
     held_out = eval_rows(ctx)  # read once: every artifact answers the same rows
+    grammar = _task_grammar(ctx, held_out)  # one grammar for every GGUF target
     exported: dict[str, Any] = {}
     adapter_entry: dict[str, Any] | None = None  # converted and described once, shipped per GGUF target
     for target in ctx.config.targets:
         ctx.check_cancel()
         profile = get_profile(target)
-        entry = _export_one(ctx, profile, held_out, adapter_dir)
+        entry = _export_one(ctx, profile, held_out, adapter_dir, grammar)
         note = ""
         if profile.format == "gguf" and adapter_dir:
             # The adapter alone, for devices that already hold the base GGUF; publish ships it as
@@ -492,9 +594,10 @@ def gate(ctx: JobContext) -> dict[str, Any]:
     # A job evaluated before the probe existed has none: decide_gate then notes that
     # max_probe_drop was not checked rather than failing it.
     probes = {k: EvalResult.from_dict(results[k]) for k in ("probe_base", "probe_fine_tuned") if k in results}
+    base, baseline, baseline_note = _baseline(ctx.config.gate.baseline, results)
     decision = decide_gate(
         ctx.config.gate,
-        EvalResult.from_dict(results["base"]),
+        EvalResult.from_dict(base),
         EvalResult.from_dict(results["fine_tuned"]),
         artifacts,
         probe_base=probes.get("probe_base"),
@@ -505,7 +608,9 @@ def gate(ctx: JobContext) -> dict[str, Any]:
             for target, entry in ctx.state["exported"].items()
             if "budgets" in entry
         },
+        baseline=baseline,
     )
+    decision.notes += baseline_note
     verdict = decision.model_dump()
     if not decision.passed:
         save_state(ctx, {"gate": verdict})
@@ -522,6 +627,18 @@ def gate(ctx: JobContext) -> dict[str, Any]:
         data=verdict,
     )
     return {"gate": verdict}
+
+
+def _baseline(want: str, results: dict[str, Any]) -> tuple[dict[str, Any], str, list[str]]:
+    """The result min_delta compares with, its name in the verdict, and a note when the policy
+    asked for the prompted base and the job has none (DPO, or a job evaluated before it existed)."""
+    if want == "prompted" and "base_prompted" in results:
+        shots = results["base_prompted"].get("report", {}).get("shots")
+        return results["base_prompted"], f"prompted base ({shots}-shot)", []
+    if want == "prompted":
+        note = "no prompted-base score for this job: min_delta compared the fine-tune with the bare base"
+        return results["base"], "base", [note]
+    return results["base"], "base", []
 
 
 STAGES: list[tuple[str, Stage]] = [

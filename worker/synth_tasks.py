@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import or_, update
 
@@ -78,7 +79,9 @@ def _run(dataset_id: str) -> None:
         options = TeacherOptions.model_validate(ds.teacher)
     watch = _Watch(dataset_id, task.num_examples)
     with svc.open_teacher(options) as client:
-        result = synthesize(task, client, seed, should_stop=watch.cancelled, on_progress=watch.progress)
+        result = synthesize(
+            task, client, seed, should_stop=watch.cancelled, on_progress=watch.progress, on_round=watch.round
+        )
     with session_scope() as session:
         ds = session.get(SyntheticDataset, dataset_id)
         assert ds is not None
@@ -92,6 +95,7 @@ class _Watch:
     def __init__(self, dataset_id: str, wanted: int) -> None:
         self.dataset_id, self.wanted = dataset_id, wanted
         self._stopped = False
+        self._rounds: list[dict[str, Any]] = []
         self._checked_at = self._written_at = 0.0
 
     def cancelled(self) -> bool:
@@ -106,13 +110,28 @@ class _Watch:
     def progress(self, kept: int, wanted: int) -> None:
         if kept < wanted and time.monotonic() - self._written_at < PROGRESS_EVERY_S:
             return
+        self._write({"phase": "generating", "kept": kept, "wanted": wanted, "rounds": self._rounds})
+        self._written_at = time.monotonic()
+
+    def round(self, summary: dict[str, Any]) -> None:
+        """Every round, written at once: kept against asked, its top drop reasons (as a job's events)."""
+        self._rounds.append(summary)
+        self._write(
+            {
+                "phase": "generating",
+                "kept": summary["kept_total"],
+                "wanted": self.wanted,
+                "rounds": self._rounds,
+            }
+        )
+
+    def _write(self, progress: dict[str, Any]) -> None:
         with session_scope() as session:
             session.execute(
                 update(SyntheticDataset)
                 .where(SyntheticDataset.id == self.dataset_id, SyntheticDataset.status == "running")
-                .values(progress={"phase": "generating", "kept": kept, "wanted": wanted})
+                .values(progress=progress)
             )
-        self._written_at = time.monotonic()
 
 
 def _error_code(exc: Exception) -> str:

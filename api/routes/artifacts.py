@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api.deps import CurrentOrg, SessionDep
 from api.schemas.artifacts import ArtifactPublic
@@ -42,6 +42,14 @@ def retrieve_artifact(session: SessionDep, org: CurrentOrg, artifact_id: str) ->
 @router.get("/{artifact_id}/manifest")
 def artifact_manifest(session: SessionDep, org: CurrentOrg, artifact_id: str) -> dict[str, Any]:
     return svc.get_artifact(session=session, org=org, artifact_id=artifact_id).manifest
+
+
+@router.get("/{artifact_id}/grammar", response_class=PlainTextResponse)
+def artifact_grammar(session: SessionDep, org: CurrentOrg, artifact_id: str) -> PlainTextResponse:
+    """The GBNF grammar the artifact was scored under and ships with (llama.cpp --grammar-file)."""
+    a = svc.get_artifact(session=session, org=org, artifact_id=artifact_id)
+    name, text = svc.grammar_text(a)
+    return PlainTextResponse(text, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/{artifact_id}/content")

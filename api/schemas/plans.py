@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -63,6 +63,16 @@ class BudgetCheckPublic(BaseModel):
     reason: str | None
 
 
+class SynthesisPlanPublic(BaseModel):
+    """What a job from a task description asks the teacher for, and the least it trains on."""
+
+    asked: int  # task.num_examples
+    train_rows: int
+    eval_rows: int  # raised to the gate's min_eval_rows (infra/job_config.eval_quota)
+    floor: dict[str, Any]  # synth/floor.py: below it the job ends insufficient_data before training
+    max_requests: int  # the most candidate requests the teacher gets (rounds stop there)
+
+
 # Properties to return via API (nothing is stored: a plan is computed on request)
 class PlanPublic(BaseModel):
     object: Literal["fine_tuning.job.plan"] = "fine_tuning.job.plan"
@@ -80,3 +90,5 @@ class PlanPublic(BaseModel):
     estimated_seconds: dict[str, float]  # per stage, and "total"
     quote: QuotePublic
     budget: BudgetCheckPublic
+    synthesis: SynthesisPlanPublic | None = None  # a job from a task description
+    warnings: list[str] = []  # what will go wrong as configured (e.g. too few held-out rows)

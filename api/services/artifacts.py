@@ -87,3 +87,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 def stream(a: Artifact, byte_range: tuple[int, int] | None) -> Iterator[bytes]:
     start, end = byte_range or (0, a.bytes - 1)
     return get_store().iter_range(a.storage_key, start, end)
+
+
+def grammar_text(a: Artifact) -> tuple[str, str]:
+    """The llama.cpp grammar an artifact ships with (its manifest's `grammar`, stored beside the
+    model file): its file name and text. NotFound for an artifact of a task with nothing to
+    constrain (chat, generation) or one published before grammars were."""
+    entry = (a.manifest or {}).get("grammar")
+    if not entry:
+        raise NotFound(
+            f"Artifact {a.id!r} ships no grammar: its task has no labels, output_schema or tools "
+            "to constrain",
+            param="artifact_id",
+            code="grammar_not_found",
+        )
+    key = f"{a.storage_key.rsplit('/', 1)[0]}/{entry['path']}"
+    return entry["path"], get_store().get_bytes(key).decode()

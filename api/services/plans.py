@@ -17,12 +17,13 @@ from api.schemas.plans import (
     PlanPublic,
     QuotePublic,
     ResolvedHyperparametersPublic,
+    SynthesisPlanPublic,
     TokenCounts,
 )
 from api.services import budgets
 from api.services.files import read_rows
 from infra.errors import InvalidRequest
-from infra.job_config import MAX_EVAL_ROWS, JobConfig, held_out_count
+from infra.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_count
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
 from infra.settings import get_settings
@@ -45,7 +46,7 @@ def _rows(session: Session, org: Org, cfg: JobConfig) -> _Data:
     if cfg.training_file:
         read = partial(read_rows, session=session, org=org, method=method)
         rows = read(file_id=cfg.training_file, param="training_file")
-        n_eval = held_out_count(len(rows))
+        n_eval = held_out_count(len(rows), cfg.gate.min_eval_rows)
         if cfg.validation_file:
             n_eval = len(read(file_id=cfg.validation_file, param="validation_file"))
         n_train = len(rows) - (0 if cfg.validation_file else n_eval)
@@ -54,8 +55,37 @@ def _rows(session: Session, org: Org, cfg: JobConfig) -> _Data:
             return _Data(pairs, n_train, n_eval, True, 2)
         return _Data(rows, n_train, n_eval, True)
     assert cfg.task is not None  # validate_config requires one of the two
-    n_eval = max(1, round(cfg.task.num_examples * cfg.task.eval_fraction))
+    n_eval = eval_quota(cfg.task.num_examples, cfg.task.eval_fraction, cfg.gate.min_eval_rows)
     return _Data([_typical_row(cfg)], cfg.task.num_examples - n_eval, n_eval, False)
+
+
+def _synthesis(cfg: JobConfig, data: _Data) -> SynthesisPlanPublic | None:
+    """The rows a task job asks for, its held-out share and the floor it must reach to train."""
+    from synth.floor import floor
+    from synth.generate import MAX_REQUESTS_PER_ROW, eval_targets_for, targets_for
+
+    if cfg.task is None or cfg.training_file:
+        return None
+    targets = targets_for(cfg.task)
+    return SynthesisPlanPublic(
+        asked=cfg.task.num_examples,
+        train_rows=data.train_rows,
+        eval_rows=data.eval_rows,
+        floor=floor(targets, eval_targets_for(targets, data.eval_rows), cfg.gate.min_eval_rows),
+        max_requests=MAX_REQUESTS_PER_ROW * cfg.task.num_examples,
+    )
+
+
+def _warnings(cfg: JobConfig, data: _Data) -> list[str]:
+    need = cfg.gate.min_eval_rows
+    if data.eval_rows >= need:
+        return []
+    source = "the validation file holds" if cfg.validation_file else "the held-out split will hold"
+    return [
+        f"{source} {data.eval_rows} rows, fewer than the {need} the gate needs (gate.min_eval_rows): "
+        "the job would train and then be refused. Give a validation file of at least "
+        f"{need} rows, more training rows, or a lower gate.min_eval_rows"
+    ]
 
 
 def _typical_row(cfg: JobConfig) -> dict[str, Any]:
@@ -158,6 +188,8 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
         estimated_seconds=seconds,
         quote=quote,
         budget=budgets.check(session=session, org=org, config=config, quote_usd=quote.total_usd),
+        synthesis=_synthesis(config, data),
+        warnings=_warnings(config, data),
     )
 
 

@@ -241,22 +241,20 @@ def record_teacher_usage(
 
 def finish_dataset(session: Session, ds: SyntheticDataset, result: SynthResult) -> None:
     """Store a finished run: both files, the report, the ledger row. A run cancelled meanwhile
-    keeps its report (what it spent) and stores and bills nothing; one that kept no train or no
-    eval row fails with the report, so the customer sees why."""
+    keeps its report (what it spent) and stores and bills nothing. One below the floor a job
+    trains on (synth/floor.py) stores what it kept and bills the teacher (its work was done), then
+    fails `insufficient_data` with the report, so the customer sees why."""
     session.refresh(ds)
     ds.report = result.report
     if ds.status != "running":
         session.commit()
         return
-    if not result.train_rows or not result.eval_rows:
-        fail_dataset(
-            session, ds, "no_usable_rows", f"the teacher produced no usable rows: {_summary(result)}"
-        )
-        return
     org = session.get(Org, ds.org_id)
     assert org is not None
-    ds.training_file = store_rows(session, org, result.train_rows, f"{ds.id}-train.jsonl").id
-    ds.validation_file = store_rows(session, org, result.eval_rows, f"{ds.id}-eval.jsonl").id
+    if result.train_rows:
+        ds.training_file = store_rows(session, org, result.train_rows, f"{ds.id}-train.jsonl").id
+    if result.eval_rows:
+        ds.validation_file = store_rows(session, org, result.eval_rows, f"{ds.id}-eval.jsonl").id
     key = usage_key(ds.id, "synthesize", "teacher_1k_tokens")
     ds.total_cost_usd = record_teacher_usage(
         session, org_id=ds.org_id, key=key, tokens=result.usage.total_tokens
@@ -264,6 +262,10 @@ def finish_dataset(session: Session, ds: SyntheticDataset, result: SynthResult) 
     ds.progress = {**(ds.progress or {}), "phase": "done", "kept": result.report["kept"]}
     forget_teacher_key(ds)
     session.commit()
+    if result.report["short"]:
+        message = f"the teacher's rows fell short: {'; '.join(result.report['short'])} ({_summary(result)})"
+        fail_dataset(session, ds, "insufficient_data", message)
+        return
     # Conditional, so a cancel that landed while the files were written still wins.
     session.execute(
         update(SyntheticDataset)
@@ -276,4 +278,7 @@ def finish_dataset(session: Session, ds: SyntheticDataset, result: SynthResult) 
 def _summary(result: SynthResult) -> str:
     r = result.report
     dropped, stopped = r["dropped_by_reason"], r["stopped"]
-    return f"{r['generated']} generated, {r['kept']} kept, dropped {dropped}, stopped: {stopped}"
+    return (
+        f"{r['kept']} of {r['asked']} asked kept, {r['generated']} generated, dropped {dropped}, "
+        f"{len(r['rounds'])} rounds, stopped: {stopped}"
+    )

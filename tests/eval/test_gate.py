@@ -34,6 +34,7 @@ def test_an_improved_model_and_faithful_artifacts_pass() -> None:
     }
     assert decision.artifacts["raspberry-pi-5"].drop == pytest.approx(0.05)
     assert {c.rule for c in decision.checks} == {
+        "min_eval_rows",
         "min_score",
         "min_delta",
         "max_artifact_drop",
@@ -51,6 +52,28 @@ def test_a_model_no_better_than_base_fails_with_the_numbers(base_right: int, tun
     assert reason.startswith("min_delta:")
     assert f"{tuned_right / N:.3f}" in reason and f"{base_right / N:.3f}" in reason
     assert f"{(tuned_right - base_right) / N:+.3f}" in reason
+
+
+def test_too_few_held_out_rows_refuse_and_say_why() -> None:
+    """12 rows: one row is 0.083, more than the artifact tolerance; the gate will not judge."""
+    decision = decide_gate(GatePolicy(), result(0.2, n=12), result(0.9, n=12), {})
+    assert not decision.passed
+    [reason] = decision.reasons
+    assert reason.startswith("min_eval_rows: 12 held-out rows are fewer than the 20")
+    assert "one row is 0.083" in reason and "+-0.28" in reason  # 1.96 * sqrt(0.25 / 12)
+    assert decide_gate(GatePolicy(), result(0.2, n=20), result(0.9, n=20), {}).passed
+    assert decide_gate(GatePolicy(min_eval_rows=0), result(0.2, n=12), result(0.9, n=12), {}).passed
+
+
+def test_min_delta_names_the_baseline_it_compared_with() -> None:
+    decision = decide_gate(GatePolicy(), result(0.6), result(0.55), {}, baseline="prompted base (4-shot)")
+    [reason] = decision.reasons
+    assert "minus prompted base (4-shot) 0.600 = -0.050" in reason
+    note = decide_gate(GatePolicy(), result(0.6), result(0.65), {}, baseline="prompted base (4-shot)").notes
+    assert any("beats prompted base (4-shot) on accuracy by 0.050" in n for n in note)
+    assert GatePolicy().baseline == "prompted"
+    with pytest.raises(ValidationError):
+        GatePolicy.model_validate({"baseline": "few-shot"})
 
 
 def test_min_delta_must_be_exceeded() -> None:

@@ -47,13 +47,26 @@ def scripted(n: int, payload: dict[str, Any]) -> Reply:
 
 
 def run(
-    task: TaskSpec, script: Any = scripted, seed: int = 7, stop: Any = lambda: False, **settings: Any
+    task: TaskSpec,
+    script: Any = scripted,
+    seed: int = 7,
+    stop: Any = lambda: False,
+    rounds: list[dict[str, Any]] | None = None,
+    min_eval_rows: int = 0,
+    **settings: Any,
 ) -> tuple[SynthResult, int]:
     """Synthesize against a fresh fake; returns the result and how many requests the fake saw."""
     with FakeTeacher(script) as fake:
         opts = {"base_url": fake.base_url, "model": "fake-teacher", "backoff_base_s": 0.01, **settings}
         with TeacherClient(TeacherSettings.model_validate(opts)) as client:
-            result = synthesize(task, client, seed=seed, should_stop=stop)
+            result = synthesize(
+                task,
+                client,
+                seed=seed,
+                should_stop=stop,
+                on_round=(rounds.append if rounds is not None else None),
+                min_eval_rows=min_eval_rows,
+            )
         return result, fake.hits
 
 
@@ -156,3 +169,72 @@ def test_variations_use_every_subject_before_repeating() -> None:
     drawn = variations(random.Random(0), len(SUBJECTS) + 5)
     assert sorted(v.subject for v in drawn[: len(SUBJECTS)]) == sorted(SUBJECTS)
     assert len({v.seed for v in drawn}) == len(drawn)
+
+
+def test_a_short_set_never_gives_training_fewer_rows_than_eval_and_says_what_it_lacks() -> None:
+    # One request in 8 writes a fresh text, the rest repeat one: ~12% yield, far below what the
+    # request cap needs for 96 rows (the issue's job: 96 asked, 10 kept, 9 of them held out).
+    def script(n: int, payload: dict[str, Any]) -> Reply:
+        seed = payload.get("seed", n)
+        return chat(
+            f"How do I {' '.join(random.Random(seed).sample(WORDS, 10))}?" if seed % 8 == 0 else "Same."
+        )
+
+    task = COOKING.model_copy(update={"num_examples": 96})
+    result, _ = run(
+        task,
+        lambda n, p: (
+            script(n, p) if "question or request" in p["messages"][-1]["content"] else scripted(n, p)
+        ),
+    )
+    assert_consistent(result)
+    report = result.report
+    assert report["stopped"] == "request_cap" and 0 < report["kept"] < 96
+    assert report["train"] >= report["eval"] >= 1
+    assert report["floor"]["train"] == 36  # half of the 72 training rows asked (96 less 24 held out)
+    assert report["short"] and "training rows" in report["short"][0]
+    assert report["asked"] == 96 and len(report["rounds"]) >= 2
+
+
+def test_rounds_steer_against_the_commonest_drop_reason_and_reach_the_target() -> None:
+    # A teacher that names the label (label_leak) unless told not to: the first round keeps
+    # nothing, the second is steered against label_leak and fills the set.
+    def script(n: int, payload: dict[str, Any]) -> Reply:
+        prompt = payload["messages"][-1]["content"]
+        seed = payload.get("seed", n)
+        words = " ".join(random.Random(seed).sample(WORDS, 10))
+        label = re.search(r"Write a (\w+) one about", prompt)
+        if label and "Do not name its category" not in prompt:
+            return chat(f"{words}, so {label.group(1)}.")
+        return chat(f"{words.capitalize()}.")
+
+    seen: list[dict[str, Any]] = []
+    result, hits = run(SENTIMENT, script, rounds=seen)
+    assert_consistent(result)
+    report = result.report
+    assert report["kept"] == 24 and report["stopped"] is None and report["short"] == []
+    assert seen == report["rounds"] and len(seen) == 2
+    assert seen[0]["kept"] == 0 and "label_leak" in seen[0]["top_drop_reasons"]
+    assert seen[1]["steered_against"] == "label_leak" and seen[1]["kept_total"] == 24
+    # round 2 asked for the shortfall at the cap's rate (nothing kept: 4 requests per missing row)
+    assert seen[1]["requested"] <= MAX_REQUESTS_PER_ROW * 24 - seen[0]["requested"]
+    assert all(r["provenance"]["steered_against"] == "label_leak" for r in result.train_rows)
+
+
+def test_a_slow_teacher_with_valid_rows_still_reaches_the_target() -> None:
+    def slow(n: int, payload: dict[str, Any]) -> Reply:
+        reply = scripted(n, payload)
+        reply.delay_s = 0.02
+        return reply
+
+    result, _ = run(SENTIMENT, slow)
+    assert result.report["kept"] == 24 and result.report["short"] == []
+
+
+def test_a_jobs_gate_raises_the_held_out_share_but_never_past_half() -> None:
+    task = SENTIMENT.model_copy(update={"num_examples": 48})
+    result, _ = run(task, min_eval_rows=20)
+    assert (result.report["train"], result.report["eval"]) == (28, 20)
+    assert result.report["floor"]["eval"] == 20 and result.report["short"] == []
+    small, _ = run(SENTIMENT, min_eval_rows=20)  # 24 asked: 12 held out, not 20
+    assert (small.report["train"], small.report["eval"]) == (12, 12)
