@@ -492,8 +492,11 @@ def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
     task = ctx.config.task
     if task is None and task_type == "classification":
         from recipes.chat_data import normalize_row
+        from recipes.preference_data import as_chat_row
 
-        trained = [normalize_row(r) for r in _read_rows(Path(ctx.state["train_path"]))]
+        # a preference pair's chosen answer is what the model learned to give
+        as_chat = as_chat_row if ctx.config.method.type == "dpo" else normalize_row
+        trained = [as_chat(r) for r in _read_rows(Path(ctx.state["train_path"]))]
         answers = {r["messages"][-1].get("content") or "" for r in trained}
         labels = sorted(answers.union(labels or []))
     text = grammar_for(

@@ -91,4 +91,3 @@ class PlanPublic(BaseModel):
     quote: QuotePublic
     budget: BudgetCheckPublic
     synthesis: SynthesisPlanPublic | None = None  # a job from a task description
-    warnings: list[str] = []  # what will go wrong as configured (e.g. too few held-out rows)

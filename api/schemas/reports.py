@@ -7,16 +7,25 @@ from pydantic import BaseModel, Field
 from api.schemas.jobs import JobError
 
 
-# One scored model: base and fine-tuned in transformers, each GGUF artifact in llama.cpp
+# One scored model: base (bare and prompted) and fine-tuned in transformers, each artifact in its
+# runtime (a GGUF shipped with a grammar twice: "<target> (no grammar)" and "<target>", as shipped)
 class ScorePublic(BaseModel):
-    subject: str = Field(description="'base', 'fine-tuned' or a device target.")
-    runtime: str
+    subject: str = Field(
+        description="'base', 'base-prompted', 'fine-tuned', a device target, or '<target> (no grammar)'."
+    )
+    runtime: str = Field(description="'transformers', 'llama.cpp', 'llama.cpp + grammar', 'onnxruntime'.")
     metric: str
     score: float
     ci_low: float = Field(description="Bootstrap 95% confidence interval, low end.")
     ci_high: float
     n: int = Field(description="Held-out rows scored.")
     parse_rate: float | None
+    shots: int | None = Field(
+        default=None, description="base-prompted only: training examples in its prompt (k)."
+    )
+    host_measurements: dict[str, Any] | None = Field(
+        default=None, description="Artifacts: decode speed and memory measured on the worker host."
+    )
 
 
 class LossPointPublic(BaseModel):
@@ -36,6 +45,14 @@ class JobReportPublic(BaseModel):
     scores: list[ScorePublic]
     per_class: dict[str, dict[str, dict[str, float]]] = Field(
         description="Classification only: model -> label -> precision, recall, f1, support."
+    )
+    prompting: dict[str, Any] | None = Field(
+        default=None,
+        description="Bare base, prompted base (k shots) and fine-tuned, and what fine-tuning added over "
+        "prompting ('added_over_prompting', 'summary'); null before evaluation or for a DPO job.",
+    )
+    probe: dict[str, Any] | None = Field(
+        default=None, description="The general-ability probe, base vs fine-tuned."
     )
     gate: dict[str, Any] | None = Field(description="The gate's verdict with every check, once it ran.")
     synth_report: dict[str, Any] | None = Field(description="The synthesize stage's report, if it ran.")

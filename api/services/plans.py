@@ -49,6 +49,7 @@ def _rows(session: Session, org: Org, cfg: JobConfig) -> _Data:
         n_eval = held_out_count(len(rows), cfg.gate.min_eval_rows)
         if cfg.validation_file:
             n_eval = len(read(file_id=cfg.validation_file, param="validation_file"))
+        _enough_to_judge(cfg, n_eval, len(rows))
         n_train = len(rows) - (0 if cfg.validation_file else n_eval)
         if method == "dpo":
             pairs = [as_chat_row(r, side) for r in rows for side in ("chosen", "rejected")]
@@ -56,6 +57,7 @@ def _rows(session: Session, org: Org, cfg: JobConfig) -> _Data:
         return _Data(rows, n_train, n_eval, True)
     assert cfg.task is not None  # validate_config requires one of the two
     n_eval = eval_quota(cfg.task.num_examples, cfg.task.eval_fraction, cfg.gate.min_eval_rows)
+    _enough_to_judge(cfg, n_eval, cfg.task.num_examples)
     return _Data([_typical_row(cfg)], cfg.task.num_examples - n_eval, n_eval, False)
 
 
@@ -76,16 +78,28 @@ def _synthesis(cfg: JobConfig, data: _Data) -> SynthesisPlanPublic | None:
     )
 
 
-def _warnings(cfg: JobConfig, data: _Data) -> list[str]:
+def _enough_to_judge(cfg: JobConfig, n_eval: int, n_rows: int) -> None:
+    """The held-out rows a job will have against the gate's min_eval_rows. Fewer, and the gate
+    could only refuse, after the teacher and the GPU were paid for: a 400 now says what to change.
+    Held out at most half of a file or of the rows asked for (infra/job_config)."""
     need = cfg.gate.min_eval_rows
-    if data.eval_rows >= need:
-        return []
-    source = "the validation file holds" if cfg.validation_file else "the held-out split will hold"
-    return [
-        f"{source} {data.eval_rows} rows, fewer than the {need} the gate needs (gate.min_eval_rows): "
-        "the job would train and then be refused. Give a validation file of at least "
-        f"{need} rows, more training rows, or a lower gate.min_eval_rows"
-    ]
+    if n_eval >= need:
+        return
+    if cfg.validation_file:
+        where, param = f"the validation file holds {n_eval} rows", "validation_file"
+        fix = f"give a validation file of at least {need} rows"
+    elif cfg.training_file:
+        where, param = f"a {n_rows}-row file without a validation file holds out {n_eval}", "training_file"
+        fix = f"give a validation file of at least {need} rows, or at least {2 * need} training rows"
+    else:
+        where, param = f"num_examples {n_rows} holds out {n_eval} rows", "task.num_examples"
+        fix = f"ask for at least {2 * need} rows"
+    raise InvalidRequest(
+        f"{where}, fewer than the {need} the eval gate judges on (gate.min_eval_rows; the job would "
+        f"train and then be refused): {fix}, or set a lower gate.min_eval_rows",
+        param=param,
+        code="too_few_eval_rows",
+    )
 
 
 def _typical_row(cfg: JobConfig) -> dict[str, Any]:
@@ -189,7 +203,6 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
         quote=quote,
         budget=budgets.check(session=session, org=org, config=config, quote_usd=quote.total_usd),
         synthesis=_synthesis(config, data),
-        warnings=_warnings(config, data),
     )
 
 

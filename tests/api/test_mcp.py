@@ -44,8 +44,8 @@ async def _plan_create_poll(url: str, key: str, tiny_base: str) -> None:
         assert create.output_schema and "created" in create.output_schema["properties"]
         assert tools["plan_finetune"].annotations.read_only_hint is True
 
-        f = ok(await mcp.call_tool("upload_training_file", {"rows": sentiment_rows(12)}))
-        assert f["id"].startswith("file-") and f["row_count"] == 12
+        f = ok(await mcp.call_tool("upload_training_file", {"rows": sentiment_rows(40)}))
+        assert f["id"].startswith("file-") and f["row_count"] == 40
 
         plan = ok(await mcp.call_tool("plan_finetune", _body(tiny_base, f["id"])))
         quote = plan["quote"]["total_usd"]
@@ -71,7 +71,7 @@ def test_mcp_client_lists_tools_and_plans_creates_polls(server, api_key, tiny_ba
 
 async def _errors(url: str, key: str, other_key: str, tiny_base: str) -> None:
     async with http_client(url, other_key) as other:
-        f = ok(await other.call_tool("upload_training_file", {"rows": sentiment_rows(8)}))
+        f = ok(await other.call_tool("upload_training_file", {"rows": sentiment_rows(40)}))
         plan = ok(await other.call_tool("plan_finetune", _body(tiny_base, f["id"])))
         theirs = ok(
             await other.call_tool(

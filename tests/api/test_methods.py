@@ -39,10 +39,10 @@ def test_preference_files_upload_in_both_formats(client, api) -> None:
 
 
 def test_dpo_plan_counts_both_answers_and_the_reference(api, client, tiny_base) -> None:
-    pairs = _upload(client, preference_rows(20))
+    pairs = _upload(client, preference_rows(40))
     body = {"model": tiny_base, "training_file": pairs, "targets": ["laptop-cpu"]}
     sft_like = api.post(
-        "/fine_tuning/jobs/plan", json={**body, "training_file": _upload(client, sentiment_rows(20))}
+        "/fine_tuning/jobs/plan", json={**body, "training_file": _upload(client, sentiment_rows(40))}
     ).json()
     dpo = api.post("/fine_tuning/jobs/plan", json={**body, "method": {"type": "dpo"}}).json()
     assert dpo["method_type"] == "dpo" and dpo["method"] == "lora", dpo
@@ -64,7 +64,7 @@ def test_dpo_plan_counts_both_answers_and_the_reference(api, client, tiny_base) 
 def test_full_plan_trains_every_weight_at_the_full_rate(api, client, tiny_base) -> None:
     body = {
         "model": tiny_base,
-        "training_file": _upload(client, sentiment_rows(20)),
+        "training_file": _upload(client, sentiment_rows(40)),
         "targets": ["laptop-cpu"],
     }
     lora = api.post("/fine_tuning/jobs/plan", json=body).json()

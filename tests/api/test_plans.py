@@ -40,6 +40,10 @@ def _independent_token_count(model_dir) -> list[int]:
     return [len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids) for ids in out]
 
 
+def _file(client, n: int) -> str:
+    return client.files.create(file=("v.jsonl", io.BytesIO(jsonl(sentiment_rows(n)))), purpose="fine-tune").id
+
+
 def test_plan_counts_real_tokens_and_prices_every_stage(api, train_file, tiny_base, platform) -> None:
     body = {"model": tiny_base, "training_file": train_file, "targets": ["laptop-cpu", "gpu-server"]}
     plan = api.post("/fine_tuning/jobs/plan", json=body).json()
@@ -93,6 +97,42 @@ def test_plan_for_a_task_estimates_synthesis_and_teacher_tokens(api, tiny_base) 
     assert plan["tokens"]["train_rows"] + plan["tokens"]["eval_rows"] == 80
     units = {i["unit"] for i in plan["quote"]["items"] if i["stage"] == "synthesize"}
     assert units == {"cpu_second", "teacher_1k_tokens"}
+    # 25% of 80 held out (20, the gate's min_eval_rows); the floor is half the 60 training rows
+    synthesis = plan["synthesis"]
+    assert (synthesis["asked"], synthesis["train_rows"], synthesis["eval_rows"]) == (80, 60, 20)
+    assert synthesis["floor"]["train"] == 30 and synthesis["floor"]["eval"] == 20
+    assert synthesis["floor"]["train_per_key"] == {"positive": 3, "negative": 3}
+    assert synthesis["max_requests"] == 4 * 80
+
+
+def test_a_task_too_small_for_its_gate_is_refused_before_anything_is_paid(api, client, tiny_base) -> None:
+    task = {"description": "Classify the review.", "labels": ["positive", "negative"], "num_examples": 30}
+    r = api.post("/fine_tuning/jobs/plan", json={"model": tiny_base, "task": task})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "too_few_eval_rows" and error["param"] == "task.num_examples"
+    assert "holds out 15 rows" in error["message"] and "at least 40" in error["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.fine_tuning.jobs.create(model=tiny_base, training_file=openai.omit, extra_body={"task": task})
+    # the customer may judge on fewer rows, knowingly
+    small = {"model": tiny_base, "task": task, "gate": {"min_eval_rows": 10}}
+    assert api.post("/fine_tuning/jobs/plan", json=small).json()["synthesis"]["eval_rows"] == 10
+
+
+def test_a_file_too_small_for_its_gate_is_refused_naming_the_file(api, client, tiny_base) -> None:
+    small = client.files.create(
+        file=("s.jsonl", io.BytesIO(jsonl(sentiment_rows(30)))), purpose="fine-tune"
+    ).id
+    before = len(client.fine_tuning.jobs.list(limit=100).data)
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.fine_tuning.jobs.create(model=tiny_base, training_file=small)
+    body = exc.value.body
+    assert isinstance(body, dict) and body["code"] == "too_few_eval_rows" and body["param"] == "training_file"
+    assert "a 30-row file without a validation file holds out 15" in body["message"]
+    assert len(client.fine_tuning.jobs.list(limit=100).data) == before  # nothing stored
+    body = {"model": tiny_base, "training_file": small, "validation_file": small}
+    r = api.post("/fine_tuning/jobs/plan", json={**body, "validation_file": _file(client, 8)})
+    assert r.json()["error"]["param"] == "validation_file" and "holds 8 rows" in r.json()["error"]["message"]
 
 
 def test_lora_target_that_matches_nothing_is_refused_at_validation(client, train_file, tiny_base) -> None:

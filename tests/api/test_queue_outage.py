@@ -99,7 +99,7 @@ def api(server, api_key) -> Iterator[httpx.Client]:
 
 @pytest.fixture()
 def job_body(api, tiny_base) -> dict[str, Any]:
-    files = {"file": ("t.jsonl", io.BytesIO(jsonl(sentiment_rows(8))))}
+    files = {"file": ("t.jsonl", io.BytesIO(jsonl(sentiment_rows(40))))}
     r = api.post("/files", data={"purpose": "fine-tune"}, files=files)
     assert r.status_code == 200, r.text
     return {"model": tiny_base, "training_file": r.json()["id"]}

@@ -73,8 +73,8 @@ def test_openai_and_mcp_schemas_come_from_the_same_models(server) -> None:
 
 
 def test_call_tools_by_name(api, tiny_base) -> None:
-    f = api.post("/tools/upload_training_file", json={"rows": sentiment_rows(10)}).json()
-    assert f["object"] == "file" and f["row_count"] == 10
+    f = api.post("/tools/upload_training_file", json={"rows": sentiment_rows(40)}).json()
+    assert f["object"] == "file" and f["row_count"] == 40
     body = {"model": tiny_base, "training_file": f["id"]}
     plan = api.post("/tools/plan_finetune", json=body).json()
     assert plan["object"] == "fine_tuning.job.plan" and plan["quote"]["total_usd"] > 0
@@ -105,7 +105,7 @@ def test_tool_call_errors(api, server, tiny_base) -> None:
 
 
 def _job(api: httpx.Client, tiny_base: str) -> str:
-    f = api.post("/tools/upload_training_file", json={"rows": sentiment_rows(8)}).json()
+    f = api.post("/tools/upload_training_file", json={"rows": sentiment_rows(40)}).json()
     args = {"model": tiny_base, "training_file": f["id"], "idempotency_key": f["id"], "budget_usd": 50}
     job_id = str(api.post("/tools/create_finetune_job", json=args).json()["id"])
     api.post("/tools/cancel_job", json={"job_id": job_id})

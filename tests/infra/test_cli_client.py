@@ -29,7 +29,7 @@ def env(server, api_key) -> dict[str, str]:
 @pytest.fixture()
 def train(tmp_path) -> Path:
     path = tmp_path / "train.jsonl"
-    path.write_bytes(jsonl(sentiment_rows(12)))
+    path.write_bytes(jsonl(sentiment_rows(40)))
     return path
 
 

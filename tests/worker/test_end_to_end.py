@@ -111,10 +111,23 @@ def test_fine_tune_from_upload_to_device_artifact(
 
     headers = {"Authorization": f"Bearer {api_key}"}
     report = httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/report", headers=headers).json()
-    assert [s["subject"] for s in report["scores"]] == ["base", "fine-tuned", "laptop-cpu"]
-    assert report["scores"][1]["score"] == evaluation["fine_tuned"]["score"]
+    # the bare base, the base prompted with k training rows (the gate's baseline), the fine-tune,
+    # and the GGUF without and with the grammar it ships with
+    assert [s["subject"] for s in report["scores"]] == [
+        "base",
+        "base-prompted",
+        "fine-tuned",
+        "laptop-cpu (no grammar)",
+        "laptop-cpu",
+    ]
+    assert report["scores"][2]["score"] == evaluation["fine_tuned"]["score"]
+    assert report["scores"][1]["shots"] == evaluation["base_prompted"]["shots"] >= 1
+    assert "prompted base" in next(c["detail"] for c in gate["checks"] if c["rule"] == "min_delta")
+    assert report["prompting"]["summary"].startswith("fine-tuning added ")
     assert report["gate"]["passed"] and len(report["loss_curve"]) == len({m.data["step"] for m in metrics})
-    assert report["per_class"] == {}  # uploaded chat rows with no task are scored as generation
+    # 20 held-out answers from two labels: an upload whose answers repeat is scored as classification
+    assert evaluation["metric"] == "accuracy" and evaluation["n"] == 20
+    assert {"fine-tuned", "laptop-cpu"} <= set(report["per_class"])
     page = httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/report.html", headers=headers)
     assert page.headers["content-type"].startswith("text/html") and page.text.count("<svg") == 2
 
@@ -144,6 +157,17 @@ def test_fine_tune_from_upload_to_device_artifact(
     assert httpx.get(gguf["download_url"]).content[:4] == b"GGUF"  # presigned S3 URL (moto)
     manifest = httpx.get(f"{server.base_url}/artifacts/{gguf['id']}/manifest", headers=headers).json()
     assert manifest["files"][0]["sha256"] == gguf["sha256"]
+    # the labels' grammar, published beside the GGUF (and the adapter) and named in the manifest
+    grammar = httpx.get(f"{server.base_url}/artifacts/{gguf['id']}/grammar", headers=headers)
+    assert grammar.status_code == 200 and '"positive"' in grammar.text and '"negative"' in grammar.text
+    assert manifest["grammar"]["sha256"] == hashlib.sha256(grammar.content).hexdigest()
+    assert manifest["grammar"]["constrains"] == "labels"
+    assert httpx.get(f"{adapter_url}/grammar", headers=headers).text == grammar.text
+    missing = httpx.get(
+        f"{server.base_url}/artifacts/{next(a['id'] for a in arts if a['target'] == 'gpu-server')}/grammar",
+        headers=headers,
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "grammar_not_found"
     assert manifest["job_config"]["model"] == tiny_base and manifest["job_config"]["seed"] == 7
     assert manifest["eval"]["fine_tuned"]["score"] == evaluation["fine_tuned"]["score"]
 
@@ -188,9 +212,13 @@ def test_fine_tune_from_a_task_description_with_the_local_teacher(client, worker
             "task": {
                 "description": "Classify the sentiment of a short product review.",
                 "labels": ["positive", "negative"],
-                "num_examples": 8,
+                # the bundled 135M teacher names the label in most reviews (label_leak): 16 asked
+                # give the 4 requests per row room to fill the floor (8 training rows, 3 per label)
+                "num_examples": 16,
             },
             "targets": ["raspberry-pi-5"],
+            # 16 rows hold out at most 8: judge on them knowingly (the default gate asks for 20)
+            "gate": {"min_eval_rows": 0},
         },
     )
     done = wait_for(client, job.id, ("succeeded",), timeout=900)
@@ -206,3 +234,7 @@ def test_fine_tune_from_a_task_description_with_the_local_teacher(client, worker
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     synth = next(e.data for e in events if e.data and "teacher_tokens" in e.data)
     assert synth["teacher_tokens"] > 0 and synth["report"]["kept"] == len(rows)
+    # every round is an event: kept against asked, with its drop reasons
+    rounds = [e.data["synthesis_round"] for e in events if e.data and "synthesis_round" in e.data]
+    assert rounds and all(r["asked"] == 16 and 0 <= r["kept_total"] <= 16 for r in rounds)
+    assert sorted(rounds, key=lambda r: r["round"]) == synth["report"]["rounds"]  # events: newest first

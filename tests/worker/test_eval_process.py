@@ -34,12 +34,14 @@ def tuned_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _context(platform: Platform, tiny_base: str, tuned: Path, tmp_path: Path) -> JobContext:
     (tmp_path / "eval.jsonl").write_bytes(jsonl(sentiment_rows(6)))
+    (tmp_path / "train.jsonl").write_bytes(jsonl(sentiment_rows(8)))  # the prompted base's examples
     job_id = new_job(org_of(new_key()))  # a running job: nothing cancelled it
     state = {
         "device": "cpu",
         "base_model_dir": str(platform.models_dir / tiny_base),
         "merged_dir": str(tuned),
         "eval_path": str(tmp_path / "eval.jsonl"),
+        "train_path": str(tmp_path / "train.jsonl"),
     }
     config = JobConfig.model_validate({"model": tiny_base, "training_file": "file-x"})
     return JobContext(job_id, "org", config, tmp_path / "work", state)
@@ -62,7 +64,14 @@ def test_the_evaluation_process_scores_as_the_stage_does_in_process(
     in_process = evaluate(ctx, in_child=False)
     in_child = evaluate(ctx, in_child=True)
     assert in_child == in_process
-    assert set(in_child["eval_results"]) == {"base", "fine_tuned", "probe_base", "probe_fine_tuned"}
+    assert set(in_child["eval_results"]) == {
+        "base",
+        "base_prompted",  # given the training rows as examples, in the child as in process
+        "fine_tuned",
+        "probe_base",
+        "probe_fine_tuned",
+    }
+    assert in_child["eval"]["base_prompted"]["shots"] >= 1
     assert in_child["eval"]["probe"]["n"] == len(items)
     started = [e for e in _events(ctx.job_id) if e.data and "eval_pid" in e.data]
     assert len(started) == 1 and started[0].message.startswith("Evaluating in process ")

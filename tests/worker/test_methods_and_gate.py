@@ -17,7 +17,8 @@ from tests.worker.test_end_to_end import wait_for
 
 pytestmark = pytest.mark.slow
 
-LENIENT = {"min_delta": -1.0, "max_artifact_drop": 1.0}  # these tests are about the method, not the gate
+# these tests are about the method, not the gate (nor its sample size: 24 rows hold out 12)
+LENIENT = {"min_delta": -1.0, "max_artifact_drop": 1.0, "min_eval_rows": 0}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_gate_passes_a_model_that_learned_and_fails_one_trained_on_shuffled_labe
         chat_row(r["messages"][1]["content"], lab, r["messages"][0]["content"])
         for r, lab in zip(rows, labels, strict=True)
     ]
-    validation = _upload(client, _validation(12))
+    validation = _upload(client, _validation(20))  # the 20 rows the gate judges on by default
     gate = {"min_score": 0.8, "max_artifact_drop": 0.1}
     hp = {"n_epochs": 4, "batch_size": 4, "learning_rate_multiplier": 10}
     jobs = {
