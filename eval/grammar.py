@@ -48,7 +48,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from recipes.chat_data import TOOL_CALL_END, TOOL_CALL_START, python_literal
+from eval.tool_calls import TOOL_CALL_END, TOOL_CALL_START, python_literal
 
 # What a task's grammar constrains, as the manifest records it.
 CONSTRAINS = {"classification": "labels", "extraction": "json_schema", "tool_calling": "tool_calls"}

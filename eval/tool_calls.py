@@ -22,6 +22,10 @@ from eval.canonical import canonical_json, strip_special_tokens
 
 # Everything between a start marker and its end marker, or the end of the text when the token
 # budget cut the end marker off (the list is then usually cut too, and fails to parse).
+# LFM's tool-call markers (single special tokens in LFM2's vocabulary). The format's one home:
+# recipes.chat_data writes rows in it, this module parses it, eval.grammar constrains it.
+TOOL_CALL_START = "<|tool_call_start|>"
+TOOL_CALL_END = "<|tool_call_end|>"
 _CALL_BLOCK = re.compile(r"<\|tool_call_start\|>(.*?)(?:<\|tool_call_end\|>|$)", re.DOTALL)
 _LITERAL_ERRORS = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
 
@@ -146,3 +150,22 @@ def calls_match(pred: list[ToolCall], ref: list[ToolCall], arguments: bool = Tru
     return Counter(canonical_json([c.name, c.arguments]) for c in pred) == Counter(
         canonical_json([c.name, c.arguments]) for c in ref
     )
+
+
+def python_literal(value: Any) -> str:
+    """A JSON value as Python source: strings double-quoted, True/False/None."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return "True" if value else "False"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON string escapes (\" \\ \n \uXXXX) are valid Python escapes too.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(python_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {python_literal(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    raise TypeError(f"not a JSON value: {value!r}")

@@ -17,31 +17,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from eval.tool_calls import TOOL_CALL_END, TOOL_CALL_START, python_literal
 from infra.chat_rows import parse_jsonl
 
 TEMPLATES_DIR = Path(__file__).with_name("chat_templates")
-TOOL_CALL_START = "<|tool_call_start|>"
-TOOL_CALL_END = "<|tool_call_end|>"
 _GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
-
-
-def python_literal(value: Any) -> str:
-    """A JSON value as Python source: strings double-quoted, True/False/None."""
-    if value is None:
-        return "None"
-    if isinstance(value, bool):  # before int: bool is an int subclass
-        return "True" if value else "False"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        # JSON string escapes (\" \\ \n \uXXXX) are valid Python escapes too.
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(python_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {python_literal(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
-    raise TypeError(f"not a JSON value: {value!r}")
 
 
 def _format_call(call: dict[str, Any]) -> str:

@@ -19,7 +19,9 @@ def client(server, api_key) -> openai.OpenAI:
 
 @pytest.fixture()
 def train_file(client) -> str:
-    return client.files.create(file=("t.jsonl", io.BytesIO(jsonl(sentiment_rows(40)))), purpose="fine-tune").id
+    return client.files.create(
+        file=("t.jsonl", io.BytesIO(jsonl(sentiment_rows(40)))), purpose="fine-tune"
+    ).id
 
 
 def _bad(client, param_part: str, **kwargs) -> str:

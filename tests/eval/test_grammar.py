@@ -17,8 +17,7 @@ from eval.grammar import grammar_for, grammar_parses, has_marker_tokens
 from eval.json_schema import schema_errors
 from eval.runners import evaluate_model, generate_gguf
 from eval.runtime_stats import RuntimeStats
-from eval.tool_calls import parse_tool_calls
-from recipes.chat_data import TOOL_CALL_END, TOOL_CALL_START
+from eval.tool_calls import TOOL_CALL_END, TOOL_CALL_START, parse_tool_calls
 from synth.llama_server import bundled_teacher_gguf
 
 LABELS = ["positive", "negative", "neutral"]
