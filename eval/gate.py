@@ -50,6 +50,9 @@ EPS = 1e-9
 # near 0.5 is about +-0.22 wide (1.96 * sqrt(0.25 / 20)), already as wide as most fine-tuning gains.
 # Below it a pass would be noise. Splits (infra/job_config.py) and synthesis hold out this many.
 MIN_EVAL_ROWS = 20
+# The most held-out rows a job is scored on: the eval runs every model and artifact on each row, so
+# its time grows with targets. min_eval_rows cannot ask for more than are ever scored.
+MAX_EVAL_ROWS = 64
 
 
 class GatePolicy(BaseModel):
@@ -84,9 +87,9 @@ class GatePolicy(BaseModel):
     min_eval_rows: int = Field(
         default=MIN_EVAL_ROWS,
         ge=0,
-        le=10_000,
+        le=MAX_EVAL_ROWS,
         description="Fewest held-out rows the gate judges on; with fewer it refuses and says so "
-        "(0 turns the check off).",
+        f"(0 turns the check off; at most {MAX_EVAL_ROWS}, the most a job is scored on).",
     )
     max_probe_drop: float = Field(
         default=0.3,

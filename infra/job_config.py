@@ -15,12 +15,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from eval.gate import MIN_EVAL_ROWS, GatePolicy
+from eval.gate import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
 from eval.json_schema import schema_errors, schema_problems
 from eval.tool_calls import parse_tool_calls
 
 Auto = Literal["auto"]
-MAX_EVAL_ROWS = 64
 
 # ---- Limits --------------------------------------------------------------------------------
 # Every bound a request is held to, named once (README "Limits" lists them). A request over one
@@ -184,8 +183,8 @@ def held_out_count(n_rows: int, min_eval_rows: int = MIN_EVAL_ROWS) -> int:
 
 def eval_quota(num_examples: int, eval_fraction: float, min_eval_rows: int = 0) -> int:
     """Rows a synthesized set holds out: `eval_fraction` of those asked for, raised to a job gate's
-    `min_eval_rows`, never more than half (training keeps at least as many rows as the eval). The
-    dataset API passes 0: there the customer's fraction is taken as given."""
+    `min_eval_rows`, never more than half (training keeps at least as many rows as the eval;
+    `eval_fraction` is at most 0.5). The dataset API passes 0: there the fraction is taken as given."""
     return min(max(round(num_examples * eval_fraction), min_eval_rows, 1), num_examples // 2)
 
 
@@ -328,7 +327,8 @@ class TaskSpec(BaseModel):
         default="en", pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="BCP 47 code of the rows."
     )
     num_examples: int = Field(default=48, ge=8, le=5000, description="Rows to generate (train + eval).")
-    eval_fraction: float = Field(default=0.25, gt=0.0, lt=0.9, description="Share held out for eval.")
+    # at most half: training never gets fewer rows than the eval (infra/job_config.eval_quota)
+    eval_fraction: float = Field(default=0.25, gt=0.0, le=0.5, description="Share held out for eval.")
     labels: list[str] | None = Field(
         default=None,
         max_length=MAX_LABELS,

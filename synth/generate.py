@@ -223,7 +223,7 @@ def _round(
         budget -= len(chunk)
         _admit(run, _candidates(run, chunk))
         if on_progress:
-            on_progress(len(run.kept), run.task.num_examples)
+            on_progress(asked - sum(_shortfall(targets, run.kept).values()), run.task.num_examples)
     dropped = Counter(run.dropped)
     dropped.subtract(dropped_before)
     dropped = +dropped  # this round's drops only (unary + keeps the positive counts)
@@ -562,16 +562,20 @@ def _split(
     eval_targets: dict[str | None, int],
     rng: random.Random,
 ) -> tuple[list[Candidate], list[Candidate], int]:
-    """(train, eval, surplus). Per key: eval takes its quota first from a seeded shuffle, but never
-    more than half of what was kept (a short key still trains on at least as many rows as it is
-    judged on); train takes up to the rest of the key's target. A single row goes to train."""
+    """(train, eval, surplus). Per key: eval takes its quota first from a seeded shuffle (a key
+    short of its target gives at most half of what was kept, so it still trains on at least as
+    many rows as it is judged on); train takes up to the rest of the key's target. A single row
+    goes to train."""
     train: list[Candidate] = []
     evals: list[Candidate] = []
     for key, target in targets.items():
         pool = [k for k in kept if k.key == key]
         rng.shuffle(pool)
-        n_eval = min(eval_targets[key], len(pool) // 2)
-        n_train = min(target - eval_targets[key], len(pool) - n_eval)
+        # a key that met its target gives its whole quota (the quotas sum to at most half the
+        # set, so train keeps at least as many rows overall); a short key gives at most half of
+        # what it has, and the rows it does not hold out train, up to its target
+        n_eval = eval_targets[key] if len(pool) >= target else min(eval_targets[key], len(pool) // 2)
+        n_train = min(target - n_eval, len(pool) - n_eval)
         evals += pool[:n_eval]
         train += pool[n_eval : n_eval + n_train]
     rng.shuffle(train)

@@ -194,8 +194,8 @@ def _insufficient(report: dict[str, Any]) -> InsufficientData:
         f"synthesis kept {report['kept']} of the {report['asked']} rows asked ({report['generated']} "
         f"generated, {dropped} dropped; top drop reasons: {top_drop_reasons(report['dropped_by_reason'])}; "
         f"stopped: {report['stopped'] or 'no'}): {'; '.join(report['short'])}. Nothing was trained or "
-        "published; only the teacher's tokens were billed. Describe the task more concretely, add seed "
-        "examples, use a stronger teacher, or upload a training file",
+        "published; the teacher's tokens and the preparation were billed, no training. Describe the "
+        "task more concretely, add seed examples, use a stronger teacher, or upload a training file",
         details={
             k: report[k] for k in ("asked", "kept", "train", "eval", "dropped_by_reason", "floor", "short")
         },
@@ -459,7 +459,7 @@ def _score_artifact(
     memory for the gate's budgets. A GGUF with the task's grammar is scored as it ships, under
     the grammar (what the gate reads), and once without it (`eval_result_free`), so the report
     shows what constraining bought."""
-    from eval.runners import evaluate_model
+    from eval.runners import ArtifactRunError, evaluate_model
     from eval.runtime_stats import RuntimeStats
     from registry.profiles import RUNTIMES, eval_context
 
@@ -467,14 +467,18 @@ def _score_artifact(
     stats = RuntimeStats(runtime=RUNTIMES[profile.format])
     n_ctx = eval_context(profile, path)
     text = grammar.read_text() if grammar is not None and profile.format == "gguf" else None
-    if text is not None:
-        free = evaluate_model(profile.format, path, rows, task_type, labels, n_ctx=n_ctx)
+    if text is not None:  # in its own process too (stats given), so a runtime crash is contained
+        unused = RuntimeStats(runtime=stats.runtime)
+        free = evaluate_model(profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=unused)
         entry["eval_result_free"] = free.to_dict()
         entry["grammar"] = str(grammar)
     # the runner kind is the format's name: "gguf" in llama.cpp, "onnx" in onnxruntime
-    scored = evaluate_model(
-        profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=stats, grammar=text
-    )
+    try:
+        scored = evaluate_model(
+            profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=stats, grammar=text
+        )
+    except ValueError as exc:  # llama.cpp refused the grammar for this model's vocabulary
+        raise ArtifactRunError(f"the task grammar could not be used with {path.name}: {exc}") from exc
     entry["eval"] = {"metric": scored.metric, **_score(scored)}
     if text is not None:
         entry["eval"]["free"] = entry["eval_result_free"]["score"]

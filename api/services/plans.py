@@ -82,16 +82,16 @@ def _enough_to_judge(cfg: JobConfig, n_eval: int, n_rows: int) -> None:
     """The held-out rows a job will have against the gate's min_eval_rows. Fewer, and the gate
     could only refuse, after the teacher and the GPU were paid for: a 400 now says what to change.
     Held out at most half of a file or of the rows asked for (infra/job_config)."""
-    need = cfg.gate.min_eval_rows
+    need = max(cfg.gate.min_eval_rows, 1)  # the gate scores something, even when told to take any count
     if n_eval >= need:
         return
-    if cfg.validation_file:
+    if cfg.training_file and cfg.validation_file:
         where, param = f"the validation file holds {n_eval} rows", "validation_file"
         fix = f"give a validation file of at least {need} rows"
     elif cfg.training_file:
         where, param = f"a {n_rows}-row file without a validation file holds out {n_eval}", "training_file"
         fix = f"give a validation file of at least {need} rows, or at least {2 * need} training rows"
-    else:
+    else:  # a task job: synthesis holds out its share of the rows asked for
         where, param = f"num_examples {n_rows} holds out {n_eval} rows", "task.num_examples"
         fix = f"ask for at least {2 * need} rows"
     raise InvalidRequest(

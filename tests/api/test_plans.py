@@ -114,6 +114,16 @@ def test_a_task_too_small_for_its_gate_is_refused_before_anything_is_paid(api, c
     assert "holds out 15 rows" in error["message"] and "at least 40" in error["message"]
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.create(model=tiny_base, training_file=openai.omit, extra_body={"task": task})
+    # a validation file beside a task is not what the task job is judged on: the message says so
+    with_file = {"model": tiny_base, "task": task, "validation_file": _file(client, 40)}
+    assert api.post("/fine_tuning/jobs/plan", json=with_file).json()["error"]["param"] == "task.num_examples"
+    # more held-out rows than a job is ever scored on (64), or a held-out share over half: 400
+    for gate_or_task, param in (
+        ({"gate": {"min_eval_rows": 65}}, "gate.min_eval_rows"),
+        ({"task": {**task, "num_examples": 200, "eval_fraction": 0.75}}, "task.eval_fraction"),
+    ):
+        r = api.post("/fine_tuning/jobs/plan", json={"model": tiny_base, "task": task, **gate_or_task})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     # the customer may judge on fewer rows, knowingly
     small = {"model": tiny_base, "task": task, "gate": {"min_eval_rows": 10}}
     assert api.post("/fine_tuning/jobs/plan", json=small).json()["synthesis"]["eval_rows"] == 10

@@ -238,3 +238,19 @@ def test_a_jobs_gate_raises_the_held_out_share_but_never_past_half() -> None:
     assert result.report["floor"]["eval"] == 20 and result.report["short"] == []
     small, _ = run(SENTIMENT, min_eval_rows=20)  # 24 asked: 12 held out, not 20
     assert (small.report["train"], small.report["eval"]) == (12, 12)
+
+
+def test_a_full_set_always_meets_its_own_quota() -> None:
+    """3 labels, 40 asked, 20 held out: targets 14/13/13 take 7/7/6 by largest remainder, so a
+    13-row label gives 7 of its 13 to the eval. A set that met every target must not come out
+    short of the held-out rows the plan promised (it did when a key gave at most half)."""
+    task = SENTIMENT.model_copy(update={"num_examples": 40})
+    result, _ = run(task, min_eval_rows=20)
+    assert_consistent(result)
+    report = result.report
+    assert (report["kept"], report["train"], report["eval"]) == (40, 20, 20) and report["short"] == []
+    assert report["label_distribution"] == {
+        "positive": {"train": 7, "eval": 7},
+        "negative": {"train": 6, "eval": 7},
+        "neutral": {"train": 7, "eval": 6},
+    }
