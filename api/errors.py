@@ -79,6 +79,11 @@ class InputGuard:
             body, refused = await _read_json_body(receive)
             if refused is None:
                 receive = _replay(body, receive)
+        elif refused is None and _has_body(scope):  # an upload: streamed, counted as it arrives
+            refused = _declared_too_large(scope)
+            if refused is None:
+                await _capped(self.app, scope, receive, send)
+                return
         if refused is not None:
             await refused(scope, receive, send)
             return
@@ -142,6 +147,71 @@ def _json_content(scope: Scope) -> bool:
             ctype = value.decode("latin-1").split(";")[0].strip().lower()
             return ctype == "application/json" or ctype.endswith("+json")
     return True
+
+
+# A multipart body carries the file plus its boundaries and the form's other fields.
+MULTIPART_SLACK = 64 * 1024
+
+
+def _has_body(scope: Scope) -> bool:
+    return scope.get("method") in ("POST", "PUT", "PATCH")
+
+
+def _upload_limit() -> int:
+    return get_settings().max_upload_bytes + MULTIPART_SLACK
+
+
+def _too_large() -> JSONResponse:
+    limit = get_settings().max_upload_bytes  # what the customer can act on, not the slack
+    return JSONResponse(
+        _body(
+            f"the upload is over the {limit}-byte limit", "invalid_request_error", "file", "file_too_large"
+        ),
+        status_code=413,
+        headers={"Connection": "close"},
+    )
+
+
+def _declared_too_large(scope: Scope) -> JSONResponse | None:
+    """A Content-Length over the cap is refused before one byte of the body is read."""
+    for key, value in scope.get("headers") or []:
+        if key == b"content-length" and value.isdigit() and int(value) > _upload_limit():
+            return _too_large()
+    return None
+
+
+async def _capped(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app` on a body counted as it arrives (chunked, or a Content-Length that lies): past the
+    cap the app is told the client left and gets no more bytes, its own answer to that is dropped,
+    and the 413 goes out instead. Memory and disk stay bounded by the cap."""
+    limit, seen, over, started = _upload_limit(), 0, False, False
+
+    async def counted() -> Message:
+        nonlocal seen, over
+        if over:
+            return {"type": "http.disconnect"}
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                over = True
+                return {"type": "http.disconnect"}
+        return message
+
+    async def guarded(message: Message) -> None:
+        nonlocal started
+        if over:
+            return
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, counted, guarded)
+    except Exception:
+        if not over:
+            raise
+    if over and not started:
+        await _too_large()(scope, receive, send)
 
 
 async def _read_json_body(receive: Receive) -> tuple[bytes, JSONResponse | None]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentOrg, SessionDep
 from api.schemas.common import DeletedPublic, ListPublic
@@ -14,15 +14,14 @@ router = APIRouter(tags=["files"])
 
 
 @router.post("/files", response_model=FilePublic)
-async def upload_file(
+def upload_file(
     session: SessionDep, org: CurrentOrg, file: UploadFile, purpose: Annotated[str, Form()]
 ) -> FilePublic:
-    data = await file.read()
-    return svc.to_public(
-        svc.create_file(
-            session=session, org=org, filename=file.filename or "upload.jsonl", purpose=purpose, data=data
-        )
-    )
+    # sync on purpose: FastAPI runs it in a worker thread, so copying and scanning a large file
+    # never holds the event loop (other orgs' requests keep their latency)
+    name = file.filename or "upload.jsonl"
+    created = svc.upload_file(session=session, org=org, filename=name, purpose=purpose, stream=file.file)
+    return svc.to_public(created)
 
 
 @router.get("/files", response_model=ListPublic[FilePublic])
@@ -45,10 +44,10 @@ def retrieve_file(session: SessionDep, org: CurrentOrg, file_id: str) -> FilePub
 
 
 @router.get("/files/{file_id}/content")
-def file_content(session: SessionDep, org: CurrentOrg, file_id: str) -> Response:
-    return Response(
-        svc.file_content(session=session, org=org, file_id=file_id), media_type="application/jsonl"
-    )
+def file_content(session: SessionDep, org: CurrentOrg, file_id: str) -> StreamingResponse:
+    f, chunks = svc.stream_content(session=session, org=org, file_id=file_id)
+    headers = {"Content-Length": str(f.bytes), "X-Edgetune-Sha256": f.sha256}
+    return StreamingResponse(chunks, media_type="application/jsonl", headers=headers)
 
 
 @router.delete("/files/{file_id}", response_model=DeletedPublic)

@@ -101,8 +101,8 @@ def _probe_with_wrong(n_wrong: int) -> EvalResult:
 
 def test_the_gate_fails_a_fine_tune_that_forgot_more_than_max_probe_drop() -> None:
     labels = ["positive", "negative"]
-    refs = labels * 8
-    base = score_classification(["negative"] * 16, refs, labels)  # 0.5
+    refs = labels * 10  # the 20 held-out rows the gate judges on by default
+    base = score_classification(["negative"] * 20, refs, labels)  # 0.5
     tuned = score_classification(refs, refs, labels)  # 1.0: the task itself was learned
     policy = GatePolicy(max_probe_drop=0.05)
     probe_base = _probe_with_wrong(0)  # 32/32 = 1.000
