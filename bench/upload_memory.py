@@ -57,12 +57,14 @@ def rss_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-def read_loop(base: str, key: str, stop: threading.Event, out: list[float]) -> None:
+def read_loop(base: str, key: str, stop: threading.Event, out: list[tuple[float, float]]) -> None:
+    """(seconds since the loop began, latency) of each list request until `stop`."""
+    t0 = time.perf_counter()
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
         while not stop.is_set():
             started = time.perf_counter()
             c.get("/files", params={"limit": 1}).raise_for_status()
-            out.append(time.perf_counter() - started)
+            out.append((started - t0, time.perf_counter() - started))
             time.sleep(0.05)
 
 
@@ -94,7 +96,7 @@ def one_size(
     try:
         wait_healthy(base.removesuffix("/v1"), api, var_dir / "api.log")
         before = rss_kib(api.pid)
-        latencies: list[float] = []
+        latencies: list[tuple[float, float]] = []
         stop = threading.Event()
         reader_thread = threading.Thread(target=read_loop, args=(base, reader, stop, latencies))
         reader_thread.start()
@@ -114,7 +116,8 @@ def one_size(
     finally:
         api.terminate()
         api.wait(timeout=30)
-    ordered = sorted(latencies)
+    ordered = sorted(lat for _, lat in latencies)
+    slow = [(round(at, 1), round(lat, 2)) for at, lat in latencies if lat > 0.5]
     return {
         "mb": megabytes,
         "bytes": data.stat().st_size,
@@ -129,6 +132,7 @@ def one_size(
         if ordered
         else None,
         "read_max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
+        "slow_reads_at_s": slow,  # (when in the upload, latency) of reads over 0.5 s
     }
 
 
