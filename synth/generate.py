@@ -203,6 +203,11 @@ def _shortfall(targets: dict[str | None, int], kept: list[Candidate]) -> dict[st
     return {key: n - have[key] for key, n in targets.items() if n > have[key]}
 
 
+def _kept_toward(targets: dict[str | None, int], kept: list[Candidate]) -> int:
+    """Kept rows that count toward the targets (a label's surplus does not)."""
+    return sum(targets.values()) - sum(_shortfall(targets, kept).values())
+
+
 def _round(
     run: _Run, targets: dict[str | None, int], rng: random.Random, cap: int, on_progress: ProgressFn | None
 ) -> None:
@@ -210,9 +215,8 @@ def _round(
     what is still missing; then its summary, and the steer for the next."""
     # kept counts rows toward the targets: a chunk may overshoot a label, and the surplus is
     # dropped at the split, so "61 of 96 kept" never reads as more than was asked
-    asked = sum(targets.values())
     requested, dropped_before = run.requested, Counter(run.dropped)
-    kept = asked - sum(_shortfall(targets, run.kept).values())
+    kept = _kept_toward(targets, run.kept)
     factor = _request_factor(run)
     budget = min(math.ceil(sum(_shortfall(targets, run.kept).values()) * factor), cap - run.requested)
     chunk_size = max(MIN_CHUNK, 4 * run.client.settings.max_concurrency)
@@ -223,7 +227,7 @@ def _round(
         budget -= len(chunk)
         _admit(run, _candidates(run, chunk))
         if on_progress:
-            on_progress(asked - sum(_shortfall(targets, run.kept).values()), run.task.num_examples)
+            on_progress(_kept_toward(targets, run.kept), run.task.num_examples)
     dropped = Counter(run.dropped)
     dropped.subtract(dropped_before)
     dropped = +dropped  # this round's drops only (unary + keeps the positive counts)
@@ -231,7 +235,7 @@ def _round(
         {
             "round": len(run.rounds) + 1,
             "requested": run.requested - requested,
-            "kept": (kept_total := asked - sum(_shortfall(targets, run.kept).values())) - kept,
+            "kept": (kept_total := _kept_toward(targets, run.kept)) - kept,
             "kept_total": kept_total,
             "asked": run.task.num_examples,
             "top_drop_reasons": top_drop_reasons(dict(dropped)),
