@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Header
 from sqlalchemy.orm import Session
 
+from api.services import limits
 from api.services.api_keys import authenticate
 from infra.db import get_sessionmaker
 from infra.models import Org
@@ -21,8 +22,21 @@ SessionDep = Annotated[Session, Depends(get_db)]
 
 def get_current_org(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Org:
     """The org of the request's Bearer key: a missing, unknown or revoked key is a 401
-    `invalid_api_key` (`missing_api_key` when absent), an expired one a 401 `api_key_expired`."""
-    return authenticate(session=session, authorization=authorization)
+    `invalid_api_key` (`missing_api_key` when absent), an expired one a 401 `api_key_expired`;
+    past the org's request rate, a 429 (api/services/limits.py)."""
+    org = authenticate(session=session, authorization=authorization)
+    limits.check_rate(org)
+    return org
 
 
 CurrentOrg = Annotated[Org, Depends(get_current_org)]
+
+
+def get_heavy_org(org: CurrentOrg) -> Iterator[Org]:
+    """For the routes that tokenize, copy or queue: the org's heavy rate and one of its concurrent
+    heavy slots, held until the route returns."""
+    with limits.heavy_slot(org):
+        yield org
+
+
+HeavyOrg = Annotated[Org, Depends(get_heavy_org)]

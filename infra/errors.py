@@ -91,6 +91,17 @@ class RangeNotSatisfiable(EdgetuneError):
     status_code = 416
 
 
+class RateLimited(EdgetuneError):
+    """Over one of the org's limits (api/services/limits.py): OpenAI's 429 shape, with Retry-After."""
+
+    status_code = 429
+    type = "requests"
+
+    def __init__(self, message: str, *, retry_after: int, code: str = "rate_limit_exceeded") -> None:
+        super().__init__(message, code=code)
+        self.headers["Retry-After"] = str(retry_after)
+
+
 class ServiceUnavailable(EdgetuneError):
     status_code = 503
     type = "service_unavailable_error"

@@ -80,6 +80,26 @@ class File(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
+class FileTokenCount(Base):
+    """A stored file's token counts as one base tokenizes it for one method at one max length: the
+    plan's costly part, computed once per key (files never change) by api/services/token_counts.py."""
+
+    __tablename__ = "file_token_counts"
+    __table_args__ = (
+        UniqueConstraint("file_id", "model", "method", "max_length", name="uq_file_token_counts_key"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(256))
+    method: Mapped[str] = mapped_column(String(16))
+    max_length: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)  # sequences counted (a DPO pair gives two)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    longest: Mapped[int] = mapped_column(Integer)
+    truncated_rows: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("org_id", "idempotency_key", name="uq_jobs_org_idempotency_key"),)

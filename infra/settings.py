@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     job_requeue_after_s: float = 600.0
     queue_retry_after_s: int = 30  # Retry-After of a create answered 503 because the queue is down
 
+    # Fairness between orgs (api/services/limits.py): every authenticated call (REST, /v1/tools, MCP)
+    # counts against `rate_limit`; plans, job and dataset creates, uploads and the tool calls that do
+    # them also against `heavy_rate_limit`, and at most `max_concurrent_heavy` of them run at once per
+    # org. Over any of them: 429 with Retry-After. Limits are in the `limits` package's notation
+    # ("600/minute", "10/second"); the counters live in Redis when the broker is Redis (shared by
+    # every API process) or in `rate_limit_storage` when set, else in the API process's memory.
+    rate_limit: str = "3000/minute"
+    heavy_rate_limit: str = "120/minute"
+    max_concurrent_heavy: int = 4
+    # Jobs and synthetic datasets an org may have queued or running at once; a create past it: 429.
+    max_active_jobs: int = 16
+    rate_limit_storage: str = ""
+
     # Outbound calls to tenant-given addresses (a dataset's teacher.base_url) go to public addresses
     # only; this comma list of CIDRs, IPs and host names is allowed besides (infra/outbound.py).
     outbound_allow: str = ""
@@ -79,6 +92,13 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{(self.var_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_rate_limit_storage(self) -> str:
+        if self.rate_limit_storage:
+            return self.rate_limit_storage
+        broker = self.resolved_broker_url
+        return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
 
     @property
     def resolved_artifact_store(self) -> str:

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.agent.tools import TOOLS, ToolContext, ToolSpec, error_text, run_tool
+from api.services import limits
 from api.services.orgs import authenticate
 from infra.client import DEFAULT_API_URL
 from infra.db import get_sessionmaker
@@ -60,6 +61,7 @@ def _call(spec: ToolSpec, ctx: Context[Any, Any], arguments: dict[str, Any]) -> 
     with get_sessionmaker()() as session:
         try:
             org = authenticate(session=session, authorization=_authorization(ctx))
+            limits.check_rate(org)
             return run_tool(ToolContext(session, org, _api_url(ctx)), spec.name, arguments)
         except EdgetuneError as exc:
             raise ToolError(error_text(exc)) from None

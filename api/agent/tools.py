@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from api.schemas.files import FilePublic
 from api.schemas.jobs import EventPublic, JobPublic
 from api.schemas.plans import PlanPublic
 from api.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
-from api.services import artifacts, files, jobs, plans
+from api.services import artifacts, files, jobs, limits, plans
 from api.services import synthetic_datasets as datasets
 from infra.errors import EdgetuneError, InvalidRequest, NotFound
 from infra.job_config import JobConfig
@@ -236,6 +237,7 @@ class ToolSpec:
     fn: Callable[[ToolContext, Any], BaseModel]
     read_only: bool = False
     destructive: bool = False
+    heavy: bool = False  # tokenizes, copies or queues: takes one of the org's heavy slots (limits.py)
 
 
 TOOLS: dict[str, ToolSpec] = {
@@ -250,6 +252,7 @@ TOOLS: dict[str, ToolSpec] = {
             PlanPublic,
             plan_finetune,
             read_only=True,
+            heavy=True,
         ),
         ToolSpec(
             "create_finetune_job",
@@ -262,6 +265,7 @@ TOOLS: dict[str, ToolSpec] = {
             CreateFinetuneJobInput,
             CreateFinetuneJobOutput,
             create_finetune_job,
+            heavy=True,
         ),
         ToolSpec(
             "get_job",
@@ -307,6 +311,7 @@ TOOLS: dict[str, ToolSpec] = {
             UploadTrainingFileInput,
             FilePublic,
             upload_training_file,
+            heavy=True,
         ),
         ToolSpec(
             "generate_synthetic_data",
@@ -319,6 +324,7 @@ TOOLS: dict[str, ToolSpec] = {
             GenerateSyntheticDataInput,
             SyntheticDatasetPublic,
             generate_synthetic_data,
+            heavy=True,
         ),
         ToolSpec(
             "get_synthetic_dataset",
@@ -354,7 +360,8 @@ def run_tool(ctx: ToolContext, name: str, arguments: dict[str, Any]) -> BaseMode
     except ValidationError as exc:
         raise invalid_arguments(exc) from None
     try:
-        return spec.fn(ctx, args)
+        with limits.heavy_slot(ctx.org) if spec.heavy else nullcontext():
+            return spec.fn(ctx, args)
     except EdgetuneError as exc:
         exc.param = _PARAM_ALIASES.get(exc.param or "", exc.param)
         raise

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import HTMLResponse
 
-from api.deps import CurrentOrg, SessionDep
+from api.deps import CurrentOrg, HeavyOrg, SessionDep
 from api.schemas.common import ListPublic
 from api.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
 from api.schemas.plans import PlanPublic
@@ -29,7 +29,7 @@ def _list(data: list, has_more: bool) -> dict:  # type: ignore[type-arg]
 @router.post("", response_model=JobPublic)
 def create_job(
     session: SessionDep,
-    org: CurrentOrg,
+    org: HeavyOrg,
     body: JobCreate,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobPublic:
@@ -38,7 +38,7 @@ def create_job(
 
 
 @router.post("/plan", response_model=PlanPublic)
-def plan_job(session: SessionDep, org: CurrentOrg, body: JobCreate) -> PlanPublic:
+def plan_job(session: SessionDep, org: HeavyOrg, body: JobCreate) -> PlanPublic:
     """Dry run: token counts, FLOPs, memory fit per GPU class, time and an itemised quote, with
     the budget check that create applies. Nothing is stored or started."""
     return plans.plan_job(session=session, org=org, config=body)

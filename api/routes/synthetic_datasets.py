@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentOrg, SessionDep
+from api.deps import CurrentOrg, HeavyOrg, SessionDep
 from api.schemas.common import ListPublic
 from api.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
 from api.services import synthetic_datasets as svc
@@ -12,7 +12,7 @@ router = APIRouter(prefix="/synthetic_datasets", tags=["synthetic-datasets"])
 
 @router.post("", response_model=SyntheticDatasetPublic)
 def create_dataset(
-    session: SessionDep, org: CurrentOrg, body: SyntheticDatasetCreate
+    session: SessionDep, org: HeavyOrg, body: SyntheticDatasetCreate
 ) -> SyntheticDatasetPublic:
     """Start synthesizing a training and an eval file from a task spec (runs on a worker)."""
     return svc.to_public(svc.submit_dataset(session=session, org=org, body=body))

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.schemas.jobs import TERMINAL, JobError, JobPublic
-from api.services import budgets, catalog
+from api.services import budgets, catalog, limits
 from api.services.files import get_file
 from api.services.ledger import append_usage, usage_key
 from api.services.pagination import page
@@ -115,6 +115,7 @@ def create_job(
                     code="idempotency_key_reused",
                 )
             return existing, False
+    limits.check_active_jobs(session, org)  # after the key: a replay is answered even at the cap
     # The plan validates the config (files, base, targets, LoRA targets) and prices it; a quote
     # over the job's cap or the org's remaining budget is refused before anything is stored.
     plan = plan_job(session=session, org=org, config=config)

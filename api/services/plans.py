@@ -21,44 +21,46 @@ from api.schemas.plans import (
     TokenCounts,
 )
 from api.services import budgets
-from api.services.files import read_rows
+from api.services.token_counts import file_token_stats
 from infra.errors import InvalidRequest
 from infra.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_count
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
 from infra.settings import get_settings
-from recipes.preference_data import as_chat_row
+from recipes.token_count import TokenStats, count_tokens
 
 GB = 1e9
 
 
 @dataclass
 class _Data:
-    rows: list[dict[str, Any]]  # chat rows to count (a DPO pair gives two: prompt+chosen, prompt+rejected)
+    stats: TokenStats  # sequences as training sees them (a DPO pair gives two)
     train_rows: int  # training rows (DPO: pairs)
     eval_rows: int
     exact: bool
     sequences_per_row: int = 1  # DPO trains on both answers of a pair
 
 
-def _rows(session: Session, org: Org, cfg: JobConfig) -> _Data:
-    method = cfg.method.type
+def _rows(session: Session, org: Org, cfg: JobConfig, model_dir: Path, max_length: int) -> _Data:
     if cfg.training_file:
-        read = partial(read_rows, session=session, org=org, method=method)
-        rows = read(file_id=cfg.training_file, param="training_file")
-        n_eval = held_out_count(len(rows), cfg.gate.min_eval_rows)
+        per = 2 if cfg.method.type == "dpo" else 1
+        count = partial(
+            file_token_stats, session=session, org=org, method=cfg.method.type, model=cfg.model,
+            model_dir=model_dir, max_length=max_length,
+        )  # fmt: skip
+        stats = count(file_id=cfg.training_file, param="training_file")
+        n_rows = stats.rows // per
+        n_eval = held_out_count(n_rows, cfg.gate.min_eval_rows)
         if cfg.validation_file:
-            n_eval = len(read(file_id=cfg.validation_file, param="validation_file"))
-        _enough_to_judge(cfg, n_eval, len(rows))
-        n_train = len(rows) - (0 if cfg.validation_file else n_eval)
-        if method == "dpo":
-            pairs = [as_chat_row(r, side) for r in rows for side in ("chosen", "rejected")]
-            return _Data(pairs, n_train, n_eval, True, 2)
-        return _Data(rows, n_train, n_eval, True)
+            n_eval = count(file_id=cfg.validation_file, param="validation_file").rows // per
+        _enough_to_judge(cfg, n_eval, n_rows)
+        n_train = n_rows - (0 if cfg.validation_file else n_eval)
+        return _Data(stats, n_train, n_eval, True, per)
     assert cfg.task is not None  # validate_config requires one of the two
     n_eval = eval_quota(cfg.task.num_examples, cfg.task.eval_fraction, cfg.gate.min_eval_rows)
     _enough_to_judge(cfg, n_eval, cfg.task.num_examples)
-    return _Data([_typical_row(cfg)], cfg.task.num_examples - n_eval, n_eval, False)
+    stats = count_tokens(model_dir, [_typical_row(cfg)], max_length)
+    return _Data(stats, cfg.task.num_examples - n_eval, n_eval, False)
 
 
 def _synthesis(cfg: JobConfig, data: _Data) -> SynthesisPlanPublic | None:
@@ -154,13 +156,12 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     from recipes.estimate import ModelShape
     from recipes.learning_rates import base_learning_rate
     from recipes.lora_sft import LoraSFTConfig, resolve_hyperparameters
-    from recipes.token_count import count_tokens
 
     validate_config(session, org, config)
-    data = _rows(session, org, config)
     model_dir, catalog_lr = _base_dir(config.model)
     max_length = int(LoraSFTConfig.model_fields["max_length"].default)
-    stats = count_tokens(model_dir, data.rows, max_length)
+    data = _rows(session, org, config, model_dir, max_length)
+    stats = data.stats
     per_seq = stats.tokens / stats.rows
     tokens_per_epoch = round(per_seq * data.sequences_per_row * data.train_rows)
     lr = base_learning_rate(config.method.type, config.training_type, catalog_lr)

@@ -21,7 +21,7 @@ from api.schemas.synthetic_datasets import (
     TeacherOptions,
     TeacherPublic,
 )
-from api.services import budgets
+from api.services import budgets, limits
 from api.services import files as file_service
 from api.services.ledger import append_usage, usage_key
 from api.services.pagination import page
@@ -63,6 +63,7 @@ def to_public(ds: SyntheticDataset) -> SyntheticDatasetPublic:
 def create_dataset(*, session: Session, org: Org, body: SyntheticDatasetCreate) -> SyntheticDataset:
     """Store a queued dataset. An org with a budget caps the run's teacher cost at what is left."""
     check_teacher_url(body.teacher.base_url)
+    limits.check_active_jobs(session, org)
     teacher = body.teacher.model_copy()
     remaining = budgets.remaining_usd(session, org)
     if remaining is not None:
