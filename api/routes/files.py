@@ -1,27 +1,38 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Form, UploadFile
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentOrg, SessionDep
+from api.multipart_upload import OPENAPI_REQUEST_BODY, Upload, receive_upload, upload_dir
 from api.schemas.common import DeletedPublic, ListPublic
 from api.schemas.files import FilePublic
 from api.services import files as svc
+from infra.models import File, Org
 
 router = APIRouter(tags=["files"])
 
 
-@router.post("/files", response_model=FilePublic)
-def upload_file(
-    session: SessionDep, org: CurrentOrg, file: UploadFile, purpose: Annotated[str, Form()]
-) -> FilePublic:
-    # sync on purpose: FastAPI runs it in a worker thread, so copying and scanning a large file
-    # never holds the event loop (other orgs' requests keep their latency)
-    name = file.filename or "upload.jsonl"
-    created = svc.upload_file(session=session, org=org, filename=name, purpose=purpose, stream=file.file)
+@router.post("/files", response_model=FilePublic, openapi_extra=OPENAPI_REQUEST_BODY)
+async def upload_file(request: Request, session: SessionDep, org: CurrentOrg) -> FilePublic:
+    # async, reading the body itself: the event loop only appends chunks to a file; the multipart
+    # parsing, the scan and the store run in worker threads (api/multipart_upload.py), so other
+    # orgs' requests keep their latency while a large file arrives and is processed
+    await run_in_threadpool(session.commit)  # end the key lookup's read: no pooled connection idles
+    async with upload_dir() as tmp:
+        form = await receive_upload(request, tmp)
+        created = await run_in_threadpool(_store, session, org, form)
     return svc.to_public(created)
+
+
+def _store(session: Session, org: Org, form: Upload) -> File:
+    """The parsed form's file checked and stored (blocking: run in a worker thread)."""
+    path, purpose = form.required_file(), form.required("purpose")
+    name = form.filename or "upload.jsonl"
+    with path.open("rb") as stream:
+        return svc.upload_file(session=session, org=org, filename=name, purpose=purpose, stream=stream)
 
 
 @router.get("/files", response_model=ListPublic[FilePublic])

@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import anyio
 import httpx
 import openai
 import pytest
+from starlette.requests import Request
 
+import api.multipart_upload as mp
+from infra.errors import InvalidRequest, PayloadTooLarge
 from infra.settings import get_settings
 from tests.api.helpers import chat_row, jsonl, sentiment_rows
 from tests.conftest import new_key
@@ -147,3 +156,175 @@ def test_a_huge_line_is_reported_without_being_held_and_the_next_lines_still_che
     content = client.files.with_raw_response.content(ok.id)
     assert content.headers["x-edgetune-sha256"] == ok.model_extra["sha256"]
     assert content.http_response.content == good * 3
+
+
+# ---- the multipart body, parsed off the event loop (api/multipart_upload.py) -------------------
+
+
+def _part(boundary: str, name: str, value: bytes, filename: str | None = None) -> bytes:
+    fn = f'; filename="{filename}"' if filename else ""
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{fn}\r\n\r\n'
+    return head.encode() + value + b"\r\n"
+
+
+def _form(*parts: bytes, boundary: str = "b0") -> bytes:
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def _parse(tmp_path: Path, body: bytes, boundary: str = "b0") -> mp.Upload:
+    (tmp_path / "body").write_bytes(body)
+    return mp.parse_form(tmp_path / "body", boundary.encode(), tmp_path / "file")
+
+
+def test_the_parser_keeps_the_fields_and_writes_the_file_part_to_disk(tmp_path) -> None:
+    data = jsonl(sentiment_rows(3)) + b"--b0 without a CRLF before it is data\r\n"
+    body = _form(_part("b0", "purpose", b"fine-tune"), _part("b0", "file", data, "t.jsonl"))
+    upload = _parse(tmp_path, body)
+    assert upload.fields == {"purpose": "fine-tune"} and upload.filename == "t.jsonl"
+    assert upload.required_file().read_bytes() == data and upload.required("purpose") == "fine-tune"
+    with pytest.raises(InvalidRequest) as exc:
+        _parse(tmp_path, _form(_part("b0", "purpose", b"fine-tune"))).required_file()
+    assert (exc.value.param, exc.value.message) == ("file", "file: Field required")
+    with pytest.raises(InvalidRequest) as exc:
+        _parse(tmp_path, _form(_part("b0", "file", data, "t.jsonl"))).required("purpose")
+    assert exc.value.param == "purpose"
+
+
+TWO_FILES = _form(_part("b0", "file", b"a", "a.jsonl"), _part("b0", "file", b"b", "b.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        (_part("b0", "purpose", b"x") + _part("b0", "file", b"{}", "t.jsonl"), "file", "invalid_multipart"),
+        (b"garbage", "file", "invalid_multipart"),
+        (TWO_FILES, "file", "invalid_multipart"),
+        (_form(_part("b0", "purpose", b"x" * (mp.FIELDS_MAX_BYTES + 1))), "purpose", "field_too_large"),
+        (_form(*(_part("b0", f"f{i}", b"x" * 1024) for i in range(70))), "f63", "field_too_large"),
+    ],
+    ids=["no closing boundary", "not multipart", "two files", "a huge field", "many fields"],
+)
+def test_a_malformed_or_oversized_form_is_a_400(tmp_path, body: bytes, param: str, code: str) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        _parse(tmp_path, body)
+    assert (exc.value.param, exc.value.code) == (param, code)
+
+
+def _request(chunks: list[bytes], ctype: str = "multipart/form-data; boundary=b0") -> Request:
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
+    return Request(scope, receive)  # type: ignore[arg-type]
+
+
+def test_the_route_counts_the_body_itself_and_always_removes_its_files(monkeypatch) -> None:
+    """Over the cap (plus the multipart slack) while spooling: a 413 naming the file; the upload's
+    temporary directory is gone afterwards, whether it ended well or not."""
+    monkeypatch.setattr(get_settings(), "max_upload_bytes", 10)
+    seen: list[Path] = []
+
+    async def receive(chunks: list[bytes], ctype: str = "multipart/form-data; boundary=b0") -> mp.Upload:
+        async with mp.upload_dir() as tmp:
+            seen.append(tmp)
+            return await mp.receive_upload(_request(chunks, ctype), tmp)
+
+    with pytest.raises(PayloadTooLarge) as too_large:
+        anyio.run(receive, [b"x" * 40 * 1024] * 2)
+    assert too_large.value.code == "file_too_large" and too_large.value.param == "file"
+    with pytest.raises(InvalidRequest, match="multipart/form-data"):
+        anyio.run(receive, [b"{}"], "application/json")
+    form = _form(_part("b0", "purpose", b"fine-tune"), _part("b0", "file", b"1", "a.jsonl"))
+    upload = anyio.run(receive, [form])
+    assert upload.fields == {"purpose": "fine-tune"}
+    assert len(seen) == 3 and not any(p.exists() for p in seen)
+
+
+def test_a_request_is_answered_while_an_upload_is_being_parsed(client, server, api_key, monkeypatch) -> None:
+    """The parse is held in its worker thread until another org's request has been answered: were
+    it on the event loop, that request could not be answered and the wait would time out."""
+    parsing, answered = threading.Event(), threading.Event()
+    parse_form = mp.parse_form
+
+    def held_parse(*args: object) -> mp.Upload:
+        parsing.set()
+        assert answered.wait(30), "the concurrent request was not answered while parsing"
+        return parse_form(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mp, "parse_form", held_parse)
+    data = jsonl(sentiment_rows(200))
+    result: dict[str, object] = {}
+
+    def post() -> None:
+        result["f"] = client.files.create(file=("t.jsonl", io.BytesIO(data)), purpose="fine-tune")
+
+    upload = threading.Thread(target=post)
+    upload.start()
+    try:
+        assert parsing.wait(30), "the upload never reached the parser"
+        other = openai.OpenAI(base_url=server.base_url, api_key=new_key(), max_retries=0, timeout=20)
+        assert other.files.list().data == []  # answered while the parse is held
+    finally:
+        answered.set()
+        upload.join(60)
+    assert result["f"].bytes == len(data)  # type: ignore[attr-defined]
+
+
+def test_an_upload_leaves_no_temporary_file_however_it_ends(
+    client, server, api_key, monkeypatch, tmp_path
+) -> None:
+    """Stored, refused (bad rows, over the cap), or the client gone mid-body: nothing is left in the
+    temporary directory and nothing is stored but the good file."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "multipart/form-data; boundary=b0"}
+    url = f"{server.base_url}/files"
+    before = len(client.files.list().data)
+    purpose = _part("b0", "purpose", b"fine-tune")
+    good = _form(purpose, _part("b0", "file", jsonl(sentiment_rows(4)), "t.jsonl"))
+    bad = _form(purpose, _part("b0", "file", b"{oops\n", "t.jsonl"))
+    assert httpx.post(url, content=good, headers=headers, timeout=30).status_code == 200
+    assert httpx.post(url, content=bad, headers=headers, timeout=30).status_code == 400
+
+    def leaves_midway() -> Iterator[bytes]:
+        yield good[:1000]
+        time.sleep(0.3)  # the server has started spooling
+        raise RuntimeError("the client goes away")
+
+    with pytest.raises((RuntimeError, httpx.HTTPError)):
+        httpx.post(url, content=leaves_midway(), headers=headers, timeout=30)
+    monkeypatch.setattr(get_settings(), "max_upload_bytes", 1000)  # cut off by InputGuard mid-body
+    big = _form(purpose, _part("b0", "file", jsonl(sentiment_rows(2000)), "t.jsonl"))
+    chunked = (big[i : i + 8192] for i in range(0, len(big), 8192))
+    assert httpx.post(url, content=chunked, headers=headers, timeout=30).status_code == 413
+    deadline = time.monotonic() + 15  # the disconnect is noticed by the server on its own time
+    while list(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(tmp_path.iterdir()) == []
+    assert len(client.files.list().data) == before + 1
+
+
+def test_the_spec_still_describes_the_multipart_form(server) -> None:
+    spec = httpx.get(server.base_url.removesuffix("/v1") + "/openapi.json").json()
+    body = spec["paths"]["/v1/files"]["post"]["requestBody"]
+    schema = body["content"]["multipart/form-data"]["schema"]
+    assert body["required"] and schema["required"] == ["file", "purpose"]
+    assert schema["properties"]["file"]["format"] == "binary"
+    assert schema["properties"]["purpose"]["type"] == "string"
+
+
+def test_missing_parts_and_a_bad_content_type_are_400s_naming_the_field(server, api_key) -> None:
+    h = {"Authorization": f"Bearer {api_key}"}
+    url = f"{server.base_url}/files"
+    no_boundary = {**h, "Content-Type": "multipart/form-data"}
+    for kwargs, param, code in [
+        ({"data": {"purpose": "fine-tune"}, "files": {"other": ("x.txt", b"1")}}, "file", "invalid_value"),
+        ({"files": {"file": ("t.jsonl", jsonl(sentiment_rows(2)))}}, "purpose", "invalid_value"),
+        ({"json": {"purpose": "fine-tune"}}, "file", "invalid_content_type"),
+        ({"content": b"x", "headers": no_boundary}, "file", "invalid_content_type"),
+    ]:
+        r = httpx.post(url, headers=kwargs.pop("headers", h), timeout=30, **kwargs)  # type: ignore[arg-type]
+        assert r.status_code == 400, r.text
+        assert (r.json()["error"]["param"], r.json()["error"]["code"]) == (param, code), r.text
