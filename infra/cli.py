@@ -244,10 +244,11 @@ def demo(task: str | None, timeout: int) -> None:
 
 def _add_client_verbs() -> None:
     # the verbs for people talk to the API over HTTP (infra/client.py): import nothing heavy
-    from infra.client_cli import artifacts, jobs
+    from infra.client_cli import api_keys, artifacts, jobs
 
     main.add_command(jobs)
     main.add_command(artifacts)
+    main.add_command(api_keys)
 
 
 _add_client_verbs()

@@ -1,4 +1,4 @@
-"""A small Python client for the edgetune REST API (httpx), used by the `edgetune jobs|artifacts`
+"""A small Python client for the edgetune REST API (httpx), used by the `edgetune jobs|artifacts|api-keys`
 verbs. It reads EDGETUNE_API_URL (default http://127.0.0.1:8000) and EDGETUNE_API_KEY.
 
     client = EdgetuneClient()
@@ -112,6 +112,34 @@ class EdgetuneClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout_s:.0f}s")
             time.sleep(poll_s)
+
+    # API keys: the org's own, managed with any of its keys
+
+    def create_api_key(self, name: str, expires_in_days: float | None = None) -> dict[str, Any]:
+        """A new key: the answer's `key` is its secret, shown this once."""
+        body: dict[str, Any] = {"name": name}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        return dict(self._json("POST", "/api_keys", json=body))
+
+    def list_api_keys(self, limit: int = 20, after: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
+        return dict(self._json("GET", "/api_keys", params=params))
+
+    def get_api_key(self, key_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api_keys/{key_id}"))
+
+    def revoke_api_key(self, key_id: str) -> dict[str, Any]:
+        return dict(self._json("DELETE", f"/api_keys/{key_id}"))
+
+    def rotate_api_key(
+        self, key_id: str, grace_period_seconds: int = 0, expires_in_days: float | None = None
+    ) -> dict[str, Any]:
+        """A new key replacing `key_id`, which stops working after `grace_period_seconds`."""
+        body: dict[str, Any] = {"grace_period_seconds": grace_period_seconds}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        return dict(self._json("POST", f"/api_keys/{key_id}/rotate", json=body))
 
     # artifacts
 

@@ -1,6 +1,6 @@
-"""`edgetune jobs …` and `edgetune artifacts …`: the verbs for people, over the REST API through
-`infra.client` (EDGETUNE_API_URL, EDGETUNE_API_KEY). Machine-readable results go to stdout (a job
-id, JSON, file paths); progress and summaries go to stderr."""
+"""`edgetune jobs …`, `edgetune artifacts …` and `edgetune api-keys …`: the verbs for people, over the
+REST API through `infra.client` (EDGETUNE_API_URL, EDGETUNE_API_KEY). Machine-readable results go to
+stdout (a job id, JSON, file paths); progress, summaries and notes go to stderr."""
 
 from __future__ import annotations
 
@@ -227,3 +227,66 @@ def artifacts_download(
             with click.progressbar(length=size, label=artifact_id, file=sys.stderr) as bar:
                 path = client.download_artifact(artifact_id, out, on_bytes=bar.update)
             click.echo(str(path))
+
+
+@click.group("api-keys")
+def api_keys() -> None:
+    """Your org's API keys over the API (EDGETUNE_API_KEY is any of them). `edgetune keys` is the
+    operator's equivalent, on the database."""
+
+
+def _echo_secret(key: dict[str, Any], what: str) -> None:
+    """The new key as JSON on stdout (its secret in `key`), and a note on stderr."""
+    _echo_json(key)
+    click.echo(f"{what}: the secret `key` above is shown only this once; store it now.", err=True)
+
+
+@api_keys.command("create")
+@click.option("--name", default="default", show_default=True, help="A label to tell your keys apart.")
+@click.option("--expires-days", type=float, default=None, help="Refuse the key after this many days.")
+def api_keys_create(name: str, expires_days: float | None) -> None:
+    """Create a key; prints it as JSON, its secret included."""
+    with _api() as client:
+        made = client.create_api_key(name, expires_days)
+    _echo_secret(made, f"created {made['id']}")
+
+
+@api_keys.command("list")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--after", help="Cursor: the last key id of the previous page.")
+def api_keys_list(limit: int, after: str | None) -> None:
+    """The org's keys as a JSON page (never their secrets): id, name, prefix, status, times."""
+    with _api() as client:
+        _echo_json(client.list_api_keys(limit, after))
+
+
+@api_keys.command("get")
+@click.argument("key_id")
+def api_keys_get(key_id: str) -> None:
+    """One key as JSON (never its secret)."""
+    with _api() as client:
+        _echo_json(client.get_api_key(key_id))
+
+
+@api_keys.command("revoke")
+@click.argument("key_id")
+def api_keys_revoke(key_id: str) -> None:
+    """Refuse a key from now on (cuts a rotation's grace period short); prints it as JSON."""
+    with _api() as client:
+        _echo_json(client.revoke_api_key(key_id))
+
+
+@api_keys.command("rotate")
+@click.argument("key_id")
+@click.option(
+    "--grace-seconds", type=int, default=0, show_default=True, help="How long the old key keeps working."
+)
+@click.option(
+    "--expires-days", type=float, default=None, help="The new key's lifetime (default: the old one's)."
+)
+def api_keys_rotate(key_id: str, grace_seconds: int, expires_days: float | None) -> None:
+    """A new key in place of KEY_ID (same name); prints it as JSON, its secret included."""
+    with _api() as client:
+        made = client.rotate_api_key(key_id, grace_seconds, expires_days)
+    until = "now" if not grace_seconds else f"in {grace_seconds}s"
+    _echo_secret(made, f"{made['id']} replaces {key_id}, which stops working {until}")

@@ -151,3 +151,47 @@ def test_create_wait_download(env, tmp_path, tiny_base, worker) -> None:
     # the laptop-cpu model and, the job being LoRA, its adapter alone
     assert sorted(Path(f).name for f in files) == ["lora-adapter-F16.gguf", "model-Q4_K_M.gguf"]
     assert all(Path(f).read_bytes()[:4] == b"GGUF" for f in files)
+
+
+# ---- api-keys: the org's own keys over the API -------------------------------------------------
+
+
+def _works(server, key: str) -> int:
+    return httpx.get(f"{server.base_url}/files", headers={"Authorization": f"Bearer {key}"}).status_code
+
+
+def test_api_keys_create_list_rotate_revoke(env, server) -> None:
+    made = cli(env, "api-keys", "create", "--name", "deploy", "--expires-days", "30")
+    key = json.loads(made.stdout)
+    assert key["key"].startswith("et-") and key["name"] == "deploy" and key["expires_at"]
+    assert "shown only this once" in made.stderr and key["key"] not in made.stderr
+    assert _works(server, key["key"]) == 200
+    listed = json.loads(cli(env, "api-keys", "list", "--limit", "100").stdout)
+    assert key["id"] in [k["id"] for k in listed["data"]] and "key" not in listed["data"][0]
+    got = json.loads(cli(env, "api-keys", "get", key["id"]).stdout)
+    assert (got["status"], got["prefix"]) == ("active", key["prefix"]) and "key" not in got
+
+    grace = 5
+    rotated = cli(env, "api-keys", "rotate", key["id"], "--grace-seconds", str(grace))
+    new = json.loads(rotated.stdout)
+    assert new["rotated_from"] == key["id"] and new["name"] == "deploy" and new["key"] != key["key"]
+    assert "shown only this once" in rotated.stderr and f"replaces {key['id']}" in rotated.stderr
+    assert _works(server, new["key"]) == 200 and _works(server, key["key"]) == 200  # both, for now
+    old = json.loads(cli(env, "api-keys", "get", key["id"]).stdout)
+    assert abs(old["revoked_at"] - (new["created_at"] + grace)) <= 1  # the old key's last second
+    deadline = time.monotonic() + grace + 10
+    while _works(server, key["key"]) == 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _works(server, key["key"]) == 401 and _works(server, new["key"]) == 200
+
+    revoked = json.loads(cli(env, "api-keys", "revoke", new["id"]).stdout)
+    assert revoked["status"] == "revoked" and _works(server, new["key"]) == 401
+    assert "No such API key" in cli(env, "api-keys", "rotate", "key-nope", code=1).output
+
+
+def test_api_keys_rotated_at_once_and_without_an_expiry(env, server) -> None:
+    key = json.loads(cli(env, "api-keys", "create").stdout)
+    assert key["name"] == "default" and key["expires_at"] is None
+    new = json.loads(cli(env, "api-keys", "rotate", key["id"], "--expires-days", "1").stdout)
+    assert _works(server, key["key"]) == 401 and _works(server, new["key"]) == 200
+    assert abs(new["expires_at"] - new["created_at"] - 86400) <= 1
