@@ -127,10 +127,23 @@ def generate_hf(
             was made with), batches of up to `GPU_BATCH_ROWS` rows and `GPU_BATCH_TOKENS` tokens
             on CUDA. Above 1, prompts are left-padded; the tokens are the same as one at a time.
     """
+    tokenizer, model = _load_hf(model_dir, device)
+    return generate_loaded(tokenizer, model, rows, max_new_tokens, device=device, batch_size=batch_size)
+
+
+def generate_loaded(
+    tokenizer: Any,
+    model: Any,
+    rows: list[Row],
+    max_new_tokens: int = 16,
+    *,
+    device: Device = "cpu",
+    batch_size: int | None = None,
+) -> list[str]:
+    """`generate_hf` with a model already in memory (the one being trained: eval/in_training.py)."""
     import torch
     from transformers import GenerationConfig
 
-    tokenizer, model = _load_hf(model_dir, device)
     # An explicit config: a checkpoint's generation_config.json may ask for sampling.
     gen_config = GenerationConfig(
         do_sample=False,

@@ -574,6 +574,20 @@ class LoraSettings(BaseModel):
     )
 
 
+class CheckpointPolicy(BaseModel):
+    """Which weights a job ships (recipes/best_checkpoint.py). With `select: best` the train stage
+    scores the model `evals` times evenly over the run on at most `eval_rows` held-out rows (greedy,
+    the task's metric), keeps the best, and stops once `patience` scores in a row were not better
+    (0: train every planned step); `last` ships the last step, as plain TRL does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    select: Literal["best", "last"] = "best"
+    evals: int = Field(default=5, ge=1, le=50)
+    eval_rows: int = Field(default=16, ge=1, le=MAX_EVAL_ROWS)
+    patience: int = Field(default=2, ge=0, le=50)
+
+
 class JobConfig(BaseModel):
     """Everything that determines what a fine-tune job produces."""
 
@@ -598,6 +612,11 @@ class JobConfig(BaseModel):
         "'full' trains every weight (about 10x the memory per parameter, no adapter).",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    checkpoints: CheckpointPolicy = Field(
+        default_factory=CheckpointPolicy,
+        description="Ship the checkpoint with the best held-out task score, measured during training "
+        "(and stop early when it stops improving), or the last one.",
+    )
     gate: GatePolicy = Field(
         default_factory=GatePolicy,
         description="What the fine-tune and each artifact must score on the held-out rows to be "

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from infra.job_config import Hyperparameters, LoraSettings
 from recipes.base_models import LFM2_LORA_TARGETS
+from recipes.best_checkpoint import BestCheckpoint, Selection
 from recipes.chat_data import inference_template, model_type, training_template
 from recipes.speed import Recipe, SpeedMode, SpeedPlan, plan_speed, speed_args
 
@@ -301,6 +302,9 @@ def run_training(trainer: Any, cfg: RunSettings, hp: ResolvedHyperparameters) ->
     resume_from = latest_checkpoint(cfg.output_dir / "checkpoints") if cfg.resume else None
     if resume_from is not None and checkpoint_step(resume_from) >= planned_steps(trainer, cfg.max_steps, hp):
         restore_finished(trainer, resume_from)
+        for cb in trainer.callback_handler.callbacks:  # no training, so no on_train_end: ship the best
+            if isinstance(cb, BestCheckpoint):
+                cb.finish_restored(trainer.model, trainer.state.global_step)
         return None
     log.info("training%s", f", resuming from {resume_from}" if resume_from else "")
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -435,10 +439,11 @@ class TrainResult(BaseModel):
     total_params: int
     hyperparameters: ResolvedHyperparameters
     target_modules: list[str] | str  # LoRA's targets; "all" for full fine-tuning
-    stopped_early: bool  # a callback stopped training before the planned last step
+    stopped_early: bool  # a stop request (cancel, shutdown) ended training before the planned last step
     adapter_dir: Path | None  # None when stopped early, and always for full fine-tuning
     merged_dir: Path | None
     speed_plan: SpeedPlan | None = None  # how the steps were computed (recipes.speed)
+    checkpoint_selection: Selection | None = None  # held-out scores and the step kept (best_checkpoint)
 
 
 def lora_targets(model: Any) -> list[str] | str:
@@ -449,9 +454,18 @@ def lora_targets(model: Any) -> list[str] | str:
     return sorted(targets) if isinstance(targets, set | list) else targets
 
 
+def _selection(trainer: Any) -> Selection | None:
+    best = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, BestCheckpoint)]
+    return best[0].selection() if best else None
+
+
 def stopped_early(trainer: Any) -> bool:
-    """A callback stopped training before the planned last step (a cancel, a worker shutdown)."""
-    return bool(trainer.state.global_step < trainer.state.max_steps)
+    """A stop request ended training before the planned last step (a cancel, a worker shutdown):
+    the run is incomplete and saves nothing. Stopping because the held-out score stopped improving
+    (BestCheckpoint's patience) is a finished run."""
+    selection = _selection(trainer)
+    converged = selection is not None and selection.stopped_early
+    return bool(trainer.state.global_step < trainer.state.max_steps and not converged)
 
 
 def summarize(
@@ -488,6 +502,7 @@ def summarize(
         adapter_dir=outputs[0],
         merged_dir=outputs[1],
         speed_plan=plan,
+        checkpoint_selection=_selection(trainer),
     )
 
 

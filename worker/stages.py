@@ -254,6 +254,16 @@ def _recipe(ctx: JobContext) -> Any:
     return lora_sft.LoraSFTConfig(**common, lora=lora)
 
 
+def _selection_text(selection: Any) -> str:
+    """The checkpoint choice in a sentence: the held-out scores measured, and which step ships."""
+    if selection is None or selection.best_step is None:
+        return ""
+    scores = ", ".join(f"{v:.2f}@{s}" for s, v in selection.history)
+    kept = "the best" if selection.restored else "the last, also the best"
+    stop = "; stopped early, the score no longer improving" if selection.stopped_early else ""
+    return f"; held-out scores {scores}: ships step {selection.best_step} ({kept}){stop}"
+
+
 def _record_training(ctx: JobContext, result: TrainResult) -> dict[str, Any]:
     hp: dict[str, Any] = {
         "n_epochs": result.hyperparameters.n_epochs,
@@ -341,11 +351,15 @@ def train(ctx: JobContext) -> dict[str, Any]:
     }
     if isinstance(out, DPOResult):
         data |= {"reward_margins": out.reward_margins, "reward_accuracy": out.reward_accuracy}
+    selection = result.checkpoint_selection
+    if selection is not None:
+        data["checkpoint_selection"] = selection.model_dump()
     ctx.event(
         f"Training finished ({ctx.config.method.type}, {ctx.config.training_type}): {result.steps} steps, "
         f"final loss {result.train_loss or float('nan'):.4f}, "
         f"{result.trainable_params:,} trainable of {result.total_params:,} parameters"
-        + (f"; {describe(result.speed_plan)}" if result.speed_plan else ""),
+        + (f"; {describe(result.speed_plan)}" if result.speed_plan else "")
+        + _selection_text(selection),
         type="metrics",
         data=data,
     )

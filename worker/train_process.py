@@ -112,7 +112,17 @@ def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     cfg = config_cls.model_validate(spec["config"])
     ctx = load_context(job_id, work_dir)
     # The parent watches cancel and budget and ends this process; the callback only reports.
-    out = run(cfg, callbacks=[JobTrainerCallback(ctx, watch_stop=False)])
+    callbacks: list[Any] = [JobTrainerCallback(ctx, watch_stop=False)]
+    policy = ctx.config.checkpoints
+    if policy.select == "best":
+        from eval.in_training import held_out_score
+        from recipes.best_checkpoint import BestCheckpoint
+        from worker.stages import eval_rows
+
+        score = held_out_score(eval_rows(ctx), policy.eval_rows)
+        best_dir = Path(spec["config"]["output_dir"]) / "best"
+        callbacks.append(BestCheckpoint(score, best_dir, evals=policy.evals, patience=policy.patience))
+    out = run(cfg, callbacks=callbacks)
     return str(out.model_dump_json())
 
 

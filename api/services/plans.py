@@ -319,7 +319,8 @@ def _stage_seconds(
         "synthesize": (data.train_rows + data.eval_rows) * t.synth_s_per_row
         if cfg.task and not cfg.training_file
         else 0.0,
-        "train": train_seconds(flops, steps, get_settings().worker_compute, t),
+        "train": train_seconds(flops, steps, get_settings().worker_compute, t)
+        + _selection_seconds(cfg, data, t),
         "evaluate": generations * t.eval_s_per_row,
         "export": len(cfg.targets) * t.export_s_per_target,
         "publish": t.publish_s,
@@ -327,6 +328,16 @@ def _stage_seconds(
     seconds = {k: round(v, 1) for k, v in seconds.items()}
     seconds["total"] = round(sum(seconds.values()), 1)
     return seconds
+
+
+def _selection_seconds(cfg: JobConfig, data: _Data, t: Any) -> float:
+    """The held-out scores taken during training to keep the best checkpoint: `evals` times, each
+    a greedy answer to at most `eval_rows` held-out rows, priced as the evaluate stage's rows (the
+    early stop that may follow is not counted: the quote is for the planned steps)."""
+    policy = cfg.checkpoints
+    if policy.select != "best":
+        return 0.0
+    return float(policy.evals * min(policy.eval_rows, data.eval_rows) * t.eval_s_per_row)
 
 
 def _quote(
