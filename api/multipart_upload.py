@@ -1,11 +1,12 @@
-"""A multipart/form-data upload received and parsed off the event loop.
+"""A multipart/form-data upload parsed off the event loop.
 
 Starlette parses a multipart body on the event loop as it arrives: for a 200 MB upload that is
-seconds of CPU during which every other request waits. Here the event loop only appends the raw
-body to a temporary file (one cheap write per chunk, the upload cap counted as it goes); the
-multipart parsing (python-multipart) runs in a worker thread over that file and writes the file
-part to a second temporary file, keeping the other form fields (a few bytes: `purpose`) in memory
-under a small cap. The caller owns the directory both files live in and removes it (`upload_dir`).
+seconds of CPU on the loop. Here the loop only receives the body (the upload cap counted as it
+goes) and gathers it into FEED_BYTES batches; each batch is parsed by python-multipart in a worker
+thread, which writes the `file` part to a temporary file and keeps the other form fields (a few
+bytes: `purpose`) in memory under a small cap. No disk write happens on the loop, memory holds one
+batch, and the body is never written to disk whole besides its file part. The caller owns the
+directory the file lives in and removes it (`upload_dir`).
 
 Kept out of api/services/files.py: this is the HTTP body's format, not a rule about training files.
 """
@@ -31,7 +32,8 @@ from infra.errors import InvalidRequest, PayloadTooLarge
 from infra.settings import get_settings
 
 FIELDS_MAX_BYTES = 64 * 1024  # the form's other fields (names and values) held in memory, at most
-READ_CHUNK = 1024 * 1024  # bytes of the spooled body fed to the parser at a time
+# Received bytes handed to the parser thread at a time: one thread hop per MB, one MB held.
+FEED_BYTES = 1024 * 1024
 
 # The requestBody the route no longer declares in its signature (it reads the body itself):
 # clients and SDK generators (the openai SDK's files.create) see the same form as before.
@@ -92,11 +94,32 @@ async def upload_dir() -> AsyncIterator[Path]:
 
 
 async def receive_upload(request: Request, tmp: Path) -> Upload:
-    """The request's multipart form, parsed from disk in a worker thread; files under `tmp`."""
+    """The request's multipart form, its `file` part written to `tmp`/file. The body is received on
+    the loop and handed to the parser in FEED_BYTES batches, each parsed in a worker thread.
+    A malformed or unfinished body is a 400 naming `file`, one over the cap a 413."""
     boundary = _boundary(request.headers.get("content-type"))  # refused before a byte is read
-    body = tmp / "body"
-    await _spool(request, body)
-    return await anyio.to_thread.run_sync(_parse_then_drop, body, boundary, tmp / "file")
+    limit, size, batch = get_settings().max_upload_bytes + MULTIPART_SLACK, 0, bytearray()
+    with (tmp / "file").open("wb") as out:
+        form = _Form(out, tmp / "file")
+        parser = _parser(boundary, form)
+        try:
+            async for chunk in request.stream():
+                # api/errors.InputGuard already cuts a body off at the cap; counting here too
+                # keeps the route bounded on its own
+                size += len(chunk)
+                if size > limit:
+                    message = f"the upload is over the {get_settings().max_upload_bytes}-byte limit"
+                    raise PayloadTooLarge(message, param="file", code="file_too_large")
+                batch += chunk
+                if len(batch) >= FEED_BYTES:
+                    await anyio.to_thread.run_sync(feed, parser, bytes(batch))
+                    batch.clear()
+        except ClientDisconnect:
+            # The client left (or InputGuard cut the body off at the cap and answers 413 itself):
+            # nobody reads this answer, and it is not a server error.
+            raise InvalidRequest("the upload ended before its body was complete", param="file") from None
+        await anyio.to_thread.run_sync(feed, parser, bytes(batch), True)
+    return form.finished()
 
 
 def _boundary(content_type: str | None) -> bytes:
@@ -110,55 +133,26 @@ def _boundary(content_type: str | None) -> bytes:
     return options[b"boundary"]
 
 
-async def _spool(request: Request, dest: Path) -> None:
-    """The raw body to `dest` as it arrives. A write per received chunk (~64 KB) to a fresh file
-    lands in the page cache in microseconds, so it stays on the loop (a thread hop would cost more).
-    api/errors.InputGuard already cuts a body off at the cap; counting here too keeps the route
-    bounded on its own."""
-    limit, size = get_settings().max_upload_bytes + MULTIPART_SLACK, 0
+def _malformed(exc: FormParserError) -> InvalidRequest:
+    return InvalidRequest(f"the multipart body is malformed: {exc}", param="file", code="invalid_multipart")
+
+
+def _parser(boundary: bytes, form: _Form) -> MultipartParser:
     try:
-        with dest.open("wb") as out:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    message = f"the upload is over the {get_settings().max_upload_bytes}-byte limit"
-                    raise PayloadTooLarge(message, param="file", code="file_too_large")
-                out.write(chunk)
-    except ClientDisconnect:
-        # The client left (or InputGuard cut the body off at the cap and answers 413 itself):
-        # nobody reads this answer, and it is not a server error.
-        raise InvalidRequest("the upload ended before its body was complete", param="file") from None
+        return MultipartParser(boundary, form.callbacks())  # refuses a boundary over 256 bytes
+    except FormParserError as exc:
+        raise _malformed(exc) from None
 
 
-def _parse_then_drop(body: Path, boundary: bytes, file_dest: Path) -> Upload:
-    """`parse_form`, then the spooled body removed at once (the store step copies the file part
-    again: this keeps the disk in use at twice the file, not three times)."""
+def feed(parser: MultipartParser, data: bytes, last: bool = False) -> None:
+    """Parse the next `data` of the body (the file part's bytes written as they are found); `last`:
+    the body ends here. Blocking: called in a worker thread."""
     try:
-        return parse_form(body, boundary, file_dest)
-    finally:
-        body.unlink(missing_ok=True)
-
-
-def parse_form(body: Path, boundary: bytes, file_dest: Path) -> Upload:
-    """Parse the multipart body in `body`: the part named `file` written to `file_dest`, the other
-    parts kept as text (FIELDS_MAX_BYTES at most in all). Blocking: call it from a worker thread.
-    A malformed or unfinished body is a 400 naming `file`."""
-    with body.open("rb") as src, file_dest.open("wb") as out:
-        form = _Form(out, file_dest)
-        parser = MultipartParser(boundary, form.callbacks())
-        try:
-            while chunk := src.read(READ_CHUNK):
-                parser.write(chunk)
+        parser.write(data)
+        if last:
             parser.finalize()
-        except FormParserError as exc:
-            raise InvalidRequest(
-                f"the multipart body is malformed: {exc}", param="file", code="invalid_multipart"
-            ) from None
-    if not form.ended:  # python-multipart's finalize does not check for the closing boundary
-        raise InvalidRequest(
-            "the multipart body ended before its closing boundary", param="file", code="invalid_multipart"
-        )
-    return form.upload
+    except FormParserError as exc:
+        raise _malformed(exc) from None
 
 
 class _Form:
@@ -227,6 +221,12 @@ class _Form:
 
     def end(self) -> None:
         self.ended = True
+
+    def finished(self) -> Upload:
+        if not self.ended:  # python-multipart's finalize does not check for the closing boundary
+            message = "the multipart body ended before its closing boundary"
+            raise InvalidRequest(message, param="file", code="invalid_multipart")
+        return self.upload
 
     def _hold(self, size: int) -> None:
         self.held += size

@@ -2,9 +2,9 @@
 
 An upload is copied to a temporary file in chunks (the cap enforced while copying), scanned one line
 at a time (one row in memory, never the file's rows), hashed as it is copied, and streamed to the
-store from disk: the API's memory stays flat in the file's size. The route runs in a worker thread
-(a sync FastAPI route), so validation never holds the event loop, and `api/errors.InputGuard` refuses
-a body over the cap while it is still arriving.
+store from disk: the API's memory stays flat in the file's size. The route parses the multipart body
+and calls `upload_file` in worker threads (api/multipart_upload.py), so neither holds the event
+loop, and `api/errors.InputGuard` refuses a body over the cap while it is still arriving.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def create_file(*, session: Session, org: Org, filename: str, purpose: str, data
 def upload_file(*, session: Session, org: Org, filename: str, purpose: str, stream: BinaryIO) -> File:
     """A file from a stream (the upload's spooled body): copied to disk in chunks with the cap
     enforced as it goes, scanned a line at a time, then streamed to the store. Blocking: call it
-    from a worker thread (the route is sync)."""
+    from a worker thread (the route does)."""
     check_name(filename=filename, purpose=purpose)
     with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
         path = Path(tmp) / "upload.jsonl"

@@ -171,13 +171,26 @@ def _form(*parts: bytes, boundary: str = "b0") -> bytes:
     return b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
-def _parse(tmp_path: Path, body: bytes, boundary: str = "b0") -> mp.Upload:
-    (tmp_path / "body").write_bytes(body)
-    return mp.parse_form(tmp_path / "body", boundary.encode(), tmp_path / "file")
+def _request(chunks: list[bytes], ctype: str = "multipart/form-data; boundary=b0") -> Request:
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
+    return Request(scope, receive)  # type: ignore[arg-type]
 
 
-def test_the_parser_keeps_the_fields_and_writes_the_file_part_to_disk(tmp_path) -> None:
-    data = jsonl(sentiment_rows(3)) + b"--b0 without a CRLF before it is data\r\n"
+def _parse(tmp_path: Path, body: bytes) -> mp.Upload:
+    """The route's parse of `body`, received in 1000-byte chunks."""
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    return anyio.run(mp.receive_upload, _request(chunks), tmp_path)
+
+
+def test_the_parser_keeps_the_fields_and_writes_the_file_part_to_disk(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(mp, "FEED_BYTES", 7)  # boundaries and headers split across the parser's batches
+    data = jsonl(sentiment_rows(30)) + b"--b0 without a CRLF before it is data\r\n"
     body = _form(_part("b0", "purpose", b"fine-tune"), _part("b0", "file", data, "t.jsonl"))
     upload = _parse(tmp_path, body)
     assert upload.fields == {"purpose": "fine-tune"} and upload.filename == "t.jsonl"
@@ -210,19 +223,8 @@ def test_a_malformed_or_oversized_form_is_a_400(tmp_path, body: bytes, param: st
     assert (exc.value.param, exc.value.code) == (param, code)
 
 
-def _request(chunks: list[bytes], ctype: str = "multipart/form-data; boundary=b0") -> Request:
-    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
-    messages.append({"type": "http.request", "body": b"", "more_body": False})
-
-    async def receive() -> dict[str, object]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
-    return Request(scope, receive)  # type: ignore[arg-type]
-
-
 def test_the_route_counts_the_body_itself_and_always_removes_its_files(monkeypatch) -> None:
-    """Over the cap (plus the multipart slack) while spooling: a 413 naming the file; the upload's
+    """Over the cap (plus the multipart slack) while receiving: a 413 naming the file; the upload's
     temporary directory is gone afterwards, whether it ended well or not."""
     monkeypatch.setattr(get_settings(), "max_upload_bytes", 10)
     seen: list[Path] = []
@@ -247,14 +249,14 @@ def test_a_request_is_answered_while_an_upload_is_being_parsed(client, server, a
     """The parse is held in its worker thread until another org's request has been answered: were
     it on the event loop, that request could not be answered and the wait would time out."""
     parsing, answered = threading.Event(), threading.Event()
-    parse_form = mp.parse_form
+    feed = mp.feed
 
-    def held_parse(*args: object) -> mp.Upload:
+    def held_feed(*args: object) -> None:
         parsing.set()
         assert answered.wait(30), "the concurrent request was not answered while parsing"
-        return parse_form(*args)  # type: ignore[arg-type]
+        feed(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mp, "parse_form", held_parse)
+    monkeypatch.setattr(mp, "feed", held_feed)
     data = jsonl(sentiment_rows(200))
     result: dict[str, object] = {}
 
@@ -319,11 +321,13 @@ def test_missing_parts_and_a_bad_content_type_are_400s_naming_the_field(server, 
     h = {"Authorization": f"Bearer {api_key}"}
     url = f"{server.base_url}/files"
     no_boundary = {**h, "Content-Type": "multipart/form-data"}
+    long_boundary = {**h, "Content-Type": "multipart/form-data; boundary=" + "b" * 300}
     for kwargs, param, code in [
         ({"data": {"purpose": "fine-tune"}, "files": {"other": ("x.txt", b"1")}}, "file", "invalid_value"),
         ({"files": {"file": ("t.jsonl", jsonl(sentiment_rows(2)))}}, "purpose", "invalid_value"),
         ({"json": {"purpose": "fine-tune"}}, "file", "invalid_content_type"),
         ({"content": b"x", "headers": no_boundary}, "file", "invalid_content_type"),
+        ({"content": b"x", "headers": long_boundary}, "file", "invalid_multipart"),
     ]:
         r = httpx.post(url, headers=kwargs.pop("headers", h), timeout=30, **kwargs)  # type: ignore[arg-type]
         assert r.status_code == 400, r.text
