@@ -26,8 +26,11 @@ def _malformed(event: object) -> str | None:
     data = event.get("data", {})
     if not isinstance(data, dict):
         return "data"
-    if not isinstance(data.get("object", {}), dict):
+    obj = data.get("object", {})
+    if not isinstance(obj, dict):
         return "data.object"
+    if not isinstance(obj.get("id", ""), str):  # stored as the event's object id
+        return "data.object.id"
     for key in ("id", "type"):
         if not isinstance(event.get(key, ""), str):
             return key

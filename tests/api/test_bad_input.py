@@ -138,6 +138,9 @@ def test_a_signed_webhook_that_is_not_an_event_object_is_a_400(server, stripe_on
         (b"null", "body"),
         (b'{"id": "evt_1", "type": "invoice.paid", "data": [1]}', "data"),
         (b'{"id": "evt_1", "type": "invoice.paid", "data": {"object": "in_1"}}', "data.object"),
+        # found by the fuzz run (tests/api/test_fuzz.py): a non-string object id was a 500
+        (b'{"id": "evt_1", "type": "invoice.paid", "data": {"object": {"id": {}}}}', "data.object.id"),
+        (b'{"id": "evt_1", "type": "customer.created", "data": {"object": {"id": [1]}}}', "data.object.id"),
         (b'{"id": ["evt_1"], "type": "invoice.paid", "data": {"object": {}}}', "id"),
         (b'{"id": "evt_1", "type": "invoice.paid", "created": "now", "data": {"object": {}}}', "created"),
         (b'{"id": "evt_1", "type": "invoice.paid", "created": 1e300, "data": {"object": {}}}', "created"),
