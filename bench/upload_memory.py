@@ -6,14 +6,17 @@ For each size (MB) it writes a valid chat JSONL file of that size, starts a fres
 defaults (SQLite, local store; bench/gpu_job.py's helpers), and uploads the file with httpx
 (streamed from disk) while a second org lists its files in a loop. A fresh API per size makes the
 process's peak resident set (`VmHWM` in /proc) that upload's peak. Printed per size: upload wall
-time, the API's resident set before and its peak, and the reader's p50 / p99 / max latency during
-the upload (issue 19: memory constant in the file's size, other orgs keep their latency).
+time, the API's resident set before and its peak, the reader's p50 / p99 / max latency during
+the upload (issue 19: memory constant in the file's size, other orgs keep their latency), and the
+CPU seconds the API used during the upload, in all and on its main thread (uvicorn's event loop:
+what every other request waits behind).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -57,6 +60,13 @@ def rss_kib(pid: int) -> dict[str, int]:
     return fields
 
 
+def cpu_s(pid: int, tid: int | None = None) -> float:
+    """CPU seconds (user + system) the process, or one of its threads, has used (/proc stat)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()  # from the state on: utime, stime at 11, 12
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_loop(base: str, key: str, stop: threading.Event, out: list[tuple[float, float]]) -> None:
     """(seconds since the loop began, latency) of each list request until `stop`."""
     t0 = time.perf_counter()
@@ -70,8 +80,6 @@ def read_loop(base: str, key: str, stop: threading.Event, out: list[tuple[float,
 
 def keys(var_dir: Path) -> tuple[dict[str, str], str, str]:
     """The embedded environment under `var_dir` (migrated) and two orgs' keys: uploader, reader."""
-    import os
-
     env = embedded_env(var_dir, "cpu")
     os.environ.update(env)
     from api.services.orgs import create_key
@@ -101,6 +109,7 @@ def one_size(
         reader_thread = threading.Thread(target=read_loop, args=(base, reader, stop, latencies))
         reader_thread.start()
         started = time.perf_counter()
+        cpu_before = cpu_s(api.pid), cpu_s(api.pid, api.pid)  # the main thread's id is the pid
         with data.open("rb") as fh, httpx.Client(timeout=3600) as c:
             r = c.post(
                 f"{base}/files",
@@ -109,6 +118,7 @@ def one_size(
                 headers={"Authorization": f"Bearer {uploader}"},
             )
         wall = time.perf_counter() - started
+        cpu_after = cpu_s(api.pid), cpu_s(api.pid, api.pid)
         stop.set()
         reader_thread.join()
         r.raise_for_status()
@@ -124,6 +134,8 @@ def one_size(
         "rows": rows,
         "row_count": r.json()["row_count"],
         "upload_s": round(wall, 1),
+        "api_cpu_s": round(cpu_after[0] - cpu_before[0], 1),
+        "loop_cpu_s": round(cpu_after[1] - cpu_before[1], 1),
         "api_rss_before_mib": round(before["VmRSS"] / 1024, 1),
         "api_peak_mib": round(after["VmHWM"] / 1024, 1),
         "reads": len(ordered),
