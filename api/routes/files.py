@@ -5,7 +5,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentOrg, SessionDep
+from api.deps import CurrentOrg, HeavyOrg, SessionDep
 from api.multipart_upload import OPENAPI_REQUEST_BODY, Upload, receive_upload, upload_dir
 from api.schemas.common import DeletedPublic, ListPublic
 from api.schemas.files import FilePublic
@@ -16,7 +16,7 @@ router = APIRouter(tags=["files"])
 
 
 @router.post("/files", response_model=FilePublic, openapi_extra=OPENAPI_REQUEST_BODY)
-async def upload_file(request: Request, session: SessionDep, org: CurrentOrg) -> FilePublic:
+async def upload_file(request: Request, session: SessionDep, org: HeavyOrg) -> FilePublic:
     # async, reading the body itself: the event loop only appends chunks to a file; the multipart
     # parsing, the scan and the store run in worker threads (api/multipart_upload.py), so other
     # orgs' requests keep their latency while a large file arrives and is processed

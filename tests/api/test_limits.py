@@ -78,6 +78,18 @@ def test_heavy_calls_past_the_concurrency_cap_wait_for_a_slot(server, tiny_base,
     assert api.post("/fine_tuning/jobs/plan", json=body).status_code == 200  # released
 
 
+def test_an_upload_takes_a_heavy_slot(server, monkeypatch) -> None:
+    monkeypatch.setattr(get_settings(), "max_concurrent_heavy", 1)
+    key = new_key()
+    api = _api(server, key)
+    files = {"file": ("t.jsonl", jsonl(sentiment_rows(4)), "application/jsonl")}
+    with limits.heavy_slot(_org_of(key)):
+        r = api.post("/files", files=files, data={"purpose": "fine-tune"})
+        _assert_429(r, "too_many_concurrent_requests")
+        assert api.get("/files").json()["data"] == []  # refused before a byte was stored
+    assert api.post("/files", files=files, data={"purpose": "fine-tune"}).status_code == 200
+
+
 def test_heavy_rate_is_counted_apart_from_reads(server, tiny_base, monkeypatch) -> None:
     api = _api(server, new_key())
     body = {"model": tiny_base, "training_file": _upload(api, sentiment_rows(40))}
