@@ -144,6 +144,7 @@ def build_report(
         "probe": probe_section(state, job.get("max_probe_drop")),
         "gate": state.get("gate"),
         "synth_report": state.get("synth_report"),
+        "checkpoint_selection": state.get("checkpoint_selection"),
     }
 
 
@@ -299,6 +300,23 @@ STYLE = (
 )
 
 
+def selection_html(selection: dict[str, Any] | None) -> str:
+    """The held-out scores measured during training and the step that ships."""
+    if not selection or selection.get("best_step") is None:
+        return ""
+    best = selection["best_step"]
+    cells = "".join(
+        f"<tr><td>{int(step)}</td><td>{value:.3f}</td><td>{'shipped' if step == best else ''}</td></tr>"
+        for step, value in selection["history"]
+    )
+    stopped = selection.get("stopped_early")
+    stop = " Training stopped early: the score had stopped improving." if stopped else ""
+    return (
+        "<h3>Checkpoint selection</h3><p>Held-out score (a subset of the held-out rows) during training; "
+        f"the best step ships.{stop}</p><table><tr><th>step</th><th>score</th><th></th></tr>{cells}</table>"
+    )
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole page: gate verdict first (what the customer asks), then the evidence."""
     title = f"edgetune report: {report['job_id']}"
@@ -317,6 +335,7 @@ def render_html(report: dict[str, Any]) -> str:
         + probe_html(report.get("probe"))
         + "<h2>Training loss</h2>"
         + loss_svg(report["loss_curve"])
+        + selection_html(report.get("checkpoint_selection"))
         + per_class_table(report["per_class"])
         + "</body></html>"
     )

@@ -17,7 +17,7 @@ from api.services import files as file_service
 from infra.chat_rows import to_jsonl
 from infra.db import session_scope
 from infra.errors import BudgetExhausted, EvalGateFailed, ExportFailed, InsufficientData, InvalidRequest
-from infra.job_config import MAX_EVAL_ROWS, Hyperparameters, held_out_count
+from infra.job_config import MAX_EVAL_ROWS, Hyperparameters, JobConfig, held_out_count
 from infra.models import Checkpoint, File, Job, Org
 from infra.price_book import price_book
 from infra.settings import get_settings
@@ -369,19 +369,25 @@ def train(ctx: JobContext) -> dict[str, Any]:
         "train_loss": result.train_loss,
         "hyperparameters": hp,
         "loss_history": result.loss_history,
+        "checkpoint_selection": selection.model_dump() if selection else None,
     }
 
 
 def eval_rows(ctx: JobContext) -> HeldOut:
-    """The held-out rows and how to score them: by label accuracy when the answers are a small
-    label set (a task with labels, or an upload whose answers repeat), else by token F1."""
-    rows = _read_rows(Path(ctx.state["eval_path"]))[:MAX_EVAL_ROWS]
-    if ctx.config.method.type == "dpo":  # a preference model is scored on matching the chosen answers
+    """The job's held-out rows and how to score them (`held_out`)."""
+    return held_out(ctx.config, Path(ctx.state["eval_path"]))
+
+
+def held_out(config: JobConfig, path: Path) -> HeldOut:
+    """The held-out rows in `path` and how to score them: by label accuracy when the answers are a
+    small label set (a task with labels, or an upload whose answers repeat), else by token F1."""
+    rows = _read_rows(path)[:MAX_EVAL_ROWS]
+    if config.method.type == "dpo":  # a preference model is scored on matching the chosen answers
         from recipes.preference_data import as_chat_row
 
         rows = [as_chat_row(r) for r in rows]
-    if ctx.config.task is not None:
-        return rows, ctx.config.task.task_type, ctx.config.task.labels
+    if config.task is not None:
+        return rows, config.task.task_type, config.task.labels
     answers = [r["messages"][-1].get("content") or "" for r in rows]
     distinct = sorted(set(answers))
     if (

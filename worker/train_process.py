@@ -117,9 +117,11 @@ def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     if policy.select == "best":
         from eval.in_training import held_out_score
         from recipes.best_checkpoint import BestCheckpoint
-        from worker.stages import eval_rows
+        from worker.stages import held_out
 
-        score = held_out_score(eval_rows(ctx), policy.eval_rows)
+        # the recipe's eval_file, not ctx.state: the split a stage made is stored when it ends
+        rows = held_out(ctx.config, Path(spec["config"]["eval_file"]))
+        score = held_out_score(rows, policy.eval_rows)
         best_dir = Path(spec["config"]["output_dir"]) / "best"
         callbacks.append(BestCheckpoint(score, best_dir, evals=policy.evals, patience=policy.patience))
     out = run(cfg, callbacks=callbacks)

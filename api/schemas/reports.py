@@ -56,3 +56,8 @@ class JobReportPublic(BaseModel):
     )
     gate: dict[str, Any] | None = Field(description="The gate's verdict with every check, once it ran.")
     synth_report: dict[str, Any] | None = Field(description="The synthesize stage's report, if it ran.")
+    checkpoint_selection: dict[str, Any] | None = Field(
+        default=None,
+        description="Held-out scores measured during training ([step, score] pairs), the step shipped "
+        "(best_step), whether it stopped early and whether the best weights were restored.",
+    )

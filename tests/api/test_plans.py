@@ -215,6 +215,25 @@ def test_evaluate_estimate_counts_the_probe_for_base_and_fine_tuned() -> None:
     assert seconds["evaluate"] == round((4 * 4 + 32 * 2) * book.throughput.eval_s_per_row, 1)
 
 
+def test_train_estimate_counts_the_held_out_scores_of_checkpoint_selection() -> None:
+    """Keeping the best checkpoint scores `evals` times on up to `eval_rows` held-out rows during
+    training: priced as eval rows inside the train stage; shipping the last step costs none."""
+    from api.services.plans import _Data, _stage_seconds
+    from infra.job_config import JobConfig
+    from infra.price_book import price_book
+
+    book = price_book()
+
+    def train_seconds(checkpoints: dict[str, object], eval_rows: int) -> float:
+        config = JobConfig(model="LiquidAI/LFM2-350M", training_file="file-x", checkpoints=checkpoints)
+        return _stage_seconds(config, _Data([], 100, eval_rows, True), 1e12, 10, book)["train"]  # type: ignore[arg-type]
+
+    last = train_seconds({"select": "last"}, 40)
+    rate = book.throughput.eval_s_per_row  # each stage's seconds are rounded to 0.1
+    assert train_seconds({}, 40) == pytest.approx(last + 5 * 16 * rate, abs=0.11)
+    assert train_seconds({"evals": 3, "eval_rows": 64}, 40) == pytest.approx(last + 3 * 40 * rate, abs=0.11)
+
+
 @pytest.mark.parametrize(
     ("targets", "params", "refused"),
     [

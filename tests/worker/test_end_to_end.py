@@ -130,6 +130,14 @@ def test_fine_tune_from_upload_to_device_artifact(
     assert {"fine-tuned", "laptop-cpu"} <= set(report["per_class"])
     page = httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/report.html", headers=headers)
     assert page.headers["content-type"].startswith("text/html") and page.text.count("<svg") == 2
+    # scored on held-out rows while it trained; the best of those steps shipped (recipes/best_checkpoint)
+    selection = report["checkpoint_selection"]
+    measured = [step for step, _ in selection["history"]]
+    assert len(measured) >= 2 and selection["best_step"] in measured
+    assert all(0 <= score <= 1 for _, score in selection["history"])
+    trained = next(e for e in events if e.message.startswith("Training finished"))
+    assert f"ships step {selection['best_step']}" in trained.message
+    assert "Checkpoint selection" in page.text
 
     ckpts = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert ckpts and all(c.fine_tuning_job_id == job.id and c.step_number > 0 for c in ckpts)
