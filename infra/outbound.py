@@ -122,17 +122,23 @@ def _literal_ip(host: str) -> IPAddress | None:
         pass
     try:
         return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the host
         return None
 
 
 def check_url(url: str, policy: OutboundPolicy, what: str = "the address") -> None:
     """Request-time check of a tenant-given URL: an http(s) scheme and a host that is not a literal
     internal address (or `localhost`). Host names are checked when connecting (`GuardedBackend`)."""
-    parts = urlsplit(url)
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):  # urlsplit drops some (tabs, newlines)
+        raise OutboundRefused(f"{what} is not a valid URL: no spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018  # a port that is not a number from 0 to 65535 raises here
+    except ValueError:  # an unclosed or invalid [IPv6] host, a bad port, characters NFKC turns into '/'
+        raise OutboundRefused(f"{what} is not a valid URL") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise OutboundRefused(f"{what} must be an http:// or https:// URL")
-    host = parts.hostname or ""
     if not host:
         raise OutboundRefused(f"{what} has no host")
     if policy.host_allowed(host):

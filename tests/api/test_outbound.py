@@ -67,6 +67,18 @@ def test_a_non_http_scheme_is_a_400_naming_the_field(api) -> None:
         assert r.status_code == 400 and r.json()["error"]["param"] == "teacher.base_url", r.text
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://[", "http://[::1/v1", "http://[zz]/v1", "http://\x00/v1", "http://x\u2100y/", "http://t:x/"],
+)
+def test_a_malformed_url_is_a_400_naming_the_field(api, url: str) -> None:
+    # found by the fuzz run (tests/api/test_fuzz.py): urlsplit's and inet_aton's ValueErrors were a 500
+    r = api.post("/synthetic_datasets", json={"task": TASK, "teacher": {"base_url": url}})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "teacher.base_url" and error["code"] == "teacher_url_not_allowed", error
+
+
 def _port(teacher: FakeTeacher) -> int:
     return int(teacher.base_url.split(":")[2].split("/")[0])
 
