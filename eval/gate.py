@@ -9,7 +9,8 @@ held-out rows with the same greedy decoding:
                       task (its instruction and k training examples, eval/prompting.py), since a
                       base never told the task scores ~0 and beating it proves little; the
                       caller (worker/stages.gate) passes that result and names it.
-3. max_artifact_drop  each artifact scores at least fine-tuned minus `max_artifact_drop`.
+3. max_artifact_drop  each artifact scores at least fine-tuned minus `max_artifact_drop`, widened
+                      by the drop's paired noise (below) at most to twice that.
 4. budgets            each artifact's device budgets (size, runtime memory, decode speed) from its
                       profile, measured when it was scored; a miss fails the gate where the
                       profile's rule is `refuse` and is flagged (published, marked) where it is
@@ -30,7 +31,11 @@ and artifacts answer the *same* rows, so the row-sampling noise those CIs measur
 cancels in part in their differences (for an artifact against its own checkpoint, which get the
 same rows right, almost entirely); adding up separate CIs overstates the noise of a delta.
 The CIs are still reported in every check, and a note says when a margin is smaller than the CI
-half-width, for a human to read before trusting a narrow pass.
+half-width, for a human to read before trusting a narrow pass. The one paired test: an artifact's
+drop is measured on the same rows as its checkpoint, so its standard error comes from the per-row
+differences (EvalResult.per_item); quantization flipping two rows of twenty one way is within it,
+and the allowance grows by 1.645 of those standard errors, never past twice max_artifact_drop
+(on 20 rows lost by the artifact and none gained: two pass, three fail).
 
 Comparisons allow 1e-9 of float slack: scores are means of 0/1 rows, and 0.7 - 0.6 is
 0.09999999999999998 in floating point.
@@ -165,15 +170,41 @@ def _min_delta(
     return GateCheck(rule="min_delta", subject="fine-tuned", passed=ok, detail=detail)
 
 
+# One-sided 95% normal quantile: an artifact is refused when its drop exceeds the allowance by more
+# than this many paired standard errors (the allowance widened at most to twice max_artifact_drop).
+Z_ONE_SIDED_95 = 1.645
+
+
+def paired_drop_noise(finetuned: EvalResult, artifact: EvalResult, metric: str) -> float:
+    """Standard error of the fine-tune-minus-artifact drop on the same rows, from their per-row
+    scores: sd(d_i) / sqrt(n) with d_i = tuned_i - artifact_i. 0 when the rows' scores are not
+    there (another metric than the headline, results stored before they were kept)."""
+    a, b = finetuned.per_item, artifact.per_item
+    if metric != finetuned.metric or metric != artifact.metric or len(a) != len(b) or len(a) < 2:
+        return 0.0
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / len(d)
+    variance = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
+    return float((variance / len(d)) ** 0.5)
+
+
 def _artifact_drop(
-    policy: GatePolicy, metric: str, name: str, tuned: MetricScore, art: MetricScore
+    policy: GatePolicy, metric: str, name: str, tuned: MetricScore, art: MetricScore, noise: float = 0.0
 ) -> GateCheck:
+    """Quantization flips a few rows either way: on 20 rows one row is 0.05, the default allowance,
+    so a point rule refuses an artifact for two rows of noise. The allowance is widened by the
+    drop's paired noise (Z_ONE_SIDED_95 standard errors, at most one more max_artifact_drop): an
+    artifact is refused when it is worse than allowed beyond what its rows can tell apart."""
     drop = tuned.score - art.score
-    ok = drop <= policy.max_artifact_drop + EPS
+    widened = min(Z_ONE_SIDED_95 * noise, policy.max_artifact_drop)
+    ok = drop <= policy.max_artifact_drop + widened + EPS
     verb = "within" if ok else "more than"
+    allowed = f"the allowed {policy.max_artifact_drop:.3f}"
+    if widened > EPS:
+        allowed += f" + {widened:.3f} of paired noise (1.645 x standard error {noise:.3f} of the drop)"
     detail = (
         f"max_artifact_drop: {name} {metric} {_fmt(art)} against fine-tuned {tuned.score:.3f} is a drop "
-        f"of {drop:+.3f}, {verb} the allowed {policy.max_artifact_drop:.3f}"
+        f"of {drop:+.3f}, {verb} {allowed}"
     )
     return GateCheck(rule="max_artifact_drop", subject=name, passed=ok, detail=detail)
 
@@ -254,9 +285,9 @@ def _check_same_rows(base: EvalResult, finetuned: EvalResult, artifacts: dict[st
 
 
 def _artifact_verdict(
-    policy: GatePolicy, metric: str, name: str, tuned: MetricScore, art: MetricScore
+    policy: GatePolicy, metric: str, name: str, tuned: MetricScore, art: MetricScore, noise: float = 0.0
 ) -> tuple[ArtifactVerdict, list[GateCheck]]:
-    checks = [_artifact_drop(policy, metric, name, tuned, art), _min_score(policy, metric, name, art)]
+    checks = [_artifact_drop(policy, metric, name, tuned, art, noise), _min_score(policy, metric, name, art)]
     reasons = [c.detail for c in checks if not c.passed]
     verdict = ArtifactVerdict(
         passed=not reasons, score=art.score, drop=tuned.score - art.score, reasons=reasons
@@ -313,7 +344,10 @@ def decide_gate(
     ]
     verdicts = {}
     for name, result in artifacts.items():
-        verdicts[name], artifact_checks = _artifact_verdict(policy, metric, name, tuned, result.get(metric))
+        noise = paired_drop_noise(finetuned, result, metric)
+        verdicts[name], artifact_checks = _artifact_verdict(
+            policy, metric, name, tuned, result.get(metric), noise
+        )
         checks += artifact_checks
     budget_checks, notes = _budget_checks(budgets or {})
     checks += budget_checks

@@ -83,6 +83,9 @@ class EvalResult:
     ci_high: float
     parse_rate: float | None = None  # share of outputs in the task's format; None for generation
     metrics: dict[str, MetricScore] = field(default_factory=dict)  # every metric, the headline one too
+    # the headline metric row by row, in the rows' order (0/1 hits or row F1s): what the gate pairs
+    # to tell an artifact's drop from noise; empty when the headline is not a mean of rows
+    per_item: list[float] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)  # e.g. per-class precision/recall/F1
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,9 +153,14 @@ def _check_lengths(predictions: list[str], references: list[str]) -> None:
         raise ValueError(f"need as many predictions as references, and at least one ({counts})")
 
 
-def _result(headline: str, metrics: dict[str, MetricScore], n: int, **extra: Any) -> EvalResult:
+def _result(
+    headline: str, metrics: dict[str, MetricScore], n: int, per_item: ArrayLike, **extra: Any
+) -> EvalResult:
     top = metrics[headline]
-    return EvalResult(headline, top.score, n, top.ci_low, top.ci_high, metrics=metrics, **extra)
+    rows = [float(v) for v in np.asarray(per_item, dtype=float)]
+    return EvalResult(
+        headline, top.score, n, top.ci_low, top.ci_high, metrics=metrics, per_item=rows, **extra
+    )
 
 
 def score_classification(
@@ -163,8 +171,9 @@ def score_classification(
     labels = labels or sorted(set(references))
     predicted = [match_label(p, labels) for p in predictions]
     true_ids, pred_ids, classes = encode_labels(references, predicted)
+    hits = true_ids == pred_ids
     metrics = {
-        "accuracy": mean_score(true_ids == pred_ids),
+        "accuracy": mean_score(hits),
         "macro_f1": statistic_score(
             lambda i: macro_f1_ids(true_ids[i], pred_ids[i], len(classes)), len(true_ids)
         ),
@@ -172,7 +181,7 @@ def score_classification(
     }
     report = {"per_class": per_class_report(references, predicted)}
     return _result(
-        "accuracy", metrics, len(references), parse_rate=metrics["parse_rate"].score, report=report
+        "accuracy", metrics, len(references), hits, parse_rate=metrics["parse_rate"].score, report=report
     )
 
 
@@ -192,13 +201,14 @@ def score_extraction(
     if len(refs) < len(parsed):
         raise _unparsable("JSON objects", parsed)
     preds = [parse_json_object(p) for p in predictions]
+    f1s = [field_f1(p, r) for p, r in zip(preds, refs, strict=True)]
     metrics = {
-        "field_f1": mean_score([field_f1(p, r) for p, r in zip(preds, refs, strict=True)]),
+        "field_f1": mean_score(f1s),
         "json_valid": mean_score([p is not None for p in preds]),
     }
     if schema is not None:
         metrics["schema_valid"] = mean_score([p is not None and not schema_errors(p, schema) for p in preds])
-    return _result("field_f1", metrics, len(references), parse_rate=metrics["json_valid"].score)
+    return _result("field_f1", metrics, len(references), f1s, parse_rate=metrics["json_valid"].score)
 
 
 def score_tool_calling(predictions: list[str], references: list[str]) -> EvalResult:
@@ -211,12 +221,13 @@ def score_tool_calling(predictions: list[str], references: list[str]) -> EvalRes
         raise _unparsable("tool calls (LFM call text or OpenAI tool_calls)", parsed)
     preds = [parse_tool_calls(p) for p in predictions]
     pairs = list(zip(preds, refs, strict=True))
+    exact = [p is not None and calls_match(p, r) for p, r in pairs]
     metrics = {
-        "exact_match": mean_score([p is not None and calls_match(p, r) for p, r in pairs]),
+        "exact_match": mean_score(exact),
         "name_match": mean_score([p is not None and calls_match(p, r, arguments=False) for p, r in pairs]),
         "parse_rate": mean_score([p is not None for p in preds]),
     }
-    return _result("exact_match", metrics, len(references), parse_rate=metrics["parse_rate"].score)
+    return _result("exact_match", metrics, len(references), exact, parse_rate=metrics["parse_rate"].score)
 
 
 def score_generation(predictions: list[str], references: list[str]) -> EvalResult:
@@ -225,12 +236,13 @@ def score_generation(predictions: list[str], references: list[str]) -> EvalResul
     _check_lengths(predictions, references)
     pairs = list(zip(predictions, references, strict=True))
     chrf_stats = np.array([chrf_statistics(p, r) for p, r in pairs], dtype=float)
+    f1s = [token_f1(p, r) for p, r in pairs]
     metrics = {
-        "token_f1": mean_score([token_f1(p, r) for p, r in pairs]),
+        "token_f1": mean_score(f1s),
         "chrf": statistic_score(lambda i: chrf_from_statistics(chrf_stats[i].sum(axis=0)), len(pairs)),
         "rouge_l": mean_score([rouge_l(p, r) for p, r in pairs]),
     }
-    return _result("token_f1", metrics, len(pairs))
+    return _result("token_f1", metrics, len(pairs), f1s)
 
 
 def score(

@@ -235,3 +235,44 @@ def test_a_budget_exactly_at_its_limit_passes_and_an_unmeasured_one_is_noted() -
         "max_artifact_mb",
         "min_decode_tokens_per_s",
     }
+
+
+def _scored(hits: list[bool]) -> EvalResult:
+    """Classification results from real predictions: hits[i] says whether row i is answered right."""
+    from eval.metrics import score
+
+    refs = ["positive" if i % 2 else "negative" for i in range(len(hits))]
+    wrong = {"positive": "negative", "negative": "positive"}
+    preds = [r if h else wrong[r] for r, h in zip(refs, hits, strict=True)]
+    return score("classification", preds, refs, ["positive", "negative"])
+
+
+@pytest.mark.parametrize(
+    ("lost", "gained", "passed"), [(2, 0, True), (3, 0, False), (3, 1, True), (4, 1, False)]
+)
+def test_an_artifacts_drop_is_judged_against_its_paired_noise(lost: int, gained: int, passed: bool) -> None:
+    """20 rows, fine-tuned right on 17: two rows lost to quantization is 0.10, within the 0.05
+    allowance widened by the drop's paired noise (capped at 0.05 more); three lost net is not."""
+    tuned_hits = [True] * 17 + [False] * 3
+    art_hits = list(tuned_hits)
+    for i in range(lost):
+        art_hits[i] = False  # rows fine-tuned got right, the artifact not
+    for i in range(gained):
+        art_hits[17 + i] = True  # rows the artifact got right and fine-tuned not
+    tuned, art = _scored(tuned_hits), _scored(art_hits)
+    assert len(tuned.per_item) == 20 and tuned.per_item[:2] == [1.0, 1.0]
+    decision = decide_gate(GatePolicy(), result(0.5), tuned, {"q4": art})
+    check = next(c for c in decision.checks if c.rule == "max_artifact_drop")
+    assert check.passed is passed and decision.artifacts["q4"].passed is passed, check.detail
+    assert "paired noise" in check.detail
+
+
+def test_without_per_row_scores_the_point_rule_decides() -> None:
+    """Results kept before per-row scores were stored (or a non-headline metric): no widening."""
+    tuned, art = result(0.85), result(0.75)  # no per_item
+    check = next(
+        c
+        for c in decide_gate(GatePolicy(), result(0.5), tuned, {"q4": art}).checks
+        if c.rule == "max_artifact_drop"
+    )
+    assert not check.passed and "paired noise" not in check.detail
