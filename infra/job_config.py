@@ -588,6 +588,27 @@ class CheckpointPolicy(BaseModel):
     patience: int = Field(default=2, ge=0, le=50)
 
 
+class ReplayPolicy(BaseModel):
+    """Rehearsal against forgetting (recipes/replay.py): the base model's own answers to general
+    prompts, mixed into the training rows, so the fine-tune keeps answering the way the base does
+    outside the task. `fraction` replay rows per training row, between `min_rows` and `max_rows`
+    (at most the 48 prompts there are); 0 turns it off. Supervised jobs only: a DPO job keeps its
+    reference model close by its own loss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(default=0.5, ge=0.0, le=2.0)
+    min_rows: int = Field(default=8, ge=0, le=48)
+    max_rows: int = Field(default=48, ge=0, le=48)
+
+
+def replay_count(train_rows: int, policy: ReplayPolicy, method: str) -> int:
+    """Replay rows a job adds to its `train_rows` (the plan and the training process agree)."""
+    if method != "supervised" or policy.fraction <= 0 or policy.max_rows <= 0:
+        return 0
+    return max(policy.min_rows, min(policy.max_rows, round(train_rows * policy.fraction)))
+
+
 class JobConfig(BaseModel):
     """Everything that determines what a fine-tune job produces."""
 
@@ -612,6 +633,11 @@ class JobConfig(BaseModel):
         "'full' trains every weight (about 10x the memory per parameter, no adapter).",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    replay: ReplayPolicy = Field(
+        default_factory=ReplayPolicy,
+        description="Mix the base model's own answers to general prompts into training, against "
+        "forgetting: `fraction` replay rows per training row.",
+    )
     checkpoints: CheckpointPolicy = Field(
         default_factory=CheckpointPolicy,
         description="Ship the checkpoint with the best held-out task score, measured during training "

@@ -111,6 +111,7 @@ def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     run, config_cls = _recipe(spec["recipe"])
     cfg = config_cls.model_validate(spec["config"])
     ctx = load_context(job_id, work_dir)
+    cfg = _with_replay(ctx, cfg)
     # The parent watches cancel and budget and ends this process; the callback only reports.
     callbacks: list[Any] = [JobTrainerCallback(ctx, watch_stop=False)]
     policy = ctx.config.checkpoints
@@ -126,6 +127,48 @@ def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
         callbacks.append(BestCheckpoint(score, best_dir, evals=policy.evals, patience=policy.patience))
     out = run(cfg, callbacks=callbacks)
     return str(out.model_dump_json())
+
+
+def _with_replay(ctx: JobContext, cfg: Any) -> Any:
+    """The recipe's config training on its rows plus the base model's own answers to general
+    prompts (recipes/replay.py), written once to output_dir/replay.jsonl (a rerun reuses them).
+    Generated here, in the training process: the one that may hold the GPU."""
+    from infra.chat_rows import to_jsonl
+    from infra.job_config import replay_count
+    from recipes.chat_data import load_rows
+    from recipes.replay import mixed
+
+    rows = load_rows(cfg.train_file, normalize=False)
+    n = replay_count(len(rows), ctx.config.replay, ctx.config.method.type)
+    if n == 0:
+        return cfg
+    path = cfg.output_dir / "replay.jsonl"
+    if not path.is_file():
+        replay = _base_answers(cfg.base_model_dir, n)
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(to_jsonl(mixed(rows, replay, ctx.config.seed)))
+        ctx.event(
+            f"Replay: {len(replay)} rows of the base model's own answers to general prompts mixed into "
+            f"{len(rows)} training rows, against forgetting",
+            data={"replay_rows": len(replay), "train_rows": len(rows)},
+        )
+    return cfg.model_copy(update={"train_file": path})
+
+
+def _base_answers(base_dir: Path, n: int) -> list[dict[str, Any]]:
+    import torch
+    from transformers import AutoTokenizer
+
+    from eval.runners import Device, generate_hf
+    from recipes.replay import MAX_NEW_TOKENS, prompt_rows, replay_prompts, replay_rows
+
+    prompts = replay_prompts(n)
+    device: Device = "cuda" if torch.cuda.is_available() else "cpu"
+    answers = generate_hf(base_dir, prompt_rows(prompts), MAX_NEW_TOKENS, device=device)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    # decoded without its end token: an answer a few tokens short of the cap ended on its own
+    complete = [len(tokenizer(a)["input_ids"]) < MAX_NEW_TOKENS - 4 for a in answers]
+    return replay_rows(prompts, answers, complete)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ class TokenCounts(BaseModel):
     truncated_rows: int
     max_length: int
     exact: bool  # False when the rows do not exist yet (a task to synthesize): then an estimate
+    replay_rows: int = 0  # the base's own answers to general prompts trained on beside train_rows
 
 
 class ResolvedHyperparametersPublic(BaseModel):

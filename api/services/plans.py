@@ -23,7 +23,7 @@ from api.schemas.plans import (
 from api.services import budgets
 from api.services.token_counts import file_token_stats
 from infra.errors import InvalidRequest
-from infra.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_count
+from infra.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_count, replay_count
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
 from infra.settings import get_settings
@@ -163,10 +163,12 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     data = _rows(session, org, config, model_dir, max_length)
     stats = data.stats
     per_seq = stats.tokens / stats.rows
-    tokens_per_epoch = round(per_seq * data.sequences_per_row * data.train_rows)
+    # replay rows train beside the task's (recipes/replay.py), priced at the task rows' mean length
+    trained_rows = data.train_rows + replay_count(data.train_rows, config.replay, config.method.type)
+    tokens_per_epoch = round(per_seq * data.sequences_per_row * trained_rows)
     lr = base_learning_rate(config.method.type, config.training_type, catalog_lr)
-    hp = resolve_hyperparameters(data.train_rows, config.method.hyperparameters, lr)
-    steps = hp.n_epochs * -(-data.train_rows // hp.batch_size)
+    hp = resolve_hyperparameters(trained_rows, config.method.hyperparameters, lr)
+    steps = hp.n_epochs * -(-trained_rows // hp.batch_size)
     trainable, total = _trainable(model_dir, config)
     check_artifact_sizes(config, total)
     shape = ModelShape.from_dir(model_dir)
@@ -192,6 +194,7 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
             truncated_rows=stats.truncated_rows if data.exact else 0,
             max_length=max_length,
             exact=data.exact,
+            replay_rows=trained_rows - data.train_rows,
         ),
         hyperparameters=ResolvedHyperparametersPublic(**hp.model_dump(), steps=steps),
         total_params=total,
@@ -320,7 +323,8 @@ def _stage_seconds(
         if cfg.task and not cfg.training_file
         else 0.0,
         "train": train_seconds(flops, steps, get_settings().worker_compute, t)
-        + _selection_seconds(cfg, data, t),
+        + _selection_seconds(cfg, data, t)
+        + _replay_seconds(cfg, data, t),
         "evaluate": generations * t.eval_s_per_row,
         "export": len(cfg.targets) * t.export_s_per_target,
         "publish": t.publish_s,
@@ -338,6 +342,16 @@ def _selection_seconds(cfg: JobConfig, data: _Data, t: Any) -> float:
     if policy.select != "best":
         return 0.0
     return float(policy.evals * min(policy.eval_rows, data.eval_rows) * t.eval_s_per_row)
+
+
+def _replay_seconds(cfg: JobConfig, data: _Data, t: Any) -> float:
+    """The base model answering the replay prompts before training: each answer is up to
+    REPLAY_MAX_NEW_TOKENS tokens, priced as that many / 16 eval rows (an eval row's answer is
+    capped at 16 tokens, eval.runners.MAX_NEW_TOKENS["classification"])."""
+    from recipes.replay import MAX_NEW_TOKENS as REPLAY_MAX_NEW_TOKENS
+
+    n = replay_count(data.train_rows, cfg.replay, cfg.method.type)
+    return float(n * REPLAY_MAX_NEW_TOKENS / 16 * t.eval_s_per_row)
 
 
 def _quote(
