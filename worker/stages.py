@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from api.services import files as file_service
 from infra.chat_rows import to_jsonl
 from infra.db import session_scope
 from infra.errors import BudgetExhausted, EvalGateFailed, ExportFailed, InsufficientData, InvalidRequest
-from infra.job_config import MAX_EVAL_ROWS, Hyperparameters, JobConfig, held_out_count
+from infra.job_config import Hyperparameters, held_out_count
 from infra.models import Checkpoint, File, Job, Org
 from infra.price_book import price_book
 from infra.settings import get_settings
 from infra.storage import get_store
+from worker.held_out import held_out_rows, read_rows
 from worker.pipeline import JobCancelled, JobContext, Stage, save_state
 from worker.publish import publish, store_rejected
 
@@ -202,17 +202,10 @@ def _insufficient(report: dict[str, Any]) -> InsufficientData:
     )
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Chat rows or preference pairs, whichever the file holds (checked when the job was created)."""
-    data = path.read_bytes()
-    rows, _ = file_service.parse_rows(data, file_service.file_format(data))
-    return rows
-
-
 def _split_eval(ctx: JobContext) -> None:
     """No eval file given: hold out ~10% of the training rows (seeded), at least what the gate
     needs, at most 64, never more than half (infra/job_config.held_out_count)."""
-    rows = _read_rows(Path(ctx.state["train_path"]))
+    rows = read_rows(Path(ctx.state["train_path"]))
     rng = random.Random(ctx.config.seed)
     rng.shuffle(rows)
     n_eval = held_out_count(len(rows), ctx.config.gate.min_eval_rows)
@@ -374,29 +367,8 @@ def train(ctx: JobContext) -> dict[str, Any]:
 
 
 def eval_rows(ctx: JobContext) -> HeldOut:
-    """The job's held-out rows and how to score them (`held_out`)."""
-    return held_out(ctx.config, Path(ctx.state["eval_path"]))
-
-
-def held_out(config: JobConfig, path: Path) -> HeldOut:
-    """The held-out rows in `path` and how to score them: by label accuracy when the answers are a
-    small label set (a task with labels, or an upload whose answers repeat), else by token F1."""
-    rows = _read_rows(path)[:MAX_EVAL_ROWS]
-    if config.method.type == "dpo":  # a preference model is scored on matching the chosen answers
-        from recipes.preference_data import as_chat_row
-
-        rows = [as_chat_row(r) for r in rows]
-    if config.task is not None:
-        return rows, config.task.task_type, config.task.labels
-    answers = [r["messages"][-1].get("content") or "" for r in rows]
-    distinct = sorted(set(answers))
-    if (
-        len(distinct) <= 20
-        and len(distinct) < max(len(answers) / 2, 2)
-        and all(len(a) < 64 for a in distinct)
-    ):
-        return rows, "classification", distinct
-    return rows, "generation", None
+    """The job's held-out rows and how to score them (`held_out_rows`)."""
+    return held_out_rows(ctx.config, Path(ctx.state["eval_path"]))
 
 
 def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]:
@@ -464,7 +436,7 @@ def _shots(ctx: JobContext) -> list[dict[str, Any]] | None:
 
     if ctx.config.method.type == "dpo":
         return None
-    return [normalize_row(r) for r in _read_rows(Path(ctx.state["train_path"]))]
+    return [normalize_row(r) for r in read_rows(Path(ctx.state["train_path"]))]
 
 
 def _score(r: Any) -> dict[str, Any]:
@@ -520,7 +492,7 @@ def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
 
         # a preference pair's chosen answer is what the model learned to give
         as_chat = as_chat_row if ctx.config.method.type == "dpo" else normalize_row
-        trained = [as_chat(r) for r in _read_rows(Path(ctx.state["train_path"]))]
+        trained = [as_chat(r) for r in read_rows(Path(ctx.state["train_path"]))]
         answers = {r["messages"][-1].get("content") or "" for r in trained}
         labels = sorted(answers.union(labels or []))
     text = grammar_for(

@@ -118,10 +118,10 @@ def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     if policy.select == "best":
         from eval.in_training import held_out_score
         from recipes.best_checkpoint import BestCheckpoint
-        from worker.stages import held_out
+        from worker.held_out import held_out_rows
 
         # the recipe's eval_file, not ctx.state: the split a stage made is stored when it ends
-        rows = held_out(ctx.config, Path(spec["config"]["eval_file"]))
+        rows = held_out_rows(ctx.config, Path(spec["config"]["eval_file"]))
         score = held_out_score(rows, policy.eval_rows)
         best_dir = Path(spec["config"]["output_dir"]) / "best"
         callbacks.append(BestCheckpoint(score, best_dir, evals=policy.evals, patience=policy.patience))
