@@ -41,7 +41,7 @@ def _same(saved: dict[str, torch.Tensor], snapshot: dict[str, torch.Tensor]) -> 
 
 
 def test_patience_stops_early_and_the_best_weights_ship(tiny_lfm2: Path, tmp_path: Path) -> None:
-    score = Scripted([0.2, 0.6, 0.5, 0.6, 0.9])  # best at the 2nd; the 3rd and 4th are not better
+    score = Scripted([0.2, 0.6, 0.5, 0.4, 0.9])  # best at the 2nd; the 3rd and 4th are not better
     best = BestCheckpoint(score, tmp_path / "run" / "best", evals=5, patience=2)
     recorder = Recorder()
     result = train(config(tiny_lfm2, tmp_path, max_steps=20, save_steps=50), [recorder, best])
@@ -49,7 +49,7 @@ def test_patience_stops_early_and_the_best_weights_ship(tiny_lfm2: Path, tmp_pat
     selection = result.checkpoint_selection
     assert selection is not None
     assert [s for s, _ in selection.history] == [4, 8, 12, 16]  # every ceil(20 / 5) steps
-    assert [v for _, v in selection.history] == [0.2, 0.6, 0.5, 0.6]  # a tie is not better
+    assert [v for _, v in selection.history] == [0.2, 0.6, 0.5, 0.4]
     assert selection.best_step == 8 and selection.best_score == 0.6
     assert selection.stopped_early and selection.restored
     assert recorder.steps[-1] == 16 and result.steps == 16
@@ -110,3 +110,15 @@ def test_the_held_out_score_is_the_task_metric_on_a_bounded_subset(tiny_lfm2: Pa
     assert len(calls) == 2 and all(0.0 <= v <= 1.0 for v in calls)
     assert result.checkpoint_selection is not None
     assert [v for _, v in result.checkpoint_selection.history] == calls
+
+
+def test_a_tie_moves_the_best_to_the_later_step_but_is_no_improvement(
+    tiny_lfm2: Path, tmp_path: Path
+) -> None:
+    score = Scripted([0.5, 0.5, 0.5, 0.9])  # the same score twice more: stop, ship the last tie
+    best = BestCheckpoint(score, tmp_path / "run" / "best", evals=4, patience=2)
+    result = train(config(tiny_lfm2, tmp_path, max_steps=16, save_steps=50), [best])
+    selection = result.checkpoint_selection
+    assert selection is not None and [s for s, _ in selection.history] == [4, 8, 12]
+    assert selection.best_step == 12 and selection.stopped_early and not selection.restored
+    assert _same(_adapter(result), score.weights[2])
