@@ -14,6 +14,7 @@ embedded defaults: one process). The settings are in infra/settings.py.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -32,6 +33,7 @@ from infra.errors import RateLimited
 from infra.models import Job, Org, SyntheticDataset
 from infra.settings import get_settings
 
+log = logging.getLogger(__name__)
 HEAVY_LEASE_S = 900  # a crashed API process's slot frees itself after this (no heavy call runs longer)
 SLOT_RETRY_AFTER_S = 2  # heavy calls take seconds: try again soon
 
@@ -46,12 +48,23 @@ def _item(spec: str) -> RateLimitItem:
     return parse(spec)
 
 
+def _unreachable(what: str, exc: Exception) -> None:
+    # Fail open: the counters' store down (Redis, which is also the broker) must not turn every
+    # call into an error; a create then meets the queue's own 503, reads go on unmetered.
+    log.warning("rate-limit store unreachable (%s), not counting this call: %r", what, exc)
+
+
 def _hit(spec: str, kind: str, org_id: str) -> None:
     """One call against `spec` for this org; over it, a 429 saying when the window has room."""
-    limiter, item = _limiter(get_settings().resolved_rate_limit_storage), _item(spec)
-    if limiter.hit(item, kind, org_id):
+    item = _item(spec)
+    try:
+        limiter = _limiter(get_settings().resolved_rate_limit_storage)
+        if limiter.hit(item, kind, org_id):
+            return
+        reset_at = limiter.get_window_stats(item, kind, org_id).reset_time
+    except Exception as exc:  # the store's own errors (redis.ConnectionError, limits' StorageError)
+        _unreachable(kind, exc)
         return
-    reset_at = limiter.get_window_stats(item, kind, org_id).reset_time
     wait = max(1, math.ceil(reset_at - time.time()))
     raise RateLimited(
         f"Rate limit reached for your organization: {spec} {kind} calls. Retry after {wait} s.",
@@ -126,7 +139,13 @@ def heavy_slot(org: Org) -> Iterator[None]:
     s = get_settings()
     _hit(s.heavy_rate_limit, "heavy", org.id)
     slots, key, token = _slots(s.resolved_rate_limit_storage), f"edgetune:heavy:{org.id}", uuid.uuid4().hex
-    if not slots.acquire(key, token, s.max_concurrent_heavy):
+    try:
+        admitted = slots.acquire(key, token, s.max_concurrent_heavy)
+    except Exception as exc:
+        _unreachable("heavy slots", exc)
+        yield
+        return
+    if not admitted:
         raise RateLimited(
             f"Your organization already has {s.max_concurrent_heavy} plans, creates or uploads running "
             f"(EDGETUNE_MAX_CONCURRENT_HEAVY). Retry after {SLOT_RETRY_AFTER_S} s.",
@@ -136,7 +155,10 @@ def heavy_slot(org: Org) -> Iterator[None]:
     try:
         yield
     finally:
-        slots.release(key, token)
+        try:
+            slots.release(key, token)
+        except Exception as exc:  # the lease expires by itself (HEAVY_LEASE_S)
+            _unreachable("heavy slot release", exc)
 
 
 def check_active_jobs(session: Session, org: Org) -> None:

@@ -163,3 +163,13 @@ def test_a_cached_count_is_not_readable_by_another_org(server, tiny_base) -> Non
     assert stranger.status_code == 400 and stranger.json()["error"]["code"] == "file_not_found"
     assert owner.delete(f"/files/{file_id}").status_code == 200
     assert _token_rows(file_id) == 0  # deleted with its file
+
+
+def test_the_limits_fail_open_when_their_store_is_down(server, tiny_base, monkeypatch) -> None:
+    """A Redis outage must not turn every call into an error (the queue answers its own 503)."""
+    api = _api(server, new_key())
+    body = {"model": tiny_base, "training_file": _upload(api, sentiment_rows(40))}
+    monkeypatch.setattr(get_settings(), "rate_limit_storage", "redis://127.0.0.1:1/0")  # refused
+    monkeypatch.setattr(get_settings(), "rate_limit", "1/minute")
+    assert [api.get("/files").status_code for _ in range(3)] == [200, 200, 200]  # not counted
+    assert api.post("/fine_tuning/jobs/plan", json=body).status_code == 200

@@ -54,11 +54,15 @@ def test_plan_counts_real_tokens_and_prices_every_stage(api, train_file, tiny_ba
     assert tokens["exact"] and tokens["train_rows"] + tokens["eval_rows"] == len(ROWS)
     # no validation file: 10% held out, raised to the 20 rows the gate judges on (half of 40)
     assert tokens["eval_rows"] == 20
-    assert tokens["train_tokens_per_epoch"] == round(sum(lengths) / len(ROWS) * tokens["train_rows"])
+    # 20 training rows + 10 replay rows (the base's own answers, recipes/replay.py: half a row each,
+    # at least 8), priced at the training rows' mean length
+    assert tokens["replay_rows"] == 10
+    trained_rows = tokens["train_rows"] + tokens["replay_rows"]
+    assert tokens["train_tokens_per_epoch"] == round(sum(lengths) / len(ROWS) * trained_rows)
     assert tokens["longest_row_tokens"] == max(lengths)
 
     hp = plan["hyperparameters"]
-    assert hp["steps"] == hp["n_epochs"] * -(-tokens["train_rows"] // hp["batch_size"])
+    assert hp["steps"] == hp["n_epochs"] * -(-trained_rows // hp["batch_size"])
     assert 0 < plan["trainable_params"] < plan["total_params"]
     # 4N per trained token for LoRA is the floor (the attention term only adds)
     trained = tokens["train_tokens_per_epoch"] * hp["n_epochs"]
