@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 from api.agent.tools import TOOLS, parameters_schema
 from api.main import create_app
 from tests.api.helpers import jsonl, sentiment_rows
+from tests.support.settings_env import settings_env
 from tests.support.stripe_standin import shared_standin, sign, stripe_configured
 
 # Generated requests per operation (schemathesis's boundary cases come on top). A longer hunt on
@@ -203,18 +204,8 @@ GENEROUS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def generous_limits(platform) -> Iterator[None]:
-    from infra.settings import get_settings
-
-    old = {k: os.environ.get(k) for k in GENEROUS}
-    os.environ.update(GENEROUS)
-    get_settings.cache_clear()
-    yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    get_settings.cache_clear()
+    with settings_env(GENEROUS):
+        yield
 
 
 @pytest.fixture()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
@@ -36,6 +35,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from tests.support.settings_env import settings_env
 
 API_KEY = "sk_test_edgetune_standin"
 WEBHOOK_SECRET = "whsec_edgetune_standin_secret"
@@ -207,26 +208,14 @@ def shared_standin() -> StripeStandin:
 @contextmanager
 def stripe_configured(base_url: str) -> Iterator[None]:
     """EDGETUNE_STRIPE_* pointing at the stand-in for this process (the in-process API included)."""
-    from infra.settings import get_settings
-
     env = {
         "EDGETUNE_STRIPE_API_KEY": API_KEY,
         "EDGETUNE_STRIPE_API_BASE": base_url,
         "EDGETUNE_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "EDGETUNE_STRIPE_METER_EVENT_NAME": EVENT_NAME,
     }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
+    with settings_env(env):
         yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
 
 
 def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
