@@ -46,7 +46,7 @@ lint: install
 	$(BIN)/mypy api worker infra recipes synth eval registry bench
 
 test: install services lint
-	$(BIN)/pytest -q -m "not gpu" --timeout=900
+	$(BIN)/pytest -q -m "not gpu" --timeout=900 --durations=30
 
 demo: install
 	$(BIN)/edgetune demo

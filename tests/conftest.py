@@ -106,12 +106,43 @@ def platform() -> Iterator[Platform]:
     _reset_caches()
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="edgetune-test")
     upgrade_head(db_url)
+    global _PLATFORM_UP
+    _PLATFORM_UP = True
     yield Platform(var_dir, db_url, broker, endpoint, var_dir / "models-in", env)
+    _PLATFORM_UP = False
     from infra.db import get_engine
 
     get_engine().dispose()
     moto.stop()
     drop_database(db_name)
+
+
+_PLATFORM_UP = False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _settle_unfinished_work() -> Iterator[None]:
+    """Cancel, at the end of each module, the jobs and datasets it left queued or running.
+
+    Every test shares one database, and every worker's reaper (worker/recovery.py) sends again any
+    job queued longer than EDGETUNE_JOB_REQUEUE_AFTER_S and resumes any running one whose heartbeat
+    stopped. Without this, the dozens of jobs that API-only modules (the fuzz run, the limits) leave
+    queued are picked up by the next module's worker ten minutes later, and that module's own job
+    waits behind them past its timeout."""
+    yield
+    if not _PLATFORM_UP:
+        return
+    from sqlalchemy import update
+
+    from api.services.budgets import ACTIVE
+    from infra.db import session_scope
+    from infra.models import Job, SyntheticDataset, now
+
+    with session_scope() as session:
+        for model in (Job, SyntheticDataset):
+            session.execute(
+                update(model).where(model.status.in_(ACTIVE)).values(status="cancelled", finished_at=now())
+            )
 
 
 @pytest.fixture(scope="session")
