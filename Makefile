@@ -16,10 +16,10 @@ export CMAKE_BUILD_PARALLEL_LEVEL := 2
 .PHONY: install services lint test demo clean
 
 # The converter fetch runs on every install, not only when the packages change: it is a no-op once
-# every script registry/converter.py names is there for the installed llama-cpp-python, and it
+# every script export/converter.py names is there for the installed llama-cpp-python, and it
 # completes an older venv's fetch when a script is added.
 install: $(STAMP) $(JS_STAMP)
-	@$(BIN)/python -m registry.converter fetch >/dev/null
+	@$(BIN)/python -m export.converter fetch >/dev/null
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,7 +43,7 @@ services:
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker infra recipes synth eval registry bench
+	$(BIN)/mypy api worker cli core infra recipes synth eval export bench
 
 test: install services lint
 	$(BIN)/pytest -q -m "not gpu" --timeout=900 --durations=30

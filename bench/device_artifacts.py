@@ -50,8 +50,8 @@ def _run(kind: str, path: Path, threads: int) -> dict[str, Any]:
 
 
 def bench_shape(shape: str, quants: list[str], threads: int, work: Path) -> list[dict[str, Any]]:
-    from registry.gguf_export import convert_to_gguf, quantize_gguf
-    from registry.onnx_export import export_onnx
+    from export.gguf_export import convert_to_gguf, quantize_gguf
+    from export.onnx_export import export_onnx
 
     model_dir = work / shape
     info = write_model(shape, str(model_dir))

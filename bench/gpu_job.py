@@ -114,7 +114,7 @@ def free_port() -> int:
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", *args], env=env, stdout=fh, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli.main", *args], env=env, stdout=fh, stderr=subprocess.STDOUT
         )
 
 
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = var_dir / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(args.rows)))
 
-    from api.services.orgs import create_key
+    from core.services.orgs import create_key
     from infra.db import session_scope
     from infra.migrate import upgrade_head
 

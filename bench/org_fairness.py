@@ -41,7 +41,7 @@ def setup(var_dir: Path) -> tuple[dict[str, str], str, str]:
 
     env = embedded_env(var_dir, "cpu")
     os.environ.update(env)
-    from api.services.orgs import create_key
+    from core.services.orgs import create_key
     from infra.db import session_scope
     from infra.migrate import upgrade_head
     from tests.support.tiny_lfm2 import build_tiny_lfm2

@@ -82,7 +82,7 @@ def keys(var_dir: Path) -> tuple[dict[str, str], str, str]:
     """The embedded environment under `var_dir` (migrated) and two orgs' keys: uploader, reader."""
     env = embedded_env(var_dir, "cpu")
     os.environ.update(env)
-    from api.services.orgs import create_key
+    from core.services.orgs import create_key
     from infra.db import session_scope
     from infra.migrate import upgrade_head
 

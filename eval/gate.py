@@ -53,7 +53,7 @@ EPS = 1e-9
 # The fewest held-out rows the gate will judge on. At 20 rows one row is 0.05, the default
 # max_artifact_drop, so a single row cannot flip the artifact check; and the 95% CI of an accuracy
 # near 0.5 is about +-0.22 wide (1.96 * sqrt(0.25 / 20)), already as wide as most fine-tuning gains.
-# Below it a pass would be noise. Splits (infra/job_config.py) and synthesis hold out this many.
+# Below it a pass would be noise. Splits (core/domain/job_config.py) and synthesis hold out this many.
 MIN_EVAL_ROWS = 20
 # The most held-out rows a job is scored on: the eval runs every model and artifact on each row, so
 # its time grows with targets. min_eval_rows cannot ask for more than are ever scored.
@@ -106,7 +106,7 @@ class GatePolicy(BaseModel):
 
 
 class BudgetCheck(BaseModel):
-    """One device budget of one artifact and what was measured (registry/budgets.py builds them)."""
+    """One device budget of one artifact and what was measured (export/device_budgets.py builds them)."""
 
     budget: Literal["max_artifact_mb", "max_ram_mb", "min_decode_tokens_per_s"]
     limit: float

@@ -172,7 +172,7 @@ _PRIMITIVES = {
     "py-dict": '"{" (py-string ": " py-value (", " py-string ": " py-value)*)? "}"',
 }
 _TYPE_RULES = {"integer": "py-int", "number": "py-number", "boolean": "py-bool", "null": "py-none"}
-# Deeper than any schema the API accepts (infra/job_config.py MAX_SCHEMA_DEPTH is 16): a guard for
+# Deeper than any schema the API accepts (core/domain/job_config.py MAX_SCHEMA_DEPTH is 16): a guard for
 # direct callers, below which any value is allowed.
 _MAX_DEPTH = 32
 
@@ -285,7 +285,7 @@ def _string(schema: dict[str, Any]) -> str:
 
 def _resolve(schema: Any, root: dict[str, Any]) -> Any:
     """A local `$ref` ("#/$defs/x") followed within `root`; the API refuses others and cycles
-    (infra/job_config.py), and an unresolvable one allows any value."""
+    (core/domain/job_config.py), and an unresolvable one allows any value."""
     seen = 0
     while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and seen < _MAX_DEPTH:
         node: Any = root

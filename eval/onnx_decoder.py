@@ -1,4 +1,4 @@
-"""Run an exported LFM2 ONNX decoder (registry/onnx_export.py) in onnxruntime, one step at a time.
+"""Run an exported LFM2 ONNX decoder (export/onnx_export.py) in onnxruntime, one step at a time.
 
 The graph is stateful: each call takes the new tokens plus the conv windows and attention keys/values
 the previous call returned, so decoding costs one token's compute per step, as in the browser.

@@ -75,7 +75,7 @@ def _load_hf(model_dir: Path, device: Device = "cpu") -> tuple[Any, Any]:
         # fp32 whatever the checkpoint's dtype: transformers otherwise computes in the saved dtype
         # (bf16 for real bases and GPU-merged models), and SmolLM2's bf16 greedy answers part from
         # its F16 GGUF's at the 1st token on one parity golden and the 18th on another (tests/
-        # registry/test_parity.py), so HF and GGUF scores would differ by more than runtime and
+        # export/test_parity.py), so HF and GGUF scores would differ by more than runtime and
         # quantization.
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     if _kept is not None:

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     # Pricing (USD) lives in the price book (infra/price_book.yaml, or this path); compute is billed
     # on measured wall seconds of each stage at the rate of the class the workers run on.
     price_book: Path | None = None
-    # Device profiles (formats, quantizations, budgets): registry/profiles.yaml, or this file.
+    # Device profiles (formats, quantizations, budgets): export/profiles.yaml, or this file.
     profiles: Path | None = None
     worker_compute: str = Field(
         default="cpu", description="What the workers train on: cpu, or a GPU class (h100-80gb, ...)."
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     job_requeue_after_s: float = 600.0
     queue_retry_after_s: int = 30  # Retry-After of a create answered 503 because the queue is down
 
-    # Fairness between orgs (api/services/limits.py): every authenticated call (REST, /v1/tools, MCP)
+    # Fairness between orgs (core/services/limits.py): every authenticated call (REST, /v1/tools, MCP)
     # counts against `rate_limit`; plans, job and dataset creates, uploads and the tool calls that do
     # them also against `heavy_rate_limit`, and at most `max_concurrent_heavy` of them run at once per
     # org. Over any of them: 429 with Retry-After. Limits are in the `limits` package's notation

@@ -17,7 +17,7 @@ OpenAI's DPO fine-tuning format:
 Both become the canonical conversational row `{"prompt": [...], "chosen": [...], "rejected": [...],
 "tools": [...]?}`. A plain-string prompt becomes one user turn and a plain-string answer one
 assistant turn, so every row is rendered by the model's chat template, as it will be at inference.
-Messages obey infra.chat_rows' rules (the one rule for chat rows), and tool calls become LFM text the
+Messages obey core.domain.chat_rows' rules (the one rule for chat rows), and tool calls become LFM text the
 same way SFT rows do (recipes.chat_data.normalize_row).
 """
 
@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from infra.chat_rows import MAX_ROW_BYTES, RowError, check_row
+from core.domain.chat_rows import MAX_ROW_BYTES, RowError, check_row
 from recipes.chat_data import normalize_row
 
 # A preference row carries its prompt once and two answers: twice a chat row's byte limit.
@@ -143,7 +143,7 @@ def parse_preference_jsonl(
 ) -> tuple[list[dict[str, Any]], list[RowError]]:
     """Parse and validate a preference JSONL file: canonical rows and EVERY bad line with its reason.
 
-    Mirrors infra.chat_rows.parse_jsonl (same RowError, 1-based lines, blank lines skipped), so an
+    Mirrors core.domain.chat_rows.parse_jsonl (same RowError, 1-based lines, blank lines skipped), so an
     upload can be rejected with the full list of lines to fix.
     """
     rows: list[dict[str, Any]] = []

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from core.domain.chat_rows import check_row
+from core.domain.job_config import TaskSpec
 from eval.json_schema import schema_errors
 from eval.tool_calls import parse_tool_calls
-from infra.chat_rows import check_row
-from infra.job_config import TaskSpec
 from recipes.chat_data import TOOL_CALL_END, TOOL_CALL_START, to_lfm_tool_call
 
 

@@ -35,11 +35,11 @@ def free_port() -> int:
 def _reset_caches() -> None:
     from infra.db import get_engine, get_sessionmaker
     from infra.price_book import price_book
+    from infra.queue import producer
     from infra.settings import get_settings
     from infra.storage import get_store
-    from worker.celery_app import celery_client
 
-    for fn in (get_settings, get_engine, get_sessionmaker, get_store, celery_client, price_book):
+    for fn in (get_settings, get_engine, get_sessionmaker, get_store, producer, price_book):
         fn.cache_clear()
 
 
@@ -134,7 +134,7 @@ def _settle_unfinished_work() -> Iterator[None]:
         return
     from sqlalchemy import update
 
-    from api.services.budgets import ACTIVE
+    from core.services.spend_budgets import ACTIVE
     from infra.db import session_scope
     from infra.models import Job, SyntheticDataset, now
 
@@ -187,7 +187,7 @@ def server(platform: Platform) -> Iterator[Server]:
 
 
 def new_key(org: str | None = None) -> str:
-    from api.services.orgs import create_key
+    from core.services.orgs import create_key
     from infra.db import session_scope
 
     with session_scope() as session:
@@ -203,7 +203,7 @@ def api_key(platform: Platform) -> str:
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "worker"],
+        [sys.executable, "-m", "cli.main", "worker"],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=log,

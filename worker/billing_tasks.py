@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from api.services.billing import push_pending
+from core.services.billing import push_pending
 from infra.db import session_scope
+from infra.queue import BILLING_PUSH
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
 
 
-@celery_app.task(name="edgetune.billing_push", ignore_result=True)
+@celery_app.task(name=BILLING_PUSH, ignore_result=True)
 def billing_push() -> dict[str, Any]:
     """Idempotent by construction (fixed keys per ledger row), so beat may fire it twice."""
     with session_scope() as session:

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from core.errors import BudgetExhausted
 from infra.db import session_scope
-from infra.errors import BudgetExhausted
 from infra.models import Checkpoint, Job
 from worker import checkpoint_store
 from worker.pipeline import JobContext

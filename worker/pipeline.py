@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy import or_, update
 
-from api.services.jobs import add_event, record_usage
+from core.domain.job_config import JobConfig
+from core.errors import BudgetExhausted, EdgetuneError
+from core.services.jobs import add_event, record_usage
 from infra.db import session_scope
-from infra.errors import BudgetExhausted, EdgetuneError
-from infra.job_config import JobConfig
 from infra.models import Job, SyntheticDataset, now
 from infra.price_book import price_book
 from infra.settings import get_settings

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from api.services import registry as registry_service
+from core.services import model_registry as registry_service
 from infra.db import session_scope
 from infra.models import Artifact, Job, ModelVersion, Org, now
 from infra.storage import get_store
@@ -65,7 +65,7 @@ def _put_artifact(
 ) -> dict[str, Any]:
     """Upload one artifact's file, manifest and model card (and the grammar it ships with, by the
     name its manifest gives) under its target; its row's fields."""
-    from registry.manifest import model_card
+    from export.manifest import model_card
 
     prefix = f"artifacts/{ctx.org_id}/{ctx.job_id}/{target}"
     sha = manifest["files"][0]["sha256"]
@@ -90,8 +90,8 @@ def _put_artifact(
 
 
 def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: str) -> dict[str, Any]:
-    from registry.manifest import build_manifest
-    from registry.profiles import get_profile
+    from export.manifest import build_manifest
+    from export.profiles import get_profile
 
     profile = get_profile(target)
     main = _single_file([Path(p) for p in entry["files"]], ctx.work_dir / "export", target)
@@ -123,8 +123,8 @@ def _upload_adapter(ctx: JobContext, target: str, entry: dict[str, Any], status:
     """A LoRA job's adapter GGUF as its own artifact, `<target>-adapter` (format `gguf-lora`): the
     artifact list shows it with its bytes and sha256, and its content endpoint streams just the
     adapter to a device that already holds the base. Its manifest names the base and `--lora`."""
-    from registry.manifest import build_adapter_manifest
-    from registry.profiles import get_profile
+    from export.manifest import build_adapter_manifest
+    from export.profiles import get_profile
 
     adapter = Path(entry["adapter"]["files"][0])
     name = f"{target}-adapter"

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from api.services.jobs import add_event
-from api.services.synthetic_datasets import fail_dataset
+from core.services.jobs import add_event
+from core.services.synthetic_datasets import fail_dataset
 from infra.db import session_scope
 from infra.models import Job, SyntheticDataset, now
 from infra.settings import get_settings

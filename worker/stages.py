@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from infra.chat_rows import to_jsonl
+from core.domain.chat_rows import to_jsonl
+from core.domain.job_config import Hyperparameters, held_out_count
+from core.errors import BudgetExhausted, EvalGateFailed, ExportFailed, InsufficientData, InvalidRequest
 from infra.db import session_scope
-from infra.errors import BudgetExhausted, EvalGateFailed, ExportFailed, InsufficientData, InvalidRequest
-from infra.job_config import Hyperparameters, held_out_count
 from infra.models import Checkpoint, File, Job, Org
 from infra.price_book import price_book
 from infra.settings import get_settings
@@ -79,8 +79,8 @@ def prepare(ctx: JobContext) -> dict[str, Any]:
 def _teacher(ctx: JobContext) -> AbstractContextManager[TeacherClient]:
     """The server's teacher (EDGETUNE_TEACHER_*, else the bundled SmolLM2 on llama.cpp), its cost
     capped at what the job's budget_usd leaves: the run stops at the cap instead of overshooting."""
-    from api.schemas.synthetic_datasets import TeacherOptions
-    from api.services.synthetic_datasets import open_teacher
+    from core.schemas.synthetic_datasets import TeacherOptions
+    from core.services.synthetic_datasets import open_teacher
 
     max_cost = None
     if ctx.config.budget_usd is not None:
@@ -94,7 +94,7 @@ def _teacher(ctx: JobContext) -> AbstractContextManager[TeacherClient]:
 def _store_rows(ctx: JobContext, rows: list[dict[str, Any]], name: str) -> str:
     """Save generated rows as a file of the org (the dataset API's store_rows) and list it in the
     job's result_files."""
-    from api.services.synthetic_datasets import store_rows
+    from core.services.synthetic_datasets import store_rows
 
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
@@ -171,7 +171,7 @@ def _round_event(ctx: JobContext, r: dict[str, Any]) -> None:
 
 
 def _bill_teacher(ctx: JobContext, tokens: int) -> None:
-    from api.services.jobs import record_usage
+    from core.services.jobs import record_usage
 
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
@@ -453,7 +453,7 @@ def _score_artifact(
     shows what constraining bought."""
     from eval.runners import ArtifactRunError, evaluate_model
     from eval.runtime_stats import RuntimeStats
-    from registry.profiles import RUNTIMES, eval_context
+    from export.profiles import RUNTIMES, eval_context
 
     rows, task_type, labels = held_out
     stats = RuntimeStats(runtime=RUNTIMES[profile.format])
@@ -510,8 +510,8 @@ def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
 
 
 def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
-    from registry.adapter_gguf import adapter_info
-    from registry.export import gguf_adapter
+    from export.adapter_gguf import adapter_info
+    from export.targets import gguf_adapter
 
     base_dir = Path(ctx.state["base_model_dir"])
     adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
@@ -526,10 +526,10 @@ def _export_one(
 ) -> dict[str, Any]:
     """One target's files, scored in their runtime, with the profile's budgets measured."""
     from eval.runners import ArtifactRunError
-    from registry.budgets import budget_checks
-    from registry.export import export_target
-    from registry.onnx_export import OnnxExportError
-    from registry.profiles import RUNTIMES
+    from export.device_budgets import budget_checks
+    from export.onnx_export import OnnxExportError
+    from export.profiles import RUNTIMES
+    from export.targets import export_target
 
     target = profile.name
     try:
@@ -549,7 +549,7 @@ def _export_one(
 
 
 def export(ctx: JobContext) -> dict[str, Any]:
-    from registry.profiles import get_profile
+    from export.profiles import get_profile
 
     adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
     held_out = eval_rows(ctx)  # read once: every artifact answers the same rows

@@ -2,7 +2,7 @@
 
 The synthesis itself is synth.generate.synthesize, the same call a fine-tune job's synthesize stage
 makes; this module claims the row, keeps its progress current, turns a cancel into `should_stop`,
-and stores the outcome through the service layer (api/services/synthetic_datasets.py).
+and stores the outcome through the service layer (core/services/synthetic_datasets.py).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 
 from sqlalchemy import or_, update
 
-from api.schemas.synthetic_datasets import TeacherOptions
-from api.services import synthetic_datasets as svc
+from core.domain.job_config import TaskSpec
+from core.schemas.synthetic_datasets import TeacherOptions
+from core.services import synthetic_datasets as svc
 from infra.db import session_scope
-from infra.job_config import TaskSpec
 from infra.models import SyntheticDataset, now
+from infra.queue import RUN_SYNTHETIC_DATASET
 from infra.settings import get_settings
 from worker.celery_app import celery_app
 from worker.pipeline import Heartbeat
@@ -27,7 +28,7 @@ CANCEL_POLL_S = 0.5  # how stale a cancel may be when the next teacher request i
 PROGRESS_EVERY_S = 1.0
 
 
-@celery_app.task(name="edgetune.run_synthetic_dataset", acks_late=True, reject_on_worker_lost=True)
+@celery_app.task(name=RUN_SYNTHETIC_DATASET, acks_late=True, reject_on_worker_lost=True)
 def run_synthetic_dataset(dataset_id: str) -> None:
     if not _claim(dataset_id):
         return  # cancelled before a worker took it, or already taken

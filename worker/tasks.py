@@ -9,6 +9,7 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from infra.db import session_scope
 from infra.models import Job
+from infra.queue import RUN_JOB
 from worker.celery_app import celery_app
 from worker.pipeline import run_job as run_pipeline
 from worker.recovery import recover_stale_datasets, recover_stale_jobs, start_reaper
@@ -18,12 +19,12 @@ _stop = threading.Event()
 
 
 @celery_app.task(
-    name="edgetune.run_job", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
+    name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
 )
 def run_job(self: Task, job_id: str) -> None:
     if not _job_exists(job_id):
         # The API sends a job's message just before it commits the job, so that a queue outage
-        # stores nothing (api/services/jobs.py enqueue): a worker quicker than that commit asks
+        # stores nothing (core/services/jobs.py enqueue): a worker quicker than that commit asks
         # again shortly. A job that never appears (its commit failed) is dropped after the retries.
         raise self.retry(countdown=0.5)
     run_pipeline(job_id)

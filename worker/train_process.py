@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra.errors import EdgetuneError
+from core.errors import EdgetuneError
 from worker.stage_process import POLL_S, ChildKind, child_main, load_context, run_in_child
 
 if TYPE_CHECKING:
@@ -133,8 +133,8 @@ def _with_replay(ctx: JobContext, cfg: Any) -> Any:
     """The recipe's config training on its rows plus the base model's own answers to general
     prompts (recipes/replay.py), written once to output_dir/replay.jsonl (a rerun reuses them).
     Generated here, in the training process: the one that may hold the GPU."""
-    from infra.chat_rows import to_jsonl
-    from infra.job_config import replay_count
+    from core.domain.chat_rows import to_jsonl
+    from core.domain.job_config import replay_count
     from recipes.chat_data import load_rows
     from recipes.replay import mixed
 

@@ -25,11 +25,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.agent.tools import TOOLS, ToolContext, ToolSpec, error_text, run_tool
-from api.services import limits
-from api.services.orgs import authenticate
-from infra.client import DEFAULT_API_URL
+from cli.client import DEFAULT_API_URL
+from core.errors import AuthenticationError, EdgetuneError
+from core.services import limits
+from core.services.orgs import authenticate
 from infra.db import get_sessionmaker
-from infra.errors import AuthenticationError, EdgetuneError
 from infra.settings import get_settings
 
 MCP_PATH = "/mcp"

@@ -15,16 +15,16 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from sqlalchemy.orm import Session
 
-from api.schemas.artifacts import ArtifactPublic
-from api.schemas.common import ListPublic
-from api.schemas.files import FilePublic
-from api.schemas.jobs import EventPublic, JobPublic
-from api.schemas.plans import PlanPublic
-from api.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
-from api.services import artifacts, files, jobs, limits, plans
-from api.services import synthetic_datasets as datasets
-from infra.errors import EdgetuneError, InvalidRequest, NotFound
-from infra.job_config import JobConfig
+from core.domain.job_config import JobConfig
+from core.errors import EdgetuneError, InvalidRequest, NotFound
+from core.schemas.artifacts import ArtifactPublic
+from core.schemas.common import ListPublic
+from core.schemas.files import FilePublic
+from core.schemas.jobs import EventPublic, JobPublic
+from core.schemas.plans import PlanPublic
+from core.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
+from core.services import artifacts, files, jobs, limits, plans
+from core.services import synthetic_datasets as datasets
 from infra.models import Org
 
 PRESIGNED_URL_EXPIRES_S = 3600  # infra.storage's presigned_url default

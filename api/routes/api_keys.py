@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOrg, SessionDep
-from api.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeyRotate
-from api.schemas.common import ListPublic
-from api.services import api_keys as svc
+from core.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeyRotate
+from core.schemas.common import ListPublic
+from core.services import api_keys as svc
 
 router = APIRouter(prefix="/api_keys", tags=["api_keys"])
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Header
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api.deps import CurrentOrg, SessionDep
-from api.schemas.artifacts import ArtifactPublic
-from api.schemas.common import ListPublic
-from api.services import artifacts as svc
+from core.schemas.artifacts import ArtifactPublic
+from core.schemas.common import ListPublic
+from core.services import artifacts as svc
 
 router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 

@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentOrg, HeavyOrg, SessionDep
 from api.multipart_upload import OPENAPI_REQUEST_BODY, Upload, receive_upload, upload_dir
-from api.schemas.common import DeletedPublic, ListPublic
-from api.schemas.files import FilePublic
-from api.services import files as svc
+from core.schemas.common import DeletedPublic, ListPublic
+from core.schemas.files import FilePublic
+from core.services import files as svc
 from infra.models import File, Org
 
 router = APIRouter(tags=["files"])

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import HTMLResponse
 
 from api.deps import CurrentOrg, HeavyOrg, SessionDep
-from api.schemas.common import ListPublic
-from api.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
-from api.schemas.plans import PlanPublic
-from api.schemas.reports import JobReportPublic
-from api.services import jobs as svc
-from api.services import plans, reports
+from core.schemas.common import ListPublic
+from core.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
+from core.schemas.plans import PlanPublic
+from core.schemas.reports import JobReportPublic
+from core.services import jobs as svc
+from core.services import plans, reports
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOrg, SessionDep
-from api.schemas.artifacts import ModelPublic
-from api.schemas.common import ListPublic
-from api.services import models as svc
+from core.schemas.artifacts import ModelPublic
+from core.schemas.common import ListPublic
+from core.services import models as svc
 
 router = APIRouter(tags=["models"])
 

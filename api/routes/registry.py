@@ -3,14 +3,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOrg, SessionDep
-from api.schemas.common import DeletedPublic, ListPublic
-from api.schemas.registry import (
+from core.schemas.common import DeletedPublic, ListPublic
+from core.schemas.registry import (
     ModelAliasPublic,
     ModelAliasUpdate,
     ModelVersionPublic,
     RegisteredModelPublic,
 )
-from api.services import registry as svc
+from core.services import model_registry as svc
 
 router = APIRouter(prefix="/registry/models", tags=["registry"])
 

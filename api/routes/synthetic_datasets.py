@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOrg, HeavyOrg, SessionDep
-from api.schemas.common import ListPublic
-from api.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
-from api.services import synthetic_datasets as svc
+from core.schemas.common import ListPublic
+from core.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
+from core.services import synthetic_datasets as svc
 
 router = APIRouter(prefix="/synthetic_datasets", tags=["synthetic-datasets"])
 

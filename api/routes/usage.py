@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import CurrentOrg, SessionDep
-from api.schemas.usage import GroupBy, InvoicePreviewPublic, UsagePublic
-from api.services import usage as svc
-from infra.job_config import MAX_UNIX_TIME
+from core.domain.job_config import MAX_UNIX_TIME
+from core.schemas.usage import GroupBy, InvoicePreviewPublic, UsagePublic
+from core.services import usage as svc
 
 router = APIRouter(prefix="/usage", tags=["usage"])
 

@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 
 from api.deps import SessionDep
-from api.schemas.billing import WebhookAckPublic
-from api.services import billing as svc
-from infra.errors import InvalidRequest
+from core.errors import InvalidRequest
+from core.schemas.billing import WebhookAckPublic
+from core.services import billing as svc
 
 router = APIRouter(prefix="/webhooks", tags=["billing"])
 

@@ -15,7 +15,7 @@ import pytest
 from starlette.requests import Request
 
 import api.multipart_upload as mp
-from infra.errors import InvalidRequest, PayloadTooLarge
+from core.errors import InvalidRequest, PayloadTooLarge
 from infra.settings import get_settings
 from tests.api.helpers import chat_row, jsonl, sentiment_rows
 from tests.conftest import new_key

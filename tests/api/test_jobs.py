@@ -126,12 +126,12 @@ def test_unknown_artifact_and_bad_limit(client, server, api_key) -> None:
 
 def test_unreachable_queue_stores_no_job(client, server, api_key, train_file, tiny_base, monkeypatch) -> None:
     # With a real Redis stopped and started again: tests/api/test_queue_outage.py
-    from worker import celery_app
+    from infra import queue
 
     def broken() -> object:
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(celery_app, "celery_client", broken)
+    monkeypatch.setattr(queue, "producer", broken)
     r = httpx.post(
         f"{server.base_url}/fine_tuning/jobs",
         json={"model": tiny_base, "training_file": train_file},

@@ -1,4 +1,4 @@
-"""Fairness between orgs (api/services/limits.py) and plans cached per file (token_counts.py),
+"""Fairness between orgs (core/services/limits.py) and plans cached per file (token_counts.py),
 on the live server with PostgreSQL and its counters in the test Redis."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from api.services import limits
+from core.services import limits
 from infra.db import session_scope
 from infra.models import FileTokenCount, Org
 from infra.settings import get_settings
@@ -21,7 +21,7 @@ def _api(server, key: str) -> httpx.Client:
 
 
 def _org_of(key: str) -> Org:
-    from api.services.api_keys import authenticate
+    from core.services.api_keys import authenticate
 
     with session_scope() as session:
         org = authenticate(session=session, authorization=f"Bearer {key}")
@@ -123,7 +123,7 @@ def _token_rows(file_id: str) -> int:
 
 
 def test_a_plan_tokenizes_a_file_once_per_base_and_method(server, tiny_base, monkeypatch) -> None:
-    import api.services.token_counts as token_counts
+    import core.services.token_counts as token_counts
 
     calls: list[int] = []
     real = token_counts.count_tokens

@@ -163,7 +163,7 @@ async def _stdio(env: dict[str, str]) -> None:
 def test_stdio_server_answers_as_the_org_of_its_key(platform, api_key) -> None:
     asyncio.run(_stdio({**platform.env, "EDGETUNE_API_KEY": api_key}))
     bad = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "mcp"],
+        [sys.executable, "-m", "cli.main", "mcp"],
         env={**platform.env, "PATH": "/usr/bin:/bin", "EDGETUNE_API_KEY": "et-wrong"},
         cwd=ROOT,
         capture_output=True,

@@ -28,10 +28,10 @@ from sqlalchemy import select, update
 
 from infra.db import session_scope
 from infra.models import Job, JobEvent, SyntheticDataset
+from infra.queue import producer
 from infra.settings import get_settings
 from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import free_port
-from worker.celery_app import celery_client
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
@@ -82,12 +82,12 @@ def broker(platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
     b.start()
     monkeypatch.setenv("EDGETUNE_BROKER_URL", b.url)
     get_settings.cache_clear()
-    celery_client.cache_clear()
+    producer.cache_clear()
     yield b
     b.stop()
     monkeypatch.undo()
     get_settings.cache_clear()
-    celery_client.cache_clear()
+    producer.cache_clear()
 
 
 @pytest.fixture()
@@ -194,7 +194,7 @@ def test_a_queued_job_whose_message_was_lost_is_requeued_exactly_once(api, broke
     assert broker.messages() == []
 
     def send(job_id: str) -> None:
-        celery_client().send_task("edgetune.run_job", args=[job_id])
+        producer().send_task("edgetune.run_job", args=[job_id])
 
     after = int(get_settings().job_requeue_after_s)
     _age(Job, job["id"], after + 5)

@@ -129,7 +129,7 @@ def test_download_url_is_presigned_on_s3(api, api_key, tiny_base) -> None:
 def test_download_url_streams_from_the_api_on_a_local_store(
     api, api_key, tiny_base, tmp_path, monkeypatch
 ) -> None:
-    from api.services import artifacts
+    from core.services import artifacts
     from infra.storage import LocalStore
 
     store = LocalStore(tmp_path / "store")

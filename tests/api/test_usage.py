@@ -8,7 +8,7 @@ import datetime as dt
 import httpx
 import pytest
 
-from api.services.usage import period_bounds
+from core.services.usage import period_bounds
 from infra.models import now
 from tests.conftest import new_key
 from tests.support.ledger import add_row, new_job, org_of

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.registry.tiny_artifacts import TinyArtifacts, tiny_artifacts, tiny_quantized
+from tests.export.tiny_artifacts import TinyArtifacts, tiny_artifacts, tiny_quantized
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyArtifacts:
-    """Tiny random LFM2 (HF dir) and its F16 GGUF, shared with tests/registry."""
+    """Tiny random LFM2 (HF dir) and its F16 GGUF, shared with tests/export."""
     return tiny_artifacts(tmp_path_factory.getbasetemp())
 
 

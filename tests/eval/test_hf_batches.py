@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 
 from eval.probe import load_probe, probe_rows
 from eval.runners import _batches, _prompt_ids, generate_hf, one_load_per_model, prompts_and_references
-from tests.registry.tiny_artifacts import inference_template
+from tests.export.tiny_artifacts import inference_template
 from tests.support.tiny_lfm2 import build_tiny_lfm2
 
 MAX_NEW = 12

@@ -21,7 +21,7 @@ from eval.probe import (
 )
 from eval.runners import prompts_and_references
 from recipes.base_models import find_base_model
-from tests.registry.tiny_artifacts import TinyArtifacts
+from tests.export.tiny_artifacts import TinyArtifacts
 
 ITEMS = load_probe()
 KINDS = {"arithmetic", "fact", "yes_no", "one_word", "transform"}

@@ -21,7 +21,7 @@ from eval.runners import (
     prompts_and_references,
 )
 from eval.runtime_stats import RuntimeStats
-from tests.registry.tiny_artifacts import REPO, TinyArtifacts
+from tests.export.tiny_artifacts import REPO, TinyArtifacts
 
 LABELS = ["positive", "negative", "neutral"]
 
@@ -134,7 +134,7 @@ def test_generation_tags_render_identically_in_transformers_and_llama_cpp(tiny: 
 def test_a_prompt_the_context_cannot_hold_is_answered_empty_by_both_runtimes(
     tiny_gguf: Path, tiny: TinyArtifacts, sentiment_rows: list[dict], tmp_path: Path
 ) -> None:
-    from registry.onnx_export import export_onnx
+    from export.onnx_export import export_onnx
 
     long_row = {
         "messages": [

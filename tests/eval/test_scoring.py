@@ -16,7 +16,7 @@ from eval.probe import load_probe
 from eval.prompting import few_shot_rows
 from eval.runners import evaluate_model
 from eval.scoring import prompt_budget, prompted_rows, score_models
-from tests.registry.tiny_artifacts import inference_template
+from tests.export.tiny_artifacts import inference_template
 from tests.support.tiny_lfm2 import build_tiny_lfm2
 
 LABELS = ["positive", "negative"]

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from api.services.billing import push_pending
-from api.services.jobs import record_usage
+from core.services.billing import push_pending
+from core.services.jobs import record_usage
 from infra.billing import get_billing_provider
 from infra.db import get_sessionmaker, session_scope
 from infra.models import Job, UsageRecord
@@ -209,7 +209,7 @@ def test_an_unreachable_provider_leaves_rows_pending(platform, org_id) -> None:
 
 
 def test_cli_and_celery_task_push_through_the_same_service(stripe_standin, org_id) -> None:
-    from infra.cli import main
+    from cli.main import main
     from worker.billing_tasks import billing_push
     from worker.celery_app import celery_app
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra.chat_rows import RowError
+from core.domain.chat_rows import RowError
 from recipes.preference_data import (
     canonical_row,
     load_preference_rows,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from core.domain.job_config import ReplayPolicy, replay_count
 from eval.probe import load_probe
-from infra.job_config import ReplayPolicy, replay_count
 from recipes.replay import PROMPTS_FILE, mixed, prompt_rows, replay_prompts, replay_rows
 
 

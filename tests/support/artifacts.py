@@ -9,7 +9,7 @@ from infra.storage import ArtifactStore
 
 
 def seed_artifact(api_key: str, job_id: str, data: bytes, store: ArtifactStore | None = None) -> str:
-    from api.services.orgs import authenticate
+    from core.services.orgs import authenticate
     from infra.db import session_scope
     from infra.models import Artifact, new_id
     from infra.storage import get_store

@@ -30,7 +30,7 @@ async def http_client(url: str, api_key: str) -> AsyncIterator[Client]:
 
 def stdio_client(root: Path, env: dict[str, str]) -> Client:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "infra.cli", "mcp"], env={**os.environ, **env}, cwd=root
+        command=sys.executable, args=["-m", "cli.main", "mcp"], env={**os.environ, **env}, cwd=root
     )
     return Client(params, read_timeout_seconds=120)
 

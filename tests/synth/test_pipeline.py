@@ -8,7 +8,7 @@ import json
 import random
 from typing import Any
 
-from infra.job_config import TaskSpec
+from core.domain.job_config import TaskSpec
 from synth.filters import normalize
 from synth.generate import SynthResult, parse_score, synthesize
 from synth.prompts import PROMPT_VERSION, TEMPLATE_VERSIONS

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from infra.job_config import JobConfig, TaskSpec
+from core.domain.job_config import JobConfig, TaskSpec
 
 TOOL = {
     "type": "function",

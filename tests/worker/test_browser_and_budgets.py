@@ -18,7 +18,7 @@ import openai
 import pytest
 import yaml
 
-from registry.profiles import PROFILES_PATH
+from export.profiles import PROFILES_PATH
 from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import running_worker
 from tests.worker.test_end_to_end import wait_for

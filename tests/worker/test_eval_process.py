@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 import eval.probe
+from core.domain.job_config import JobConfig
 from eval.probe import load_probe
 from infra.db import session_scope
-from infra.job_config import JobConfig
 from infra.models import JobEvent
 from recipes.chat_data import TEMPLATES_DIR
 from tests.api.helpers import jsonl, sentiment_rows

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from core.domain.job_config import JobConfig
 from infra.db import session_scope
-from infra.job_config import JobConfig
 from infra.models import Job
 from infra.settings import get_settings
 from tests.api.helpers import jsonl, sentiment_rows

@@ -1,0 +1,1 @@
+"""The domain: the job config, the row formats and the rules that every layer reads."""

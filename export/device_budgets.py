@@ -1,0 +1,62 @@
+"""A device profile's budgets, paired with what the artifact measured, for the eval gate.
+
+Size is the artifact's files on disk. Memory and decode speed come from the eval runner that scored
+the artifact in its own runtime at the profile's context cap (eval/runtime_stats.py), so they are
+figures of the worker host, and `where` says which host and runtime; memory is never taken below
+the artifact's size. An artifact that is not run (merged safetensors for GPU servers) is held to
+its size budget only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from eval.gate import BudgetCheck
+from export.profiles import DeviceProfile
+
+
+def artifact_mb(files: list[Path]) -> float:
+    return sum(f.stat().st_size for f in files) / 2**20
+
+
+def budget_checks(
+    profile: DeviceProfile, files: list[Path], stats: dict[str, Any] | None
+) -> list[BudgetCheck]:
+    """The profile's budgets for one exported artifact.
+
+    Args:
+        stats (`dict`, *optional*): `RuntimeStats.to_dict()` from scoring the artifact; None when
+            it was not run, which leaves the memory and speed budgets out.
+    """
+    rules = profile.on_over_budget
+    checks = [
+        BudgetCheck(
+            budget="max_artifact_mb",
+            limit=profile.max_artifact_mb,
+            measured=round(artifact_mb(files), 2),
+            rule=rules.max_artifact_mb,
+            where="artifact files",
+        )
+    ]
+    if stats is None:
+        return checks
+    where = stats["measured_at"]
+    # A device holds at least the whole file: onnxruntime maps the graph's weights, so an embedding
+    # row no prompt used never becomes resident here (the 350M q4 graph measured 258 MB of RSS for a
+    # 468 MB file), while a browser reads the file into memory.
+    rss = stats.get("peak_rss_growth_mb")
+    ram = max(rss, checks[0].measured or 0.0) if rss is not None else None
+    measured = (
+        ("max_ram_mb", profile.max_ram_mb, ram),
+        ("min_decode_tokens_per_s", profile.min_decode_tokens_per_s, stats.get("decode_tokens_per_s")),
+    )
+    for budget, limit, value in measured:
+        if limit is not None:
+            rule = getattr(rules, budget)
+            checks.append(
+                BudgetCheck.model_validate(
+                    {"budget": budget, "limit": limit, "measured": value, "rule": rule, "where": where}
+                )
+            )
+    return checks

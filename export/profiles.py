@@ -1,0 +1,161 @@
+"""Device profiles: the readable table in profiles.yaml, validated into `DeviceProfile`s."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from export.gguf_export import QUANT_TYPES
+
+PROFILES_PATH = Path(__file__).with_name("profiles.yaml")
+# Formats export_target can produce.
+SUPPORTED_FORMATS = {"gguf", "onnx", "safetensors"}
+ONNX_QUANT_TYPES = ("q4",)
+# Formats whose artifact is scored as shipped, and the runtime it is scored in (eval/runners.py
+# takes the format's name as its runner kind).
+RUNTIMES = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
+
+BudgetRule = Literal["refuse", "flag"]
+
+
+class BudgetRules(BaseModel):
+    """What the gate does when an artifact misses each budget (see profiles.yaml's header)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_artifact_mb: BudgetRule = "refuse"
+    max_ram_mb: BudgetRule = "refuse"
+    min_decode_tokens_per_s: BudgetRule = "flag"
+
+
+class DeviceProfile(BaseModel):
+    """One export target: artifact format, default quantization and the device's limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    format: Literal["gguf", "onnx", "safetensors"]
+    quantization: str = Field(description="Default quantization; for gguf one of QUANT_TYPES.")
+    quality_quantization: str | None = Field(default=None, description="Higher-fidelity alternative.")
+    context_cap: int = Field(gt=0, description="Context length to configure on the device, in tokens.")
+    max_artifact_mb: int = Field(gt=0, description="Largest artifact the device class should receive.")
+    min_ram_mb: int = Field(gt=0, description="Device RAM of the class (descriptive).")
+    max_ram_mb: int | None = Field(default=None, gt=0, description="Memory the artifact may take to run.")
+    min_decode_tokens_per_s: float | None = Field(default=None, gt=0, description="Decode speed floor.")
+    on_over_budget: BudgetRules = BudgetRules()
+    runtime: str
+    families: list[str] = Field(default_factory=list, description="Base families it exports; []: all.")
+    available: bool = True
+    unavailable_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeviceProfile:
+        if self.format == "gguf":
+            for quant in (self.quantization, self.quality_quantization):
+                if quant is not None and quant not in QUANT_TYPES:
+                    raise ValueError(f"{self.name}: GGUF quantization {quant!r} is not one of {QUANT_TYPES}")
+        if self.format == "onnx" and self.quantization not in ONNX_QUANT_TYPES:
+            raise ValueError(
+                f"{self.name}: ONNX quantization {self.quantization!r} is not one of {ONNX_QUANT_TYPES}"
+            )
+        if self.available and self.format not in SUPPORTED_FORMATS:
+            raise ValueError(
+                f"{self.name}: format {self.format!r} cannot be exported; mark it available: false"
+            )
+        if not self.available and not self.unavailable_reason:
+            raise ValueError(f"{self.name}: an unavailable profile needs an unavailable_reason")
+        return self
+
+
+class UnknownProfileError(KeyError):
+    def __str__(self) -> str:  # KeyError's own str() wraps the message in quotes
+        return str(self.args[0])
+
+
+class ProfileUnavailableError(ValueError):
+    """The profile is described but cannot be exported yet; the message carries the reason."""
+
+
+def profiles_path() -> Path:
+    """export/profiles.yaml, or the operator's own file (EDGETUNE_PROFILES)."""
+    from infra.settings import get_settings
+
+    return get_settings().profiles or PROFILES_PATH
+
+
+def load_profiles(path: Path | None = None) -> dict[str, DeviceProfile]:
+    """All profiles by name, in file order."""
+    raw = yaml.safe_load((path or profiles_path()).read_text())
+    return {name: DeviceProfile(name=name, **fields) for name, fields in raw.items()}
+
+
+def get_profile(name: str, path: Path | None = None) -> DeviceProfile:
+    """The profile called `name`.
+
+    Raises:
+        UnknownProfileError (a `KeyError`): no such profile; the message lists the valid names.
+    """
+    profiles = load_profiles(path)
+    if name not in profiles:
+        raise UnknownProfileError(f"unknown device profile {name!r}; valid profiles: {', '.join(profiles)}")
+    return profiles[name]
+
+
+def check_exportable(profile: DeviceProfile) -> None:
+    """Raise `ProfileUnavailableError` (with the reason) for a profile we cannot export to."""
+    if not profile.available:
+        raise ProfileUnavailableError(
+            f"device profile {profile.name!r} is not available: {profile.unavailable_reason}"
+        )
+
+
+def check_family(profile: DeviceProfile, family: str) -> None:
+    """Raise `ProfileUnavailableError` when the profile's exporter does not handle `family`."""
+    if profile.families and family not in profile.families:
+        raise ProfileUnavailableError(
+            f"device profile {profile.name!r} exports {', '.join(profile.families)} models only, not {family}"
+        )
+
+
+def model_context_length(artifact: Path) -> int | None:
+    """The context the model was trained to, read from the artifact: a GGUF's
+    `<arch>.context_length`, or `max_position_embeddings` in an ONNX artifact's config.json."""
+    if artifact.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        fields = GGUFReader(artifact).fields
+        arch = fields.get("general.architecture")
+        length = fields.get(f"{arch.contents()}.context_length") if arch is not None else None
+        return int(length.contents()) if length is not None else None
+    config = artifact.parent.parent / "config.json"  # <artifact>/onnx/model_q4.onnx
+    if config.is_file():
+        value = json.loads(config.read_text()).get("max_position_embeddings")
+        return int(value) if value else None
+    return None
+
+
+def eval_context(profile: DeviceProfile, artifact: Path) -> int:
+    """The context an artifact is scored at: the device's cap, or the model's trained context if
+    that is shorter (a runtime configured past it would only warn and degrade)."""
+    trained = model_context_length(artifact)
+    return min(profile.context_cap, trained) if trained else profile.context_cap
+
+
+# Average stored bits per weight, from llama.cpp's quantize table (block scales included; K-quant
+# mixes keep some tensors at higher precision, hence Q4_K_M's 4.9 rather than 4.5). ONNX q4 stores
+# 4-bit weights plus an fp32 scale per 32 (5 bits) but keeps the embedding table in fp32 (32 bits),
+# which is 19% of LFM2-350M's parameters and 11% of LFM2-1.2B's: 0.19*32 + 0.81*5 = 10.1 and 8.1.
+BITS_PER_WEIGHT = {"F16": 16.0, "Q8_0": 8.5, "Q5_K_M": 5.7, "Q4_K_M": 4.9, "Q4_0": 4.55, "q4": 9.0}
+
+
+def estimated_artifact_bytes(profile: DeviceProfile, params: int, gpu: bool = False) -> int:
+    """Artifact size before it exists, for quotes and budgets: params x bits per weight. A merged
+    safetensors checkpoint is saved in bf16 when trained on a GPU, fp32 on a CPU."""
+    if profile.format == "safetensors":
+        return params * (2 if gpu else 4)
+    return int(params * BITS_PER_WEIGHT.get(profile.quantization, 16.0) / 8)

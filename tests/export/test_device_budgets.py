@@ -1,0 +1,34 @@
+"""A profile's budgets paired with an artifact's measurements (export/device_budgets.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eval.runtime_stats import RuntimeStats
+from export.device_budgets import budget_checks
+from export.profiles import get_profile
+
+
+def test_a_run_artifact_gets_all_three_budgets_labelled_with_the_host(tmp_path: Path) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"\0" * (3 * 2**20))
+    stats = RuntimeStats(runtime="llama.cpp", context=4096, decode_tokens=50, decode_seconds=2.0)
+    stats.peak_rss_growth_mb = 40.0
+    profile = get_profile("phone-android")
+    checks = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict())}
+    assert checks["max_artifact_mb"].measured == 3.0 and checks["max_artifact_mb"].where == "artifact files"
+    assert checks["max_artifact_mb"].limit == profile.max_artifact_mb
+    assert checks["max_ram_mb"].measured == 40.0 and checks["max_ram_mb"].rule == "refuse"
+    stats.peak_rss_growth_mb = 1.0  # a mapped file whose pages were not all touched
+    small = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict())}
+    assert small["max_ram_mb"].measured == 3.0  # never below the file the device must hold
+    speed = checks["min_decode_tokens_per_s"]
+    assert speed.measured == 25.0 and speed.rule == "flag" and speed.limit == profile.min_decode_tokens_per_s
+    assert speed.where == f"host {stats.host}, llama.cpp with its cache allocated for context 4096"
+
+
+def test_an_artifact_that_is_not_run_is_held_to_its_size_only(tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\0" * 1024)
+    (check,) = budget_checks(get_profile("gpu-server"), [weights], None)
+    assert check.budget == "max_artifact_mb" and check.within()
