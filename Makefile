@@ -44,6 +44,7 @@ services:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy api worker cli core infra recipes synth eval export bench
+	$(BIN)/lint-imports --no-cache
 
 test: install services lint
 	$(BIN)/pytest -q -m "not gpu" --timeout=900 --durations=30

@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-DEFAULT_API_URL = "http://127.0.0.1:8000"
+from infra.settings import DEFAULT_API_URL
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 

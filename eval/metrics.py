@@ -25,7 +25,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from eval.canonical import normalize
+from core.domain.canonical import normalize
+from core.domain.json_schema import schema_errors
+from core.domain.tool_calls import calls_match, parse_reference_calls, parse_tool_calls
 from eval.classification import (
     classification_match,
     encode_labels,
@@ -35,8 +37,6 @@ from eval.classification import (
 )
 from eval.extraction import field_f1, parse_json_object
 from eval.generation import chrf_from_statistics, chrf_statistics, rouge_l, token_f1
-from eval.json_schema import schema_errors
-from eval.tool_calls import calls_match, parse_reference_calls, parse_tool_calls
 
 # Names that lived here before the per-task modules (classification_match, match_label, normalize,
 # token_f1) are re-exported so existing imports keep working.

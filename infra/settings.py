@@ -12,6 +12,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Where the CLI client and the MCP stdio server reach the API when EDGETUNE_API_URL is unset.
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGETUNE_", extra="ignore")

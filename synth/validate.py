@@ -2,8 +2,8 @@
 
 `row_problem(task, row)` parses the row's answer the way eval and an LFM runtime will and checks it
 against the task: a label from the set, a JSON object valid against the schema, an LFM tool call
-that parses (eval.tool_calls) to a known tool with arguments valid against that tool's parameters
-(eval.json_schema). Rows built correct by construction pass it too; it runs on them anyway,
+that parses (core.domain.tool_calls) to a known tool with arguments valid against that tool's parameters
+(core.domain.json_schema). Rows built correct by construction pass it too; it runs on them anyway,
 because it is what the tests and a customer's trust rely on.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from core.domain.chat_rows import check_row
 from core.domain.job_config import TaskSpec
-from eval.json_schema import schema_errors
-from eval.tool_calls import parse_tool_calls
+from core.domain.json_schema import schema_errors
+from core.domain.tool_calls import parse_tool_calls
 from recipes.chat_data import TOOL_CALL_END, TOOL_CALL_START, to_lfm_tool_call
 
 

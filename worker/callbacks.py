@@ -13,7 +13,7 @@ from core.errors import BudgetExhausted
 from infra.db import session_scope
 from infra.models import Checkpoint, Job
 from worker import checkpoint_store
-from worker.pipeline import JobContext
+from worker.context import JobContext
 
 
 class JobTrainerCallback(TrainerCallback):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from eval.probe import ProbeItem
     from eval.runners import Device
     from eval.scoring import HeldOut
-    from worker.pipeline import JobContext
+    from worker.context import JobContext
 
 
 class EvaluationFailed(EdgetuneError):

@@ -20,7 +20,7 @@ from core.services import model_registry as registry_service
 from infra.db import session_scope
 from infra.models import Artifact, Job, ModelVersion, Org, now
 from infra.storage import get_store
-from worker.pipeline import JobCancelled, JobContext
+from worker.context import JobCancelled, JobContext
 
 
 def _single_file(paths: list[Path], out_dir: Path, target: str) -> Path:

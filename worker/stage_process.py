@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import EdgetuneError
 
 if TYPE_CHECKING:
-    from worker.pipeline import JobContext
+    from worker.context import JobContext
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_S = 1.0  # how often the stage checks the child, the cancel flag and the budget
@@ -224,7 +224,7 @@ def load_context(job_id: str, work_dir: Path) -> JobContext:
     from core.domain.job_config import JobConfig
     from infra.db import session_scope
     from infra.models import Job
-    from worker.pipeline import JobContext
+    from worker.context import JobContext
 
     with session_scope() as session:
         job = session.get(Job, job_id)

@@ -21,8 +21,8 @@ from infra.models import Checkpoint, File, Job, Org
 from infra.price_book import price_book
 from infra.settings import get_settings
 from infra.storage import get_store
+from worker.context import JobCancelled, JobContext, Stage, save_state
 from worker.held_out import held_out_rows, read_rows
-from worker.pipeline import JobCancelled, JobContext, Stage, save_state
 from worker.publish import publish, store_rejected
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from recipes.dpo import DPOResult
     from recipes.training_common import TrainResult
-    from worker.pipeline import JobContext
+    from worker.context import JobContext
 
 
 class TrainingFailed(EdgetuneError):

@@ -25,12 +25,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.agent.tools import TOOLS, ToolContext, ToolSpec, error_text, run_tool
-from cli.client import DEFAULT_API_URL
 from core.errors import AuthenticationError, EdgetuneError
 from core.services import limits
 from core.services.orgs import authenticate
 from infra.db import get_sessionmaker
-from infra.settings import get_settings
+from infra.settings import DEFAULT_API_URL, get_settings
 
 MCP_PATH = "/mcp"
 INSTRUCTIONS = (

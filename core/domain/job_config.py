@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from eval.gate import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
-from eval.json_schema import schema_errors, schema_problems
-from eval.tool_calls import parse_tool_calls
+from core.domain.gate_policy import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
+from core.domain.json_schema import schema_errors, schema_problems
+from core.domain.tool_calls import parse_tool_calls
 
 Auto = Literal["auto"]
 

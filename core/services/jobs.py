@@ -13,8 +13,7 @@ from sqlalchemy.orm import Session
 from core.domain.job_config import JobConfig
 from core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from core.schemas.jobs import TERMINAL, JobError, JobPublic
-from core.services import catalog, limits, spend_budgets
-from core.services.files import get_file
+from core.services import limits, spend_budgets
 from core.services.ledger import append_usage, usage_key
 from core.services.pagination import page
 from core.services.plans import plan_job
@@ -71,29 +70,6 @@ def add_event(
     data: dict[str, Any] | None = None,
 ) -> None:
     session.add(JobEvent(job_id=job_id, message=message, level=level, type=type, data=data))
-
-
-def validate_config(session: Session, org: Org, cfg: JobConfig) -> None:
-    if cfg.training_file is None and cfg.task is None:
-        raise InvalidRequest("give a training_file, or a task to synthesize data from", param="training_file")
-    if cfg.method.type == "dpo" and cfg.training_file is None:
-        raise InvalidRequest(
-            "method.type 'dpo' needs a training_file of preference pairs (synthesis from a task makes "
-            "supervised rows)",
-            param="training_file",
-        )
-    for param in ("training_file", "validation_file"):
-        file_id = getattr(cfg, param)
-        if file_id is None:
-            continue
-        try:
-            get_file(session=session, org=org, file_id=file_id, param=param)
-        except NotFound as exc:  # a bad reference in the body is invalid input, not a missing route
-            raise InvalidRequest(exc.message, param=param, code="file_not_found") from None
-    if cfg.validation_file and cfg.validation_file == cfg.training_file:
-        raise InvalidRequest("validation_file must differ from training_file", param="validation_file")
-    base = catalog.check_base_model(cfg.model)
-    catalog.check_targets(cfg.targets, base.family)
 
 
 def create_job(

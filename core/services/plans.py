@@ -23,6 +23,7 @@ from core.schemas.plans import (
     TokenCounts,
 )
 from core.services import spend_budgets
+from core.services.job_checks import check_job_config
 from core.services.token_counts import file_token_stats
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
@@ -56,7 +57,7 @@ def _rows(session: Session, org: Org, cfg: JobConfig, model_dir: Path, max_lengt
         _enough_to_judge(cfg, n_eval, n_rows)
         n_train = n_rows - (0 if cfg.validation_file else n_eval)
         return _Data(stats, n_train, n_eval, True, per)
-    assert cfg.task is not None  # validate_config requires one of the two
+    assert cfg.task is not None  # check_job_config requires one of the two
     n_eval = eval_quota(cfg.task.num_examples, cfg.task.eval_fraction, cfg.gate.min_eval_rows)
     _enough_to_judge(cfg, n_eval, cfg.task.num_examples)
     stats = count_tokens(model_dir, [_typical_row(cfg)], max_length)
@@ -152,12 +153,11 @@ def _flops(shape: Any, cfg: JobConfig, tokens: int, seq_len: int) -> float:
 
 
 def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
-    from core.services.jobs import validate_config
     from recipes.estimate import ModelShape
     from recipes.learning_rates import base_learning_rate
     from recipes.lora_sft import LoraSFTConfig, resolve_hyperparameters
 
-    validate_config(session, org, config)
+    check_job_config(session, org, config)
     model_dir, catalog_lr = _base_dir(config.model)
     max_length = int(LoraSFTConfig.model_fields["max_length"].default)
     data = _rows(session, org, config, model_dir, max_length)

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from infra.settings import Settings, get_settings
-
 
 class InvalidWebhook(Exception):
     """A webhook whose signature, timestamp or body does not verify."""
@@ -54,18 +52,3 @@ class BillingProvider(Protocol):
     def parse_webhook(self, payload: bytes, signature: str | None) -> BillingEvent:
         """Verify a webhook on its raw body; raises InvalidWebhook."""
         ...
-
-
-def get_billing_provider(settings: Settings | None = None) -> BillingProvider | None:
-    """The configured provider, or None: billing is off unless a Stripe API key is set."""
-    s = settings or get_settings()
-    if not s.stripe_api_key:
-        return None
-    from infra.billing.stripe_provider import StripeBillingProvider
-
-    return StripeBillingProvider(
-        api_key=s.stripe_api_key,
-        api_base=s.stripe_api_base,
-        webhook_secret=s.stripe_webhook_secret,
-        meter_event_name=s.stripe_meter_event_name,
-    )

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from eval.gate import BudgetCheck, GatePolicy, decide_gate
+from core.domain.gate_policy import GatePolicy
+from eval.gate import BudgetCheck, decide_gate
 from eval.metrics import EvalResult, MetricScore, score
 
 N = 20

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.gate import GatePolicy, decide_gate
+from core.domain.gate_policy import GatePolicy
+from eval.gate import decide_gate
 from eval.metrics import EvalResult, score_classification
 from eval.probe import (
     ProbeItem,

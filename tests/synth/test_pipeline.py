@@ -232,7 +232,7 @@ def test_version_1_bodies_keep_the_built_in_subjects_and_send_no_planning_reques
 
 
 def test_sampled_values_satisfy_their_schema() -> None:
-    from eval.json_schema import schema_errors
+    from core.domain.json_schema import schema_errors
     from synth.sampling import sample
 
     schema = {

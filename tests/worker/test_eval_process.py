@@ -20,8 +20,8 @@ from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import Platform, new_key
 from tests.support.ledger import new_job, org_of
 from tests.support.tiny_lfm2 import build_tiny_lfm2
+from worker.context import JobCancelled, JobContext
 from worker.eval_process import EvaluationFailed, score_models_in_child
-from worker.pipeline import JobCancelled, JobContext
 from worker.stages import eval_rows, evaluate
 
 

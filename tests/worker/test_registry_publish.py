@@ -22,7 +22,7 @@ from infra.db import session_scope
 from infra.models import Artifact, Job, ModelVersion, RegisteredModel
 from tests.conftest import new_key
 from tests.support.ledger import org_of
-from worker.pipeline import JobCancelled, JobContext
+from worker.context import JobCancelled, JobContext
 
 
 def _result(score: float, n: int = 8) -> dict[str, Any]:

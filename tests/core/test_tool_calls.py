@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from eval.metrics import score
-from eval.tool_calls import (
+from core.domain.tool_calls import (
     ToolCall,
     calls_match,
     parse_openai_tool_calls,
     parse_reference_calls,
     parse_tool_calls,
 )
+from eval.metrics import score
 from recipes.chat_data import to_lfm_tool_call
 
 START, END = "<|tool_call_start|>", "<|tool_call_end|>"

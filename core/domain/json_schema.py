@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.canonical import canonical_json
+from core.domain.canonical import canonical_json
 
 
 def _is_type(value: Any, name: str) -> bool:

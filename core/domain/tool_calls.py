@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from typing import Any, NamedTuple
 
-from eval.canonical import canonical_json, strip_special_tokens
+from core.domain.canonical import canonical_json, strip_special_tokens
 
 # Everything between a start marker and its end marker, or the end of the text when the token
 # budget cut the end marker off (the list is then usually cut too, and fails to parse).

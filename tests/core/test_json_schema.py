@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from eval.json_schema import schema_errors
+from core.domain.json_schema import schema_errors
 
 PERSON = {
     "type": "object",

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from eval.canonical import canonical_json, strip_special_tokens
+from core.domain.canonical import canonical_json, strip_special_tokens
 
 
 def test_strip_special_tokens() -> None:
