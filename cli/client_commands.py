@@ -16,9 +16,9 @@ import click
 import yaml
 
 from cli.client import ApiError, EdgetuneClient
+from core.domain.lists import STAGES
 
 # worker/stages.py's order, for the progress bar only: a stage not listed leaves the bar where it is
-STAGES = ("prepare", "synthesize", "train", "evaluate", "export", "gate", "publish")
 
 
 @contextmanager

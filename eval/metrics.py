@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from core.domain.canonical import normalize
 from core.domain.json_schema import schema_errors
+from core.domain.lists import EvalTaskType
 from core.domain.tool_calls import calls_match, parse_reference_calls, parse_tool_calls
 from eval.classification import (
     classification_match,
@@ -62,7 +63,7 @@ __all__ = [
     "token_f1",
 ]
 
-TaskType = Literal["classification", "extraction", "tool_calling", "generation"]
+TaskType = EvalTaskType  # the one list lives in core/domain/lists.py
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from core.domain.job_config import JobConfig
+from core.domain.lists import GREEDY_TASKS
 from eval.grammar import CONSTRAINS
 from export.adapter_gguf import ADAPTER_FORMAT
 from export.profiles import DeviceProfile
@@ -122,9 +123,6 @@ def min_runtime(fmt: str) -> str:
     return "transformers>=4.54.0 or vLLM>=0.10.2 (first releases with LFM2)"
 
 
-# The tasks edgetune scores on one right answer, with greedy decoding (eval/runners.py): sampling can
-# only move the output away from what the eval gate scored.
-GREEDY_TASKS = ("classification", "extraction", "tool_calling")
 # Each scorer's headline metric (eval/metrics.py), for a job without a task: the worker scored it as
 # classification or generation by the look of its answers (worker/stages.py eval_rows).
 METRIC_TASK = {

@@ -21,9 +21,11 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Method = Literal["lora", "full"]
+from core.domain.lists import TrainingType
+
+Method = TrainingType
 GIB = 1024**3
 
 

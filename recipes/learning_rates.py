@@ -7,15 +7,12 @@ answers' likelihoods to move apart, and big steps drift from the reference (reci
 
 from __future__ import annotations
 
-from typing import Literal
-
+from core.domain.lists import MethodType, TrainingType
 from recipes.dpo import FULL_DPO_LR, LORA_DPO_LR
 from recipes.full_sft import FULL_SFT_LR
 
 
-def base_learning_rate(
-    method: Literal["supervised", "dpo"], training_type: Literal["lora", "full"], catalog_lora_lr: float
-) -> float:
+def base_learning_rate(method: MethodType, training_type: TrainingType, catalog_lora_lr: float) -> float:
     if method == "dpo":
         return LORA_DPO_LR if training_type == "lora" else FULL_DPO_LR
     return catalog_lora_lr if training_type == "lora" else FULL_SFT_LR

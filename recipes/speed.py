@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from core.domain.lists import TrainingType
 from recipes.chat_data import model_type
 from recipes.estimate import GIB, ModelShape, peak_memory
 
@@ -116,7 +117,7 @@ def gpu_free_bytes() -> int:
 
 
 def fit_micro_batch(
-    shape: ModelShape, method: Literal["lora", "full"], batch_size: int, seq_len: int, *,
+    shape: ModelShape, method: TrainingType, batch_size: int, seq_len: int, *,
     trainable: int, sequences_per_row: int, reference_copy: bool, fused_loss: bool, budget: int,
 ) -> tuple[int, bool, float] | None:
     """(micro rows, checkpointing, estimated peak GiB) for the fastest setting that fits `budget`
@@ -149,7 +150,7 @@ def plan_speed(
     cuda: bool,
     model_dir: Path,
     recipe: Recipe,
-    method: Literal["lora", "full"],
+    method: TrainingType,
     batch_size: int,
     max_length: int,
     trainable: int = 0,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.domain.job_config import JobConfig
+from core.domain.lists import GPU_STAGES
 from core.errors import BudgetExhausted
 from core.services.jobs import add_event
 from infra.db import session_scope
@@ -73,7 +74,7 @@ class JobContext:
             )
 
     def stage_rate_usd_per_s(self, stage: str) -> float:
-        gpu = self.state.get("device") == "cuda" and stage in ("train", "evaluate", "export")
+        gpu = self.state.get("device") == "cuda" and stage in GPU_STAGES
         return price_book().compute_rate(billing_compute(gpu))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import or_, update
 
 from core.domain.job_config import JobConfig
+from core.domain.lists import GPU_STAGES, LOCAL_OUTPUT_STAGES
 from core.errors import EdgetuneError
 from core.services.jobs import add_event, record_usage
 from infra.db import session_scope
@@ -98,7 +99,7 @@ def _set_stage(ctx: JobContext, name: str) -> None:
 def _finish_stage(ctx: JobContext, name: str, outputs: dict[str, Any], seconds: float) -> None:
     """Record a stage's outputs, its place in stages_done and its measured compute cost, together."""
     ctx.state.update(outputs)
-    gpu = bool(ctx.state.get("device") == "cuda") and name in ("train", "evaluate", "export")
+    gpu = bool(ctx.state.get("device") == "cuda") and name in GPU_STAGES
     compute = billing_compute(gpu)
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
@@ -131,11 +132,6 @@ def _end(job_id: str, status: str, error: dict[str, Any] | None, message: str, l
         )
         if result.rowcount:  # type: ignore[attr-defined]
             add_event(session, job_id, message, level=level)
-
-
-# Stages whose outputs are files in the work dir (data, merged weights, exported artifacts); the
-# others leave everything they made in the database or the artifact store.
-LOCAL_OUTPUT_STAGES = ("prepare", "synthesize", "train", "export")
 
 
 def _after_machine_loss(ctx: JobContext, done: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from core.domain.gate_policy import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
 from core.domain.json_schema import schema_errors, schema_problems
+from core.domain.lists import EVAL_TASK_TYPE, EvalTaskType, MethodType, TaskKind, TrainingType
 from core.domain.tool_calls import parse_tool_calls
 
 Auto = Literal["auto"]
@@ -188,19 +189,12 @@ def eval_quota(num_examples: int, eval_fraction: float, min_eval_rows: int = 0) 
     return min(max(round(num_examples * eval_fraction), min_eval_rows, 1), num_examples // 2)
 
 
-TaskKind = Literal["classification", "extraction", "tool_calling", "chat"]
 TASK_SPEC_VERSION: Literal[2] = 2
 # A body with only these keys was written before `type` and `version` existed: it is version 1,
 # so a stored job config keeps synthesizing the way it did when it was created.
 _V1_KEYS = frozenset({"description", "labels", "num_examples", "eval_fraction"})
 # LFM writes a call as Python source, `name(arg=value)`: names must be (dotted) identifiers.
 _CALL_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$", re.ASCII)
-_EVAL_TASK_TYPE: dict[str, Literal["classification", "extraction", "tool_calling", "generation"]] = {
-    "classification": "classification",
-    "extraction": "extraction",
-    "tool_calling": "tool_calling",
-    "chat": "generation",
-}
 
 
 def _infer_task_type(data: dict[str, Any]) -> str:
@@ -469,9 +463,9 @@ class TaskSpec(BaseModel):
         return v
 
     @property
-    def task_type(self) -> Literal["classification", "extraction", "tool_calling", "generation"]:
+    def task_type(self) -> EvalTaskType:
         """The eval scorer's name for this task (eval.metrics.TaskType): chat is scored as generation."""
-        return _EVAL_TASK_TYPE[self.type]
+        return EVAL_TASK_TYPE[self.type]
 
     def tool_schemas(self) -> dict[str, dict[str, Any]]:
         """Each tool's name -> its `function` object (name, description, parameters)."""
@@ -531,7 +525,7 @@ class Method(BaseModel):
     The block for the chosen type is filled with defaults when absent; the other must be absent."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["supervised", "dpo"] = "supervised"
+    type: MethodType = "supervised"
     supervised: Supervised | None = None
     dpo: Dpo | None = None
 
@@ -627,7 +621,7 @@ class JobConfig(BaseModel):
     targets: list[Annotated[str, Field(max_length=MAX_TARGET_LENGTH)]] = Field(
         default_factory=lambda: ["laptop-cpu"], min_length=1, max_length=8
     )
-    training_type: Literal["lora", "full"] = Field(
+    training_type: TrainingType = Field(
         default="lora",
         description="'lora' trains low-rank adapters on the LFM2 linears (and ships the adapter too); "
         "'full' trains every weight (about 10x the memory per parameter, no adapter).",

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from core.domain.lists import MethodType, TrainingType
+
 
 class TokenCounts(BaseModel):
     train_rows: int
@@ -78,8 +80,8 @@ class SynthesisPlanPublic(BaseModel):
 class PlanPublic(BaseModel):
     object: Literal["fine_tuning.job.plan"] = "fine_tuning.job.plan"
     model: str
-    method: Literal["lora", "full"]  # the training type
-    method_type: Literal["supervised", "dpo"] = "supervised"
+    method: TrainingType  # the training type
+    method_type: MethodType = "supervised"
     tokens: TokenCounts
     hyperparameters: ResolvedHyperparametersPublic
     total_params: int

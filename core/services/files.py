@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from core.domain.chat_rows import MAX_REPORTED_ERRORS, MAX_ROW_BYTES, RowError, check_row, parse_jsonl
 from core.domain.job_config import MAX_JSON_DEPTH, json_depth_exceeds
+from core.domain.lists import MethodType
 from core.errors import InvalidRequest, NotFound, PayloadTooLarge
 from core.schemas.files import PURPOSES, FilePublic
 from core.services.pagination import page
@@ -178,7 +179,7 @@ def parse_rows(data: bytes, fmt: RowFormat) -> tuple[list[dict[str, Any]], list[
 
 
 def read_rows(
-    *, session: Session, org: Org, file_id: str, param: str, method: Literal["supervised", "dpo"]
+    *, session: Session, org: Org, file_id: str, param: str, method: MethodType
 ) -> list[dict[str, Any]]:
     """A stored file's rows as `method` trains on them: preference pairs for DPO, chat rows for
     supervised; a file of the other kind is a 400 naming the parameter."""

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.domain.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_count, replay_count
+from core.domain.lists import GPU_STAGES, STAGES
 from core.errors import InvalidRequest
 from core.schemas.plans import (
     CostItemPublic,
@@ -364,10 +365,10 @@ def _quote(
 
     compute = get_settings().worker_compute
     items = []
-    for stage in ("prepare", "synthesize", "train", "evaluate", "export", "publish"):
-        if not seconds[stage]:
+    for stage in STAGES:
+        if not seconds.get(stage):
             continue
-        cls = compute if stage in ("train", "evaluate", "export") else "cpu"
+        cls = compute if stage in GPU_STAGES else "cpu"
         items.append(
             _item(stage, f"{stage} on {cls}", f"{cls}_second", seconds[stage], book.compute_rate(cls))
         )

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.domain.lists import MethodType
 from core.services.files import get_file, read_rows
 from infra.db import get_sessionmaker
 from infra.models import FileTokenCount, Org
@@ -69,7 +69,7 @@ def file_token_stats(
     org: Org,
     file_id: str,
     param: str,
-    method: Literal["supervised", "dpo"],
+    method: MethodType,
     model: str,
     model_dir: Path,
     max_length: int,
