@@ -18,7 +18,7 @@ import yaml
 from cli.client import ApiError, EdgetuneClient
 from core.domain.lists import STAGES
 
-# worker/stages.py's order, for the progress bar only: a stage not listed leaves the bar where it is
+# worker/stages/'s order, for the progress bar only: a stage not listed leaves the bar where it is
 
 
 @contextmanager

@@ -124,7 +124,7 @@ def min_runtime(fmt: str) -> str:
 
 
 # Each scorer's headline metric (eval/metrics.py), for a job without a task: the worker scored it as
-# classification or generation by the look of its answers (worker/stages.py eval_rows).
+# classification or generation by the look of its answers (worker/stages/ eval_rows).
 METRIC_TASK = {
     "accuracy": "classification",
     "field_f1": "extraction",
@@ -560,7 +560,7 @@ def _ci(s: dict[str, Any]) -> str:
 
 def _probe_line(probe: dict[str, Any]) -> str:
     """The worker's `probe` entry: `{"metric", "n", "base": {score, ci_low, ci_high}, "fine_tuned",
-    "drop"}` (worker/stages.py evaluate), as one line."""
+    "drop"}` (worker/stages/ evaluate), as one line."""
     base, tuned = probe.get("base") or {}, probe.get("fine_tuned") or {}
     n = f"{probe['n']} fixed questions, " if probe.get("n") else ""
     line = f"- general-ability probe ({n}{probe.get('metric', 'score')}):"

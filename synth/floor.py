@@ -3,7 +3,7 @@
 A teacher can keep far fewer rows than were asked for (the bundled 135M keeps 2-3% of its
 extraction texts). A job that trains on what is left anyway is a model of noise with a gate on a
 handful of rows, and the customer is told it worked. So synthesis states its floor up front, and a
-set below it fails `insufficient_data` instead of training (worker/stages.py, the dataset task).
+set below it fails `insufficient_data` instead of training (worker/stages/, the dataset task).
 
 The floor, for a task asking for N rows of which E are held out (infra/job_config.eval_quota):
 

@@ -1,5 +1,5 @@
 """Synthetic datasets: the one place their rules live. The REST routes, the Celery task
-(worker/synth_tasks.py) and a fine-tune job's synthesize stage (worker/stages.py) all call these,
+(worker/synth_tasks.py) and a fine-tune job's synthesize stage (worker/stages/) all call these,
 so a dataset made through the API and one made inside a job come from the same code."""
 
 from __future__ import annotations

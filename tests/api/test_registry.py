@@ -28,8 +28,8 @@ def _error(r: httpx.Response, status: int) -> dict[str, Any]:
 @pytest.fixture()
 def sentiment(platform, tmp_path: Path) -> dict[str, Any]:
     """An org whose model `sentiment` has version 1 refused by the gate and version 2 passed."""
-    from worker.publish import publish
-    from worker.stages import gate
+    from worker.stages.gate import gate
+    from worker.stages.publish import publish
 
     key = new_key()
     org_id = org_of(key)

@@ -204,7 +204,7 @@ def test_model_card_shows_the_general_ability_probe(
 ) -> None:
     root, files = gguf_export
     manifest = _manifest(tiny, root, files)
-    manifest["eval"] = {  # the worker's shape (worker/stages.py evaluate), as publish passes it
+    manifest["eval"] = {  # the worker's shape (worker/stages/ evaluate), as publish passes it
         "metric": "accuracy",
         "n": 12,
         "base": {"score": 0.25, "ci_low": 0.08, "ci_high": 0.5},

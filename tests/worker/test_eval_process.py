@@ -22,7 +22,7 @@ from tests.support.ledger import new_job, org_of
 from tests.support.tiny_lfm2 import build_tiny_lfm2
 from worker.context import JobCancelled, JobContext
 from worker.eval_process import EvaluationFailed, score_models_in_child
-from worker.stages import eval_rows, evaluate
+from worker.stages.evaluate import eval_rows, evaluate
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def org(platform) -> tuple[str, str]:
 
 
 def test_a_failed_gate_keeps_its_artifacts_as_rejected(server, org, tmp_path) -> None:
-    from worker.stages import gate
+    from worker.stages.gate import gate
 
     key, org_id = org
     ctx = exported_job(tmp_path, org_id, suffix="sentiment", gate={"min_score": 0.9})
@@ -127,8 +127,8 @@ def test_a_failed_gate_keeps_its_artifacts_as_rejected(server, org, tmp_path) ->
 
 
 def test_a_retried_gate_or_publish_adds_no_rows(org, tmp_path) -> None:
-    from worker.publish import publish
-    from worker.stages import gate
+    from worker.stages.gate import gate
+    from worker.stages.publish import publish
 
     _, org_id = org
     failing = exported_job(tmp_path, org_id, suffix="retry", gate={"min_score": 0.9})
@@ -147,7 +147,7 @@ def test_a_retried_gate_or_publish_adds_no_rows(org, tmp_path) -> None:
 
 
 def test_concurrent_attempts_of_one_publish_write_one_set_of_rows(org, tmp_path) -> None:
-    from worker.publish import publish
+    from worker.stages.publish import publish
 
     _, org_id = org
     ctx = exported_job(tmp_path, org_id, suffix="twice")
@@ -167,7 +167,7 @@ def test_concurrent_attempts_of_one_publish_write_one_set_of_rows(org, tmp_path)
 def test_a_cancel_that_lands_before_the_transaction_leaves_no_row(org, tmp_path) -> None:
     from core.services.jobs import cancel_job
     from infra.models import Org
-    from worker.publish import _commit, _upload_target, publish
+    from worker.stages.publish import _commit, _upload_target, publish
 
     _, org_id = org
     ctx = exported_job(tmp_path, org_id, suffix="cancelled")
@@ -186,7 +186,7 @@ def test_a_cancel_that_lands_before_the_transaction_leaves_no_row(org, tmp_path)
 
 
 def test_concurrent_publishes_of_one_model_number_versions_1_to_n(org, tmp_path) -> None:
-    from worker.publish import publish
+    from worker.stages.publish import publish
 
     _, org_id = org
     jobs = [exported_job(tmp_path, org_id, suffix="busy") for _ in range(5)]

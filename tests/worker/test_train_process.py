@@ -119,7 +119,7 @@ def test_a_crashing_training_process_fails_the_job_with_its_log(platform, tiny_b
     """A base whose config.json is not JSON: the child dies loading it, and the job fails with the
     code and the traceback's last line, the rest kept in the job's work dir."""
     from worker.pipeline import run_job
-    from worker.stages import train
+    from worker.stages.train import train
 
     broken = tmp_path / "broken-base"
     broken.mkdir()

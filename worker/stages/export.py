@@ -1,0 +1,147 @@
+"""Export: each target's artifact, scored as shipped (with its grammar), and its device budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ExportFailed
+from worker.context import JobContext
+from worker.held_out import read_rows
+
+if TYPE_CHECKING:
+    from eval.scoring import HeldOut
+from worker.stages.evaluate import eval_rows, score_summary
+
+
+def _score_artifact(
+    profile: Any, path: Path, held_out: HeldOut, entry: dict[str, Any], grammar: Path | None = None
+) -> None:
+    """Score the artifact in its own runtime configured to the device's context cap (capped by the
+    model's trained context, past which no runtime should be set), recording decode speed and
+    memory for the gate's budgets. A GGUF with the task's grammar is scored as it ships, under
+    the grammar (what the gate reads), and once without it (`eval_result_free`), so the report
+    shows what constraining bought."""
+    from eval.runners import ArtifactRunError, evaluate_model
+    from eval.runtime_stats import RuntimeStats
+    from export.profiles import RUNTIMES, eval_context
+
+    rows, task_type, labels = held_out
+    stats = RuntimeStats(runtime=RUNTIMES[profile.format])
+    n_ctx = eval_context(profile, path)
+    text = grammar.read_text() if grammar is not None and profile.format == "gguf" else None
+    if text is not None:  # in its own process too (stats given), so a runtime crash is contained
+        unused = RuntimeStats(runtime=stats.runtime)
+        free = evaluate_model(profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=unused)
+        entry["eval_result_free"] = free.to_dict()
+        entry["grammar"] = str(grammar)
+    # the runner kind is the format's name: "gguf" in llama.cpp, "onnx" in onnxruntime
+    try:
+        scored = evaluate_model(
+            profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=stats, grammar=text
+        )
+    except ValueError as exc:  # llama.cpp refused the grammar for this model's vocabulary
+        raise ArtifactRunError(f"the task grammar could not be used with {path.name}: {exc}") from exc
+    entry["eval"] = {"metric": scored.metric, **score_summary(scored)}
+    if text is not None:
+        entry["eval"]["free"] = entry["eval_result_free"]["score"]
+    entry["eval_result"] = scored.to_dict()
+    entry["runtime_stats"] = stats.to_dict()
+
+
+def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
+    """The task's llama.cpp grammar (eval/grammar.py) written beside the exports, or None when
+    the task has nothing to constrain. An upload scored as classification gets its labels from
+    every answer it trained and is scored on, so no label the model learned is masked out."""
+    from eval.grammar import grammar_for
+
+    _, task_type, labels = held_out
+    task = ctx.config.task
+    if task is None and task_type == "classification":
+        from recipes.chat_data import normalize_row
+        from recipes.preference_data import as_chat_row
+
+        # a preference pair's chosen answer is what the model learned to give
+        as_chat = as_chat_row if ctx.config.method.type == "dpo" else normalize_row
+        trained = [as_chat(r) for r in read_rows(Path(ctx.state["train_path"]))]
+        answers = {r["messages"][-1].get("content") or "" for r in trained}
+        labels = sorted(answers.union(labels or []))
+    text = grammar_for(
+        task_type,
+        labels,
+        task.output_schema if task is not None else None,
+        task.tools if task is not None else None,
+    )
+    if text is None:
+        return None
+    path = ctx.work_dir / "export" / "task.gbnf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
+    from export.adapter_gguf import adapter_info
+    from export.targets import gguf_adapter
+
+    base_dir = Path(ctx.state["base_model_dir"])
+    adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
+    return {
+        "files": [str(adapter)],
+        "info": adapter_info(adapter, Path(adapter_dir), base_dir, ctx.config.model),
+    }
+
+
+def _export_one(
+    ctx: JobContext, profile: Any, held_out: HeldOut, adapter_dir: str | None, grammar: Path | None
+) -> dict[str, Any]:
+    """One target's files, scored in their runtime, with the profile's budgets measured."""
+    from eval.runners import ArtifactRunError
+    from export.device_budgets import budget_checks
+    from export.onnx_export import OnnxExportError
+    from export.profiles import RUNTIMES
+    from export.targets import export_target
+
+    target = profile.name
+    try:
+        paths = export_target(
+            Path(ctx.state["merged_dir"]),
+            profile,
+            ctx.work_dir / "export",
+            adapter_dir=Path(adapter_dir) if adapter_dir else None,
+        )
+        entry: dict[str, Any] = {"files": [str(p) for p in paths]}
+        if profile.format in RUNTIMES:
+            _score_artifact(profile, paths[0], held_out, entry, grammar)
+    except (OnnxExportError, ArtifactRunError) as exc:
+        raise ExportFailed(ctx.config.targets.index(target), f"{target}: {exc}") from exc
+    entry["budgets"] = [b.model_dump() for b in budget_checks(profile, paths, entry.get("runtime_stats"))]
+    return entry
+
+
+def export(ctx: JobContext) -> dict[str, Any]:
+    from export.profiles import get_profile
+
+    adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
+    held_out = eval_rows(ctx)  # read once: every artifact answers the same rows
+    grammar = _task_grammar(ctx, held_out)  # one grammar for every GGUF target
+    exported: dict[str, Any] = {}
+    adapter_entry: dict[str, Any] | None = None  # converted and described once, shipped per GGUF target
+    for target in ctx.config.targets:
+        ctx.check_cancel()
+        profile = get_profile(target)
+        entry = _export_one(ctx, profile, held_out, adapter_dir, grammar)
+        note = ""
+        if profile.format == "gguf" and adapter_dir:
+            # The adapter alone, for devices that already hold the base GGUF; publish ships it as
+            # its own artifact `<target>-adapter`. Converted once, it fits every quantization.
+            adapter_entry = adapter_entry or _adapter_entry(ctx, adapter_dir)
+            entry["adapter"] = adapter_entry
+            size = Path(adapter_entry["files"][0]).stat().st_size
+            note = f" + LoRA adapter ({size / 2**20:.1f} MB)"
+        exported[target] = entry
+        ctx.event(
+            f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip() + note,
+            data={"target": target, **{k: v for k, v in entry.items() if k in ("eval", "runtime_stats")}},
+        )
+    return {"exported": exported}

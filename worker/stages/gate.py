@@ -1,0 +1,73 @@
+"""Gate: the eval gate's verdict; a refused job's artifacts are stored as rejected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import EvalGateFailed
+from worker.context import JobContext, save_state
+from worker.stages.publish import store_rejected
+
+
+def gate(ctx: JobContext) -> dict[str, Any]:
+    """Apply the job's gate policy to base, fine-tuned and every scored artifact (eval/gate.py).
+    A failing gate ends the job `failed` with code `eval_gate_failed` and every failing check in
+    its message. Its artifacts are stored first with status `rejected` (downloadable, to see what
+    went wrong) under a registry version no alias can point at; the publish stage never runs."""
+    from eval.gate import BudgetCheck, decide_gate
+    from eval.metrics import EvalResult
+
+    results = ctx.state["eval_results"]
+    artifacts = {
+        target: EvalResult.from_dict(entry["eval_result"])
+        for target, entry in ctx.state["exported"].items()
+        if "eval_result" in entry
+    }
+    # A job evaluated before the probe existed has none: decide_gate then notes that
+    # max_probe_drop was not checked rather than failing it.
+    probes = {k: EvalResult.from_dict(results[k]) for k in ("probe_base", "probe_fine_tuned") if k in results}
+    base, baseline, baseline_note = _baseline(ctx.config.gate.baseline, results)
+    decision = decide_gate(
+        ctx.config.gate,
+        EvalResult.from_dict(base),
+        EvalResult.from_dict(results["fine_tuned"]),
+        artifacts,
+        probe_base=probes.get("probe_base"),
+        probe_finetuned=probes.get("probe_fine_tuned"),
+        # a job exported before budgets were recorded has none: only the other rules apply
+        budgets={
+            target: [BudgetCheck.model_validate(b) for b in entry["budgets"]]
+            for target, entry in ctx.state["exported"].items()
+            if "budgets" in entry
+        },
+        baseline=baseline,
+    )
+    decision.notes += baseline_note
+    verdict = decision.model_dump()
+    if not decision.passed:
+        save_state(ctx, {"gate": verdict})
+        ctx.event("Eval gate failed: " + "; ".join(decision.reasons), level="error", data=verdict)
+        store_rejected(ctx)
+        raise EvalGateFailed(
+            "the eval gate refused this model: "
+            + "; ".join(decision.reasons)
+            + ". Its artifacts were kept for inspection with status rejected and were not published"
+        )
+    ctx.event(
+        f"Eval gate passed on {decision.metric} ({len(decision.checks)} checks)"
+        + (f"; note: {'; '.join(decision.notes)}" if decision.notes else ""),
+        data=verdict,
+    )
+    return {"gate": verdict}
+
+
+def _baseline(want: str, results: dict[str, Any]) -> tuple[dict[str, Any], str, list[str]]:
+    """The result min_delta compares with, its name in the verdict, and a note when the policy
+    asked for the prompted base and the job has none (DPO, or a job evaluated before it existed)."""
+    if want == "prompted" and "base_prompted" in results:
+        shots = results["base_prompted"].get("report", {}).get("shots")
+        return results["base_prompted"], f"prompted base ({shots}-shot)", []
+    if want == "prompted":
+        note = "no prompted-base score for this job: min_delta compared the fine-tune with the bare base"
+        return results["base"], "base", [note]
+    return results["base"], "base", []
