@@ -23,12 +23,11 @@ same way SFT rows do (recipes.chat_data.normalize_row).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from core.domain.chat_rows import MAX_ROW_BYTES, RowError, check_row
+from core.domain.chat_rows import MAX_ROW_BYTES, RowError, check_row, parse_rows
 from recipes.chat_data import normalize_row
 
 # A preference row carries its prompt once and two answers: twice a chat row's byte limit.
@@ -141,35 +140,9 @@ def as_chat_row(pair: dict[str, Any], side: str = "chosen") -> dict[str, Any]:
 def parse_preference_jsonl(
     data: bytes, max_row_bytes: int = MAX_PREFERENCE_ROW_BYTES
 ) -> tuple[list[dict[str, Any]], list[RowError]]:
-    """Parse and validate a preference JSONL file: canonical rows and EVERY bad line with its reason.
-
-    Mirrors core.domain.chat_rows.parse_jsonl (same RowError, 1-based lines, blank lines skipped), so an
-    upload can be rejected with the full list of lines to fix.
-    """
-    rows: list[dict[str, Any]] = []
-    errors: list[RowError] = []
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return [], [RowError(1, f"file is not UTF-8 ({exc.reason})")]
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if len(line.encode()) > max_row_bytes:
-            size = len(line.encode())
-            errors.append(RowError(n, f"row is {size} bytes, over the {max_row_bytes}-byte limit"))
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(RowError(n, f"bad JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        result = canonical_row(row)
-        if isinstance(result, str):
-            errors.append(RowError(n, result))
-        else:
-            rows.append(result)
-    return rows, errors
+    """Parse and validate a preference JSONL file: canonical rows and EVERY bad line with its reason
+    (core/domain/chat_rows.py parse_rows reads every JSONL file the same way)."""
+    return parse_rows(data, max_row_bytes, canonical_row)
 
 
 def load_preference_rows(jsonl_path: Path) -> list[dict[str, Any]]:

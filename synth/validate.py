@@ -9,12 +9,11 @@ because it is what the tests and a customer's trust rely on.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from core.domain.answers import answer_problem
 from core.domain.chat_rows import check_row
 from core.domain.job_config import TaskSpec
-from core.domain.json_schema import schema_errors
 from core.domain.tool_calls import parse_tool_calls
 from recipes.chat_data import TOOL_CALL_END, TOOL_CALL_START, to_lfm_tool_call
 
@@ -30,39 +29,22 @@ def answer_of(row: dict[str, Any]) -> str:
 
 def row_problem(task: TaskSpec, row: dict[str, Any]) -> str | None:
     """A drop reason (`invalid_row`, `label_not_in_set`, `json_invalid`, `schema_invalid`,
-    `tool_call_unparsed`, `unknown_tool`, `arguments_invalid`), or None when the row is good."""
+    `tool_call_unparsed`, `unknown_tool`, `arguments_invalid`), or None when the row is good.
+    Whether the answer is valid is the domain's rule (core/domain/answers.py); what is checked
+    here only is the row around it."""
     if check_row(row) is not None or row["messages"][-1].get("role") != "assistant":
         return "invalid_row"
     answer = answer_of(row)
-    if task.type == "classification":
-        return None if answer in (task.labels or []) else "label_not_in_set"
-    if task.type == "extraction":
-        try:
-            value = json.loads(answer)
-        except ValueError:
-            return "json_invalid"
-        if not isinstance(value, dict):
-            return "json_invalid"
-        return "schema_invalid" if schema_errors(value, task.output_schema or {}) else None
     if task.type == "tool_calling":
-        return _tool_call_problem(task, row, answer)
-    return None
-
-
-def _tool_call_problem(task: TaskSpec, row: dict[str, Any], answer: str) -> str | None:
-    # The markers are required: they are special tokens the runtime parses on, and a row without
-    # them would teach the model to print a bare list.
-    if not (answer.startswith(TOOL_CALL_START) and answer.endswith(TOOL_CALL_END)):
-        return "tool_call_unparsed"
-    calls = parse_tool_calls(answer)
-    if not calls:
-        return "tool_call_unparsed"
-    tools = task.tool_schemas()
-    if row.get("tools") != task.tools:
-        return "invalid_row"  # the model must see the tools it is taught to call
-    for call in calls:
-        if call.name not in tools:
-            return "unknown_tool"
-        if schema_errors(call.arguments, tools[call.name]["parameters"]):
-            return "arguments_invalid"
-    return None
+        # The markers are required: they are special tokens the runtime parses on, and a row
+        # without them would teach the model to print a bare list.
+        if not (answer.startswith(TOOL_CALL_START) and answer.endswith(TOOL_CALL_END)):
+            return "tool_call_unparsed"
+        if parse_tool_calls(answer) and row.get("tools") != task.tools:
+            return "invalid_row"  # the model must see the tools it is taught to call
+    if task.type == "chat":
+        return None
+    problem = answer_problem(
+        task.type, answer, labels=task.labels, output_schema=task.output_schema, tools=task.tool_schemas()
+    )
+    return problem.code if problem else None

@@ -192,8 +192,7 @@ def list_artifacts(ctx: ToolContext, args: ListArtifactsInput) -> ListPublic[Art
         session=ctx.session, org=ctx.org, job_id=args.job_id, after=args.after, limit=args.limit
     )
     data = [artifacts.to_public(a) for a in rows]
-    first, last = (data[0].id, data[-1].id) if data else (None, None)
-    return ListPublic(data=data, has_more=has_more, first_id=first, last_id=last)
+    return ListPublic.of(data, has_more)
 
 
 def get_artifact_download_url(ctx: ToolContext, args: ArtifactIdInput) -> DownloadUrlOutput:

@@ -28,12 +28,7 @@ def list_api_keys(
 ) -> ListPublic[ApiKeyPublic]:
     rows, has_more = svc.list_keys(session=session, org=org, after=after, limit=limit)
     data = [ApiKeyPublic(**svc.to_public(row)) for row in rows]
-    return ListPublic(
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPublic.of(data, has_more)
 
 
 @router.get("/{key_id}", response_model=ApiKeyPublic)

@@ -26,12 +26,7 @@ def list_artifacts(
         session=session, org=org, job_id=job_id, after=after, limit=limit, status=status
     )
     data = [svc.to_public(a) for a in rows]
-    return ListPublic(
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPublic.of(data, has_more)
 
 
 @router.get("/{artifact_id}", response_model=ArtifactPublic)

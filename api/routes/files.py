@@ -41,12 +41,7 @@ def list_files(
 ) -> ListPublic[FilePublic]:
     rows, has_more = svc.list_files(session=session, org=org, after=after, limit=limit)
     data = [svc.to_public(f) for f in rows]
-    return ListPublic(
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPublic.of(data, has_more)
 
 
 @router.get("/files/{file_id}", response_model=FilePublic)

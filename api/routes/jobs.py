@@ -16,16 +16,6 @@ from core.services import plans, reports
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
 
-def _list(data: list, has_more: bool) -> dict:  # type: ignore[type-arg]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": has_more,
-        "first_id": data[0].id if data else None,
-        "last_id": data[-1].id if data else None,
-    }
-
-
 @router.post("", response_model=JobPublic)
 def create_job(
     session: SessionDep,
@@ -47,7 +37,7 @@ def plan_job(session: SessionDep, org: HeavyOrg, body: JobCreate) -> PlanPublic:
 @router.get("", response_model=ListPublic[JobPublic])
 def list_jobs(
     request: Request, session: SessionDep, org: CurrentOrg, after: str | None = None, limit: int = 20
-) -> dict:  # type: ignore[type-arg]
+) -> ListPublic[JobPublic]:
     # OpenAI filters with metadata[key]=value query parameters
     metadata = {
         k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")
@@ -55,7 +45,7 @@ def list_jobs(
     rows, has_more = svc.list_jobs(
         session=session, org=org, after=after, limit=limit, metadata=metadata or None
     )
-    return _list([svc.to_public(j) for j in rows], has_more)
+    return ListPublic.of([svc.to_public(j) for j in rows], has_more)
 
 
 @router.get("/{fine_tuning_job_id}", response_model=JobPublic)
@@ -71,17 +61,17 @@ def cancel_job(session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str) ->
 @router.get("/{fine_tuning_job_id}/events", response_model=ListPublic[EventPublic])
 def list_events(
     session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str, after: str | None = None, limit: int = 20
-) -> dict:  # type: ignore[type-arg]
+) -> ListPublic[EventPublic]:
     rows, has_more = svc.list_events(
         session=session, org=org, job_id=fine_tuning_job_id, after=after, limit=limit
     )
-    return _list([EventPublic.model_validate(e, from_attributes=True) for e in rows], has_more)
+    return ListPublic.of([EventPublic.model_validate(e, from_attributes=True) for e in rows], has_more)
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints", response_model=ListPublic[CheckpointPublic])
 def list_checkpoints(
     session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str, after: str | None = None, limit: int = 10
-) -> dict:  # type: ignore[type-arg]
+) -> ListPublic[CheckpointPublic]:
     rows, has_more = svc.list_checkpoints(
         session=session, org=org, job_id=fine_tuning_job_id, after=after, limit=limit
     )
@@ -96,7 +86,7 @@ def list_checkpoints(
         )
         for c in rows
     ]
-    return _list(data, has_more)
+    return ListPublic.of(data, has_more)
 
 
 @router.get("/{fine_tuning_job_id}/report", response_model=JobReportPublic)

@@ -21,12 +21,7 @@ def list_models(
 ) -> ListPublic[RegisteredModelPublic]:
     rows, has_more = svc.list_models(session=session, org=org, after=after, limit=limit)
     data = svc.models_to_public(session, rows)
-    return ListPublic(
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPublic.of(data, has_more)
 
 
 @router.get("/{name}", response_model=RegisteredModelPublic)
@@ -40,12 +35,7 @@ def list_versions(
 ) -> ListPublic[ModelVersionPublic]:
     rows, has_more = svc.list_versions(session=session, org=org, name=name, after=after, limit=limit)
     data = svc.versions_to_public(session, rows)
-    return ListPublic(
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPublic.of(data, has_more)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)

@@ -24,12 +24,7 @@ def list_datasets(
 ) -> ListPublic[SyntheticDatasetPublic]:
     rows, has_more = svc.list_datasets(session=session, org=org, after=after, limit=limit)
     data = [svc.to_public(d) for d in rows]
-    return ListPublic(
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPublic.of(data, has_more)
 
 
 @router.get("/{dataset_id}", response_model=SyntheticDatasetPublic)

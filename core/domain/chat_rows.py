@@ -7,6 +7,7 @@ reported with its 1-based line number and a reason, so a customer fixes a file i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +82,12 @@ def check_row(row: Any) -> str | None:
     return None
 
 
-def parse_jsonl(
-    data: bytes, max_row_bytes: int = MAX_ROW_BYTES
+def parse_rows(
+    data: bytes, max_row_bytes: int, canonical: Callable[[Any], dict[str, Any] | str]
 ) -> tuple[list[dict[str, Any]], list[RowError]]:
-    """Parse and validate a JSONL upload; returns the good rows and every error (capped)."""
+    """Every JSONL file edgetune reads: UTF-8, one JSON object per line, blank lines skipped, each
+    row through `canonical` (the row as stored, or why it is refused). Returns the good rows and
+    every bad line's RowError (1-based line numbers), so an upload is refused with all of them."""
     rows: list[dict[str, Any]] = []
     errors: list[RowError] = []
     try:
@@ -94,20 +97,27 @@ def parse_jsonl(
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        if len(line.encode()) > max_row_bytes:
-            errors.append(
-                RowError(n, f"row is {len(line.encode())} bytes, over the {max_row_bytes}-byte limit")
-            )
+        if (size := len(line.encode())) > max_row_bytes:
+            errors.append(RowError(n, f"row is {size} bytes, over the {max_row_bytes}-byte limit"))
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             errors.append(RowError(n, f"bad JSON ({exc.msg} at column {exc.colno})"))
             continue
-        if reason := check_row(row):
-            errors.append(RowError(n, reason))
+        result = canonical(row)
+        if isinstance(result, str):
+            errors.append(RowError(n, result))
         else:
-            rows.append(row)
+            rows.append(result)
+    return rows, errors
+
+
+def parse_jsonl(
+    data: bytes, max_row_bytes: int = MAX_ROW_BYTES
+) -> tuple[list[dict[str, Any]], list[RowError]]:
+    """Parse and validate a chat JSONL upload; returns the good rows and every error (capped)."""
+    rows, errors = parse_rows(data, max_row_bytes, lambda row: check_row(row) or row)
     return rows, errors[:MAX_REPORTED_ERRORS]
 
 

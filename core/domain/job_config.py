@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from core.domain.answers import answer_problem
 from core.domain.gate_policy import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
-from core.domain.json_schema import schema_errors, schema_problems
+from core.domain.json_schema import schema_problems
 from core.domain.lists import EVAL_TASK_TYPE, EvalTaskType, MethodType, TaskKind, TrainingType
-from core.domain.tool_calls import parse_tool_calls
 
 Auto = Literal["auto"]
 
@@ -267,32 +267,16 @@ class SeedExample(BaseModel):
 
 def _seed_problem(seed: SeedExample, data: dict[str, Any]) -> str | None:
     """Why a seed's output does not fit the task (label set, schema, tools), or None."""
-    kind, out = data.get("type"), seed.output
-    if out is None:
+    if seed.output is None:
         return None
-    if kind == "classification":
-        return None if out in (data.get("labels") or []) else f"output {out!r} is not one of the labels"
-    if kind == "extraction":
-        try:
-            value = json.loads(out) if isinstance(out, str) else out
-        except ValueError:
-            return "output is not valid JSON"
-        if not isinstance(value, dict):
-            return "output must be a JSON object"
-        errors = schema_errors(value, data.get("output_schema") or {})
-        return f"output does not match output_schema: {'; '.join(errors)}" if errors else None
-    if kind == "tool_calling":
-        tools = {t["function"]["name"]: t["function"] for t in data.get("tools") or []}
-        calls = parse_tool_calls(out) if isinstance(out, str) else None
-        if not calls:
-            return 'output must be LFM tool-call text, e.g. [get_weather(city="Boston")]'
-        for call in calls:
-            if call.name not in tools:
-                return f"output calls {call.name!r}, which is not in tools"
-            if errors := schema_errors(call.arguments, tools[call.name]["parameters"]):
-                return f"output's arguments to {call.name}: {'; '.join(errors)}"
-        return None
-    return None if isinstance(out, str) else "output must be a string"
+    problem = answer_problem(
+        data.get("type"),
+        seed.output,
+        labels=data.get("labels"),
+        output_schema=data.get("output_schema"),
+        tools={t["function"]["name"]: t["function"] for t in data.get("tools") or []},
+    )
+    return problem.message if problem else None
 
 
 class TaskSpec(BaseModel):
