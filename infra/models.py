@@ -116,7 +116,7 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # When its last queue message was sent; a job still queued long after is requeued (worker/recovery.py)
+    # When its last queue message was sent; a job still queued long after is requeued (worker/lifecycle.py)
     enqueued_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     stages_done: Mapped[list[Any]] = mapped_column(JSON, default=list)

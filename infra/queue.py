@@ -48,7 +48,7 @@ def make_celery(include: Sequence[str] = ()) -> Celery:
     app.conf.beat_schedule_filename = str((s.var_dir / "celerybeat-schedule").resolve())
     if s.resolved_broker_url.startswith("redis"):
         # Redis redelivers unacked messages after the visibility timeout; it must exceed the longest
-        # job. The heartbeat reaper (worker/recovery.py) resumes lost jobs much sooner than that.
+        # job. The heartbeat reaper (worker/lifecycle.py) resumes lost jobs much sooner than that.
         app.conf.broker_transport_options = {"visibility_timeout": EIGHT_HOURS}
     else:
         # kombu's SQLAlchemy transport passes its options to create_engine: set none there.

@@ -124,7 +124,7 @@ _PLATFORM_UP = False
 def _settle_unfinished_work() -> Iterator[None]:
     """Cancel, at the end of each module, the jobs and datasets it left queued or running.
 
-    Every test shares one database, and every worker's reaper (worker/recovery.py) sends again any
+    Every test shares one database, and every worker's reaper (worker/lifecycle.py) sends again any
     job queued longer than EDGETUNE_JOB_REQUEUE_AFTER_S and resumes any running one whose heartbeat
     stopped. Without this, the dozens of jobs that API-only modules (the fuzz run, the limits) leave
     queued are picked up by the next module's worker ten minutes later, and that module's own job

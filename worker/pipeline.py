@@ -9,71 +9,25 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 import traceback
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 
 from core.domain.job_config import JobConfig
 from core.domain.lists import GPU_STAGES, LOCAL_OUTPUT_STAGES
 from core.errors import EdgetuneError
 from core.services.jobs import add_event, record_usage
 from infra.db import session_scope
-from infra.models import Job, SyntheticDataset, now
+from infra.models import Job, now
 from infra.price_book import price_book
 from infra.settings import get_settings
 from worker.context import JobCancelled, JobContext, Stage, billing_compute
+from worker.lifecycle import JOBS, Heartbeat, claim
 from worker.stages import STAGES
 
 log = logging.getLogger(__name__)
-
-
-def claim(job_id: str) -> bool:
-    """Atomically take a queued job, or a running one whose worker stopped heart-beating."""
-    stale_before = now() - int(get_settings().job_stale_after_s)
-    with session_scope() as session:
-        result = session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                or_(
-                    Job.status == "queued",
-                    (Job.status == "running")
-                    & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
-                ),
-            )
-            .values(status="running", attempts=Job.attempts + 1, heartbeat_at=now())
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-class Heartbeat:
-    """Stamps `heartbeat_at` of a running job (or synthetic dataset) every EDGETUNE_JOB_HEARTBEAT_S
-    from a thread of its own, so a long step in the work never looks like a lost worker."""
-
-    def __init__(self, job_id: str, model: type[Job] | type[SyntheticDataset] = Job) -> None:
-        self.job_id, self.model, self.stop = job_id, model, threading.Event()
-        self.thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
-
-    def _loop(self) -> None:
-        m = self.model
-        while not self.stop.wait(get_settings().job_heartbeat_s):
-            try:
-                with session_scope() as session:
-                    session.execute(
-                        update(m).where(m.id == self.job_id, m.status == "running").values(heartbeat_at=now())
-                    )
-            except Exception:
-                log.exception("heartbeat failed for %s", self.job_id)
-
-    def __enter__(self) -> Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
 
 
 def _load(job_id: str) -> tuple[JobContext, list[str], int]:
@@ -150,7 +104,7 @@ def _after_machine_loss(ctx: JobContext, done: list[str]) -> list[str]:
 
 
 def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
-    if not claim(job_id):
+    if not claim(JOBS, job_id):
         log.info("job %s is finished, cancelled or held by a live worker; skipping", job_id)
         return
     ctx, done, attempt = _load(job_id)
@@ -161,7 +115,7 @@ def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
         f"Job running on {socket.gethostname()} (attempt {attempt})"
         + (f"; resuming after {done[-1]}" if done else "")
     )
-    with Heartbeat(job_id):
+    with Heartbeat(JOBS, job_id):
         try:
             for name, stage in stages or STAGES:
                 if name in done:

@@ -11,17 +11,16 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 
 from core.domain.job_config import TaskSpec
 from core.schemas.synthetic_datasets import TeacherOptions
 from core.services import synthetic_datasets as svc
 from infra.db import session_scope
-from infra.models import SyntheticDataset, now
+from infra.models import SyntheticDataset
 from infra.queue import RUN_SYNTHETIC_DATASET
-from infra.settings import get_settings
 from worker.celery_app import celery_app
-from worker.pipeline import Heartbeat
+from worker.lifecycle import DATASETS, Heartbeat, claim
 
 log = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.5  # how stale a cancel may be when the next teacher request is due
@@ -30,10 +29,10 @@ PROGRESS_EVERY_S = 1.0
 
 @celery_app.task(name=RUN_SYNTHETIC_DATASET, acks_late=True, reject_on_worker_lost=True)
 def run_synthetic_dataset(dataset_id: str) -> None:
-    if not _claim(dataset_id):
+    if not claim(DATASETS, dataset_id):
         return  # cancelled before a worker took it, or already taken
     try:
-        with Heartbeat(dataset_id, SyntheticDataset):
+        with Heartbeat(DATASETS, dataset_id):
             _run(dataset_id)
     except Exception as exc:
         log.exception("synthetic dataset %s failed", dataset_id)
@@ -41,33 +40,6 @@ def run_synthetic_dataset(dataset_id: str) -> None:
             ds = session.get(SyntheticDataset, dataset_id)
             if ds is not None:
                 svc.fail_dataset(session, ds, _error_code(exc), str(exc) or type(exc).__name__)
-
-
-def _claim(dataset_id: str) -> bool:
-    """Take a queued dataset, or a running one whose worker stopped heart-beating (the reaper
-    re-queued it): synthesis is seeded, so a re-run asks the same questions, and nothing of the
-    lost attempt was stored or billed."""
-    ds = SyntheticDataset
-    stale_before = now() - int(get_settings().job_stale_after_s)
-    with session_scope() as session:
-        result = session.execute(
-            update(ds)
-            .where(
-                ds.id == dataset_id,
-                or_(
-                    ds.status == "queued",
-                    (ds.status == "running") & or_(ds.heartbeat_at.is_(None), ds.heartbeat_at < stale_before),
-                ),
-            )
-            .values(
-                status="running",
-                started_at=now(),
-                heartbeat_at=now(),
-                attempts=ds.attempts + 1,
-                progress={"phase": "planning", "kept": 0},
-            )
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _run(dataset_id: str) -> None:

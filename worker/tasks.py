@@ -11,8 +11,8 @@ from infra.db import session_scope
 from infra.models import Job
 from infra.queue import RUN_JOB
 from worker.celery_app import celery_app
+from worker.lifecycle import recover, start_reaper
 from worker.pipeline import run_job as run_pipeline
-from worker.recovery import recover_stale_datasets, recover_stale_jobs, start_reaper
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -40,13 +40,14 @@ def _on_ready(**_: Any) -> None:
     # A worker that starts after another one was killed picks up the orphaned jobs at once.
     from worker.synth_tasks import run_synthetic_dataset
 
-    recover_stale_jobs(enqueue=lambda job_id: run_job.delay(job_id))
-    recover_stale_datasets(enqueue=lambda ds_id: run_synthetic_dataset.delay(ds_id))
-    start_reaper(
-        _stop,
-        enqueue=lambda job_id: run_job.delay(job_id),
-        enqueue_dataset=lambda ds_id: run_synthetic_dataset.delay(ds_id),
-    )
+    def enqueue_job(job_id: str) -> object:
+        return run_job.delay(job_id)
+
+    def enqueue_dataset(ds_id: str) -> object:
+        return run_synthetic_dataset.delay(ds_id)
+
+    recover(enqueue_job, enqueue_dataset)
+    start_reaper(_stop, enqueue_job, enqueue_dataset)
 
 
 @worker_shutting_down.connect

@@ -184,7 +184,7 @@ def _reap_concurrently(fn: Any, enqueue: Any, n: int = 2) -> list[str]:
 
 
 def test_a_queued_job_whose_message_was_lost_is_requeued_exactly_once(api, broker: Broker, job_body) -> None:
-    from worker.recovery import requeue_lost_jobs
+    from worker.lifecycle import requeue_lost_jobs
 
     job = api.post("/fine_tuning/jobs", json=job_body).json()
     fresh = api.post("/fine_tuning/jobs", json={**job_body, "suffix": "fresh"}).json()
@@ -216,7 +216,7 @@ def test_a_queued_job_whose_message_was_lost_is_requeued_exactly_once(api, broke
 
 
 def test_a_running_or_cancelled_job_is_never_requeued_as_lost(api, broker: Broker, job_body) -> None:
-    from worker.recovery import requeue_lost_jobs
+    from worker.lifecycle import requeue_lost_jobs
 
     cancelled = api.post("/fine_tuning/jobs", json=job_body).json()
     assert api.post(f"/fine_tuning/jobs/{cancelled['id']}/cancel").status_code == 200
@@ -230,7 +230,7 @@ def test_a_running_or_cancelled_job_is_never_requeued_as_lost(api, broker: Broke
 
 
 def test_a_broker_still_down_leaves_the_lost_job_for_the_next_pass(api, broker: Broker, job_body) -> None:
-    from worker.recovery import requeue_lost_jobs
+    from worker.lifecycle import requeue_lost_jobs
 
     job = api.post("/fine_tuning/jobs", json=job_body).json()
     _age(Job, job["id"], int(get_settings().job_requeue_after_s) + 5)
@@ -247,7 +247,7 @@ def test_a_broker_still_down_leaves_the_lost_job_for_the_next_pass(api, broker: 
 
 
 def test_a_queued_dataset_whose_message_was_lost_is_requeued_exactly_once(api, broker: Broker) -> None:
-    from worker.recovery import requeue_lost_datasets
+    from worker.lifecycle import requeue_lost_datasets
 
     task = {"description": "Classify support tickets by urgency.", "labels": ["urgent", "normal"]}
     ds = api.post("/synthetic_datasets", json={"task": task}).json()
