@@ -134,10 +134,12 @@ def _with_replay(ctx: JobContext, cfg: Any) -> Any:
     prompts (recipes/replay.py), written once to output_dir/replay.jsonl (a rerun reuses them).
     Generated here, in the training process: the one that may hold the GPU."""
     from core.domain.chat_rows import to_jsonl
-    from core.domain.job_config import replay_count
+    from core.domain.job_config import replay_applies, replay_count
     from recipes.chat_data import load_rows
     from recipes.replay import mixed
 
+    if not replay_applies(ctx.config.replay, ctx.config.method.type):
+        return cfg  # before reading the rows: a DPO file holds preference pairs, not chat rows
     rows = load_rows(cfg.train_file, normalize=False)
     n = replay_count(len(rows), ctx.config.replay, ctx.config.method.type)
     if n == 0:

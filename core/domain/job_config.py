@@ -580,9 +580,15 @@ class ReplayPolicy(BaseModel):
     max_rows: int = Field(default=48, ge=0, le=48)
 
 
+def replay_applies(policy: ReplayPolicy, method: str) -> bool:
+    """Whether a job mixes replay rows in at all: supervised jobs only (a DPO file holds preference
+    pairs, not chat rows to add to), and not when the policy turns it off."""
+    return method == "supervised" and policy.fraction > 0 and policy.max_rows > 0
+
+
 def replay_count(train_rows: int, policy: ReplayPolicy, method: str) -> int:
     """Replay rows a job adds to its `train_rows` (the plan and the training process agree)."""
-    if method != "supervised" or policy.fraction <= 0 or policy.max_rows <= 0:
+    if not replay_applies(policy, method):
         return 0
     return max(policy.min_rows, min(policy.max_rows, round(train_rows * policy.fraction)))
 
