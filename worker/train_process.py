@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.domain.lists import RECIPES, RecipeName
 from core.errors import EdgetuneError
 from worker.stage_process import POLL_S, ChildKind, child_main, load_context, run_in_child
 
@@ -37,34 +38,31 @@ class TrainingFailed(EdgetuneError):
 # ---- which recipe -------------------------------------------------------------------------------
 
 
-def recipe_name(cfg: BaseModel) -> str:
-    """The recipe module a config belongs to: its config class says it (they are distinct)."""
-    from recipes.dpo import DPORecipeConfig
-    from recipes.full_sft import FullSFTConfig
-    from recipes.lora_sft import LoraSFTConfig
+def recipe_parts(name: RecipeName) -> tuple[Callable[..., Any], type[BaseModel], type[BaseModel]]:
+    """A recipe's train function, config class and result class: the one table of them (the names
+    are core/domain/lists.py RECIPES; each recipe is recipes/<name>.py)."""
+    from recipes import dpo, full_sft, lora_sft
+    from recipes.dpo import DPOResult
+    from recipes.training_common import TrainResult
 
-    for name, cls in (("lora_sft", LoraSFTConfig), ("full_sft", FullSFTConfig), ("dpo", DPORecipeConfig)):
-        if isinstance(cfg, cls):
+    parts: dict[RecipeName, tuple[Callable[..., Any], type[BaseModel], type[BaseModel]]] = {
+        "lora_sft": (lora_sft.train, lora_sft.LoraSFTConfig, TrainResult),
+        "full_sft": (full_sft.train, full_sft.FullSFTConfig, TrainResult),
+        "dpo": (dpo.train, dpo.DPORecipeConfig, DPOResult),
+    }
+    return parts[name]
+
+
+def recipe_name(cfg: BaseModel) -> RecipeName:
+    """The recipe a config belongs to: its config class says it (they are distinct)."""
+    for name in RECIPES:
+        if type(cfg) is recipe_parts(name)[1]:
             return name
     raise TypeError(f"no recipe takes a {type(cfg).__name__}")
 
 
-def _recipe(name: str) -> tuple[Callable[..., Any], type[BaseModel]]:
-    from recipes import dpo, full_sft, lora_sft
-
-    recipes: dict[str, tuple[Callable[..., Any], type[BaseModel]]] = {
-        "lora_sft": (lora_sft.train, lora_sft.LoraSFTConfig),
-        "full_sft": (full_sft.train, full_sft.FullSFTConfig),
-        "dpo": (dpo.train, dpo.DPORecipeConfig),
-    }
-    return recipes[name]
-
-
-def parse_result(name: str, text: str) -> TrainResult | DPOResult:
-    from recipes.dpo import DPOResult
-    from recipes.training_common import TrainResult
-
-    return DPOResult.model_validate_json(text) if name == "dpo" else TrainResult.model_validate_json(text)
+def parse_result(name: RecipeName, text: str) -> TrainResult | DPOResult:
+    return recipe_parts(name)[2].model_validate_json(text)  # type: ignore[return-value]
 
 
 # ---- the parent (the train stage) ---------------------------------------------------------------
@@ -108,7 +106,7 @@ def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     """The child's work: the spec's recipe on its config, reporting through the job's callback."""
     from worker.callbacks import JobTrainerCallback
 
-    run, config_cls = _recipe(spec["recipe"])
+    run, config_cls, _ = recipe_parts(spec["recipe"])
     cfg = config_cls.model_validate(spec["config"])
     ctx = load_context(job_id, work_dir)
     cfg = _with_replay(ctx, cfg)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from core.domain.chat_rows import to_jsonl
 from core.domain.job_config import Hyperparameters, held_out_count
+from core.domain.lists import RecipeName, recipe_for
 from infra.db import session_scope
 from infra.models import Checkpoint, Job
 from infra.settings import get_settings
@@ -20,6 +21,7 @@ from worker.held_out import read_rows
 if TYPE_CHECKING:
     from recipes.training_common import TrainResult
 from worker.stages.common import stop_check
+from worker.train_process import recipe_parts, run_recipe_in_child
 
 
 def _split_eval(ctx: JobContext) -> None:
@@ -41,7 +43,6 @@ def _split_eval(ctx: JobContext) -> None:
 
 def _recipe(ctx: JobContext) -> Any:
     """The config of the recipe this job runs: LoRA or full, SFT or DPO, at the method's rate."""
-    from recipes import dpo, full_sft, lora_sft
     from recipes.base_models import find_base_model
     from recipes.learning_rates import base_learning_rate
 
@@ -59,12 +60,14 @@ def _recipe(ctx: JobContext) -> Any:
         "base_learning_rate": base_learning_rate(cfg.method.type, cfg.training_type, info.recommended_lr),
         "save_steps": s.checkpoint_steps,
     }
+    name = recipe_for(cfg.method.type, cfg.training_type)
     lora = cfg.lora if cfg.training_type == "lora" else None
-    if cfg.method.type == "dpo":
-        return dpo.DPORecipeConfig(**common, lora=lora, beta=cfg.method.beta)
-    if lora is None:
-        return full_sft.FullSFTConfig(**common)
-    return lora_sft.LoraSFTConfig(**common, lora=lora)
+    own: dict[RecipeName, dict[str, Any]] = {  # what each recipe's config takes besides `common`
+        "lora_sft": {"lora": lora},
+        "full_sft": {},
+        "dpo": {"lora": lora, "beta": cfg.method.beta},
+    }
+    return recipe_parts(name)[1](**common, **own[name])
 
 
 def _selection_text(selection: Any) -> str:
@@ -123,7 +126,6 @@ def train(ctx: JobContext) -> dict[str, Any]:
     a budget stop ends it within about a second, and its GPU memory is freed when it exits."""
     from recipes.dpo import DPOResult
     from recipes.speed import describe
-    from worker.train_process import run_recipe_in_child
 
     if not ctx.state.get("eval_path"):
         _split_eval(ctx)
