@@ -124,7 +124,7 @@ def min_runtime(fmt: str) -> str:
 
 
 # Each scorer's headline metric (eval/metrics.py), for a job without a task: the worker scored it as
-# classification or generation by the look of its answers (worker/stages/ eval_rows).
+# classification or generation by the look of its answers (worker/held_out.py held_out_rows).
 METRIC_TASK = {
     "accuracy": "classification",
     "field_f1": "extraction",

@@ -9,11 +9,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.domain.lists import ARTIFACT_FORMATS, ArtifactFormat
 from export.gguf_export import QUANT_TYPES
 
 PROFILES_PATH = Path(__file__).with_name("profiles.yaml")
-# Formats export_target can produce.
-SUPPORTED_FORMATS = {"gguf", "onnx", "safetensors"}
+SUPPORTED_FORMATS = set(ARTIFACT_FORMATS)  # the list's one home: core/domain/lists.py
 ONNX_QUANT_TYPES = ("q4",)
 # Formats whose artifact is scored as shipped, and the runtime it is scored in (eval/runners.py
 # takes the format's name as its runner kind).
@@ -39,7 +39,7 @@ class DeviceProfile(BaseModel):
 
     name: str
     description: str
-    format: Literal["gguf", "onnx", "safetensors"]
+    format: ArtifactFormat
     quantization: str = Field(description="Default quantization; for gguf one of QUANT_TYPES.")
     quality_quantization: str | None = Field(default=None, description="Higher-fidelity alternative.")
     context_cap: int = Field(gt=0, description="Context length to configure on the device, in tokens.")

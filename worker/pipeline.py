@@ -1,4 +1,5 @@
-"""A fine-tune job, stage by stage: prepare → synthesize → train → evaluate → export → publish.
+"""A fine-tune job, stage by stage, in core/domain/lists.py STAGES order: prepare → synthesize →
+train → evaluate → export → gate → publish (worker/stages/<stage>.py each).
 
 Each stage is idempotent and recorded in `jobs.stages_done` with its outputs in `jobs.state`, so a
 job taken over after a lost worker skips what is done. Every status write is conditional on the

@@ -37,6 +37,11 @@ def recipe_for(method: MethodType, training_type: TrainingType) -> RecipeName:
     return "lora_sft" if training_type == "lora" else "full_sft"
 
 
+# ---- what a device gets ----------------------------------------------------------------------------
+# Artifact formats a device profile may name (export/profiles.yaml); export/targets.py makes each.
+ArtifactFormat = Literal["gguf", "onnx", "safetensors"]
+ARTIFACT_FORMATS: tuple[ArtifactFormat, ...] = get_args(ArtifactFormat)
+
 # ---- what the model is for ------------------------------------------------------------------------
 # What a customer's task asks the model to answer with (a job's `task.type`).
 TaskKind = Literal["classification", "extraction", "tool_calling", "chat"]
@@ -50,6 +55,7 @@ EVAL_TASK_TYPE: dict[TaskKind, EvalTaskType] = {
     "tool_calling": "tool_calling",
     "chat": "generation",
 }
-# The task types scored on one right answer, with greedy decoding (eval/runners.py): sampling can
-# only move the output away from what the eval gate scored. They also ship a grammar (eval/grammar.py).
+# The task types scored on one right answer (eval/runners.py decodes every eval greedily): their
+# model card recommends greedy decoding on the device too (export/manifest.py), as sampling can only
+# move the output away from what the eval gate scored.
 GREEDY_TASKS: tuple[EvalTaskType, ...] = ("classification", "extraction", "tool_calling")
