@@ -43,7 +43,7 @@ services:
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker cli core infra recipes synth eval export bench
+	$(BIN)/mypy api worker cli services domain infra recipes synth eval export bench
 	$(BIN)/lint-imports --no-cache
 
 test: install services lint

@@ -6,10 +6,10 @@ from typing import Annotated
 from fastapi import Depends, Header
 from sqlalchemy.orm import Session
 
-from core.services import limits
-from core.services.api_keys import authenticate
 from infra.db import get_sessionmaker
 from infra.models import Org
+from services import limits
+from services.api_keys import authenticate
 
 
 def get_db() -> Iterator[Session]:
@@ -23,7 +23,7 @@ SessionDep = Annotated[Session, Depends(get_db)]
 def get_current_org(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Org:
     """The org of the request's Bearer key: a missing, unknown or revoked key is a 401
     `invalid_api_key` (`missing_api_key` when absent), an expired one a 401 `api_key_expired`;
-    past the org's request rate, a 429 (core/services/limits.py)."""
+    past the org's request rate, a 429 (services/limits.py)."""
     org = authenticate(session=session, authorization=authorization)
     limits.check_rate(org)
     return org

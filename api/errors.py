@@ -3,7 +3,7 @@
 Bad input is a 4xx naming the field (a malformed path id is a 404), a dependency that is down is a
 503 with Retry-After, and anything unexpected a 500 with a generic message (the traceback goes to
 the log, never to the client: it could name internal addresses). The input guard below holds every
-request to the limits in core.domain.job_config before a route sees it.
+request to the limits in domain.job_config before a route sees it.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.domain.job_config import (
+from domain.job_config import (
     MAX_ID_LENGTH,
     MAX_INT_DIGITS,
     MAX_JSON_DEPTH,
     MAX_QUERY_VALUE_LENGTH,
     json_depth_exceeds,
 )
-from core.errors import EdgetuneError
 from infra.settings import get_settings
+from services.errors import EdgetuneError
 
 log = logging.getLogger("edgetune.api")
 

@@ -8,7 +8,7 @@ bytes: `purpose`) in memory under a small cap. No disk write happens on the loop
 batch, and the body is never written to disk whole besides its file part. The caller owns the
 directory the file lives in and removes it (`upload_dir`).
 
-Kept out of core/services/files.py: this is the HTTP body's format, not a rule about training files.
+Kept out of services/files.py: this is the HTTP body's format, not a rule about training files.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from api.errors import MULTIPART_SLACK
-from core.errors import InvalidRequest, PayloadTooLarge
-from core.schemas.files import PURPOSES
 from infra.settings import get_settings
+from services.errors import InvalidRequest, PayloadTooLarge
+from services.schemas.files import PURPOSES
 
 FIELDS_MAX_BYTES = 64 * 1024  # the form's other fields (names and values) held in memory, at most
 # Received bytes handed to the parser thread at a time: one thread hop per MB, one MB held.

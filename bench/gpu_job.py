@@ -262,9 +262,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = var_dir / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(args.rows)))
 
-    from core.services.orgs import create_key
     from infra.db import session_scope
     from infra.migrate import upgrade_head
+    from services.orgs import create_key
 
     upgrade_head()
     with session_scope() as session:

@@ -41,9 +41,9 @@ def setup(var_dir: Path) -> tuple[dict[str, str], str, str]:
 
     env = embedded_env(var_dir, "cpu")
     os.environ.update(env)
-    from core.services.orgs import create_key
     from infra.db import session_scope
     from infra.migrate import upgrade_head
+    from services.orgs import create_key
     from tests.support.tiny_lfm2 import build_tiny_lfm2
 
     template = Path("recipes/chat_templates/lfm2.jinja").read_text()

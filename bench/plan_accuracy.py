@@ -53,7 +53,7 @@ def rows(n: int) -> list[dict[str, Any]]:
 
 
 def estimate(model_dir: Path, data: list[dict[str, Any]], hp: Any, steps: int) -> dict[str, float]:
-    from core.domain.job_config import LoraSettings
+    from domain.job_config import LoraSettings
     from infra.price_book import price_book
     from infra.settings import get_settings
     from recipes.estimate import ModelShape, train_seconds, training_flops
@@ -74,7 +74,7 @@ def estimate(model_dir: Path, data: list[dict[str, Any]], hp: Any, steps: int) -
 
 
 def main() -> None:
-    from core.domain.job_config import Hyperparameters
+    from domain.job_config import Hyperparameters
     from infra.settings import get_settings
     from recipes.base_models import find_base_model, resolve_base_model
     from recipes.lora_sft import LoraSFTConfig, resolve_hyperparameters, train

@@ -382,7 +382,7 @@ def speed_kwargs(config_cls: Any, variant: str) -> dict[str, Any]:
 def recipe_config(case: Case, out_dir: Path) -> tuple[Any, Any]:
     """The recipe's own config (speed per the variant) and train function, on the run's rows and
     fixed batch / steps."""
-    from core.domain.job_config import Hyperparameters
+    from domain.job_config import Hyperparameters
 
     common: dict[str, Any] = {
         "base_model_dir": Path(case.model_dir),
@@ -436,7 +436,7 @@ def run_trl_defaults(case: Case, out_dir: Path, clock: StepClock) -> dict[str, A
     from datasets import Dataset
     from peft import LoraConfig
 
-    from core.domain.job_config import LoraSettings
+    from domain.job_config import LoraSettings
     from recipes.base_models import LFM2_LORA_TARGETS
     from recipes.training_common import parameter_counts
 

@@ -25,7 +25,7 @@ import time
 from importlib.metadata import version
 from typing import Any
 
-from core.domain.job_config import TaskSpec
+from domain.job_config import TaskSpec
 from synth.generate import synthesize
 from synth.llama_server import bundled_teacher_gguf, default_threads, model_alias, serve_gguf
 from synth.teacher import TeacherClient, TeacherSettings

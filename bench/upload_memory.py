@@ -82,9 +82,9 @@ def keys(var_dir: Path) -> tuple[dict[str, str], str, str]:
     """The embedded environment under `var_dir` (migrated) and two orgs' keys: uploader, reader."""
     env = embedded_env(var_dir, "cpu")
     os.environ.update(env)
-    from core.services.orgs import create_key
     from infra.db import session_scope
     from infra.migrate import upgrade_head
+    from services.orgs import create_key
 
     upgrade_head()
     with session_scope() as session:

@@ -16,7 +16,7 @@ import click
 import yaml
 
 from cli.client import ApiError, EdgetuneClient
-from core.domain.lists import STAGES
+from domain.lists import STAGES
 
 # worker/stages/'s order, for the progress bar only: a stage not listed leaves the bar where it is
 

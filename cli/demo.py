@@ -120,9 +120,9 @@ def _report(client: httpx.Client, job: dict[str, Any]) -> None:
 
 
 def run_demo(task: str | None, timeout: int) -> int:
-    from core.services.orgs import create_key
     from infra.db import session_scope
     from infra.migrate import upgrade_head
+    from services.orgs import create_key
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll drowns the events
     s = get_settings()

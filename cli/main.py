@@ -69,8 +69,8 @@ def keys() -> None:
 @click.option("--expires-days", type=float, default=None, help="Refuse the key after this many days.")
 def keys_create(org_name: str, name: str, expires_days: float | None) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
-    from core.services.api_keys import create_key, resolve_expiry
     from infra.db import session_scope
+    from services.api_keys import create_key, resolve_expiry
 
     with _service_errors(), session_scope() as session:
         org, key = create_key(
@@ -90,9 +90,9 @@ def keys_list(org_name: str) -> None:
     """The org's keys, newest first: id, name, prefix, status, created, expires, last used (UTC)."""
     from sqlalchemy import select
 
-    from core.services.api_keys import list_keys, to_public
     from infra.db import session_scope
     from infra.models import Org
+    from services.api_keys import list_keys, to_public
 
     with _service_errors(), session_scope() as session:
         org = session.scalar(select(Org).where(Org.name == org_name))
@@ -114,8 +114,8 @@ def keys_list(org_name: str) -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key (any org's): it is refused from now on."""
-    from core.services.api_keys import find_key_any_org, revoke
     from infra.db import session_scope
+    from services.api_keys import find_key_any_org, revoke
 
     with _service_errors(), session_scope() as session:
         org, _ = find_key_any_org(session=session, key_id=key_id)
@@ -134,8 +134,8 @@ def keys_revoke(key_id: str) -> None:
 def keys_rotate(key_id: str, grace_seconds: int, expires_days: float | None) -> None:
     """Replace a key with a new one (same name, new secret printed once); the old one is revoked now
     or after --grace-seconds."""
-    from core.services.api_keys import find_key_any_org, rotate
     from infra.db import session_scope
+    from services.api_keys import find_key_any_org, rotate
 
     with _service_errors(), session_scope() as session:
         org, _ = find_key_any_org(session=session, key_id=key_id)
@@ -161,7 +161,7 @@ def _utc(t: int | None) -> str:
 @contextmanager
 def _service_errors() -> Iterator[None]:
     """A service's refusal (an unknown key, a bad expiry) as a CLI error, not a traceback."""
-    from core.errors import EdgetuneError
+    from services.errors import EdgetuneError
 
     try:
         yield
@@ -181,9 +181,9 @@ def orgs_budget(org_name: str, usd: float | None) -> None:
     """Set an org's total budget: jobs whose quote exceeds what remains are refused (402)."""
     from sqlalchemy import select
 
-    from core.services.spend_budgets import remaining_usd, set_org_budget
     from infra.db import session_scope
     from infra.models import Org
+    from services.spend_budgets import remaining_usd, set_org_budget
 
     with session_scope() as session:
         org = session.scalar(select(Org).where(Org.name == org_name))
@@ -205,8 +205,8 @@ def billing() -> None:
 @billing.command("push")
 def billing_push() -> None:
     """Push every pending ledger row to the billing provider now (what the periodic task does)."""
-    from core.services.billing import push_pending
     from infra.db import session_scope
+    from services.billing import push_pending
 
     with session_scope() as session:
         report = push_pending(session=session)
@@ -222,7 +222,7 @@ def mcp_stdio() -> None:
     """Serve the agent tools over MCP on stdin/stdout, as the org of EDGETUNE_API_KEY (the API
     serves the same tools over HTTP at /mcp)."""
     from api.agent.mcp_server import build_mcp_server, check_stdio_key
-    from core.errors import AuthenticationError
+    from services.errors import AuthenticationError
 
     try:
         check_stdio_key()

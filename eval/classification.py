@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.domain.canonical import normalize
+from domain.canonical import normalize
 
 
 def match_label(pred: str, labels: list[str]) -> str | None:

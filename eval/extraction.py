@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from core.domain.canonical import canonical_json, strip_special_tokens
+from domain.canonical import canonical_json, strip_special_tokens
 
 # ```json ... ``` (or a bare ```) around the object; the closing fence may be cut off by the token
 # budget, and then the object usually is too, which json.loads will catch.

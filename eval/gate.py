@@ -47,7 +47,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from core.domain.gate_policy import GatePolicy
+from domain.gate_policy import GatePolicy
 from eval.metrics import EvalResult, MetricScore
 
 EPS = 1e-9

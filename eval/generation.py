@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from core.domain.canonical import normalize
+from domain.canonical import normalize
 
 CHRF_ORDER = 6
 CHRF_BETA = 2.0

@@ -22,7 +22,7 @@ the special token when the model prefers it (tests/eval/test_grammar.py::
 test_how_the_markers_are_matched). What a quoted literal cannot do is *forbid* the same text
 spelled in ordinary pieces (`<`, `|`, `tool`...): a model trained on the token prefers the token,
 but one pushed away from it writes the pieces, and the grammar lets it. Either spelling reads back
-as the same calls (core.domain.tool_calls.parse_tool_calls works on the text; llama-cpp-python returns the
+as the same calls (domain.tool_calls.parse_tool_calls works on the text; llama-cpp-python returns the
 special token's text as nothing and the spelled-out text as it is).
 This llama.cpp also has token syntax (`<|tool_call_start|>` unquoted, llama.cpp PR #17816, Dec
 2025) that forces the one special token; `grammar_for(..., marker_tokens=True)` writes it. It is not
@@ -39,7 +39,7 @@ parameters, keywords outside type/properties/required/enum/const/items/anyOf/one
 minLength/maxLength (minimum, pattern, ...) are ignored: the grammar is looser there, never
 stricter. For extraction, whatever llama-cpp-python's converter leaves out; it raises on what it
 cannot convert, and the grammar then falls back to the keywords edgetune's scorer checks
-(core/domain/json_schema.py), else to any JSON object, and says so in its first line.
+(domain/json_schema.py), else to any JSON object, and says so in its first line.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.domain.tool_calls import TOOL_CALL_END, TOOL_CALL_START, python_literal
+from domain.tool_calls import TOOL_CALL_END, TOOL_CALL_START, python_literal
 
 # What a task's grammar constrains, as the manifest records it.
 CONSTRAINS = {"classification": "labels", "extraction": "json_schema", "tool_calling": "tool_calls"}
@@ -115,7 +115,7 @@ def _json_grammar(schema: dict[str, Any]) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     # The converter asserts on what it cannot take (a pattern without ^...$, a remote $ref): then
-    # the keywords edgetune's scorer checks (core/domain/json_schema.py), then any JSON object.
+    # the keywords edgetune's scorer checks (domain/json_schema.py), then any JSON object.
     attempts = [
         (schema, "a JSON object valid against the task's output_schema"),
         (
@@ -139,7 +139,7 @@ def _json_grammar(schema: dict[str, Any]) -> str:
     raise AssertionError("llama-cpp-python cannot convert even {'type': 'object'}")
 
 
-# What core/domain/json_schema.py checks, plus what resolves a local $ref.
+# What domain/json_schema.py checks, plus what resolves a local $ref.
 _SCORED_KEYWORDS = ("type", "properties", "required", "enum", "items", "$ref", "$defs", "definitions")
 
 
@@ -172,7 +172,7 @@ _PRIMITIVES = {
     "py-dict": '"{" (py-string ": " py-value (", " py-string ": " py-value)*)? "}"',
 }
 _TYPE_RULES = {"integer": "py-int", "number": "py-number", "boolean": "py-bool", "null": "py-none"}
-# Deeper than any schema the API accepts (core/domain/job_config.py MAX_SCHEMA_DEPTH is 16): a guard for
+# Deeper than any schema the API accepts (domain/job_config.py MAX_SCHEMA_DEPTH is 16): a guard for
 # direct callers, below which any value is allowed.
 _MAX_DEPTH = 32
 
@@ -285,7 +285,7 @@ def _string(schema: dict[str, Any]) -> str:
 
 def _resolve(schema: Any, root: dict[str, Any]) -> Any:
     """A local `$ref` ("#/$defs/x") followed within `root`; the API refuses others and cycles
-    (core/domain/job_config.py), and an unresolvable one allows any value."""
+    (domain/job_config.py), and an unresolvable one allows any value."""
     seen = 0
     while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and seen < _MAX_DEPTH:
         node: Any = root

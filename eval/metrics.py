@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from core.domain.canonical import normalize
-from core.domain.json_schema import schema_errors
-from core.domain.lists import EvalTaskType
-from core.domain.tool_calls import calls_match, parse_reference_calls, parse_tool_calls
+from domain.canonical import normalize
+from domain.json_schema import schema_errors
+from domain.lists import EvalTaskType
+from domain.tool_calls import calls_match, parse_reference_calls, parse_tool_calls
 from eval.classification import (
     classification_match,
     encode_labels,
@@ -63,7 +63,7 @@ __all__ = [
     "token_f1",
 ]
 
-TaskType = EvalTaskType  # the one list lives in core/domain/lists.py
+TaskType = EvalTaskType  # the one list lives in domain/lists.py
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 

@@ -17,7 +17,7 @@ How an answer is checked (`item_correct`):
 - "starts": the prediction's first words are the answer. For yes/no, where "No, it is not, yes"
   must not pass on "yes" somewhere inside.
 
-Words are compared after `core.domain.canonical.normalize` (lower case, punctuation dropped), except for
+Words are compared after `domain.canonical.normalize` (lower case, punctuation dropped), except for
 items marked `case_sensitive` (uppercase / lowercase a word), where case is the whole point.
 `exact_match` (the whole normalised prediction is an answer) is reported alongside: it says how
 well the model keeps to "reply with the number only"; the gate reads the headline `answer_match`.
@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.domain.canonical import normalize
+from domain.canonical import normalize
 from eval.metrics import EvalResult, mean_score
 
 PROBE_PATH = Path(__file__).with_name("probe_set.jsonl")

@@ -30,7 +30,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.domain.canonical import normalize
+from domain.canonical import normalize
 from eval.metrics import TaskType
 from eval.runners import MAX_NEW_TOKENS, prompts_and_references
 

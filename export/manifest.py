@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from core.domain.job_config import JobConfig
-from core.domain.lists import GREEDY_TASKS
+from domain.job_config import JobConfig
+from domain.lists import GREEDY_TASKS
 from eval.grammar import CONSTRAINS
 from export.adapter_gguf import ADAPTER_FORMAT
 from export.profiles import DeviceProfile

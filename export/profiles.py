@@ -9,11 +9,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.domain.lists import ARTIFACT_FORMATS, ArtifactFormat
+from domain.lists import ARTIFACT_FORMATS, ArtifactFormat
 from export.gguf_export import QUANT_TYPES
 
 PROFILES_PATH = Path(__file__).with_name("profiles.yaml")
-SUPPORTED_FORMATS = set(ARTIFACT_FORMATS)  # the list's one home: core/domain/lists.py
+SUPPORTED_FORMATS = set(ARTIFACT_FORMATS)  # the list's one home: domain/lists.py
 ONNX_QUANT_TYPES = ("q4",)
 # Formats whose artifact is scored as shipped, and the runtime it is scored in (eval/runners.py
 # takes the format's name as its runner kind).

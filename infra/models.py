@@ -49,7 +49,7 @@ class Org(Base):
 
 
 class ApiKey(Base):
-    """An org's API key (core/services/api_keys.py). Refused from `revoked_at` on (a rotation's grace
+    """An org's API key (services/api_keys.py). Refused from `revoked_at` on (a rotation's grace
     period sets it in the future) and from `expires_at` on; rotation makes a new row."""
 
     __tablename__ = "api_keys"
@@ -82,7 +82,7 @@ class File(Base):
 
 class FileTokenCount(Base):
     """A stored file's token counts as one base tokenizes it for one method at one max length: the
-    plan's costly part, computed once per key (files never change) by core/services/token_counts.py."""
+    plan's costly part, computed once per key (files never change) by services/token_counts.py."""
 
     __tablename__ = "file_token_counts"
     __table_args__ = (
@@ -106,7 +106,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ftjob"))
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # core.domain.job_config.JobConfig, as JSON
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # domain.job_config.JobConfig, as JSON
     model: Mapped[str] = mapped_column(String(256))
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512), nullable=True)
     hyperparameters: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # resolved values
@@ -212,7 +212,7 @@ class SyntheticDataset(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("synth"))
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(32), index=True)  # queued, running, succeeded, ...
-    task: Mapped[dict[str, Any]] = mapped_column(JSON)  # core.domain.job_config.TaskSpec, as JSON
+    task: Mapped[dict[str, Any]] = mapped_column(JSON)  # domain.job_config.TaskSpec, as JSON
     teacher: Mapped[dict[str, Any]] = mapped_column(JSON)  # the request's teacher options
     seed: Mapped[int] = mapped_column(Integer)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # phase, kept, wanted

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     job_requeue_after_s: float = 600.0
     queue_retry_after_s: int = 30  # Retry-After of a create answered 503 because the queue is down
 
-    # Fairness between orgs (core/services/limits.py): every authenticated call (REST, /v1/tools, MCP)
+    # Fairness between orgs (services/limits.py): every authenticated call (REST, /v1/tools, MCP)
     # counts against `rate_limit`; plans, job and dataset creates, uploads and the tool calls that do
     # them also against `heavy_rate_limit`, and at most `max_concurrent_heavy` of them run at once per
     # org. Over any of them: 429 with Retry-After. Limits are in the `limits` package's notation

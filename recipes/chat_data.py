@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.domain.chat_rows import parse_jsonl
-from core.domain.tool_calls import TOOL_CALL_END, TOOL_CALL_START, python_literal
+from domain.chat_rows import parse_jsonl
+from domain.tool_calls import TOOL_CALL_END, TOOL_CALL_START, python_literal
 
 TEMPLATES_DIR = Path(__file__).with_name("chat_templates")
 _GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")

@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
-from core.domain.job_config import Hyperparameters, LoraSettings
+from domain.job_config import Hyperparameters, LoraSettings
 from recipes.chat_data import inference_template, training_template
 from recipes.full_sft import load_trainable_model
 from recipes.preference_data import load_preference_rows

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.domain.lists import TrainingType
+from domain.lists import TrainingType
 
 Method = TrainingType
 GIB = 1024**3

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
-from core.domain.job_config import Hyperparameters
+from domain.job_config import Hyperparameters
 from recipes.chat_data import load_rows, training_template
 from recipes.speed import SpeedMode, SpeedPlan
 from recipes.training_common import (

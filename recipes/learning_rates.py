@@ -7,7 +7,7 @@ answers' likelihoods to move apart, and big steps drift from the reference (reci
 
 from __future__ import annotations
 
-from core.domain.lists import MethodType, TrainingType
+from domain.lists import MethodType, TrainingType
 from recipes.dpo import FULL_DPO_LR, LORA_DPO_LR
 from recipes.full_sft import FULL_SFT_LR
 

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
-from core.domain.job_config import Hyperparameters, LoraSettings
+from domain.job_config import Hyperparameters, LoraSettings
 from recipes.chat_data import load_rows, training_template
 from recipes.speed import SpeedMode, SpeedPlan
 

@@ -17,7 +17,7 @@ OpenAI's DPO fine-tuning format:
 Both become the canonical conversational row `{"prompt": [...], "chosen": [...], "rejected": [...],
 "tools": [...]?}`. A plain-string prompt becomes one user turn and a plain-string answer one
 assistant turn, so every row is rendered by the model's chat template, as it will be at inference.
-Messages obey core.domain.chat_rows' rules (the one rule for chat rows), and tool calls become LFM text the
+Messages obey domain.chat_rows' rules (the one rule for chat rows), and tool calls become LFM text the
 same way SFT rows do (recipes.chat_data.normalize_row).
 """
 
@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.domain.chat_rows import MAX_ROW_BYTES, RowError, check_row, parse_rows
+from domain.chat_rows import MAX_ROW_BYTES, RowError, check_row, parse_rows
 from recipes.chat_data import normalize_row
 
 # A preference row carries its prompt once and two answers: twice a chat row's byte limit.
@@ -141,7 +141,7 @@ def parse_preference_jsonl(
     data: bytes, max_row_bytes: int = MAX_PREFERENCE_ROW_BYTES
 ) -> tuple[list[dict[str, Any]], list[RowError]]:
     """Parse and validate a preference JSONL file: canonical rows and EVERY bad line with its reason
-    (core/domain/chat_rows.py parse_rows reads every JSONL file the same way)."""
+    (domain/chat_rows.py parse_rows reads every JSONL file the same way)."""
     return parse_rows(data, max_row_bytes, canonical_row)
 
 

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from core.domain.lists import TrainingType
+from domain.lists import TrainingType
 from recipes.chat_data import model_type
 from recipes.estimate import GIB, ModelShape, peak_memory
 

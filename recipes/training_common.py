@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 from transformers import TrainerCallback
 
-from core.domain.job_config import Hyperparameters, LoraSettings
+from domain.job_config import Hyperparameters, LoraSettings
 from recipes.base_models import LFM2_LORA_TARGETS
 from recipes.best_checkpoint import BestCheckpoint, Selection
 from recipes.chat_data import inference_template, model_type, training_template

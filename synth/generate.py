@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.domain.job_config import TaskSpec, eval_quota
+from domain.job_config import TaskSpec, eval_quota
 from synth import prompts
 from synth.filters import (
     MAX_ANSWER_CHARS,

@@ -60,7 +60,7 @@ def string_fields(schema: dict[str, Any], path: str = "") -> list[tuple[str, str
 
 
 def sample(schema: dict[str, Any], rng: random.Random, pools: dict[str, list[str]], path: str = "") -> Any:
-    """A value valid against `schema` (for the keywords core.domain.json_schema checks)."""
+    """A value valid against `schema` (for the keywords domain.json_schema checks)."""
     if "const" in schema:
         return schema["const"]
     if "enum" in schema:

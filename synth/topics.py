@@ -17,7 +17,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from core.domain.job_config import TaskSpec
+from domain.job_config import TaskSpec
 from synth import prompts
 from synth.filters import label_leak, normalize
 from synth.sampling import field_words, string_fields

@@ -2,8 +2,8 @@
 
 `row_problem(task, row)` parses the row's answer the way eval and an LFM runtime will and checks it
 against the task: a label from the set, a JSON object valid against the schema, an LFM tool call
-that parses (core.domain.tool_calls) to a known tool with arguments valid against that tool's parameters
-(core.domain.json_schema). Rows built correct by construction pass it too; it runs on them anyway,
+that parses (domain.tool_calls) to a known tool with arguments valid against that tool's parameters
+(domain.json_schema). Rows built correct by construction pass it too; it runs on them anyway,
 because it is what the tests and a customer's trust rely on.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.domain.answers import answer_problem
-from core.domain.chat_rows import check_row
-from core.domain.job_config import TaskSpec
-from core.domain.tool_calls import parse_tool_calls
+from domain.answers import answer_problem
+from domain.chat_rows import check_row
+from domain.job_config import TaskSpec
+from domain.tool_calls import parse_tool_calls
 from recipes.chat_data import TOOL_CALL_END, TOOL_CALL_START, to_lfm_tool_call
 
 
@@ -30,7 +30,7 @@ def answer_of(row: dict[str, Any]) -> str:
 def row_problem(task: TaskSpec, row: dict[str, Any]) -> str | None:
     """A drop reason (`invalid_row`, `label_not_in_set`, `json_invalid`, `schema_invalid`,
     `tool_call_unparsed`, `unknown_tool`, `arguments_invalid`), or None when the row is good.
-    Whether the answer is valid is the domain's rule (core/domain/answers.py); what is checked
+    Whether the answer is valid is the domain's rule (domain/answers.py); what is checked
     here only is the row around it."""
     if check_row(row) is not None or row["messages"][-1].get("role") != "assistant":
         return "invalid_row"

@@ -134,9 +134,9 @@ def _settle_unfinished_work() -> Iterator[None]:
         return
     from sqlalchemy import update
 
-    from core.services.spend_budgets import ACTIVE
     from infra.db import session_scope
     from infra.models import Job, SyntheticDataset, now
+    from services.spend_budgets import ACTIVE
 
     with session_scope() as session:
         for model in (Job, SyntheticDataset):
@@ -187,8 +187,8 @@ def server(platform: Platform) -> Iterator[Server]:
 
 
 def new_key(org: str | None = None) -> str:
-    from core.services.orgs import create_key
     from infra.db import session_scope
+    from services.orgs import create_key
 
     with session_scope() as session:
         _, key = create_key(session=session, org_name=org or f"org-{secrets.token_hex(4)}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core.services.billing import push_pending
 from infra.db import session_scope
 from infra.queue import BILLING_PUSH
+from services.billing import push_pending
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)

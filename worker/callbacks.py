@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import select
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from core.errors import BudgetExhausted
 from infra.db import session_scope
 from infra.models import Checkpoint, Job
+from services.errors import BudgetExhausted
 from worker import checkpoint_store
 from worker.context import JobContext
 

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.domain.job_config import JobConfig
-from core.domain.lists import GPU_STAGES
-from core.errors import BudgetExhausted
-from core.services.jobs import add_event
+from domain.job_config import JobConfig
+from domain.lists import GPU_STAGES
 from infra.db import session_scope
 from infra.models import Job
 from infra.price_book import price_book
 from infra.settings import get_settings
+from services.errors import BudgetExhausted
+from services.jobs import add_event
 
 
 class JobCancelled(Exception):

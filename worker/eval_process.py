@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import EdgetuneError
+from services.errors import EdgetuneError
 from worker.stage_process import POLL_S, ChildKind, child_main, run_in_child
 
 if TYPE_CHECKING:

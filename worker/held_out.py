@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.domain.job_config import MAX_EVAL_ROWS, JobConfig
-from core.services import files as file_service
+from domain.job_config import MAX_EVAL_ROWS, JobConfig
+from services import files as file_service
 
 if TYPE_CHECKING:
     from eval.scoring import HeldOut

@@ -25,11 +25,11 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.services.jobs import add_event
-from core.services.synthetic_datasets import fail_dataset
 from infra.db import session_scope
 from infra.models import Job, SyntheticDataset, now
 from infra.settings import get_settings
+from services.jobs import add_event
+from services.synthetic_datasets import fail_dataset
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""A fine-tune job, stage by stage, in core/domain/lists.py STAGES order: prepare → synthesize →
+"""A fine-tune job, stage by stage, in domain/lists.py STAGES order: prepare → synthesize →
 train → evaluate → export → gate → publish (worker/stages/<stage>.py each).
 
 Each stage is idempotent and recorded in `jobs.stages_done` with its outputs in `jobs.state`, so a
@@ -16,14 +16,14 @@ from typing import Any
 
 from sqlalchemy import update
 
-from core.domain.job_config import JobConfig
-from core.domain.lists import GPU_STAGES, LOCAL_OUTPUT_STAGES
-from core.errors import EdgetuneError
-from core.services.jobs import add_event, record_usage
+from domain.job_config import JobConfig
+from domain.lists import GPU_STAGES, LOCAL_OUTPUT_STAGES
 from infra.db import session_scope
 from infra.models import Job, now
 from infra.price_book import price_book
 from infra.settings import get_settings
+from services.errors import EdgetuneError
+from services.jobs import add_event, record_usage
 from worker.context import JobCancelled, JobContext, Stage, billing_compute
 from worker.lifecycle import JOBS, Heartbeat, claim
 from worker.stages import STAGES

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import EdgetuneError
+from services.errors import EdgetuneError
 
 if TYPE_CHECKING:
     from worker.context import JobContext
@@ -221,7 +221,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 def load_context(job_id: str, work_dir: Path) -> JobContext:
     """The job's context as the worker built it, from its row."""
-    from core.domain.job_config import JobConfig
+    from domain.job_config import JobConfig
     from infra.db import session_scope
     from infra.models import Job
     from worker.context import JobContext

@@ -2,7 +2,7 @@
 
 The synthesis itself is synth.generate.synthesize, the same call a fine-tune job's synthesize stage
 makes; this module claims the row, keeps its progress current, turns a cancel into `should_stop`,
-and stores the outcome through the service layer (core/services/synthetic_datasets.py).
+and stores the outcome through the service layer (services/synthetic_datasets.py).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 
 from sqlalchemy import update
 
-from core.domain.job_config import TaskSpec
-from core.schemas.synthetic_datasets import TeacherOptions
-from core.services import synthetic_datasets as svc
+from domain.job_config import TaskSpec
 from infra.db import session_scope
 from infra.models import SyntheticDataset
 from infra.queue import RUN_SYNTHETIC_DATASET
+from services import synthetic_datasets as svc
+from services.schemas.synthetic_datasets import TeacherOptions
 from worker.celery_app import celery_app
 from worker.lifecycle import DATASETS, Heartbeat, claim
 

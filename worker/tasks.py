@@ -18,13 +18,11 @@ log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-@celery_app.task(
-    name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
-)
+@celery_app.task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10)
 def run_job(self: Task, job_id: str) -> None:
     if not _job_exists(job_id):
         # The API sends a job's message just before it commits the job, so that a queue outage
-        # stores nothing (core/services/jobs.py enqueue): a worker quicker than that commit asks
+        # stores nothing (services/jobs.py enqueue): a worker quicker than that commit asks
         # again shortly. A job that never appears (its commit failed) is dropped after the retries.
         raise self.retry(countdown=0.5)
     run_pipeline(job_id)

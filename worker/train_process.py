@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.domain.lists import RECIPES, RecipeName
-from core.errors import EdgetuneError
+from domain.lists import RECIPES, RecipeName
+from services.errors import EdgetuneError
 from worker.stage_process import POLL_S, ChildKind, child_main, load_context, run_in_child
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class TrainingFailed(EdgetuneError):
 
 def recipe_parts(name: RecipeName) -> tuple[Callable[..., Any], type[BaseModel], type[BaseModel]]:
     """A recipe's train function, config class and result class: the one table of them (the names
-    are core/domain/lists.py RECIPES; each recipe is recipes/<name>.py)."""
+    are domain/lists.py RECIPES; each recipe is recipes/<name>.py)."""
     from recipes import dpo, full_sft, lora_sft
     from recipes.dpo import DPOResult
     from recipes.training_common import TrainResult
@@ -131,8 +131,8 @@ def _with_replay(ctx: JobContext, cfg: Any) -> Any:
     """The recipe's config training on its rows plus the base model's own answers to general
     prompts (recipes/replay.py), written once to output_dir/replay.jsonl (a rerun reuses them).
     Generated here, in the training process: the one that may hold the GPU."""
-    from core.domain.chat_rows import to_jsonl
-    from core.domain.job_config import replay_applies, replay_count
+    from domain.chat_rows import to_jsonl
+    from domain.job_config import replay_applies, replay_count
     from recipes.chat_data import load_rows
     from recipes.replay import mixed
 

@@ -25,11 +25,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.agent.tools import TOOLS, ToolContext, ToolSpec, error_text, run_tool
-from core.errors import AuthenticationError, EdgetuneError
-from core.services import limits
-from core.services.orgs import authenticate
 from infra.db import get_sessionmaker
 from infra.settings import DEFAULT_API_URL, get_settings
+from services import limits
+from services.errors import AuthenticationError, EdgetuneError
+from services.orgs import authenticate
 
 MCP_PATH = "/mcp"
 INSTRUCTIONS = (

@@ -15,17 +15,17 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from sqlalchemy.orm import Session
 
-from core.domain.job_config import JobConfig
-from core.errors import EdgetuneError, InvalidRequest, NotFound
-from core.schemas.artifacts import ArtifactPublic
-from core.schemas.common import ListPublic
-from core.schemas.files import FilePublic
-from core.schemas.jobs import EventPublic, JobPublic
-from core.schemas.plans import PlanPublic
-from core.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
-from core.services import artifacts, files, jobs, limits, plans
-from core.services import synthetic_datasets as datasets
+from domain.job_config import JobConfig
 from infra.models import Org
+from services import artifacts, files, jobs, limits, plans
+from services import synthetic_datasets as datasets
+from services.errors import EdgetuneError, InvalidRequest, NotFound
+from services.schemas.artifacts import ArtifactPublic
+from services.schemas.common import ListPublic
+from services.schemas.files import FilePublic
+from services.schemas.jobs import EventPublic, JobPublic
+from services.schemas.plans import PlanPublic
+from services.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
 
 PRESIGNED_URL_EXPIRES_S = 3600  # infra.storage's presigned_url default
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOrg, SessionDep
-from core.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeyRotate
-from core.schemas.common import ListPublic
-from core.services import api_keys as svc
+from services import api_keys as svc
+from services.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeyRotate
+from services.schemas.common import ListPublic
 
 router = APIRouter(prefix="/api_keys", tags=["api_keys"])
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Header
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api.deps import CurrentOrg, SessionDep
-from core.schemas.artifacts import ArtifactPublic
-from core.schemas.common import ListPublic
-from core.services import artifacts as svc
+from services import artifacts as svc
+from services.schemas.artifacts import ArtifactPublic
+from services.schemas.common import ListPublic
 
 router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 

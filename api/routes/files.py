@@ -7,10 +7,10 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentOrg, HeavyOrg, SessionDep
 from api.multipart_upload import OPENAPI_REQUEST_BODY, Upload, receive_upload, upload_dir
-from core.schemas.common import DeletedPublic, ListPublic
-from core.schemas.files import FilePublic
-from core.services import files as svc
 from infra.models import File, Org
+from services import files as svc
+from services.schemas.common import DeletedPublic, ListPublic
+from services.schemas.files import FilePublic
 
 router = APIRouter(tags=["files"])
 

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import HTMLResponse
 
 from api.deps import CurrentOrg, HeavyOrg, SessionDep
-from core.schemas.common import ListPublic
-from core.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
-from core.schemas.plans import PlanPublic
-from core.schemas.reports import JobReportPublic
-from core.services import jobs as svc
-from core.services import plans, reports
+from services import jobs as svc
+from services import plans, reports
+from services.schemas.common import ListPublic
+from services.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
+from services.schemas.plans import PlanPublic
+from services.schemas.reports import JobReportPublic
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOrg, SessionDep
-from core.schemas.artifacts import ModelPublic
-from core.schemas.common import ListPublic
-from core.services import models as svc
+from services import models as svc
+from services.schemas.artifacts import ModelPublic
+from services.schemas.common import ListPublic
 
 router = APIRouter(tags=["models"])
 

@@ -3,14 +3,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOrg, SessionDep
-from core.schemas.common import DeletedPublic, ListPublic
-from core.schemas.registry import (
+from services import model_registry as svc
+from services.schemas.common import DeletedPublic, ListPublic
+from services.schemas.registry import (
     ModelAliasPublic,
     ModelAliasUpdate,
     ModelVersionPublic,
     RegisteredModelPublic,
 )
-from core.services import model_registry as svc
 
 router = APIRouter(prefix="/registry/models", tags=["registry"])
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentOrg, HeavyOrg, SessionDep
-from core.schemas.common import ListPublic
-from core.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
-from core.services import synthetic_datasets as svc
+from services import synthetic_datasets as svc
+from services.schemas.common import ListPublic
+from services.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
 
 router = APIRouter(prefix="/synthetic_datasets", tags=["synthetic-datasets"])
 

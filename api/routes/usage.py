@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import CurrentOrg, SessionDep
-from core.domain.job_config import MAX_UNIX_TIME
-from core.schemas.usage import GroupBy, InvoicePreviewPublic, UsagePublic
-from core.services import usage as svc
+from domain.job_config import MAX_UNIX_TIME
+from services import usage as svc
+from services.schemas.usage import GroupBy, InvoicePreviewPublic, UsagePublic
 
 router = APIRouter(prefix="/usage", tags=["usage"])
 

@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 
 from api.deps import SessionDep
-from core.errors import InvalidRequest
-from core.schemas.billing import WebhookAckPublic
-from core.services import billing as svc
+from services import billing as svc
+from services.errors import InvalidRequest
+from services.schemas.billing import WebhookAckPublic
 
 router = APIRouter(prefix="/webhooks", tags=["billing"])
 

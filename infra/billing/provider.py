@@ -1,5 +1,5 @@
 """The billing-provider seam: the three things edgetune asks of a provider, and the choice of one
-from settings. Service code (core/services/billing.py) only talks to this protocol."""
+from settings. Service code (services/billing.py) only talks to this protocol."""
 
 from __future__ import annotations
 

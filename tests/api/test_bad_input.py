@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.domain.job_config import MAX_ID_LENGTH, MAX_JSON_DEPTH, MAX_UNIX_TIME
+from domain.job_config import MAX_ID_LENGTH, MAX_JSON_DEPTH, MAX_UNIX_TIME
 from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import free_port
 from tests.support.stripe_standin import shared_standin, sign, stripe_configured

@@ -15,8 +15,8 @@ import pytest
 from starlette.requests import Request
 
 import api.multipart_upload as mp
-from core.errors import InvalidRequest, PayloadTooLarge
 from infra.settings import get_settings
+from services.errors import InvalidRequest, PayloadTooLarge
 from tests.api.helpers import chat_row, jsonl, sentiment_rows
 from tests.conftest import new_key
 

@@ -19,7 +19,7 @@ built on it may put a job body on the tiny local LFM2 (tests/conftest.py `tiny_b
 training and validation files of the org, give an upload a valid file, and point a path id or a
 tool's `job_id` / `dataset_id` at a real file, job, synthetic dataset or API key of the org. So plans
 tokenize and count, creates store and queue jobs, and reports, downloads, cancels, revokes and
-rotations run on real rows. The org's rate limits and active-job cap (core/services/limits.py) are
+rotations run on real rows. The org's rate limits and active-job cap (services/limits.py) are
 raised for the run: they would otherwise answer 429 to nearly every heavy call (tests/api/test_limits.py
 tests them).
 
@@ -194,7 +194,7 @@ def problem_with(status: int, content_type: str, text: str) -> str | None:
     return None
 
 
-# Generous enough that no generated call is refused for rate or count (settings of core/services/limits.py).
+# Generous enough that no generated call is refused for rate or count (settings of services/limits.py).
 GENEROUS = {
     "EDGETUNE_RATE_LIMIT": "1000000/minute",
     "EDGETUNE_HEAVY_RATE_LIMIT": "1000000/minute",

@@ -1,4 +1,4 @@
-"""Fairness between orgs (core/services/limits.py) and plans cached per file (token_counts.py),
+"""Fairness between orgs (services/limits.py) and plans cached per file (token_counts.py),
 on the live server with PostgreSQL and its counters in the test Redis."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from core.services import limits
 from infra.db import session_scope
 from infra.models import FileTokenCount, Org
 from infra.settings import get_settings
+from services import limits
 from tests.api.helpers import jsonl, preference_rows, sentiment_rows
 from tests.conftest import new_key
 
@@ -21,7 +21,7 @@ def _api(server, key: str) -> httpx.Client:
 
 
 def _org_of(key: str) -> Org:
-    from core.services.api_keys import authenticate
+    from services.api_keys import authenticate
 
     with session_scope() as session:
         org = authenticate(session=session, authorization=f"Bearer {key}")
@@ -123,7 +123,7 @@ def _token_rows(file_id: str) -> int:
 
 
 def test_a_plan_tokenizes_a_file_once_per_base_and_method(server, tiny_base, monkeypatch) -> None:
-    import core.services.token_counts as token_counts
+    import services.token_counts as token_counts
 
     calls: list[int] = []
     real = token_counts.count_tokens

@@ -178,9 +178,9 @@ def test_a_job_over_its_own_budget_is_refused_and_nothing_is_stored(
 
 
 def test_org_budget_counts_spend_and_running_quotes(client, api, api_key, train_file, tiny_base) -> None:
-    from core.services.orgs import authenticate
-    from core.services.spend_budgets import set_org_budget
     from infra.db import session_scope
+    from services.orgs import authenticate
+    from services.spend_budgets import set_org_budget
 
     quote = api.post("/fine_tuning/jobs/plan", json={"model": tiny_base, "training_file": train_file}).json()[
         "quote"
@@ -204,10 +204,10 @@ def test_org_budget_counts_spend_and_running_quotes(client, api, api_key, train_
 def test_evaluate_estimate_counts_the_probe_for_base_and_fine_tuned() -> None:
     """The evaluate stage answers the held-out rows with every model and artifact, and the
     general-ability probe with base and fine-tuned: both are in the estimate."""
-    from core.domain.job_config import JobConfig
-    from core.services.plans import _Data, _stage_seconds
+    from domain.job_config import JobConfig
     from eval.probe import load_probe
     from infra.price_book import price_book
+    from services.plans import _Data, _stage_seconds
 
     book = price_book()
     targets = ["laptop-cpu", "gpu-server", "browser-webgpu"]
@@ -222,9 +222,9 @@ def test_evaluate_estimate_counts_the_probe_for_base_and_fine_tuned() -> None:
 def test_train_estimate_counts_the_held_out_scores_of_checkpoint_selection() -> None:
     """Keeping the best checkpoint scores `evals` times on up to `eval_rows` held-out rows during
     training: priced as eval rows inside the train stage; shipping the last step costs none."""
-    from core.domain.job_config import JobConfig
-    from core.services.plans import _Data, _stage_seconds
+    from domain.job_config import JobConfig
     from infra.price_book import price_book
+    from services.plans import _Data, _stage_seconds
 
     book = price_book()
 
@@ -250,9 +250,9 @@ def test_train_estimate_counts_the_held_out_scores_of_checkpoint_selection() -> 
 def test_a_target_whose_artifact_would_surely_be_over_its_size_budget_is_refused_before_training(
     targets: list[str], params: int, refused: str | None
 ) -> None:
-    from core.domain.job_config import JobConfig
-    from core.errors import InvalidRequest
-    from core.services.plans import check_artifact_sizes
+    from domain.job_config import JobConfig
+    from services.errors import InvalidRequest
+    from services.plans import check_artifact_sizes
 
     cfg = JobConfig.model_validate(
         {"model": "LiquidAI/LFM2-350M", "training_file": "file-x", "targets": targets}

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.errors import EvalGateFailed
+from services.errors import EvalGateFailed
 from tests.conftest import new_key
 from tests.support.ledger import org_of
 from tests.worker.test_registry_publish import exported_job

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.domain.job_config import (
+from domain.job_config import (
     MAX_DESCRIPTION_LENGTH,
     MAX_LABEL_LENGTH,
     MAX_LABELS,

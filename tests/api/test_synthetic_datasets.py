@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from core.domain.chat_rows import check_row
+from domain.chat_rows import check_row
 from infra.db import session_scope
 from infra.models import UsageRecord
 from synth.filters import normalize

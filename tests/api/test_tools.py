@@ -129,8 +129,8 @@ def test_download_url_is_presigned_on_s3(api, api_key, tiny_base) -> None:
 def test_download_url_streams_from_the_api_on_a_local_store(
     api, api_key, tiny_base, tmp_path, monkeypatch
 ) -> None:
-    from core.services import artifacts
     from infra.storage import LocalStore
+    from services import artifacts
 
     store = LocalStore(tmp_path / "store")
     monkeypatch.setattr(artifacts, "get_store", lambda: store)  # the server runs in this process

@@ -8,8 +8,8 @@ import datetime as dt
 import httpx
 import pytest
 
-from core.services.usage import period_bounds
 from infra.models import now
+from services.usage import period_bounds
 from tests.conftest import new_key
 from tests.support.ledger import add_row, new_job, org_of
 

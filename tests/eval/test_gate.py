@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.domain.gate_policy import GatePolicy
+from domain.gate_policy import GatePolicy
 from eval.gate import BudgetCheck, decide_gate
 from eval.metrics import EvalResult, MetricScore, score
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from core.domain.json_schema import schema_errors
-from core.domain.tool_calls import TOOL_CALL_END, TOOL_CALL_START, parse_tool_calls
+from domain.json_schema import schema_errors
+from domain.tool_calls import TOOL_CALL_END, TOOL_CALL_START, parse_tool_calls
 from eval.grammar import grammar_for, grammar_parses, has_marker_tokens
 from eval.runners import evaluate_model, generate_gguf
 from eval.runtime_stats import RuntimeStats

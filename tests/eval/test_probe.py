@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.domain.gate_policy import GatePolicy
+from domain.gate_policy import GatePolicy
 from eval.gate import decide_gate
 from eval.metrics import EvalResult, score_classification
 from eval.probe import (

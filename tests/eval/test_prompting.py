@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from core.domain.canonical import normalize
+from domain.canonical import normalize
 from eval.prompting import (
     candidate_shots,
     choose_k,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.domain.job_config import JobConfig
+from domain.job_config import JobConfig
 from export.adapter_gguf import (
     ADAPTER_FORMAT,
     AdapterGGUFError,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from core.domain.job_config import JobConfig, TaskSpec
+from domain.job_config import JobConfig, TaskSpec
 from eval.metrics import score
 from export.manifest import (
     TRANSFORMERS_JS,

@@ -16,7 +16,7 @@ What each test proves, and what it does not:
   agree to a measured bound. On the random model the text is noise (" be be be ...") but the
   arithmetic is the real LFM2 graph; on SmolLM2 it is real text.
 - tool call: a tool call continuation (teacher-forced: the random model cannot write one) tokenizes
-  to the same ids in both runtimes, each runtime's decoding of them parses with core.domain.tool_calls to
+  to the same ids in both runtimes, each runtime's decoding of them parses with domain.tool_calls to
   the same call, and both give it the same log-likelihood. SmolLM2, shown two examples, writes the
   call itself through both eval runners, and both answers parse to the same call.
 - eval runners: eval/runners.generate_hf and generate_gguf, the code that scores models and
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.domain.tool_calls import ToolCall, parse_tool_calls
+from domain.tool_calls import ToolCall, parse_tool_calls
 from eval.gguf_chat import render_gguf, tokenize_gguf
 from eval.runners import MAX_NEW_TOKENS, generate_gguf, generate_hf
 from export.gguf_export import convert_to_gguf
@@ -332,7 +332,7 @@ def test_a_quantization_that_breaks_the_model_is_caught_by_the_artifact_eval(
 
     from gguf import GGUFReader
 
-    from core.domain.gate_policy import GatePolicy
+    from domain.gate_policy import GatePolicy
     from eval.gate import decide_gate
     from eval.probe import run_probe
 

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from core.services.billing import push_pending
-from core.services.jobs import record_usage
 from infra.billing import get_billing_provider
 from infra.db import get_sessionmaker, session_scope
 from infra.models import Job, UsageRecord
+from services.billing import push_pending
+from services.jobs import record_usage
 from tests.conftest import free_port
 from tests.support.ledger import add_row, customer_of, new_job, org_of, rows_of
 from tests.support.stripe_standin import StripeStandin, shared_standin, stripe_configured

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from transformers import TrainerCallback
 
-from core.domain.job_config import Hyperparameters, LoraSettings
+from domain.job_config import Hyperparameters, LoraSettings
 from recipes.base_models import LFM2_LORA_TARGETS
 from recipes.dpo import FULL_DPO_LR, LORA_DPO_LR, DPORecipeConfig, main, to_preference_dataset, train
 from recipes.preference_data import load_preference_rows

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from transformers import TrainerCallback
 
-from core.domain.job_config import Hyperparameters
+from domain.job_config import Hyperparameters
 from recipes.full_sft import FULL_SFT_LR, FullSFTConfig, main, train
 from recipes.lora_sft import LoraSFTConfig
 from recipes.training_common import ResolvedHyperparameters, latest_checkpoint

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from transformers import TrainerCallback
 
-from core.domain.job_config import Hyperparameters, LoraSettings
+from domain.job_config import Hyperparameters, LoraSettings
 from recipes.base_models import LFM2_LORA_TARGETS
 from recipes.lora_sft import (
     LoraSFTConfig,

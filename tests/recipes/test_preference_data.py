@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.domain.chat_rows import RowError
+from domain.chat_rows import RowError
 from recipes.preference_data import (
     canonical_row,
     load_preference_rows,

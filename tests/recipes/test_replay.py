@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from core.domain.job_config import ReplayPolicy, replay_count
+from domain.job_config import ReplayPolicy, replay_count
 from eval.probe import load_probe
 from recipes.replay import PROMPTS_FILE, mixed, prompt_rows, replay_prompts, replay_rows
 

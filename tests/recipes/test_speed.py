@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from core.domain.job_config import Hyperparameters, LoraSettings
+from domain.job_config import Hyperparameters, LoraSettings
 from recipes import lora_sft, speed
 from recipes.chat_data import TEMPLATES_DIR
 from recipes.estimate import GIB, ModelShape, peak_memory

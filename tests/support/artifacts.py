@@ -9,10 +9,10 @@ from infra.storage import ArtifactStore
 
 
 def seed_artifact(api_key: str, job_id: str, data: bytes, store: ArtifactStore | None = None) -> str:
-    from core.services.orgs import authenticate
     from infra.db import session_scope
     from infra.models import Artifact, new_id
     from infra.storage import get_store
+    from services.orgs import authenticate
 
     with session_scope() as session:
         org = authenticate(session=session, authorization=f"Bearer {api_key}")

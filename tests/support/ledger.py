@@ -12,7 +12,7 @@ from infra.models import Job, Org, UsageRecord, now
 
 
 def org_of(api_key: str) -> str:
-    from core.services.orgs import authenticate
+    from services.orgs import authenticate
 
     with session_scope() as session:
         return authenticate(session=session, authorization=f"Bearer {api_key}").id

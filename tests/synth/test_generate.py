@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from core.domain.chat_rows import check_row
-from core.domain.job_config import TaskSpec
+from domain.chat_rows import check_row
+from domain.job_config import TaskSpec
 from synth.filters import normalize
 from synth.generate import MAX_REQUESTS_PER_ROW, SynthResult, synthesize
 from synth.prompts import PROMPT_VERSION, classification_instruction

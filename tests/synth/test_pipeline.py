@@ -8,7 +8,7 @@ import json
 import random
 from typing import Any
 
-from core.domain.job_config import TaskSpec
+from domain.job_config import TaskSpec
 from synth.filters import normalize
 from synth.generate import SynthResult, parse_score, synthesize
 from synth.prompts import PROMPT_VERSION, TEMPLATE_VERSIONS
@@ -232,7 +232,7 @@ def test_version_1_bodies_keep_the_built_in_subjects_and_send_no_planning_reques
 
 
 def test_sampled_values_satisfy_their_schema() -> None:
-    from core.domain.json_schema import schema_errors
+    from domain.json_schema import schema_errors
     from synth.sampling import sample
 
     schema = {

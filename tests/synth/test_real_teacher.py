@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.domain.chat_rows import check_row
-from core.domain.job_config import TaskSpec
-from core.domain.tool_calls import parse_tool_calls
+from domain.chat_rows import check_row
+from domain.job_config import TaskSpec
+from domain.tool_calls import parse_tool_calls
 from synth.filters import normalize
 from synth.generate import SynthResult, synthesize
 from synth.llama_server import TeacherServerError, bundled_teacher_gguf, model_alias, serve_gguf

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core.domain.job_config import JobConfig, TaskSpec
+from domain.job_config import JobConfig, TaskSpec
 
 TOOL = {
     "type": "function",

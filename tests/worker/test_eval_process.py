@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 import eval.probe
-from core.domain.job_config import JobConfig
+from domain.job_config import JobConfig
 from eval.probe import load_probe
 from infra.db import session_scope
 from infra.models import JobEvent

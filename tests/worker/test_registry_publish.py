@@ -16,10 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from core.domain.job_config import JobConfig
-from core.errors import EvalGateFailed
+from domain.job_config import JobConfig
 from infra.db import session_scope
 from infra.models import Artifact, Job, ModelVersion, RegisteredModel
+from services.errors import EvalGateFailed
 from tests.conftest import new_key
 from tests.support.ledger import org_of
 from worker.context import JobCancelled, JobContext
@@ -165,8 +165,8 @@ def test_concurrent_attempts_of_one_publish_write_one_set_of_rows(org, tmp_path)
 
 
 def test_a_cancel_that_lands_before_the_transaction_leaves_no_row(org, tmp_path) -> None:
-    from core.services.jobs import cancel_job
     from infra.models import Org
+    from services.jobs import cancel_job
     from worker.stages.publish import _commit, _upload_target, publish
 
     _, org_id = org

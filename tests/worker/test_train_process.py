@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from core.domain.job_config import JobConfig
+from domain.job_config import JobConfig
 from infra.db import session_scope
 from infra.models import Job
 from infra.settings import get_settings

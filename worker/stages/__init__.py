@@ -1,11 +1,11 @@
-"""The stages of a job, one module each, run in the order core/domain/lists.py gives. Each takes the
+"""The stages of a job, one module each, run in the order domain/lists.py gives. Each takes the
 job context and returns its outputs (merged into `jobs.state`); the heavy lifting lives in recipes/,
 synth/, eval/ and export/."""
 
 from __future__ import annotations
 
-from core.domain.lists import STAGES as STAGE_NAMES
-from core.domain.lists import StageName
+from domain.lists import STAGES as STAGE_NAMES
+from domain.lists import StageName
 from worker.context import Stage
 from worker.stages.evaluate import evaluate
 from worker.stages.export import export

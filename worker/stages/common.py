@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.errors import BudgetExhausted, InvalidRequest
 from infra.db import session_scope
 from infra.models import File
 from infra.storage import get_store
+from services.errors import BudgetExhausted, InvalidRequest
 from worker.context import JobCancelled, JobContext
 
 

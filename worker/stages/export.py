@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ExportFailed
+from services.errors import ExportFailed
 from worker.context import JobContext
 from worker.held_out import read_rows
 

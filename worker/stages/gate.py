@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import EvalGateFailed
+from services.errors import EvalGateFailed
 from worker.context import JobContext, save_state
 from worker.stages.publish import store_rejected
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import update
 
-from core.services import model_registry as registry_service
 from infra.db import session_scope
 from infra.models import Artifact, Job, ModelVersion, Org, now
 from infra.storage import get_store
+from services import model_registry as registry_service
 from worker.context import JobCancelled, JobContext
 
 

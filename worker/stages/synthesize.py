@@ -5,11 +5,11 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from core.domain.chat_rows import to_jsonl
-from core.errors import InsufficientData
+from domain.chat_rows import to_jsonl
 from infra.db import session_scope
 from infra.models import Job, Org
 from infra.price_book import price_book
+from services.errors import InsufficientData
 from worker.context import JobContext
 
 if TYPE_CHECKING:
@@ -20,8 +20,8 @@ from worker.stages.common import download_file
 def _teacher(ctx: JobContext) -> AbstractContextManager[TeacherClient]:
     """The server's teacher (EDGETUNE_TEACHER_*, else the bundled SmolLM2 on llama.cpp), its cost
     capped at what the job's budget_usd leaves: the run stops at the cap instead of overshooting."""
-    from core.schemas.synthetic_datasets import TeacherOptions
-    from core.services.synthetic_datasets import open_teacher
+    from services.schemas.synthetic_datasets import TeacherOptions
+    from services.synthetic_datasets import open_teacher
 
     max_cost = None
     if ctx.config.budget_usd is not None:
@@ -35,7 +35,7 @@ def _teacher(ctx: JobContext) -> AbstractContextManager[TeacherClient]:
 def _store_rows(ctx: JobContext, rows: list[dict[str, Any]], name: str) -> str:
     """Save generated rows as a file of the org (the dataset API's store_rows) and list it in the
     job's result_files."""
-    from core.services.synthetic_datasets import store_rows
+    from services.synthetic_datasets import store_rows
 
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
@@ -112,7 +112,7 @@ def _round_event(ctx: JobContext, r: dict[str, Any]) -> None:
 
 
 def _bill_teacher(ctx: JobContext, tokens: int) -> None:
-    from core.services.jobs import record_usage
+    from services.jobs import record_usage
 
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)

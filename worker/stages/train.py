@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from core.domain.chat_rows import to_jsonl
-from core.domain.job_config import Hyperparameters, held_out_count
-from core.domain.lists import RecipeName, recipe_for
+from domain.chat_rows import to_jsonl
+from domain.job_config import Hyperparameters, held_out_count
+from domain.lists import RecipeName, recipe_for
 from infra.db import session_scope
 from infra.models import Checkpoint, Job
 from infra.settings import get_settings

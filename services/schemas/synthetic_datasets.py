@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.job_config import TaskSpec
+from services.schemas.jobs import JobError
+
+DatasetStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+# Teacher settings a request may give; what it leaves out comes from EDGETUNE_TEACHER_* (by
+# default the bundled SmolLM2-135M-Instruct, served by llama.cpp for the run)
+class TeacherOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="OpenAI-compatible API root, e.g. https://host/v1."
+    )
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    api_key: str | None = Field(
+        default=None, max_length=512, description="Stored for the run, never returned."
+    )
+    max_concurrency: int = Field(default=2, ge=1, le=16, description="Teacher requests in flight at once.")
+    max_total_tokens: int | None = Field(default=None, ge=1000, description="Token budget of the run.")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="Cost budget of the run, in USD.")
+
+
+# The teacher as returned: everything but the key
+class TeacherPublic(BaseModel):
+    base_url: str | None
+    model: str | None
+    max_concurrency: int
+    max_total_tokens: int | None
+    max_cost_usd: float | None
+
+
+# Shared properties of a synthetic dataset
+class SyntheticDatasetBase(BaseModel):
+    task: TaskSpec
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Same seed, teacher and spec: same rows.")
+
+
+# Properties to receive on creation
+class SyntheticDatasetCreate(SyntheticDatasetBase):
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: TeacherOptions = Field(default_factory=TeacherOptions)
+
+
+# Properties to return via API; training_file / validation_file plug straight into
+# POST /v1/fine_tuning/jobs
+class SyntheticDatasetPublic(SyntheticDatasetBase):
+    id: str
+    object: Literal["synthetic_dataset"] = "synthetic_dataset"
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    status: DatasetStatus
+    progress: dict[str, Any]
+    report: dict[str, Any] | None
+    error: JobError | None
+    training_file: str | None
+    validation_file: str | None
+    teacher: TeacherPublic
+    total_cost_usd: float
