@@ -4,7 +4,12 @@ configured does), synthesizes each task at each concurrency with the same seed, 
 markdown table: rows kept per minute, completion tokens per second, drop rate by reason.
 
     .venv/bin/python -m bench.synth_throughput [--tasks classification,chat] [--concurrency 1,4]
-        [--rows 24] [--seed 11] [--threads N] [--repeats 1]
+        [--rows 24] [--seed 11] [--threads N] [--repeats 1] [--round-trip off,measure,filter]
+
+`--round-trip` runs classification once per mode (domain/job_config.py TaskSpec.round_trip): with
+`measure` the rows are those of `off` plus one labelling request each, so the difference in teacher
+tokens is what the round trip costs, and its agreement rate is how often the teacher labels its
+own text as it was asked to write it.
 
 What to expect from concurrency: `llama_cpp.server` (llama-cpp-python) has one model object behind
 a global lock, so it decodes one completion at a time; it has no parallel-slot setting (llama.cpp's
@@ -74,6 +79,7 @@ def run_one(base_url: str, task: TaskSpec, concurrency: int, seed: int) -> dict[
         "completion_tokens": result.usage.completion_tokens,
         "total_tokens": result.usage.total_tokens,
         "dropped": report["dropped_by_reason"],
+        "round_trip": report.get("round_trip"),
     }
 
 
@@ -97,17 +103,25 @@ def drops(row: dict[str, Any]) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| task | concurrency | rows kept | wall | rows kept/min | requests | completion tok/s "
-        "| teacher tokens | drop rate (of generated): reasons | 1-min load after |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| teacher tokens | drop rate (of generated): reasons | round trip: agreed/checked "
+        "| 1-min load after |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     lines = [
         f"| {r['task']} | {r['concurrency']} | {r['kept']}/{r['wanted']} | {r['wall_s']:.1f} s "
         f"| {r['kept'] / r['wall_s'] * 60:.1f} | {r['requests']} "
         f"| {r['completion_tokens'] / r['wall_s']:.1f} | {r['total_tokens']:,} | {drops(r)} "
-        f"| {r['load']:.1f} |"
+        f"| {round_trip(r['round_trip'])} | {r['load']:.1f} |"
         for r in rows
     ]
     return head + "\n".join(lines)
+
+
+def round_trip(rt: dict[str, Any] | None) -> str:
+    if rt is None:
+        return "off"
+    rate = "-" if rt["agreement_rate"] is None else f"{rt['agreement_rate']:.0%}"
+    return f"{rt['mode']}: {rt['agreed']}/{rt['checked']} ({rate})"
 
 
 def machine(threads: int) -> str:
@@ -128,6 +142,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: half the cores)")
     p.add_argument("--repeats", type=int, default=1, help="passes over the levels, alternating order")
+    p.add_argument("--round-trip", default="off", help="comma-separated modes, for classification")
     args = p.parse_args()
     threads = args.threads or default_threads()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -136,11 +151,14 @@ def main() -> None:
     with serve_gguf(bundled_teacher_gguf(), n_threads=threads) as base_url:
         warm_up(base_url)
         for name in args.tasks.split(","):
-            task = TaskSpec.model_validate({**TASKS[name], "num_examples": args.rows})
-            for rep in range(args.repeats):
-                for level in levels if rep % 2 == 0 else levels[::-1]:
-                    results.append(run_one(base_url, task, level, args.seed))
-                    print(f"done: {name} at concurrency {level}", flush=True)  # noqa: T201
+            modes = args.round_trip.split(",") if name == "classification" else ["off"]
+            for mode in modes:
+                spec = {**TASKS[name], "num_examples": args.rows, "round_trip": mode}
+                task = TaskSpec.model_validate(spec)
+                for rep in range(args.repeats):
+                    for level in levels if rep % 2 == 0 else levels[::-1]:
+                        results.append(run_one(base_url, task, level, args.seed))
+                        print(f"done: {name} ({mode}) at concurrency {level}", flush=True)  # noqa: T201
     load_after = os.getloadavg()[0]
     print(f"\n{machine(threads)}; 1-min load {load_before:.2f} before, {load_after:.2f} after\n")  # noqa: T201
     print(table(results))  # noqa: T201

@@ -334,6 +334,13 @@ class TaskSpec(BaseModel):
         description="When set, an LLM judge scores each row against it; rows below judge_min_score go.",
     )
     judge_min_score: int = Field(default=4, ge=1, le=5, description="Lowest judge score (1-5) kept.")
+    round_trip: Literal["off", "measure", "filter"] = Field(
+        default="off",
+        description="Classification: the teacher labels each synthesized text as the fine-tuned model "
+        "will see it (temperature 0), and the dataset report says how often it agrees with the label "
+        "the text was written for; 'filter' also drops the rows it disagrees with (one more teacher "
+        "request per candidate).",
+    )
     constraints: list[str] = Field(
         default_factory=list,
         max_length=MAX_CONSTRAINTS,
@@ -450,6 +457,11 @@ class TaskSpec(BaseModel):
     def task_type(self) -> EvalTaskType:
         """The eval scorer's name for this task (eval.metrics.TaskType): chat is scored as generation."""
         return EVAL_TASK_TYPE[self.type]
+
+    @property
+    def round_trips(self) -> bool:
+        """Whether synthesis asks the teacher to label each text again (classification only)."""
+        return self.round_trip != "off" and self.type == "classification"
 
     def tool_schemas(self) -> dict[str, dict[str, Any]]:
         """Each tool's name -> its `function` object (name, description, parameters)."""

@@ -22,6 +22,7 @@ class Throughput(BaseModel):
     prepare_s: float = Field(ge=0)
     synth_s_per_row: float = Field(ge=0)
     teacher_tokens_per_row: float = Field(ge=0)
+    round_trip_tokens_per_row: float = Field(ge=0)
     eval_s_per_row: float = Field(ge=0)
     export_s_per_target: float = Field(ge=0)
     publish_s: float = Field(ge=0)

@@ -373,7 +373,9 @@ def _quote(
             _item(stage, f"{stage} on {cls}", f"{cls}_second", seconds[stage], book.compute_rate(cls))
         )
     if cfg.task and not cfg.training_file:
-        tokens_k = (data.train_rows + data.eval_rows) * book.throughput.teacher_tokens_per_row / 1000
+        t = book.throughput
+        per_row = t.teacher_tokens_per_row + (t.round_trip_tokens_per_row if cfg.task.round_trips else 0.0)
+        tokens_k = (data.train_rows + data.eval_rows) * per_row / 1000
         items.append(
             _item("synthesize", "teacher tokens", "teacher_1k_tokens", tokens_k, book.teacher_1k_tokens)
         )

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domain.job_config import TaskSpec, eval_quota
+from eval.classification import match_label
 from synth import prompts
 from synth.filters import (
     MAX_ANSWER_CHARS,
@@ -120,6 +121,7 @@ class _Run:
     requested: int = 0
     generated: int = 0
     judge_requests: int = 0
+    round_trip: Counter[str] = field(default_factory=Counter)  # requests, checked, agreed
     rounds: list[dict[str, Any]] = field(default_factory=list)
     steer: str | None = None  # this round's: the last round's commonest fixable drop reason
 
@@ -489,6 +491,8 @@ def _admit(run: _Run, candidates: list[Candidate]) -> None:
             run.dropped[reason] += 1
         else:
             fresh.append(c)
+    if run.task.round_trips:
+        fresh = _round_trip(run, fresh)
     if run.task.rubric:
         fresh = _judge(run, fresh)
     for c in fresh:
@@ -530,6 +534,38 @@ def _judge(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
         else:
             passed.append(c)
     return passed
+
+
+def _round_trip(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
+    """The teacher labels each text the way the fine-tuned model will be asked (the row's own
+    system and user turns, temperature 0); its label is read as the eval reads one. `measure`
+    counts how often it names the label the text was written for; `filter` also drops the rest
+    (`round_trip_disagrees`, or `round_trip_no_answer` when the request failed).
+
+    A weak teacher is a weak classifier too: its disagreement says as much about it as about the
+    row, so the rate is reported before anything is dropped by default (README, Synthetic data)."""
+    labels = run.task.labels or []
+    requests = [
+        ChatRequest(c.row["messages"][:-1], prompts.ROUND_TRIP_MAX_TOKENS, 0.0, c.variation.seed)
+        for c in candidates
+    ]
+    run.round_trip["requests"] += len(requests)
+    drop = run.task.round_trip == "filter"
+    kept = []
+    for c, out in zip(candidates, run.client.complete_many(requests, run.should_stop), strict=True):
+        if out is None:
+            if drop:
+                run.dropped["round_trip_no_answer"] += 1
+                continue
+        else:
+            agrees = match_label(out, labels) == c.key
+            run.round_trip["checked"] += 1
+            run.round_trip["agreed"] += agrees
+            if drop and not agrees:
+                run.dropped["round_trip_disagrees"] += 1
+                continue
+        kept.append(c)
+    return kept
 
 
 def parse_score(text: str) -> int | None:
@@ -657,6 +693,15 @@ def _report(
             "requests": run.judge_requests,
             "min_score": task.judge_min_score,
             "mean_kept_score": round(sum(scores) / len(scores), 3) if scores else None,
+        }
+    if task.round_trips:
+        checked, agreed = run.round_trip["checked"], run.round_trip["agreed"]
+        report["round_trip"] = {
+            "mode": task.round_trip,
+            "requests": run.round_trip["requests"],
+            "checked": checked,
+            "agreed": agreed,
+            "agreement_rate": round(agreed / checked, 4) if checked else None,
         }
     if task.type in ("classification", "tool_calling"):
         name = "label_distribution" if task.type == "classification" else "tool_distribution"

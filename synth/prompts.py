@@ -42,6 +42,7 @@ ANSWER_TEMPERATURE = 0.3
 LIST_MAX_TOKENS = 80  # topics, sub-topics and example values: ~8 short lines
 LIST_TEMPERATURE = 0.9
 JUDGE_MAX_TOKENS = 6  # a digit, maybe "Rating: 4"
+ROUND_TRIP_MAX_TOKENS = 16  # a label, as the eval reads one (eval/runners.py MAX_NEW_TOKENS)
 
 WRITER_SYSTEM = (
     "You write short, realistic texts like the ones people really write. Reply with the text only."

@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from infra.price_book import price_book
 from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import ROOT
 
@@ -107,6 +108,22 @@ def test_plan_for_a_task_estimates_synthesis_and_teacher_tokens(api, tiny_base) 
     assert synthesis["floor"]["train"] == 30 and synthesis["floor"]["eval"] == 20
     assert synthesis["floor"]["train_per_key"] == {"positive": 3, "negative": 3}
     assert synthesis["max_requests"] == 4 * 80
+
+    # A round trip adds one labelling request per candidate: priced per row from the price book.
+    t = price_book().throughput
+    filtered = {**body, "task": {**body["task"], "round_trip": "filter"}}
+    tokens = {
+        name: next(
+            i["quantity"]
+            for i in api.post("/fine_tuning/jobs/plan", json=b).json()["quote"]["items"]
+            if i["unit"] == "teacher_1k_tokens"
+        )
+        for name, b in (("plain", body), ("filtered", filtered))
+    }
+    assert tokens["plain"] == pytest.approx(80 * t.teacher_tokens_per_row / 1000, rel=1e-3)
+    assert tokens["filtered"] == pytest.approx(
+        80 * (t.teacher_tokens_per_row + t.round_trip_tokens_per_row) / 1000, rel=1e-3
+    )
 
 
 def test_a_task_too_small_for_its_gate_is_refused_before_anything_is_paid(api, client, tiny_base) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any
 
 from domain.job_config import TaskSpec
@@ -14,7 +15,7 @@ from synth.generate import SynthResult, parse_score, synthesize
 from synth.prompts import PROMPT_VERSION, TEMPLATE_VERSIONS
 from synth.teacher import TeacherClient, TeacherSettings
 from synth.validate import row_problem
-from tests.synth.fake_teacher import FakeTeacher, task_script
+from tests.synth.fake_teacher import FakeTeacher, chat, task_script
 
 WEATHER = {
     "type": "function",
@@ -257,3 +258,59 @@ def test_sampled_values_satisfy_their_schema() -> None:
         value = sample(schema, random.Random(seed), {"order.items[]": ["tea", "rice", "salt"]})
         assert schema_errors(value, schema) == [], value
         assert 2 <= len(value["order"]["items"]) <= 4 and value["count"] >= 1
+
+
+def _round_trip_script() -> tuple[Any, dict[int, str]]:
+    """task_script, plus answers to the round-trip requests (the row's system turn, "Answer with
+    exactly one of: ..."): the label the text was written for, except for request seeds divisible
+    by 3, which get the other label: a teacher that disagrees with a third of its own rows."""
+    written_for: dict[int, str] = {}
+
+    def script(n: int, payload: dict[str, Any]) -> Any:
+        seed = int(payload.get("seed", n))
+        prompt = payload["messages"][-1]["content"]
+        if label := re.search(r"Write a (\w+) one about", prompt):
+            written_for[seed] = label.group(1)
+        system = payload["messages"][0]["content"]
+        if payload["messages"][0]["role"] == "system" and "Answer with exactly one of:" in system:
+            label_for = written_for[seed]
+            other = "normal" if label_for == "urgent" else "urgent"
+            return chat(f"{other if seed % 3 == 0 else label_for}.", 60, 2)
+        return task_script(n, payload)
+
+    return script, written_for
+
+
+def _run_with(spec: dict[str, Any], script: Any) -> SynthResult:
+    task = TaskSpec.model_validate(spec)
+    with FakeTeacher(script) as fake:
+        opts = {"base_url": fake.base_url, "model": "fake-teacher", "backoff_base_s": 0.01}
+        with TeacherClient(TeacherSettings.model_validate(opts)) as client:
+            return synthesize(task, client, seed=5)
+
+
+def test_round_trip_measures_agreement_and_filter_drops_the_rows_the_teacher_labels_otherwise() -> None:
+    measured = _run_with({**SPECS["classification"], "round_trip": "measure"}, _round_trip_script()[0])
+    rt = measured.report["round_trip"]
+    assert rt["mode"] == "measure" and rt["requests"] >= rt["checked"] > 0
+    assert 0 < rt["agreed"] < rt["checked"] and rt["agreement_rate"] == round(rt["agreed"] / rt["checked"], 4)
+    assert "round_trip_disagrees" not in measured.report["dropped_by_reason"]
+    kept_seeds = [r["provenance"]["request_seed"] for r in measured.train_rows + measured.eval_rows]
+    assert any(s % 3 == 0 for s in kept_seeds)  # measuring keeps the rows the teacher disagreed with
+
+    spec = {**SPECS["classification"], "round_trip": "filter"}
+    filtered = _run_with(spec, _round_trip_script()[0])
+    assert_valid(TaskSpec.model_validate(spec), filtered)
+    report = filtered.report
+    disagreed = report["round_trip"]["checked"] - report["round_trip"]["agreed"]
+    assert disagreed > 0 and report["dropped_by_reason"]["round_trip_disagrees"] == disagreed
+    assert all(r["provenance"]["request_seed"] % 3 != 0 for r in filtered.train_rows + filtered.eval_rows)
+    assert report["label_distribution"] == {  # the next rounds made up the rows dropped
+        "urgent": {"train": 6, "eval": 2},
+        "normal": {"train": 6, "eval": 2},
+    }
+
+
+def test_round_trip_is_off_by_default_and_only_for_classification() -> None:
+    assert "round_trip" not in run(SPECS["classification"])[0].report
+    assert not TaskSpec.model_validate({**SPECS["extraction"], "round_trip": "filter"}).round_trips
