@@ -7,7 +7,7 @@ A new entry starts here; docs/architecture.md lists, for each kind, the one modu
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 # ---- the job's pipeline (worker/pipeline.py runs worker/stages/<name>.py in this order) -------------
 StageName = Literal["prepare", "synthesize", "train", "evaluate", "export", "gate", "publish"]
@@ -55,7 +55,31 @@ EVAL_TASK_TYPE: dict[TaskKind, EvalTaskType] = {
     "tool_calling": "tool_calling",
     "chat": "generation",
 }
-# The task types scored on one right answer (eval/runners.py decodes every eval greedily): their
-# model card recommends greedy decoding on the device too (export/manifest.py), as sampling can only
-# move the output away from what the eval gate scored.
-GREEDY_TASKS: tuple[EvalTaskType, ...] = ("classification", "extraction", "tool_calling")
+
+
+class EvalTaskFacts(NamedTuple):
+    """What every part of edgetune needs to know about one eval task type, in one row."""
+
+    metric: str  # the headline metric its scorer reports (eval/metrics.py)
+    # Answer budget of every eval decode (eval/runners.py). A label fits in 16 tokens; a tool-call
+    # list with a few string arguments, or a JSON object with a handful of fields, runs to tens or
+    # hundreds, and an answer cut short fails to parse and scores 0. Generation keeps its old 16 so
+    # existing jobs cost what they did: longer answers are cut there too, which lowers every
+    # model's generation score alike.
+    max_new_tokens: int
+    # What the artifact's grammar (eval/grammar.py) constrains, as the manifest records it; None
+    # for free text, which ships no grammar.
+    constrains: str | None
+    # Scored on one right answer (eval/runners.py decodes every eval greedily): the model card
+    # recommends greedy decoding on the device too (export/manifest.py), as sampling can only move
+    # the output away from what the eval gate scored.
+    greedy: bool
+
+
+EVAL_TASKS: dict[EvalTaskType, EvalTaskFacts] = {
+    "classification": EvalTaskFacts("accuracy", 16, "labels", greedy=True),
+    "extraction": EvalTaskFacts("field_f1", 256, "json_schema", greedy=True),
+    "tool_calling": EvalTaskFacts("exact_match", 128, "tool_calls", greedy=True),
+    "generation": EvalTaskFacts("token_f1", 16, None, greedy=False),
+}
+GREEDY_TASKS: tuple[EvalTaskType, ...] = tuple(t for t, f in EVAL_TASKS.items() if f.greedy)

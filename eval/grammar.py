@@ -48,10 +48,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from domain.lists import EVAL_TASKS
 from domain.tool_calls import TOOL_CALL_END, TOOL_CALL_START, python_literal
 
-# What a task's grammar constrains, as the manifest records it.
-CONSTRAINS = {"classification": "labels", "extraction": "json_schema", "tool_calling": "tool_calls"}
+# What a task's grammar constrains, as the manifest records it (domain/lists.py EVAL_TASKS).
+CONSTRAINS = {t: f.constrains for t, f in EVAL_TASKS.items() if f.constrains is not None}
 
 # A quoted GBNF literal escapes these; other control characters go as \xHH.
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}

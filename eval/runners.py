@@ -27,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+from domain.lists import EVAL_TASKS
 from eval.gguf_chat import gguf_formatter, tokenize_gguf
 from eval.metrics import EvalResult, TaskType, score
 from eval.runtime_stats import RuntimeStats, measure_peak_memory
@@ -423,16 +424,8 @@ def _greedy(decoder: Any, ids: list[int], max_new_tokens: int, stop: set[int]) -
     return new
 
 
-# A label fits in 16 tokens; a tool-call list with a few string arguments, or a JSON object with a
-# handful of fields, runs to tens or hundreds, and an answer cut short fails to parse and scores 0.
-# Generation keeps its old 16 so existing jobs cost what they did: longer answers are cut there
-# too, which lowers every model's generation score alike.
-MAX_NEW_TOKENS: dict[str, int] = {
-    "classification": 16,
-    "extraction": 256,
-    "tool_calling": 128,
-    "generation": 16,
-}
+# Each task type's answer budget (the why is beside the numbers, in domain/lists.py EVAL_TASKS).
+MAX_NEW_TOKENS: dict[str, int] = {t: f.max_new_tokens for t, f in EVAL_TASKS.items()}
 
 
 Kind = Literal["hf", "gguf", "onnx"]

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from domain.job_config import JobConfig
-from domain.lists import GREEDY_TASKS
+from domain.lists import EVAL_TASKS, GREEDY_TASKS
 from eval.grammar import CONSTRAINS
 from export.adapter_gguf import ADAPTER_FORMAT
 from export.profiles import DeviceProfile
@@ -125,12 +125,7 @@ def min_runtime(fmt: str) -> str:
 
 # Each scorer's headline metric (eval/metrics.py), for a job without a task: the worker scored it as
 # classification or generation by the look of its answers (worker/held_out.py held_out_rows).
-METRIC_TASK = {
-    "accuracy": "classification",
-    "field_f1": "extraction",
-    "exact_match": "tool_calling",
-    "token_f1": "generation",
-}
+METRIC_TASK = {f.metric: t for t, f in EVAL_TASKS.items()}
 
 
 def _task_type(config: JobConfig, eval_scores: dict[str, Any] | None) -> str | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from domain.lists import EVAL_TASKS
 from eval.metrics import (
     EvalResult,
     MetricScore,
@@ -107,6 +108,8 @@ def test_every_task_type_is_scored_and_unknown_ones_are_refused() -> None:
         result = score(task_type, *rows[task_type])  # type: ignore[arg-type]
         assert (result.metric, set(result.metrics), result.score) == (metric, metrics, 1.0)
         assert result.get(metric) == MetricScore(result.score, result.ci_low, result.ci_high)
+        assert EVAL_TASKS[task_type].metric == metric  # type: ignore[index]  # the table agrees
+    assert set(expected) == set(EVAL_TASKS)
     with pytest.raises(ValueError, match="unknown task type"):
         score("ranking", ["a"], ["a"])  # type: ignore[arg-type]
     for task_type in expected:
