@@ -33,8 +33,11 @@ from typing import Any
 
 import httpx
 
+from domain.gate_policy import GatePolicy
+
 DATASET_TIMEOUT_S = 1800
 JOB_TIMEOUT_S = 2400
+MIN_EVAL_ROWS = GatePolicy().min_eval_rows  # what a job's gate judges on by default
 
 # The 135M bundled teacher's yield depends on the seed for extraction and tool calling (see
 # tests/synth/test_real_teacher.py); each task keeps the seed its test found to give a full set.
@@ -119,9 +122,10 @@ def wait_for(client: httpx.Client, path: str, timeout: int) -> dict[str, Any]:
 def synthesize(client: httpx.Client, name: str, rows: int) -> dict[str, Any]:
     """One data set per task, shared by every variant's job."""
     spec = TASKS[name]
-    resp = client.post(
-        "/synthetic_datasets", json={"task": {**spec["task"], "num_examples": rows}, "seed": spec["seed"]}
-    )
+    # hold out what a job's gate judges on (gate.min_eval_rows), as a job synthesizing its own
+    # data does (domain/job_config.py eval_quota); the dataset API takes the fraction as given
+    task = {**spec["task"], "num_examples": rows, "eval_fraction": min(0.5, max(0.25, MIN_EVAL_ROWS / rows))}
+    resp = client.post("/synthetic_datasets", json={"task": task, "seed": spec["seed"]})
     resp.raise_for_status()
     return wait_for(client, f"/synthetic_datasets/{resp.json()['id']}", DATASET_TIMEOUT_S)
 
