@@ -5,7 +5,7 @@ verbs. It reads EDGETUNE_API_URL (default http://127.0.0.1:8000) and EDGETUNE_AP
     f = client.upload_file(Path("train.jsonl"))
     body = {"model": "LiquidAI/LFM2-350M", "training_file": f["id"], "budget_usd": 5}
     job = client.create_job(body, idempotency_key="run-1")
-    job = client.wait(job["id"], on_update=print)
+    job = client.wait(job["id"], on_update=print)  # each event as it happens, then the job
     for a in client.list_artifacts(job["id"])["data"]:
         client.download_artifact(a["id"], Path("out"))
 """
@@ -13,9 +13,11 @@ verbs. It reads EDGETUNE_API_URL (default http://127.0.0.1:8000) and EDGETUNE_AP
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,14 @@ import httpx
 from infra.settings import DEFAULT_API_URL
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+# A stream's server sends a keep-alive every 15 s of silence (EDGETUNE_EVENT_STREAM_KEEPALIVE_S):
+# this long with not a byte means the connection is gone, and the client reconnects.
+STREAM_READ_TIMEOUT_S = 60.0
+# Answers that mean "this server has no event stream here" (an older server): poll instead. A job
+# that does not exist is a 404 too; the poll's GET then reports that as usual.
+NO_STREAM_STATUSES = (404, 405, 406)
+RETRY_STATUSES = (502, 503, 504)  # a proxy or the database down for a moment: reconnect, back off
+RECONNECT_TRIES = 5  # connections in a row that got nothing before the wait gives up
 
 
 class ApiError(Exception):
@@ -102,8 +112,26 @@ class EdgetuneClient:
         timeout_s: float | None = None,
         on_update: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job ends; `on_update` sees every poll. Returns the final job."""
+        """Follow the job's event stream until it ends; returns the final job. `on_update` sees
+        each event as it arrives (`object` "fine_tuning.job.event", oldest first), then the final
+        job (`object` "fine_tuning.job"). A dropped stream is resumed after the last event seen
+        (Last-Event-ID). Against a server without event streams the job is polled every `poll_s`
+        instead, and `on_update` sees the job at each poll."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        follower = _StreamFollower(self.http, f"/fine_tuning/jobs/{job_id}/events", deadline, on_update)
+        try:
+            job = follower.follow()  # None: the server has no event stream
+            return job if job is not None else self._poll(job_id, poll_s, deadline, on_update)
+        except TimeoutError:
+            raise TimeoutError(f"job {job_id} did not end within {timeout_s:.0f}s") from None
+
+    def _poll(
+        self,
+        job_id: str,
+        poll_s: float,
+        deadline: float | None,
+        on_update: Callable[[dict[str, Any]], None] | None,
+    ) -> dict[str, Any]:
         while True:
             job = self.get_job(job_id)
             if on_update:
@@ -111,7 +139,7 @@ class EdgetuneClient:
             if job["status"] in TERMINAL:
                 return job
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout_s:.0f}s")
+                raise TimeoutError
             time.sleep(poll_s)
 
     # API keys: the org's own, managed with any of its keys
@@ -191,3 +219,117 @@ def _checked(resp: httpx.Response) -> httpx.Response:
     except ValueError:
         err = {"message": resp.text[:500]}
     raise ApiError(resp.status_code, str(err.get("message")), err.get("param"), err.get("code"))
+
+
+# ---- Server-Sent Events ---------------------------------------------------------------------------
+
+
+@dataclass
+class SseFrame:
+    event: str
+    data: str
+    id: str | None
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[SseFrame | None]:
+    """Frames as the SSE spec reads them (field lines up to a blank line; `data` lines joined by
+    newlines); None for each comment line, so a reader sees keep-alives go by."""
+    event, last_id = "", None
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield SseFrame(event or "message", "\n".join(data), last_id)
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            yield None
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id" and "\0" not in value:
+            last_id = value  # the spec keeps the last id across frames until another is sent
+
+
+class _NoStream(Exception):
+    """The server answered the stream with a status that means it has none (an older server)."""
+
+
+class _StreamFollower:
+    """One resource's event stream, followed across reconnects to its `done` frame."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        path: str,
+        deadline: float | None,
+        on_update: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.http, self.path, self.deadline, self.on_update = http, path, deadline, on_update
+        self.last_id: str | None = None
+        self.heard = False  # this connection brought at least a line
+
+    def follow(self) -> dict[str, Any] | None:
+        """The `done` frame's data, or None when the server has no stream here (poll instead).
+        Raises TimeoutError past the deadline, ApiError for an error answer or for a stream that
+        keeps failing before a single line arrives."""
+        failures = 0
+        while True:
+            self._check_deadline()
+            self.heard = False
+            try:
+                done = self._connect()
+                if done is not None:
+                    return done
+                problem = "it ended"  # the server's lifetime bound, or a 502-504: resume
+            except _NoStream:
+                return None
+            except httpx.TransportError as exc:
+                problem = repr(exc)
+            failures = 0 if self.heard else failures + 1
+            if failures >= RECONNECT_TRIES:
+                raise ApiError(0, f"the event stream {self.path} keeps failing: {problem}")
+            time.sleep(min(0.5 * 2**failures, 10.0) if failures else 0.1)
+
+    def _connect(self) -> dict[str, Any] | None:
+        """One connection: the `done` frame's data, or None when it ended before `done`."""
+        headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": self.last_id} if self.last_id else {})
+        timeout = httpx.Timeout(30.0, read=self._read_timeout())
+        with self.http.stream(
+            "GET", self.path, params={"stream": "true"}, headers=headers, timeout=timeout
+        ) as resp:
+            streams = resp.headers.get("content-type", "").startswith("text/event-stream")
+            if resp.status_code in NO_STREAM_STATUSES or (resp.is_success and not streams):
+                raise _NoStream
+            if resp.status_code in RETRY_STATUSES:
+                return None
+            _checked(resp)
+            for frame in parse_sse(self._lines(resp)):
+                if frame is None:
+                    continue
+                item = dict(json.loads(frame.data))
+                if self.on_update:
+                    self.on_update(item)
+                if frame.event == "done":
+                    return item
+                self.last_id = frame.id
+        return None
+
+    def _lines(self, resp: httpx.Response) -> Iterator[str]:
+        for line in resp.iter_lines():
+            self.heard = True
+            self._check_deadline()  # keep-alives come every 15 s, so a quiet job is checked too
+            yield line
+
+    def _read_timeout(self) -> float:
+        if self.deadline is None:
+            return STREAM_READ_TIMEOUT_S
+        return max(0.1, min(STREAM_READ_TIMEOUT_S, self.deadline - time.monotonic() + 0.1))
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimeoutError

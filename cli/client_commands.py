@@ -38,21 +38,35 @@ def _echo_json(data: Any) -> None:
 
 
 def _wait(client: EdgetuneClient, job_id: str, timeout: float | None, poll: float) -> dict[str, Any]:
-    """Poll the job with a progress bar over its stages; returns the final job."""
+    """Follow the job with a progress bar over its stages; returns the final job. The bar moves on
+    each event as it arrives (the stream names a stage when it starts) and fills on success."""
     shown = {"pos": 0}
 
-    def label(job: dict[str, Any] | None) -> str:
-        return "" if job is None else f"{job['status']} {job.get('stage') or ''}".strip()
+    def label(item: dict[str, Any] | None) -> str:
+        if item is None:
+            return ""
+        if item.get("object") == "fine_tuning.job.event":
+            return str(item["message"])[:60]
+        return f"{item['status']} {item.get('stage') or ''}".strip()
 
+    # update_min_steps=0: every update redraws, so each event's message shows, not only a new stage
     with click.progressbar(
-        length=len(STAGES), label=job_id, show_eta=False, item_show_func=label, file=sys.stderr
+        length=len(STAGES),
+        label=job_id,
+        show_eta=False,
+        item_show_func=label,
+        file=sys.stderr,
+        update_min_steps=0,
     ) as bar:
 
-        def update(job: dict[str, Any]) -> None:
-            pos = len(STAGES) if job["status"] == "succeeded" else shown["pos"]
-            if job.get("stage") in STAGES:
-                pos = max(pos, STAGES.index(job["stage"]))
-            bar.update(pos - shown["pos"], job)
+        def update(item: dict[str, Any]) -> None:
+            # an event names its stage in data.stage; a job (the last update, or each poll) in stage
+            event = item.get("object") == "fine_tuning.job.event"
+            stage = (item.get("data") or {}).get("stage") if event else item.get("stage")
+            pos = len(STAGES) if item.get("status") == "succeeded" else shown["pos"]
+            if stage in STAGES:
+                pos = max(pos, STAGES.index(stage))
+            bar.update(pos - shown["pos"], item)
             shown["pos"] = pos
 
         try:
@@ -117,7 +131,13 @@ def _body(config: Path | None, options: dict[str, Any]) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, help="Only plan: print the quote, fit and time; start nothing.")
 @click.option("--wait", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None, help="Seconds to --wait before giving up.")
-@click.option("--poll", type=float, default=2.0, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--poll",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between polls, when the server has no event stream to follow.",
+)
 def jobs_create(
     config: Path | None,
     upload: Path | None,
@@ -166,7 +186,9 @@ def jobs_list(limit: int, after: str | None) -> None:
 @click.argument("job_id")
 @click.option("--wait", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None)
-@click.option("--poll", type=float, default=2.0, show_default=True)
+@click.option(
+    "--poll", type=float, default=2.0, show_default=True, help="Seconds between polls, without a stream."
+)
 def jobs_get(job_id: str, wait: bool, timeout: float | None, poll: float) -> None:
     """One job as JSON (after it ends, with --wait)."""
     with _api() as client:

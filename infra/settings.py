@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     job_requeue_after_s: float = 600.0
     queue_retry_after_s: int = 30  # Retry-After of a create answered 503 because the queue is down
 
+    # Live events (GET …/events as Server-Sent Events, services/event_streams.py): an open stream
+    # reads the database every `event_stream_poll_s`, sends a keep-alive comment after
+    # `event_stream_keepalive_s` of silence (proxies close idle connections), and ends after
+    # `event_stream_max_s`, so a forgotten connection does not live forever; a client that still
+    # wants events reconnects with Last-Event-ID and misses none.
+    event_stream_poll_s: float = Field(default=1.0, gt=0)
+    event_stream_keepalive_s: float = Field(default=15.0, gt=0)
+    event_stream_max_s: float = Field(default=1800.0, gt=0)
+
     # Fairness between orgs (services/limits.py): every authenticated call (REST, /v1/tools, MCP)
     # counts against `rate_limit`; plans, job and dataset creates, uploads and the tool calls that do
     # them also against `heavy_rate_limit`, and at most `max_concurrent_heavy` of them run at once per

@@ -3,11 +3,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from api.deps import CurrentOrg, HeavyOrg, SessionDep
+from api.sse import event_stream, openapi_responses, wants_event_stream
+from services import event_streams, plans, reports
 from services import jobs as svc
-from services import plans, reports
 from services.schemas.common import ListPublic
 from services.schemas.jobs import CheckpointPublic, EventPublic, JobCreate, JobPublic
 from services.schemas.plans import PlanPublic
@@ -58,10 +59,36 @@ def cancel_job(session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str) ->
     return svc.to_public(svc.cancel_job(session=session, org=org, job_id=fine_tuning_job_id))
 
 
-@router.get("/{fine_tuning_job_id}/events", response_model=ListPublic[EventPublic])
+@router.get(
+    "/{fine_tuning_job_id}/events",
+    response_model=ListPublic[EventPublic],
+    responses=openapi_responses(
+        "A page of events (JSON), or with stream=true / Accept: text/event-stream, Server-Sent Events"
+    ),
+)
 def list_events(
-    session: SessionDep, org: CurrentOrg, fine_tuning_job_id: str, after: str | None = None, limit: int = 20
-) -> ListPublic[EventPublic]:
+    session: SessionDep,
+    org: CurrentOrg,
+    fine_tuning_job_id: str,
+    after: str | None = None,
+    limit: int = 20,
+    stream: bool = False,
+    accept: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(max_length=256)] = None,
+) -> ListPublic[EventPublic] | StreamingResponse:
+    """The job's events. As JSON (OpenAI's page): newest first, `after` the cursor of the previous
+    page. As Server-Sent Events, with `stream=true` or `Accept: text/event-stream`: oldest first,
+    strictly after the event named by the `Last-Event-ID` header (else `after`; an id that is not an
+    event of this job is a 404), each `id: <event id>`, `event: fine_tuning.job.event`,
+    `data: <event>`; then new events as they are written; once the job has ended and all are sent,
+    `event: done` with the job, and the stream closes. `: keep-alive` comments fill silences; a
+    stream that reaches EDGETUNE_EVENT_STREAM_MAX_S closes without `done`: reconnect with
+    Last-Event-ID."""
+    if stream or wants_event_stream(accept):
+        frames = event_streams.open_job_stream(
+            session=session, org=org, job_id=fine_tuning_job_id, last_event_id=last_event_id, after=after
+        )
+        return event_stream(frames)
     rows, has_more = svc.list_events(
         session=session, org=org, job_id=fine_tuning_job_id, after=after, limit=limit
     )

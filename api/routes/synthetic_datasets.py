@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentOrg, HeavyOrg, SessionDep
+from api.sse import event_stream, openapi_responses
+from services import event_streams
 from services import synthetic_datasets as svc
 from services.schemas.common import ListPublic
 from services.schemas.synthetic_datasets import SyntheticDatasetCreate, SyntheticDatasetPublic
@@ -35,3 +40,26 @@ def retrieve_dataset(session: SessionDep, org: CurrentOrg, dataset_id: str) -> S
 @router.post("/{dataset_id}/cancel", response_model=SyntheticDatasetPublic)
 def cancel_dataset(session: SessionDep, org: CurrentOrg, dataset_id: str) -> SyntheticDatasetPublic:
     return svc.to_public(svc.cancel_dataset(session=session, org=org, dataset_id=dataset_id))
+
+
+@router.get(
+    "/{dataset_id}/events",
+    response_class=StreamingResponse,
+    responses=openapi_responses("Server-Sent Events: the dataset's progress, then done"),
+)
+def dataset_events(
+    session: SessionDep,
+    org: CurrentOrg,
+    dataset_id: str,
+    last_event_id: Annotated[str | None, Header(max_length=256)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events only (there is no JSON form: GET the dataset for one snapshot). Each time
+    the dataset's status or progress changes, `event: synthetic_dataset.progress` with the dataset
+    as `data` and as `id` a short hash of (status, progress); the first frame is the state now,
+    unless the `Last-Event-ID` header is that state's id. At a terminal status, `event: done` with
+    the dataset, and the stream closes. `: keep-alive` comments fill silences; a stream that
+    reaches EDGETUNE_EVENT_STREAM_MAX_S closes without `done`: reconnect with Last-Event-ID."""
+    frames = event_streams.open_dataset_stream(
+        session=session, org=org, dataset_id=dataset_id, last_event_id=last_event_id
+    )
+    return event_stream(frames)

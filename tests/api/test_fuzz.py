@@ -201,10 +201,14 @@ GENEROUS = {
     "EDGETUNE_MAX_ACTIVE_JOBS": "1000000",
 }
 
+# An event stream of a seeded job or dataset (queued, and no worker takes it) never reaches `done`,
+# and its keep-alives outpace the request timeout: end each stream at once (its lifetime bound).
+SHORT_STREAMS = {"EDGETUNE_EVENT_STREAM_MAX_S": "0.2", "EDGETUNE_EVENT_STREAM_POLL_S": "0.1"}
+
 
 @pytest.fixture(scope="module", autouse=True)
 def generous_limits(platform) -> Iterator[None]:
-    with settings_env(GENEROUS):
+    with settings_env(GENEROUS | SHORT_STREAMS):
         yield
 
 
