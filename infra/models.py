@@ -118,6 +118,8 @@ class Job(Base):
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # When its last queue message was sent; a job still queued long after is requeued (worker/lifecycle.py)
     enqueued_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # the pool it was routed to (infra/queue.py queue_for); None: settings.queue
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     stages_done: Mapped[list[Any]] = mapped_column(JSON, default=list)
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # stage outputs, for resume
