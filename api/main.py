@@ -10,6 +10,7 @@ from api.errors import install_error_handlers
 from api.routes import (
     api_keys,
     artifacts,
+    chat,
     files,
     jobs,
     models,
@@ -40,6 +41,7 @@ def create_app() -> FastAPI:
         app.include_router(module.router, prefix="/v1")
 
     app.include_router(tools.router, prefix="/v1")
+    app.include_router(chat.router, prefix="/v1")  # chat completions on the org's fine-tuned GGUFs
     app.router.routes.append(mcp_route(mcp))  # MCP over streamable HTTP at /mcp
 
     @app.get("/healthz", include_in_schema=False)

@@ -28,11 +28,19 @@ class Throughput(BaseModel):
     publish_s: float = Field(ge=0)
 
 
+class InferenceRates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: float = Field(ge=0)  # USD per million prompt tokens
+    output: float = Field(ge=0)  # USD per million completion tokens
+
+
 class PriceBook(BaseModel):
     model_config = ConfigDict(extra="forbid")
     compute_second: dict[str, float]
     teacher_1k_tokens: float = Field(ge=0)
     storage_gb_month: float = Field(ge=0)
+    # A book written before chat completions existed still loads, at these rates.
+    inference_1m_tokens: InferenceRates = InferenceRates(input=0.40, output=2.50)
     throughput: Throughput
 
     def compute_rate(self, compute: str) -> float:

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     event_stream_keepalive_s: float = Field(default=15.0, gt=0)
     event_stream_max_s: float = Field(default=1800.0, gt=0)
 
+    # Chat completions on fine-tuned models (services/chat_completions.py): loaded llama.cpp models
+    # stay in memory, least recently used evicted first, while their GGUF files' bytes sum to at
+    # most `inference_cache_mb` (a model larger than the budget is still served, alone). Each runs
+    # with the artifact's context cap, at most `inference_max_context` tokens.
+    inference_cache_mb: int = Field(default=2048, ge=0)
+    inference_max_context: int = Field(default=4096, ge=64)
+    inference_threads: int | None = Field(default=None, ge=1, description="llama.cpp threads per model.")
+
     # Fairness between orgs (services/limits.py): every authenticated call (REST, /v1/tools, MCP)
     # counts against `rate_limit`; plans, job and dataset creates, uploads and the tool calls that do
     # them also against `heavy_rate_limit`, and at most `max_concurrent_heavy` of them run at once per

@@ -132,6 +132,11 @@ def _find_gguf(source: GgufSource) -> Path | None:
     return None
 
 
+def base_gguf(info: BaseModelInfo) -> Path | None:
+    """The GGUF a catalog base ships as (SmolLM2's, in its pip package), if it is installed."""
+    return _find_gguf(info.gguf) if info.source == "gguf" and info.gguf is not None else None
+
+
 def _locate(
     info: BaseModelInfo, models_dir: Path | None, cache_dir: Path, hf_cache_dir: Path | None
 ) -> Path | None:

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Generator
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api.deps import HeavyOrg, SessionDep
+from api.sse import event_stream, openapi_responses
+from services import chat_completions as svc
+from services.errors import EdgetuneError
+from services.schemas.chat import ChatCompletionChunkPublic, ChatCompletionCreate, ChatCompletionPublic
+
+router = APIRouter(tags=["chat"])
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletionPublic,
+    responses=openapi_responses("A chat.completion (JSON), or with stream=true chat.completion.chunk events"),
+)
+def create_chat_completion(
+    session: SessionDep, org: HeavyOrg, body: ChatCompletionCreate
+) -> ChatCompletionPublic | StreamingResponse:
+    """OpenAI's chat completion, answered by one of the org's fine-tuned GGUFs in llama.cpp.
+
+    A sync route: FastAPI runs it in a worker thread, so generating never blocks the event loop.
+    A stream's first chunk is made here, so a refusal (a prompt over the context) is still an HTTP
+    error; the rest is generated one token per worker-thread step as the client reads."""
+    served = svc.prepare(session=session, org=org, body=body)
+    if not body.stream:
+        return svc.complete(served, body, org.id)
+    chunks = svc.stream(served, body, org.id)
+    first = next(chunks)
+    return event_stream(_frames(first, chunks))
+
+
+def _frame(chunk: ChatCompletionChunkPublic) -> str:
+    return f"data: {chunk.model_dump_json()}\n\n"
+
+
+async def _frames(
+    first: ChatCompletionChunkPublic, chunks: Generator[ChatCompletionChunkPublic, None, None]
+) -> AsyncIterator[str]:
+    """OpenAI's stream: `data: {chunk}` frames, then `data: [DONE]`. When the client leaves, the
+    response is cancelled between tokens and the generator is closed, which stops generation and
+    bills what was generated."""
+    try:
+        yield _frame(first)
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield _frame(chunk)
+        yield "data: [DONE]\n\n"
+    except EdgetuneError as e:  # after the first frame no status can change: the error is a frame
+        yield f"data: {json.dumps(e.body())}\n\n"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(chunks.close)
