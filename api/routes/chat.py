@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Generator
+from functools import partial
+from weakref import WeakKeyDictionary
 
 import anyio
 import anyio.to_thread
@@ -16,25 +19,35 @@ from services.schemas.chat import ChatCompletionChunkPublic, ChatCompletionCreat
 
 router = APIRouter(tags=["chat"])
 
+# Threads that may generate at once, apart from the threadpool every sync route shares: requests
+# waiting for a busy model wait here, in the event loop, instead of holding the API's threads.
+GENERATION_THREADS = 8
+_limiters: WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = WeakKeyDictionary()
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    # one per event loop: a limiter belongs to the loop it was first used in
+    return _limiters.setdefault(asyncio.get_running_loop(), anyio.CapacityLimiter(GENERATION_THREADS))
+
 
 @router.post(
     "/chat/completions",
     response_model=ChatCompletionPublic,
     responses=openapi_responses("A chat.completion (JSON), or with stream=true chat.completion.chunk events"),
 )
-def create_chat_completion(
+async def create_chat_completion(
     session: SessionDep, org: HeavyOrg, body: ChatCompletionCreate
 ) -> ChatCompletionPublic | StreamingResponse:
     """OpenAI's chat completion, answered by one of the org's fine-tuned GGUFs in llama.cpp.
 
-    A sync route: FastAPI runs it in a worker thread, so generating never blocks the event loop.
-    A stream's first chunk is made here, so a refusal (a prompt over the context) is still an HTTP
-    error; the rest is generated one token per worker-thread step as the client reads."""
-    served = svc.prepare(session=session, org=org, body=body)
+    Generation is blocking CPU work and runs in worker threads, never on the event loop. A stream's
+    first chunk is made before the response starts, so a refusal (a prompt over the context) is
+    still an HTTP error; the rest is generated one token per thread step as the client reads."""
+    served = await anyio.to_thread.run_sync(partial(svc.prepare, session=session, org=org, body=body))
     if not body.stream:
-        return svc.complete(served, body, org.id)
+        return await anyio.to_thread.run_sync(svc.complete, served, body, org.id, limiter=_limiter())
     chunks = svc.stream(served, body, org.id)
-    first = next(chunks)
+    first = await anyio.to_thread.run_sync(next, chunks, limiter=_limiter())
     return event_stream(_frames(first, chunks))
 
 
@@ -50,7 +63,7 @@ async def _frames(
     bills what was generated."""
     try:
         yield _frame(first)
-        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None, limiter=_limiter())) is not None:
             yield _frame(chunk)
         yield "data: [DONE]\n\n"
     except EdgetuneError as e:  # after the first frame no status can change: the error is a frame
