@@ -150,7 +150,10 @@ def _served_base(model: str) -> ServedModel:
     Hugging Face checkpoints: converting one to a GGUF per request is an export's work, not a
     request's, so they are a 400 saying so."""
     s = get_settings()
-    info = find_base_model(model, s.models_dir, s.model_cache_dir)
+    try:
+        info = find_base_model(model, s.models_dir, s.model_cache_dir)
+    except OSError:  # a name no file system holds (too long a path component): no such model
+        info = None
     if info is None or not info.available:
         raise not_found(model)
     path = base_gguf(info)
