@@ -10,6 +10,7 @@ from infra.db import get_sessionmaker
 from infra.models import Org
 from services import limits
 from services.api_keys import authenticate
+from services.operators import authenticate_operator
 
 
 def get_db() -> Iterator[Session]:
@@ -40,3 +41,11 @@ def get_heavy_org(org: CurrentOrg) -> Iterator[Org]:
 
 
 HeavyOrg = Annotated[Org, Depends(get_heavy_org)]
+
+
+def require_operator(authorization: Annotated[str | None, Header()] = None) -> None:
+    """For /v1/operator/*: the operator's token (services/operators.py), never a tenant's key."""
+    authenticate_operator(authorization)
+
+
+OperatorOnly = Depends(require_operator)

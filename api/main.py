@@ -14,6 +14,7 @@ from api.routes import (
     files,
     jobs,
     models,
+    operator,
     registry,
     synthetic_datasets,
     tools,
@@ -41,6 +42,7 @@ def create_app() -> FastAPI:
         app.include_router(module.router, prefix="/v1")
 
     app.include_router(tools.router, prefix="/v1")
+    app.include_router(operator.router, prefix="/v1")  # the operator's token, not a tenant's key
     app.include_router(chat.router, prefix="/v1")  # chat completions on the org's fine-tuned GGUFs
     app.router.routes.append(mcp_route(mcp))  # MCP over streamable HTTP at /mcp
 

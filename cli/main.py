@@ -30,18 +30,22 @@ def serve(host: str, port: int) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--beat", is_flag=True, help="Also run Celery beat (the periodic billing push); run one only.")
 def worker(loglevel: str, beat: bool) -> None:
-    """Run a Celery worker: one job at a time (a GPU, or the CPU, runs one training at once)."""
-    from infra.settings import get_settings
+    """Run a Celery worker: one job at a time (a GPU, or the CPU, runs one training at once), on
+    the queue of its compute class (EDGETUNE_WORKER_COMPUTE; infra/queue.py worker_queue)."""
+    from infra.queue import worker_queue
     from worker.celery_app import celery_app
 
     celery_app.worker_main(
         [
             "worker",
-            "--pool=solo",
+            # One task thread: the job runs there (its stages in child processes), while the main
+            # thread keeps answering remote control, so `edgetune pools` sees a busy worker as live
+            # (a solo pool answers only between jobs).
+            "--pool=threads",
             "--concurrency=1",
             f"--loglevel={loglevel}",
             "-Q",
-            get_settings().queue,
+            worker_queue(),
             "--without-gossip",
             "--without-mingle",
             *(["--beat"] if beat else []),
@@ -215,6 +219,23 @@ def billing_push() -> None:
         click.echo("billing is off: set EDGETUNE_STRIPE_API_KEY to push usage to Stripe", err=True)
     elif report.error:
         raise SystemExit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON shape (GET /v1/operator/pools).")
+def pools(as_json: bool) -> None:
+    """The worker pools: each compute class's queue, messages waiting and live workers (asked of
+    the workers over the broker; the embedded SQLite broker cannot say)."""
+    from services.pools import pools_status
+
+    status = pools_status()
+    if as_json:
+        click.echo(status.model_dump_json(indent=2))
+        return
+    click.echo(f"routing: {status.routing}")
+    for pool in status.data:
+        live = "unknown" if pool.live_workers is None else (", ".join(pool.live_workers) or "none")
+        click.echo(f"{pool.queue:<28} {'+'.join(pool.compute):<20} waiting {pool.depth:<5} live: {live}")
 
 
 @main.command("mcp")

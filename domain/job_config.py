@@ -646,6 +646,14 @@ class JobConfig(BaseModel):
         "0.05 of fine-tuned, and fine-tuned loses at most 0.05 on a fixed 32-question "
         "general-ability probe (arithmetic, facts, yes/no, one-word, copy/transform) against base.",
     )
+    compute_class: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="The compute class to train on ('cpu' or a price-book GPU class such as "
+        "'h100-80gb'); it must be one of the deployment's pools and fit the job. Default: the "
+        "cheapest pool the plan says it fits.",
+    )
     budget_usd: float | None = Field(
         default=None,
         gt=0,

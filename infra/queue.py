@@ -1,4 +1,5 @@
-"""The job queue, as the services see it: three task names and `send`.
+"""The job queue, as the services see it: three task names, `send`, and which queue a compute class
+takes (`queue_for`), how deep each is and which workers consume it (for the operator).
 
 Services hand work to the workers through here and never import the worker package; the worker
 builds its consuming app from the same `make_celery` (worker/celery_app.py), so producer and
@@ -63,6 +64,45 @@ def producer() -> Celery:
     return make_celery()
 
 
-def send(task: str, item_id: str) -> None:
-    """Queue one job or dataset by id. Raises whatever the broker raises when it is unreachable."""
-    producer().send_task(task, args=[item_id])
+def send(task: str, item_id: str, queue: str | None = None) -> None:
+    """Queue one job or dataset by id, on `queue` (default: settings.queue). Raises whatever the
+    broker raises when it is unreachable."""
+    producer().send_task(task, args=[item_id], queue=queue or get_settings().queue)
+
+
+def queue_for(compute: str) -> str:
+    """The queue of jobs that train on `compute` (a price-book class). Without pools every job
+    shares settings.queue; with them a GPU class has its own, `<queue>.<class>` ("edgetune.l4-24gb"),
+    and CPU jobs share settings.queue with the CPU work (datasets, billing)."""
+    s = get_settings()
+    if not s.pool_classes or compute == "cpu":
+        return s.queue
+    return f"{s.queue}.{compute}"
+
+
+def worker_queue() -> str:
+    """The queue a worker consumes: its class's. A CPU worker's is settings.queue, which also holds
+    the CPU work; a GPU worker takes only its class's jobs, so its GPU is never held by a synthetic
+    dataset or the billing push."""
+    return queue_for(get_settings().worker_compute)
+
+
+def queue_depth(queue: str) -> int:
+    """Messages waiting on `queue` (not those a worker has reserved). A queue never declared on
+    the broker has none."""
+    with producer().connection_for_read() as conn:
+        try:
+            _, count, _ = conn.default_channel.queue_declare(queue=queue, passive=True)
+        except Exception:  # kombu raises ChannelError (NOT_FOUND) for a queue not yet declared
+            return 0
+        return int(count)
+
+
+def live_workers(timeout: float = 1.0) -> dict[str, list[str]] | None:
+    """Each live worker's name and the queues it consumes, asked of the workers over the broker
+    (Celery's remote control). None when the broker cannot broadcast (kombu's SQLAlchemy
+    transport, the embedded default); {} when no worker answered within `timeout` seconds."""
+    if not get_settings().resolved_broker_url.startswith(("redis://", "rediss://")):
+        return None
+    replies = producer().control.inspect(timeout=timeout).active_queues() or {}
+    return {name: sorted(q["name"] for q in queues) for name, queues in replies.items()}

@@ -22,7 +22,19 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("var"), description="Root of all local state.")
     database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite:///<var>/edgetune.db")
     broker_url: str = Field(default="", description="Celery broker; default sqla+sqlite:///<var>/broker.db")
-    queue: str = Field(default="edgetune", description="The Celery queue jobs go to and workers consume.")
+    queue: str = Field(
+        default="edgetune",
+        description="The Celery queue of synthetic datasets, the billing push and CPU work; with no "
+        "compute_pools, of every job too.",
+    )
+    # Worker pools per compute class (infra/queue.py queue_for): a comma list of the classes the
+    # operator runs workers of ("cpu", or price-book GPU classes: "l4-24gb,h100-80gb"). Each job goes
+    # to the queue of the cheapest listed class its plan fits (or the class it names), and a worker
+    # consumes its own class's queue (worker_compute). Empty: one queue, every job on `queue`.
+    compute_pools: str = ""
+    # The operator's token for /v1/operator/* (pools, queue depth, live workers); unset, those
+    # routes answer 404 as if absent. A tenant's API key never opens them.
+    operator_token: str | None = None
     artifact_store: str = Field(default="", description="file:///dir or s3://bucket/prefix")
     s3_endpoint_url: str | None = Field(default=None, description="For S3-compatible servers (MinIO, moto).")
     s3_region: str = "us-east-1"
@@ -104,6 +116,10 @@ class Settings(BaseSettings):
     # /mcp refuses (421) a Host header it does not know, against DNS rebinding; localhost is always
     # allowed. Comma-separated Host values, e.g. "api.example.com,api.example.com:8443".
     mcp_allowed_hosts: str = ""
+
+    @property
+    def pool_classes(self) -> list[str]:
+        return [c.strip() for c in self.compute_pools.split(",") if c.strip()]
 
     @property
     def resolved_database_url(self) -> str:

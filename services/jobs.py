@@ -14,7 +14,7 @@ from domain.job_config import JobConfig
 from infra import queue
 from infra.models import Checkpoint, Job, JobEvent, Org, UsageRecord, now
 from infra.settings import get_settings
-from services import limits, spend_budgets
+from services import limits, pools, spend_budgets
 from services.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from services.ledger import append_usage, usage_key
 from services.pagination import page
@@ -96,6 +96,7 @@ def create_job(
     # The plan validates the config (files, base, targets, LoRA targets) and prices it; a quote
     # over the job's cap or the org's remaining budget is refused before anything is stored.
     plan = plan_job(session=session, org=org, config=config)
+    pools.require_fit(plan, config.compute_class)
     spend_budgets.enforce(plan.budget)
     job = Job(
         org_id=org.id,
@@ -108,6 +109,7 @@ def create_job(
         result_files=[],
         quote_usd=plan.quote.total_usd,
         enqueued_at=now(),
+        queue=plan.queue,
     )
     session.add(job)
     try:
@@ -125,8 +127,14 @@ def create_job(
         session,
         job.id,
         f"Validated training files; quoted ${plan.quote.total_usd:.4f} for "
-        f"{plan.tokens.train_tokens_per_epoch * plan.hyperparameters.n_epochs:,} training tokens; job queued",
-        data={"quote": plan.quote.model_dump(), "estimated_seconds": plan.estimated_seconds},
+        f"{plan.tokens.train_tokens_per_epoch * plan.hyperparameters.n_epochs:,} training tokens on "
+        f"{plan.compute}; job queued",
+        data={
+            "quote": plan.quote.model_dump(),
+            "estimated_seconds": plan.estimated_seconds,
+            "compute": plan.compute,
+            "queue": plan.queue,
+        },
     )
     job.status = "queued"
     return job, True
@@ -141,13 +149,16 @@ def enqueue(*, session: Session, job: Job) -> None:
     broker's error names its address, so it is logged, never returned."""
     job_id, org_id = job.id, job.org_id
     try:
-        queue.send(queue.RUN_JOB, job_id)
+        queue.send(queue.RUN_JOB, job_id, job.queue)
     except Exception as exc:
         session.rollback()
         log.warning("could not queue new job %s of org %s: %r", job_id, org_id, exc)
         raise ServiceUnavailable(
             QUEUE_DOWN, code="queue_unavailable", retry_after=get_settings().queue_retry_after_s
         ) from None
+    note = pools.waiting_note(job.queue or get_settings().queue)
+    if note is not None:
+        add_event(session, job_id, note, level="warn", data={"queue": job.queue})
     session.commit()
 
 

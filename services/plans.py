@@ -4,6 +4,7 @@ tools all call `plan_job`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from domain.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_cou
 from domain.lists import GPU_STAGES, STAGES
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
+from infra.queue import queue_for
 from infra.settings import get_settings
 from recipes.token_count import TokenStats, count_tokens
 from services import spend_budgets
@@ -179,9 +181,12 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     memory = _memory(
         shape, config, (hp.batch_size, data.sequences_per_row), stats.longest, trainable, flops, steps, book
     )
-    seconds = _stage_seconds(config, data, flops, steps, book)
-    fits, no_fit = _fits_worker(memory)
-    quote = _quote(config, seconds, data, total, book)
+    seconds_on = partial(_stage_seconds, config, data, flops, steps, book)
+    compute, fits, no_fit = _route(
+        config, memory, lambda c: _quote(config, seconds_on(c), data, total, book, c).total_usd
+    )
+    seconds = seconds_on(compute)
+    quote = _quote(config, seconds, data, total, book, compute)
     return PlanPublic(
         model=config.model,
         method=config.training_type,
@@ -202,6 +207,8 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
         trainable_params=trainable,
         training_flops=flops,
         memory=memory,
+        compute=compute,
+        queue=queue_for(compute),
         fits=fits,
         no_fit_reason=no_fit,
         estimated_seconds=seconds,
@@ -289,18 +296,43 @@ def _memory(
     return out
 
 
-def _fits_worker(memory: list[GpuFitPublic]) -> tuple[bool, str | None]:
-    compute = get_settings().worker_compute
+def _route(
+    cfg: JobConfig, memory: list[GpuFitPublic], price: Callable[[str], float]
+) -> tuple[str, bool, str | None]:
+    """The compute class a job trains on, and whether it fits there: with one queue, the workers'
+    class; with pools (settings.compute_pools), the class the job names or else the pool whose
+    quote (`price`) is lowest among those it fits (ties to the earlier listed)."""
+    s = get_settings()
+    pools = s.pool_classes or [s.worker_compute]
+    if cfg.compute_class is not None:
+        if cfg.compute_class not in pools:
+            raise InvalidRequest(
+                f"compute class {cfg.compute_class!r} is not one this deployment runs; its pools are "
+                f"{', '.join(pools)}",
+                param="compute_class",
+                code="unknown_compute_class",
+            )
+        return (cfg.compute_class, *_fits_on(memory, cfg.compute_class))
+    fitting = [c for c in pools if _fits_on(memory, c)[0]]
+    if not fitting:
+        if len(pools) == 1:
+            return (pools[0], *_fits_on(memory, pools[0]))
+        reasons = "; ".join(f"{c}: {_fits_on(memory, c)[1]}" for c in pools)
+        return pools[0], False, f"fits none of the pools ({reasons})"
+    return min(fitting, key=lambda c: (price(c), pools.index(c))), True, None
+
+
+def _fits_on(memory: list[GpuFitPublic], compute: str) -> tuple[bool, str | None]:
     if compute == "cpu":
         return True, None  # host RAM dwarfs what a CPU-sized job needs; GPU fits are informative
     row = next((m for m in memory if m.gpu == compute), None)
     if row is None:
-        return False, f"the workers' compute class {compute!r} is not a known GPU class"
+        return False, f"the compute class {compute!r} is not a known GPU class"
     return row.fits, row.no_fit_reason
 
 
 def _stage_seconds(
-    cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook
+    cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook, compute: str
 ) -> dict[str, float]:
     from eval.probe import load_probe
     from export.profiles import RUNTIMES, load_profiles
@@ -323,7 +355,7 @@ def _stage_seconds(
         "synthesize": (data.train_rows + data.eval_rows) * t.synth_s_per_row
         if cfg.task and not cfg.training_file
         else 0.0,
-        "train": train_seconds(flops, steps, get_settings().worker_compute, t)
+        "train": train_seconds(flops, steps, compute, t)
         + _selection_seconds(cfg, data, t)
         + _replay_seconds(cfg, data, t),
         "evaluate": generations * t.eval_s_per_row,
@@ -356,14 +388,13 @@ def _replay_seconds(cfg: JobConfig, data: _Data, t: Any) -> float:
 
 
 def _quote(
-    cfg: JobConfig, seconds: dict[str, float], data: _Data, params: int, book: PriceBook
+    cfg: JobConfig, seconds: dict[str, float], data: _Data, params: int, book: PriceBook, compute: str
 ) -> QuotePublic:
     """Each stage's estimated seconds at the rate it will be billed at (the ledger's rule: train,
-    evaluate and export run on the workers' compute; the rest on CPU), teacher tokens, and one
+    evaluate and export run on the job's compute class; the rest on CPU), teacher tokens, and one
     month of storage for the artifacts."""
     from export.profiles import estimated_artifact_bytes, load_profiles
 
-    compute = get_settings().worker_compute
     items = []
     for stage in STAGES:
         if not seconds.get(stage):

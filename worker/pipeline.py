@@ -21,6 +21,7 @@ from domain.lists import GPU_STAGES, LOCAL_OUTPUT_STAGES
 from infra.db import session_scope
 from infra.models import Job, now
 from infra.price_book import price_book
+from infra.queue import worker_queue
 from infra.settings import get_settings
 from services.errors import EdgetuneError
 from services.jobs import add_event, record_usage
@@ -112,9 +113,11 @@ def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
     if done and not ctx.work_dir.exists():
         done = _after_machine_loss(ctx, done)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    host, compute = socket.gethostname(), get_settings().worker_compute
     ctx.event(
-        f"Job running on {socket.gethostname()} (attempt {attempt})"
-        + (f"; resuming after {done[-1]}" if done else "")
+        f"Job running on {host}, a {compute} worker (attempt {attempt})"
+        + (f"; resuming after {done[-1]}" if done else ""),
+        data={"worker": host, "compute": compute, "queue": worker_queue(), "attempt": attempt},
     )
     with Heartbeat(JOBS, job_id):
         try:

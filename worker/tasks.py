@@ -10,6 +10,7 @@ from celery.signals import worker_ready, worker_shutting_down
 from infra.db import session_scope
 from infra.models import Job
 from infra.queue import RUN_JOB
+from services.pools import send_job
 from worker.celery_app import celery_app
 from worker.lifecycle import recover, start_reaper
 from worker.pipeline import run_job as run_pipeline
@@ -39,7 +40,8 @@ def _on_ready(**_: Any) -> None:
     from worker.synth_tasks import run_synthetic_dataset
 
     def enqueue_job(job_id: str) -> object:
-        return run_job.delay(job_id)
+        send_job(job_id)  # to the pool the job was routed to, not this worker's queue
+        return None
 
     def enqueue_dataset(ds_id: str) -> object:
         return run_synthetic_dataset.delay(ds_id)

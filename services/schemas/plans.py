@@ -88,7 +88,9 @@ class PlanPublic(BaseModel):
     trainable_params: int
     training_flops: float
     memory: list[GpuFitPublic]
-    fits: bool  # on the compute the workers run on
+    compute: str  # the class it trains on: the workers' one, or the pool it is routed to
+    queue: str  # that class's queue (infra/queue.py queue_for)
+    fits: bool  # on that compute class
     no_fit_reason: str | None
     estimated_seconds: dict[str, float]  # per stage, and "total"
     quote: QuotePublic

@@ -229,7 +229,7 @@ def test_evaluate_estimate_counts_the_probe_for_base_and_fine_tuned() -> None:
     book = price_book()
     targets = ["laptop-cpu", "gpu-server", "browser-webgpu"]
     config = JobConfig(model="LiquidAI/LFM2-350M", training_file="file-x", targets=targets)
-    seconds = _stage_seconds(config, _Data([], 36, 4, True), 1e12, 10, book)
+    seconds = _stage_seconds(config, _Data([], 36, 4, True), 1e12, 10, book, "cpu")
     # 4 held-out rows x 4 runs (base, fine-tuned, the laptop-cpu GGUF, the browser-webgpu ONNX; the
     # gpu-server safetensors are not scored apart) + 32 probe items x 2 models (base, fine-tuned)
     assert len(load_probe()) == 32
@@ -247,7 +247,7 @@ def test_train_estimate_counts_the_held_out_scores_of_checkpoint_selection() -> 
 
     def train_seconds(checkpoints: dict[str, object], eval_rows: int) -> float:
         config = JobConfig(model="LiquidAI/LFM2-350M", training_file="file-x", checkpoints=checkpoints)
-        return _stage_seconds(config, _Data([], 100, eval_rows, True), 1e12, 10, book)["train"]  # type: ignore[arg-type]
+        return _stage_seconds(config, _Data([], 100, eval_rows, True), 1e12, 10, book, "cpu")["train"]  # type: ignore[arg-type]
 
     last = train_seconds({"select": "last"}, 40)
     rate = book.throughput.eval_s_per_row  # each stage's seconds are rounded to 0.1

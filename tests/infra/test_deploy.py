@@ -368,6 +368,22 @@ def _container_env(doc: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def _queue_consumed(env: dict[str, str]) -> str:
+    """The queue `edgetune worker` consumes with this environment (infra/queue.py worker_queue)."""
+    from unittest import mock
+
+    from infra.queue import worker_queue
+    from infra.settings import get_settings
+
+    ours = {k: v for k, v in env.items() if k.startswith("EDGETUNE_")}
+    with mock.patch.dict(os.environ, ours):
+        get_settings.cache_clear()
+        try:
+            return worker_queue()
+        finally:
+            get_settings.cache_clear()
+
+
 def _workers() -> list[dict[str, Any]]:
     return [
         d for d in _of_kind("Deployment")
@@ -393,7 +409,8 @@ def test_one_worker_deployment_per_gpu_class_with_its_queue_and_one_gpu() -> Non
     for doc, cls in zip(gpu_workers, classes, strict=True):
         assert cls in known, f"{doc['metadata']['name']}: GPU class {cls!r} is not in the price book / plan"
         env = _container_env(doc)
-        assert env["EDGETUNE_QUEUE"] == f"gpu-{cls}"
+        assert cls in env["EDGETUNE_COMPUTE_POOLS"].split(","), f"the API never routes a job to {cls}"
+        assert _queue_consumed(env) == f"{env['EDGETUNE_QUEUE']}.{cls}"  # its own class's queue
         spec = _pod_spec(doc)
         container = spec["containers"][0]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -410,7 +427,7 @@ def test_workers_take_one_job_at_a_time() -> None:
     from infra.queue import make_celery
 
     source = inspect.getsource(worker.callback)  # type: ignore[arg-type]
-    assert "--pool=solo" in source and "--concurrency=1" in source
+    assert "--pool=threads" in source and "--concurrency=1" in source
     assert make_celery().conf.worker_prefetch_multiplier == 1
 
 
@@ -430,7 +447,7 @@ def test_each_scaled_worker_has_a_scaledobject_on_its_own_queue_and_the_broker()
         (trigger,) = scaled[name]["spec"]["triggers"]
         assert trigger["type"] == "redis"
         meta = trigger["metadata"]
-        assert meta["listName"] == _container_env(doc)["EDGETUNE_QUEUE"]
+        assert meta["listName"] == _queue_consumed(_container_env(doc))
         assert meta["listLength"] == "1"
         assert meta["address"] == f"{broker.hostname}:{broker.port}"
         assert meta["databaseIndex"] == (broker.path.strip("/") or "0")
@@ -495,7 +512,13 @@ def test_compose_services_health_migrations_volumes_and_gpu() -> None:
     for values in ({}, _env_example()):
         cls = _interpolate(env["EDGETUNE_WORKER_COMPUTE"], values)
         assert cls in known
-        assert _interpolate(env["EDGETUNE_QUEUE"], values) == f"gpu-{cls}"
+        # the class's queue follows from the class, once the pools name it (.env.example says so)
+        pooled = {k: _interpolate(v, values) for k, v in env.items()} | {
+            "EDGETUNE_COMPUTE_POOLS": f"cpu,{cls}"
+        }
+        assert _queue_consumed(pooled) == f"{pooled['EDGETUNE_QUEUE']}.{cls}"
+    pools = _interpolate(services["api"]["environment"]["EDGETUNE_COMPUTE_POOLS"], {})
+    assert pools == "cpu"  # without the gpu profile no job is routed to a GPU queue
 
 
 def test_env_example_holds_no_secret() -> None:

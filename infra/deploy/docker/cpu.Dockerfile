@@ -75,5 +75,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM runtime AS worker-cpu
-# One job at a time (--pool=solo --concurrency=1, prefetch 1: cli/main.py, infra/queue.py).
+# One job at a time (--pool=threads --concurrency=1, prefetch 1: cli/main.py, infra/queue.py).
 CMD ["worker"]

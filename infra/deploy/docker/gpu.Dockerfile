@@ -81,6 +81,6 @@ COPY --from=build /app /app
 WORKDIR /app
 USER 10001:10001
 ENTRYPOINT ["edgetune"]
-# One job per GPU (--pool=solo --concurrency=1, prefetch 1: cli/main.py, infra/queue.py); the queue
-# (EDGETUNE_QUEUE) and the class (EDGETUNE_WORKER_COMPUTE) come from the deployment.
+# One job per GPU (--pool=threads --concurrency=1, prefetch 1: cli/main.py, infra/queue.py); the class
+# (EDGETUNE_WORKER_COMPUTE) comes from the deployment, and the queue follows from it.
 CMD ["worker"]

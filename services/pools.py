@@ -1,0 +1,82 @@
+"""Worker pools per compute class (issue 17): where a job is sent, what it is told when no worker
+of its class is live, and the operator's view of each pool (queue depth, live workers).
+
+The routing rule itself is the plan's (services/plans.py `_route`: the class named, else the
+cheapest pool the job fits); the queue name of a class is infra/queue.py `queue_for`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from infra import queue
+from infra.db import session_scope
+from infra.models import Job
+from infra.settings import get_settings
+from services.errors import InvalidRequest
+from services.schemas.plans import PlanPublic
+from services.schemas.pools import PoolPublic, PoolsPublic
+
+log = logging.getLogger(__name__)
+# How long the API waits for workers to answer "which queues do you consume" (Celery's remote
+# control) when a job is queued: a create takes this much longer, only with pools.
+LIVE_WORKERS_TIMEOUT_S = 0.5
+
+
+def require_fit(plan: PlanPublic, named: str | None) -> None:
+    """With pools, a job that fits none of them (or not the class it names) would wait forever:
+    refused at create. With one queue the plan's fit stays advice, as it always was."""
+    if get_settings().pool_classes and not plan.fits:
+        raise InvalidRequest(
+            f"this job fits no pool of this deployment: {plan.no_fit_reason}",
+            param="compute_class" if named else "model",
+            code="no_compute_fits",
+        )
+
+
+def send_job(job_id: str) -> None:
+    """Send a job's queue message to the pool it was routed to (the reaper's resend too)."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        name = job.queue if job is not None else None
+    queue.send(queue.RUN_JOB, job_id, name)
+
+
+def waiting_note(queue_name: str) -> str | None:
+    """A line for the job's events when no live worker consumes its queue, so it does not wait
+    silently (with autoscaling from zero one may be starting). None with one queue, when one is
+    live, or when the broker cannot say (the embedded SQLite broker)."""
+    if not get_settings().pool_classes:
+        return None
+    try:
+        live = queue.live_workers(LIVE_WORKERS_TIMEOUT_S)
+    except Exception as exc:  # the job is queued; the note is advice, never a reason to fail it
+        log.warning("could not ask the workers which queues they consume: %r", exc)
+        return None
+    if live is None or any(queue_name in queues for queues in live.values()):
+        return None
+    return (
+        f"No live worker consumes queue {queue_name!r} now; the job waits there until a worker of "
+        "its class starts (or an autoscaler starts one)"
+    )
+
+
+def pools_status() -> PoolsPublic:
+    """Each pool's queue, its depth and the live workers consuming it, plus the CPU queue."""
+    s = get_settings()
+    classes = s.pool_classes or [s.worker_compute]
+    live = queue.live_workers()
+    rows: dict[str, dict[str, Any]] = {}
+    for compute in ["cpu", *classes]:
+        name = queue.queue_for(compute)
+        row = rows.setdefault(name, {"queue": name, "compute": [], "depth": queue.queue_depth(name)})
+        if compute not in row["compute"]:
+            row["compute"].append(compute)
+    pools = [
+        PoolPublic(
+            **row,
+            live_workers=None if live is None else sorted(w for w, qs in live.items() if row["queue"] in qs),
+        )
+        for row in rows.values()
+    ]
+    return PoolsPublic(routing="per_class" if s.pool_classes else "one_queue", data=pools)
