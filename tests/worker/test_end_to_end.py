@@ -189,6 +189,14 @@ def test_fine_tune_from_upload_to_device_artifact(
     )
     assert out["usage"]["completion_tokens"] >= 1
 
+    # the same GGUF over the API with the openai SDK: the job's labels grammar holds by default
+    answer = client.chat.completions.create(
+        model=done.fine_tuned_model, messages=[{"role": "user", "content": "Great product, I love it"}]
+    )
+    assert answer.model == done.fine_tuned_model and answer.choices[0].finish_reason == "stop"
+    assert answer.choices[0].message.content in ("positive", "negative")
+    assert answer.usage is not None and answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens >= 1
+
 
 def test_cancel_stops_a_running_job_and_publishes_nothing(client, worker, tiny_base, server, api_key) -> None:
     train = client.files.create(file=("t.jsonl", io.BytesIO(jsonl(sentiment_rows(48)))), purpose="fine-tune")
