@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 # transformers.js (Node) for the test that loads the browser artifact as a browser app would.
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed-$(shell cat $(JS)/package-lock.json | sha1sum | cut -c1-12)
+# Debian's Chromium and its driver, for the console's browser tests (tests/api/console/); apt-get
+# runs only when the driver is missing (as root, or through sudo).
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # llama-cpp-python builds llama.cpp from source; a portable AVX2 build without the multimodal
 # library takes ~4-5 min on 2 cores and pip caches the wheel for the next install on this machine.
@@ -18,7 +22,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL := 2
 # The converter fetch runs on every install, not only when the packages change: it is a no-op once
 # every script export/converter.py names is there for the installed llama-cpp-python, and it
 # completes an older venv's fetch when a script is added.
-install: $(STAMP) $(JS_STAMP)
+install: $(STAMP) $(JS_STAMP) $(CHROMEDRIVER)
 	@$(BIN)/python -m export.converter fetch >/dev/null
 
 $(STAMP): pyproject.toml constraints.txt
@@ -34,6 +38,10 @@ $(JS_STAMP): $(JS)/package-lock.json
 	ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --prefix $(JS) --no-audit --no-fund --silent
 	rm -f $(JS)/node_modules/.installed-*
 	touch $@
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
 
 # Tests need the machine's PostgreSQL and Redis; start them if they are down.
 services:

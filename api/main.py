@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import console
 from api.agent.mcp_server import build_mcp_server, mcp_route
 from api.errors import install_error_handlers
 from api.routes import (
@@ -45,6 +46,7 @@ def create_app() -> FastAPI:
     app.include_router(operator.router, prefix="/v1")  # the operator's token, not a tenant's key
     app.include_router(chat.router, prefix="/v1")  # chat completions on the org's fine-tuned GGUFs
     app.router.routes.append(mcp_route(mcp))  # MCP over streamable HTTP at /mcp
+    console.install(app)  # the web console at /console (HTML pages; not in the OpenAPI spec)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -105,6 +105,9 @@ def run_demo(task: str | None, timeout: int) -> int:
     model = pick_base_model()
     with local_stack() as stack:
         _say(f"API on {stack.api_url} (log {stack.logs / 'api.log'}), worker log {stack.logs / 'worker.log'}")
+        # the local demo org's key: the person at the terminal signs in to the console with it
+        console = stack.api_url.removesuffix("/v1") + "/console/"
+        _say(f"console: {console} while the demo runs (sign in with the demo org's key {key})")
         body: dict[str, Any] = {
             "model": model,
             "task": {

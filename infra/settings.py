@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     inference_max_context: int = Field(default=4096, ge=64)
     inference_threads: int | None = Field(default=None, ge=1, description="llama.cpp threads per model.")
 
+    # The web console (/console, services/console_sessions.py) signs its session cookies with this
+    # secret; unset, each API process makes a random one, so sessions end when it restarts and
+    # several API processes behind one address need it set (the same value in each).
+    console_secret: str = ""
+
     # Fairness between orgs (services/limits.py): every authenticated call (REST, /v1/tools, MCP)
     # counts against `rate_limit`; plans, job and dataset creates, uploads and the tool calls that do
     # them also against `heavy_rate_limit`, and at most `max_concurrent_heavy` of them run at once per
