@@ -108,9 +108,10 @@ def stream(
 
     with model_cache().use(served.cache_key, served.path, served.n_ctx) as llm:
         prompt_tokens = _prompt_tokens(llm, served, body)
+        parts = _generate(llm, served, body, stream=True)  # refusals (a bad schema) raise here
         try:  # from here on, what was generated is billed, also when the client leaves
             yield chunk(Delta(role="assistant", content=""))
-            for part in _generate(llm, served, body, stream=True):
+            for part in parts:
                 raw = part["choices"][0]
                 piece, finish = raw["delta"].get("content") or "", raw.get("finish_reason") or finish
                 text += piece

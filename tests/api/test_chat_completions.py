@@ -233,6 +233,16 @@ def test_bad_fields_are_a_400_naming_the_field(server, org, body: dict[str, Any]
     assert r.json()["error"]["param"] == param and r.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_a_stream_refused_before_it_starts_is_an_http_error(server, org) -> None:
+    for body, param in (
+        ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
+        ({"messages": [{"role": "user", "content": "word " * 5000}]}, "messages"),
+    ):
+        r = _post(server, org["key"], {"model": org["model"], "messages": ASK, "stream": True, **body})
+        assert r.status_code == 400 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["error"]["param"] == param
+
+
 def test_an_artifacts_grammar_holds_unless_the_request_asks_otherwise(server, org) -> None:
     client = _client(server, org["key"])
     review = [{"role": "user", "content": "Review: the battery died after a day. Sentiment?"}]
