@@ -265,7 +265,10 @@ def _answer(text: str, finish: str | None, body: ChatCompletionCreate) -> tuple[
     `[name(arg=...)]`, or the arguments JSON of a named tool_choice), else the text."""
     if isinstance(body.tool_choice, NamedToolChoice):
         call = _call(body.tool_choice.function.name, text)
-        return AssistantMessage(content=None, tool_calls=[call]), "tool_calls"
+        # cut short by max_tokens, the arguments are not whole JSON: say so, as OpenAI does
+        return AssistantMessage(
+            content=None, tool_calls=[call]
+        ), "length" if finish == "length" else "tool_calls"
     names = {t.function.name for t in body.tools or []}
     calls = parse_tool_calls(text) if names and body.tool_choice != "none" else None
     if calls and all(c.name in names for c in calls):
