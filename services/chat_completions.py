@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -65,24 +65,36 @@ def prepare(*, session: Session, org: Org, body: ChatCompletionCreate) -> Served
     return resolve(session=session, org=org, model=body.model, target=body.target)
 
 
-def complete(served: ServedModel, body: ChatCompletionCreate, org_id: str) -> ChatCompletionPublic:
-    """One whole completion, metered."""
+def _stays() -> bool:
+    return False
+
+
+def complete(
+    served: ServedModel, body: ChatCompletionCreate, org_id: str, left: Callable[[], bool] = _stays
+) -> ChatCompletionPublic:
+    """One whole completion, metered. Generated token by token, so a client that has `left` (the
+    API watches its connection) stops it; the tokens generated until then are billed."""
     completion_id, created = _new_id(), int(time.time())
+    text, finish = "", None
     with model_cache().use(served.cache_key, served.path, served.n_ctx) as llm:
-        result = _generate(llm, served, body, stream=False)
-    raw, usage = result["choices"][0], result["usage"]
-    message, finish = _answer(raw["message"].get("content") or "", raw.get("finish_reason"), body)
-    counted = Usage(
-        prompt_tokens=usage["prompt_tokens"],
-        completion_tokens=usage["completion_tokens"],
-        total_tokens=usage["total_tokens"],
-    )
-    meter(org_id, served, completion_id, counted)
+        prompt_tokens = _prompt_tokens(llm, served, body)
+        parts = _generate(llm, served, body)
+        try:
+            for part in parts:
+                raw = part["choices"][0]
+                text, finish = text + (raw["delta"].get("content") or ""), raw.get("finish_reason") or finish
+                if left():
+                    break
+        finally:  # under the model's lock: llama.cpp's generator ends before another request starts
+            parts.close()
+            counted = _usage(llm, prompt_tokens, text)
+            meter(org_id, served, completion_id, counted)
+    message, finish_reason = _answer(text, finish, body)
     return ChatCompletionPublic(
         id=completion_id,
         created=created,
         model=served.name,
-        choices=[Choice(message=message, finish_reason=finish)],
+        choices=[Choice(message=message, finish_reason=finish_reason)],
         usage=counted,
     )
 
@@ -108,7 +120,7 @@ def stream(
 
     with model_cache().use(served.cache_key, served.path, served.n_ctx) as llm:
         prompt_tokens = _prompt_tokens(llm, served, body)
-        parts = _generate(llm, served, body, stream=True)  # refusals (a bad schema) raise here
+        parts = _generate(llm, served, body)  # refusals (a bad schema) raise here
         try:  # from here on, what was generated is billed, also when the client leaves
             yield chunk(Delta(role="assistant", content=""))
             for part in parts:
@@ -119,12 +131,8 @@ def stream(
                     yield chunk(Delta(content=piece))
             yield chunk(Delta(), "length" if finish == "length" else "stop")
         finally:  # still under the model's lock: an evicted model is freed only once it is let go
-            completion = len(tokenize_gguf(llm, text)) if text else 0
-            counted = Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion,
-                total_tokens=prompt_tokens + completion,
-            )
+            parts.close()
+            counted = _usage(llm, prompt_tokens, text)
             meter(org_id, served, completion_id, counted)
     if body.stream_options and body.stream_options.include_usage:
         yield ChatCompletionChunkPublic(
@@ -165,10 +173,11 @@ def _new_id() -> str:
     return f"chatcmpl-{secrets.token_hex(12)}"
 
 
-def _generate(llm: Any, served: ServedModel, body: ChatCompletionCreate, *, stream: bool) -> Any:
-    """llama-cpp-python's create_chat_completion; a prompt over the context is a 400."""
+def _generate(llm: Any, served: ServedModel, body: ChatCompletionCreate) -> Any:
+    """llama-cpp-python's create_chat_completion as a stream of chunks, one token per step (its
+    grammar built and checked first); a prompt over the context is a 400."""
     try:
-        return llm.create_chat_completion(**_llama_kwargs(llm, served, body), stream=stream)
+        return llm.create_chat_completion(**_llama_kwargs(llm, served, body), stream=True)
     except ValueError as e:
         if "context window" not in str(e):
             raise
@@ -296,6 +305,14 @@ def _prompt_tokens(llm: Any, served: ServedModel, body: ChatCompletionCreate) ->
             code="context_length_exceeded",
         )
     return count
+
+
+def _usage(llm: Any, prompt_tokens: int, text: str) -> Usage:
+    """Completion tokens counted by tokenizing the answer again (a llama.cpp stream reports none)."""
+    completion = len(tokenize_gguf(llm, text)) if text else 0
+    return Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion
+    )
 
 
 def meter(org_id: str, served: ServedModel, completion_id: str, usage: Usage) -> None:

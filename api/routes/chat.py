@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Generator
+import threading
+from collections.abc import AsyncIterator, Callable, Generator
 from functools import partial
 from weakref import WeakKeyDictionary
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import HeavyOrg, SessionDep
@@ -22,6 +23,7 @@ router = APIRouter(tags=["chat"])
 # Threads that may generate at once, apart from the threadpool every sync route shares: requests
 # waiting for a busy model wait here, in the event loop, instead of holding the API's threads.
 GENERATION_THREADS = 8
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
 _limiters: WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = WeakKeyDictionary()
 
 
@@ -36,7 +38,7 @@ def _limiter() -> anyio.CapacityLimiter:
     responses=openapi_responses("A chat.completion (JSON), or with stream=true chat.completion.chunk events"),
 )
 async def create_chat_completion(
-    session: SessionDep, org: HeavyOrg, body: ChatCompletionCreate
+    request: Request, session: SessionDep, org: HeavyOrg, body: ChatCompletionCreate
 ) -> ChatCompletionPublic | StreamingResponse:
     """OpenAI's chat completion, answered by one of the org's fine-tuned GGUFs in llama.cpp.
 
@@ -45,10 +47,29 @@ async def create_chat_completion(
     still an HTTP error; the rest is generated one token per thread step as the client reads."""
     served = await anyio.to_thread.run_sync(partial(svc.prepare, session=session, org=org, body=body))
     if not body.stream:
-        return await anyio.to_thread.run_sync(svc.complete, served, body, org.id, limiter=_limiter())
+        return await _complete_while_connected(request, partial(svc.complete, served, body, org.id))
     chunks = svc.stream(served, body, org.id)
     first = await anyio.to_thread.run_sync(next, chunks, limiter=_limiter())
     return event_stream(_frames(first, chunks))
+
+
+async def _complete_while_connected(
+    request: Request, complete: Callable[..., ChatCompletionPublic]
+) -> ChatCompletionPublic:
+    """Generate in a thread while watching the connection: a client that leaves stops generation
+    at the next token (nothing would receive the answer)."""
+    left = threading.Event()
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(DISCONNECT_POLL_S)
+        left.set()
+
+    watcher = asyncio.ensure_future(watch())  # a bare task: a task group would wrap the 4xx errors
+    try:
+        return await anyio.to_thread.run_sync(partial(complete, left=left.is_set), limiter=_limiter())
+    finally:
+        watcher.cancel()
 
 
 def _frame(chunk: ChatCompletionChunkPublic) -> str:

@@ -108,7 +108,7 @@ def test_the_sdk_gets_a_completion_from_the_fine_tunes_gguf(server, org) -> None
     (choice,) = out.choices
     assert choice.message.role == "assistant" and choice.message.content and choice.message.content.strip()
     assert choice.finish_reason in ("stop", "length") and not choice.message.tool_calls
-    assert out.usage is not None and out.usage.prompt_tokens > 5 and 0 < out.usage.completion_tokens <= 24
+    assert out.usage is not None and out.usage.prompt_tokens > 5 and 0 < out.usage.completion_tokens <= 25
     assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
 
 
@@ -354,6 +354,32 @@ def test_a_client_that_leaves_stops_generation_and_frees_the_model(server, org) 
         model=org["model"], messages=ASK, max_tokens=4
     )
     assert again.usage is not None and again.usage.completion_tokens >= 1
+
+
+def test_a_client_that_leaves_a_whole_completion_stops_it_too(server, org) -> None:
+    client = _client(server, org["key"])
+    client.chat.completions.create(
+        model=org["model"], messages=ASK, max_tokens=1
+    )  # loaded: it starts at once
+    before = len(rows_of(org["org_id"]))
+    story = [
+        {"role": "user", "content": "Write a very long story about a lighthouse keeper, in ten chapters."}
+    ]
+    body = {"model": org["model"], "messages": story, "max_tokens": 400, "temperature": 0.8, "seed": 2}
+    headers = {"Authorization": f"Bearer {org['key']}"}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(
+            f"{server.base_url}/chat/completions",
+            json=body,
+            headers=headers,
+            timeout=httpx.Timeout(60, read=3),
+        )
+    deadline = time.monotonic() + 60
+    while len(rows_of(org["org_id"])) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rows = rows_of(org["org_id"])[before:]
+    assert [r.unit for r in rows if r.unit == "input_1m_tokens"] == ["input_1m_tokens"]
+    assert sum(r.quantity for r in rows if r.unit == "output_1m_tokens") * 1e6 < 400
 
 
 # --- the loaded-model cache ---------------------------------------------------------------------
