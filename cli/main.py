@@ -4,6 +4,7 @@ stdio server, and the `jobs` / `artifacts` verbs for people from cli/client_comm
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,6 +34,7 @@ def worker(loglevel: str, beat: bool) -> None:
     """Run a Celery worker: one job at a time (a GPU, or the CPU, runs one training at once), on
     the queue of its compute class (EDGETUNE_WORKER_COMPUTE; infra/queue.py worker_queue)."""
     from infra.queue import worker_queue
+    from infra.settings import get_settings
     from worker.celery_app import celery_app
 
     celery_app.worker_main(
@@ -46,6 +48,9 @@ def worker(loglevel: str, beat: bool) -> None:
             f"--loglevel={loglevel}",
             "-Q",
             worker_queue(),
+            # a node name per process (Celery's default, celery@<host>, is the same for every worker
+            # of a host, and remote control's replies would merge them): class, pid and host
+            f"--hostname={get_settings().worker_compute}.{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
             *(["--beat"] if beat else []),

@@ -200,7 +200,9 @@ def api_key(platform: Platform) -> str:
     return new_key()
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], log_path: Path, *, own_group: bool = False) -> subprocess.Popen[bytes]:
+    """A worker process; with `own_group`, in a process group of its own (as on a machine of its
+    own: killing the group takes the worker and its stage processes, nothing else)."""
     log = log_path.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "worker"],
@@ -208,6 +210,7 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=own_group,
     )
 
 

@@ -9,6 +9,7 @@ job still being `running`: a cancel that lands mid-stage always wins, and publis
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 import traceback
@@ -117,7 +118,13 @@ def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
     ctx.event(
         f"Job running on {host}, a {compute} worker (attempt {attempt})"
         + (f"; resuming after {done[-1]}" if done else ""),
-        data={"worker": host, "compute": compute, "queue": worker_queue(), "attempt": attempt},
+        data={
+            "worker": host,
+            "pid": os.getpid(),
+            "compute": compute,
+            "queue": worker_queue(),
+            "attempt": attempt,
+        },
     )
     with Heartbeat(JOBS, job_id):
         try:

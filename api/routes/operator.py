@@ -8,7 +8,11 @@ from api.deps import OperatorOnly
 from services import pools as svc
 from services.schemas.pools import PoolsPublic
 
-router = APIRouter(prefix="/operator", tags=["operator"], dependencies=[OperatorOnly])
+# Not in the OpenAPI spec: the spec is the tenants' API, and these routes are 404 to everyone
+# but the operator.
+router = APIRouter(
+    prefix="/operator", tags=["operator"], dependencies=[OperatorOnly], include_in_schema=False
+)
 
 
 @router.get("/pools", response_model=PoolsPublic)
