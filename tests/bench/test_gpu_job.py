@@ -49,7 +49,7 @@ def _run_gpu_job(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
 
 
 def test_gpu_job_runs_the_whole_job_on_the_cpu(tmp_path) -> None:
-    cpu_tiny = "--device cpu --shape tiny --rows 120 --batch-size 4 --timeout 600".split()
+    cpu_tiny = "--device cpu --shape tiny --rows 120 --batch-size 4 --timeout 1500".split()
     summary, stdout = _run_gpu_job(tmp_path, *cpu_tiny)
     assert summary["status"] == "succeeded" and summary["device"] == "cpu"
     assert set(summary["stage_seconds"]) == {
