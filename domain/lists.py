@@ -3,6 +3,7 @@ the GPU rate, the training methods and types and the recipe each pair runs, the 
 customer asks for and the scorer each is judged by.
 
 A new entry starts here; docs/architecture.md lists, for each kind, the one module to add beside it.
+The artifact formats a device gets are listed with their modules, in export/formats/__init__.py.
 """
 
 from __future__ import annotations
@@ -36,11 +37,6 @@ def recipe_for(method: MethodType, training_type: TrainingType) -> RecipeName:
         return "dpo"
     return "lora_sft" if training_type == "lora" else "full_sft"
 
-
-# ---- what a device gets ----------------------------------------------------------------------------
-# Artifact formats a device profile may name (export/profiles.yaml); export/targets.py makes each.
-ArtifactFormat = Literal["gguf", "onnx", "safetensors"]
-ARTIFACT_FORMATS: tuple[ArtifactFormat, ...] = get_args(ArtifactFormat)
 
 # ---- what the model is for ------------------------------------------------------------------------
 # What a customer's task asks the model to answer with (a job's `task.type`).

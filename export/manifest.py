@@ -20,7 +20,6 @@ and, for the browser (ONNX) artifact, what transformers.js can and cannot constr
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +31,11 @@ from domain.job_config import JobConfig
 from domain.lists import EVAL_TASKS, GREEDY_TASKS
 from eval.grammar import CONSTRAINS
 from export.adapter_gguf import ADAPTER_FORMAT
+from export.card_sampling import LLAMA_CPP_PYTHON_NAMES, llama_cli_flags, python_kwargs, sampling_settings
+from export.formats import FORMATS
 from export.profiles import DeviceProfile
 
 MANIFEST_VERSION = 1
-ONNXRUNTIME_FALLBACK = "1.31"  # min_runtime("onnx") where onnxruntime is not installed here
 TOOL_CALL_FORMAT = "lfm-pythonic"  # <|tool_call_start|>[f(a="x")]<|tool_call_end|>, on every base
 _CHUNK = 1 << 20
 
@@ -109,18 +109,8 @@ def license_info(base_model: str) -> dict[str, str]:
 
 
 def min_runtime(fmt: str) -> str:
-    if fmt in ("gguf", ADAPTER_FORMAT):
-        # The llama.cpp we converted and quantized with; older builds may not read every tensor type.
-        return f"llama.cpp (llama-cpp-python {importlib.metadata.version('llama-cpp-python')})"
-    if fmt == "onnx":
-        # The onnxruntime installed here, which checks the exported graph; browsers run the same
-        # graph in onnxruntime-web.
-        try:
-            version = importlib.metadata.version("onnxruntime")
-        except importlib.metadata.PackageNotFoundError:
-            version = ONNXRUNTIME_FALLBACK
-        return f"onnxruntime>={version} (onnxruntime-web for browsers)"
-    return "transformers>=4.54.0 or vLLM>=0.10.2 (first releases with LFM2)"
+    """The oldest runtime the card promises: the format's own (an adapter GGUF's is its model's)."""
+    return FORMATS["gguf" if fmt == ADAPTER_FORMAT else fmt].min_runtime()
 
 
 # Each scorer's headline metric (eval/metrics.py), for a job without a task: the worker scored it as
@@ -314,54 +304,19 @@ def verify_manifest(manifest: dict[str, Any], root: Path) -> list[str]:
 
 def _front_matter(manifest: dict[str, Any]) -> dict[str, Any]:
     adapter = manifest["format"] == ADAPTER_FORMAT
-    gguf = manifest["format"] == "gguf" or adapter
+    hub = FORMATS["gguf" if adapter else manifest["format"]].hub
     lic = manifest["license"]
-    # HF's model tree: a GGUF is listed under the base's quantizations, an adapter under its
-    # adapters, merged weights as a finetune.
-    relation = "adapter" if adapter else "quantized" if gguf else "finetune"
-    tags = ["lfm2", "edge", "llama.cpp", "gguf"] if gguf else ["lfm2", "edge", "edgetune"]
+    # HF's model tree lists an adapter under the base's adapters; the format says the rest
     return {
         "base_model": manifest["base_model"],
-        "base_model_relation": relation,
-        "library_name": "gguf" if gguf else "transformers",
+        "base_model_relation": "adapter" if adapter else hub.relation,
+        "library_name": hub.library,
         "pipeline_tag": "text-generation",
-        "tags": [*tags, "lora"] if adapter else tags,
+        "tags": [*hub.tags, "lora"] if adapter else list(hub.tags),
         "license": lic["license"],
         "license_name": lic["license_name"],
         "license_link": lic["license_link"],
     }
-
-
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
-_LLAMA_CLI_FLAGS = {
-    "temperature": "--temp",
-    "top_k": "--top-k",
-    "top_p": "--top-p",
-    "min_p": "--min-p",
-    "repetition_penalty": "--repeat-penalty",
-}
-
-
-def _settings(manifest: dict[str, Any]) -> dict[str, float]:
-    """The manifest's recommended sampling values alone; greedy for a manifest made before it
-    recorded any."""
-    rec = manifest.get("sampling") or {"temperature": 0.0}
-    return {k: rec[k] for k in SAMPLING_KEYS if k in rec}
-
-
-def _cli_flags(manifest: dict[str, Any]) -> str:
-    return " ".join(f"{_LLAMA_CLI_FLAGS[k]} {v:g}" for k, v in _settings(manifest).items())
-
-
-def _kwargs(manifest: dict[str, Any], rename: dict[str, str] | None = None) -> str:
-    return ", ".join(f"{(rename or {}).get(k, k)}={v!r}" for k, v in _settings(manifest).items())
-
-
-def _generate_kwargs(manifest: dict[str, Any]) -> str:
-    """transformers' generate arguments: greedy unless the recommendation samples."""
-    if not _settings(manifest).get("temperature"):
-        return "do_sample=False"
-    return f"do_sample=True, {_kwargs(manifest)}"
 
 
 def _adapter_base_file(manifest: dict[str, Any]) -> str:
@@ -373,7 +328,7 @@ def _how_to_run_adapter(manifest: dict[str, Any]) -> str:
     adapter, ctx = manifest["files"][0]["path"], manifest["context_cap"]
     base = manifest["adapter"]["base"]
     base_file = _adapter_base_file(manifest)
-    flag, sampling = manifest["adapter"]["llama_cpp_flag"], _cli_flags(manifest)
+    flag, sampling = manifest["adapter"]["llama_cpp_flag"], llama_cli_flags(manifest)
     return (
         f"A LoRA adapter, not a model: load a GGUF of {base['model']} (any quantization; "
         f"{base['profile_quantization']} for {manifest['profile']}) and apply this file with `{flag}`. "
@@ -384,61 +339,16 @@ def _how_to_run_adapter(manifest: dict[str, Any]) -> str:
         f'llm = Llama(model_path="{base_file}", lora_path="{adapter}", n_ctx={ctx})\n'
         "llm.create_chat_completion(\n"
         f'    messages=[{{"role": "user", "content": "Hello"}}], '
-        f"{_kwargs(manifest, {'repetition_penalty': 'repeat_penalty'})}\n)\n```\n"
-    )
-
-
-def _how_to_run_onnx(manifest: dict[str, Any]) -> str:
-    archive = manifest["files"][0]["path"] if manifest["files"] else "browser-webgpu.tar"
-    return (
-        f"`{archive}` holds the transformers.js folder layout: `onnx/model_q4.onnx` (4-bit weights), "
-        "`config.json`, the tokenizer and `chat_template.jinja`. Extract it where your app serves "
-        "models from and load it with transformers.js (`dtype: 'q4'`, `device: 'webgpu'` or `'wasm'`):\n\n"
-        "```js\nimport { pipeline, env } from '@huggingface/transformers';\n\n"
-        "env.localModelPath = '/models/';  // the folder holding the extracted artifact as ./my-model/\n"
-        "const generate = await pipeline('text-generation', 'my-model', { dtype: 'q4', device: 'webgpu' });\n"
-        "const out = await generate([{ role: 'user', content: 'Hello' }], { max_new_tokens: 64 });\n```\n\n"
-        "`onnx/model_q4.onnx` is a stateful decoder: each call takes `input_ids`, `attention_mask` and "
-        "`position_ids` plus the past state (`past_conv.{i}` for the short-conv layers, "
-        "`past_key_values.{i}.key` / `.value` for the attention layers) and returns the last position's "
-        "`logits` and the next state (`present_conv.{i}`, `present.{i}.key` / `.value`), which the next "
-        'call feeds back; onnxruntime (`ort.InferenceSession("onnx/model_q4.onnx")`) runs it too.\n'
+        f"{python_kwargs(manifest, LLAMA_CPP_PYTHON_NAMES)}\n)\n```\n"
     )
 
 
 def _how_to_run(manifest: dict[str, Any]) -> str:
     if manifest["format"] == ADAPTER_FORMAT:
         return _how_to_run_adapter(manifest)
-    if manifest["format"] == "onnx":
-        return _how_to_run_onnx(manifest)
-    first = manifest["files"][0]["path"] if manifest["files"] else "model.gguf"
-    if manifest["format"] == "gguf":
-        ctx, sampling = manifest["context_cap"], _cli_flags(manifest)
-        return (
-            "The chat template is embedded in the GGUF, so llama.cpp formats prompts as in training.\n\n"
-            f"```sh\nllama-cli -m {first} -c {ctx} -cnv {sampling}\n"
-            f"llama-server -m {first} -c {ctx} --jinja {sampling}\n```\n\n"
-            "```python\nfrom llama_cpp import Llama\n\n"
-            f'llm = Llama(model_path="{first}", n_ctx={ctx})\n'
-            "llm.create_chat_completion(\n"
-            f'    messages=[{{"role": "user", "content": "Hello"}}], '
-            f"{_kwargs(manifest, {'repetition_penalty': 'repeat_penalty'})}\n)\n```\n"
-        )
-    return (
-        "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-        'tok = AutoTokenizer.from_pretrained(".")\nmodel = AutoModelForCausalLM.from_pretrained(".")\n'
-        'ids = tok.apply_chat_template([{"role": "user", "content": "Hello"}], add_generation_prompt=True, '
-        'return_tensors="pt", return_dict=True)\n'
-        f"out = model.generate(**ids, max_new_tokens=64, {_generate_kwargs(manifest)})\n"
-        "print(tok.decode(out[0], skip_special_tokens=True))\n```\n\n"
-        "With vLLM: `vllm serve .` (pass the settings above with each request). A LoRA fine-tune also "
-        "ships its PEFT adapter in `adapter/`, for a server that keeps the base and many adapters: "
-        f"`vllm serve {manifest['base_model']} --enable-lora --lora-modules ft=./adapter`\n"
-    )
+    return FORMATS[manifest["format"]].how_to_run(manifest)
 
 
-# transformers.js runs the browser artifact; the version edgetune loads it with (tests/js).
-TRANSFORMERS_JS = "3.8.1"
 _GRAMMAR_ALLOWS = {
     "labels": "exactly one of the task's labels, written as in training (the bare label)",
     "json_schema": "a JSON object valid against the task's output schema",
@@ -504,32 +414,14 @@ def _grammar_section(manifest: dict[str, Any]) -> str:
         f"{_GRAMMAR_ALLOWS[constrains]}: every answer has that shape by construction (a token budget can "
         f"still cut a long one short). The evaluation above scores this artifact with and without it "
         f"where both were run.{markers}\n\n"
-        f"```sh\nllama-cli {cli} --grammar-file {path} -cnv {_cli_flags(manifest)}\n```\n\n"
+        f"```sh\nllama-cli {cli} --grammar-file {path} -cnv {llama_cli_flags(manifest)}\n```\n\n"
         f"llama-server takes the file's text as `\"grammar\"` in a request's JSON body.\n\n"
         "```python\nfrom llama_cpp import Llama, LlamaGrammar\n\n"
         f"llm = Llama({llama_kwargs})\n"
         f'grammar = LlamaGrammar.from_file("{path}")\n'
         'llm.create_chat_completion(messages=[{"role": "user", "content": "..."}], grammar=grammar, '
-        f"{_kwargs(manifest, {'repetition_penalty': 'repeat_penalty'})})\n```\n\n"
+        f"{python_kwargs(manifest, LLAMA_CPP_PYTHON_NAMES)})\n```\n\n"
         f"{_ollama_note(constrains, _modelfile(manifest))}"
-    )
-
-
-def _browser_constraints() -> str:
-    """What transformers.js can constrain, as read in its source (v3.8.1: generation/
-    configuration_utils.js, logits_process.js, models.js): no grammar or schema decoding
-    (`constraints` / `force_words_ids` are declared, never applied); `bad_words_ids` and a custom
-    `logits_processor` list passed to `generate` (the text-generation pipeline forwards it) are."""
-    return (
-        f"transformers.js ({TRANSFORMERS_JS}, the version edgetune loads this artifact with) has no "
-        "grammar or JSON-schema constrained decoding, and the llama.cpp grammar shipped with GGUF "
-        "targets does not apply here. What it does take: `bad_words_ids` (token sequences never to "
-        "write) and a `logits_processor` list passed to `generate` (the text-generation pipeline "
-        "forwards it). A classifier can be held to its labels with a processor of your own that "
-        "allows only the token ids continuing a label, then the end token. JSON-schema and tool-call "
-        "constraints need a grammar engine that transformers.js does not have: validate those answers "
-        "after decoding (`JSON.parse` and a schema check; parse the `[name(arg=...)]` list and check the "
-        "tool names) and retry or reject.\n"
     )
 
 
@@ -538,13 +430,14 @@ def _constrained_output(manifest: dict[str, Any]) -> str:
     if manifest.get("grammar"):
         return f"## Constrained output\n\n{_grammar_section(manifest)}\n"
     task_type = (manifest.get("sampling") or {}).get("task_type")
-    if manifest["format"] == "onnx" and task_type in GREEDY_TASKS:
-        return f"## Constrained output\n\n{_browser_constraints()}\n"
+    note = FORMATS[manifest["format"]].constraints_note if manifest["format"] in FORMATS else None
+    if note is not None and task_type in GREEDY_TASKS:
+        return f"## Constrained output\n\n{note()}\n"
     return ""
 
 
 def _sampling_section(manifest: dict[str, Any]) -> str:
-    settings = ", ".join(f"{k}={v:g}" for k, v in _settings(manifest).items())
+    settings = ", ".join(f"{k}={v:g}" for k, v in sampling_settings(manifest).items())
     why = (manifest.get("sampling") or {}).get("why", "greedy: how edgetune's eval gate scored it")
     return f"`{settings}`\n\n{why[:1].upper()}{why[1:]}.\n"
 

@@ -9,15 +9,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domain.lists import ARTIFACT_FORMATS, ArtifactFormat
-from export.gguf_export import QUANT_TYPES
+from export.formats import FORMATS
 
 PROFILES_PATH = Path(__file__).with_name("profiles.yaml")
-SUPPORTED_FORMATS = set(ARTIFACT_FORMATS)  # the list's one home: domain/lists.py
-ONNX_QUANT_TYPES = ("q4",)
-# Formats whose artifact is scored as shipped, and the runtime it is scored in (eval/runners.py
-# takes the format's name as its runner kind).
-RUNTIMES = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
 
 BudgetRule = Literal["refuse", "flag"]
 
@@ -39,8 +33,8 @@ class DeviceProfile(BaseModel):
 
     name: str
     description: str
-    format: ArtifactFormat
-    quantization: str = Field(description="Default quantization; for gguf one of QUANT_TYPES.")
+    format: str = Field(description="One of export/formats FORMATS (any name when not available).")
+    quantization: str = Field(description="Default quantization, one the format's module lists.")
     quality_quantization: str | None = Field(default=None, description="Higher-fidelity alternative.")
     context_cap: int = Field(gt=0, description="Context length to configure on the device, in tokens.")
     max_artifact_mb: int = Field(gt=0, description="Largest artifact the device class should receive.")
@@ -55,18 +49,17 @@ class DeviceProfile(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceProfile:
-        if self.format == "gguf":
-            for quant in (self.quantization, self.quality_quantization):
-                if quant is not None and quant not in QUANT_TYPES:
-                    raise ValueError(f"{self.name}: GGUF quantization {quant!r} is not one of {QUANT_TYPES}")
-        if self.format == "onnx" and self.quantization not in ONNX_QUANT_TYPES:
-            raise ValueError(
-                f"{self.name}: ONNX quantization {self.quantization!r} is not one of {ONNX_QUANT_TYPES}"
-            )
-        if self.available and self.format not in SUPPORTED_FORMATS:
+        fmt = FORMATS.get(self.format)
+        if self.available and fmt is None:
             raise ValueError(
                 f"{self.name}: format {self.format!r} cannot be exported; mark it available: false"
             )
+        for quant in (self.quantization, self.quality_quantization):
+            if fmt is not None and quant is not None and quant not in fmt.quantizations:
+                allowed = fmt.quantizations
+                raise ValueError(
+                    f"{self.name}: {fmt.name.upper()} quantization {quant!r} is not one of {allowed}"
+                )
         if not self.available and not self.unavailable_reason:
             raise ValueError(f"{self.name}: an unavailable profile needs an unavailable_reason")
         return self
@@ -146,16 +139,14 @@ def eval_context(profile: DeviceProfile, artifact: Path) -> int:
     return min(profile.context_cap, trained) if trained else profile.context_cap
 
 
-# Average stored bits per weight, from llama.cpp's quantize table (block scales included; K-quant
-# mixes keep some tensors at higher precision, hence Q4_K_M's 4.9 rather than 4.5). ONNX q4 stores
-# 4-bit weights plus an fp32 scale per 32 (5 bits) but keeps the embedding table in fp32 (32 bits),
-# which is 19% of LFM2-350M's parameters and 11% of LFM2-1.2B's: 0.19*32 + 0.81*5 = 10.1 and 8.1.
-BITS_PER_WEIGHT = {"F16": 16.0, "Q8_0": 8.5, "Q5_K_M": 5.7, "Q4_K_M": 4.9, "Q4_0": 4.55, "q4": 9.0}
-
-
 def estimated_artifact_bytes(profile: DeviceProfile, params: int, gpu: bool = False) -> int:
-    """Artifact size before it exists, for quotes and budgets: params x bits per weight. A merged
-    safetensors checkpoint is saved in bf16 when trained on a GPU, fp32 on a CPU."""
-    if profile.format == "safetensors":
-        return params * (2 if gpu else 4)
-    return int(params * BITS_PER_WEIGHT.get(profile.quantization, 16.0) / 8)
+    """Artifact size before it exists, for quotes and budgets: the format's own estimate (bits
+    per weight of the quantization; a merged checkpoint's dtype)."""
+    fmt = FORMATS.get(profile.format)  # None: a described, unavailable format; sized as 16-bit
+    return fmt.estimate_bytes(params, profile.quantization, gpu) if fmt else params * 2
+
+
+def runtime_of(profile: DeviceProfile) -> str | None:
+    """The runtime the profile's artifact is scored in as shipped; None when it is not scored."""
+    fmt = FORMATS.get(profile.format)
+    return fmt.runtime if fmt is not None else None

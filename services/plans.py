@@ -218,7 +218,7 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     )
 
 
-# The size estimate (export/profiles.py BITS_PER_WEIGHT) is within about 15% of the files made
+# The size estimate (each format's estimate_bytes, export/formats/) is within about 15% of the files made
 # (docs/benchmarks.md), so a target is refused before training only when its estimate is over the
 # budget by more than this: a certain rejection at the gate after the customer paid for training.
 SIZE_REFUSAL_MARGIN = 1.10
@@ -335,15 +335,15 @@ def _stage_seconds(
     cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook, compute: str
 ) -> dict[str, float]:
     from eval.probe import load_probe
-    from export.profiles import RUNTIMES, load_profiles
+    from export.profiles import load_profiles, runtime_of
     from recipes.estimate import train_seconds
 
     t = book.throughput
 
     profiles = load_profiles()
     # eval scores the base, the fine-tuned model and each GGUF or ONNX artifact in its own runtime
-    # (export/profiles.py RUNTIMES)
-    runs = 2 + sum(profiles[name].format in RUNTIMES for name in cfg.targets)
+    # (a format with a runtime, export/formats/)
+    runs = 2 + sum(runtime_of(profiles[name]) is not None for name in cfg.targets)
     # The evaluate stage also answers the general-ability probe (eval/probe.py) with base and
     # fine-tuned: len(probe) generations each, 2 x 32 = 64 today. A probe answer is capped at
     # PROBE_MAX_NEW_TOKENS (12), under a classification row's 16, so each is priced as one eval row

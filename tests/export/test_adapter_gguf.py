@@ -26,11 +26,11 @@ from export.adapter_gguf import (
     convert_lora_to_gguf,
     lora_tensors,
 )
+from export.formats.gguf import gguf_adapter
 from export.gguf_export import convert_to_gguf
 from export.manifest import build_adapter_manifest, model_card, sha256_file, verify_manifest
 from export.parity import forced_logits_gguf, forced_logits_hf, relative_logit_deviation, tokenize_hf
 from export.profiles import get_profile
-from export.targets import gguf_adapter
 from tests.export.tiny_artifacts import TinyArtifacts
 
 BASE_ID = "test/tiny-lfm2"

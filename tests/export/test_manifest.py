@@ -12,8 +12,8 @@ import yaml
 
 from domain.job_config import JobConfig, TaskSpec
 from eval.metrics import score
+from export.formats.onnx import TRANSFORMERS_JS
 from export.manifest import (
-    TRANSFORMERS_JS,
     build_adapter_manifest,
     build_manifest,
     chat_template,

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from export.formats import FORMATS
 from export.profiles import (
-    SUPPORTED_FORMATS,
     ProfileUnavailableError,
     UnknownProfileError,
     check_exportable,
@@ -33,7 +33,7 @@ def test_all_seven_profiles_load_with_liquids_defaults() -> None:
     for profile in profiles.values():
         assert profile.name and profile.description and profile.runtime
         assert profile.context_cap > 0 and profile.max_artifact_mb > 0 and profile.min_ram_mb > 0
-        assert profile.available and profile.format in SUPPORTED_FORMATS
+        assert profile.available and profile.format in FORMATS
         # every device that runs the artifact has memory and speed budgets; size always refuses
         assert (profile.max_ram_mb is None) == (profile.format == "safetensors")
         assert profile.on_over_budget.max_artifact_mb == "refuse"

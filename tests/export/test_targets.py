@@ -6,7 +6,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from export import targets
+from export.formats import gguf as gguf_format
 from export.profiles import ProfileUnavailableError, get_profile
 from export.targets import export_target
 from tests.export.tiny_artifacts import TinyArtifacts
@@ -23,7 +23,7 @@ def counted_conversions(tiny: TinyArtifacts, monkeypatch: pytest.MonkeyPatch) ->
         shutil.copyfile(tiny.f16, out_path)
         return out_path
 
-    monkeypatch.setattr(targets, "convert_to_gguf", fake_convert)
+    monkeypatch.setattr(gguf_format, "convert_to_gguf", fake_convert)
     return calls
 
 

@@ -24,12 +24,14 @@ def _score_artifact(
     shows what constraining bought."""
     from eval.runners import ArtifactRunError, evaluate_model
     from eval.runtime_stats import RuntimeStats
-    from export.profiles import RUNTIMES, eval_context
+    from export.formats import FORMATS
+    from export.profiles import eval_context
 
     rows, task_type, labels = held_out
-    stats = RuntimeStats(runtime=RUNTIMES[profile.format])
+    fmt = FORMATS[profile.format]
+    stats = RuntimeStats(runtime=fmt.runtime or "")
     n_ctx = eval_context(profile, path)
-    text = grammar.read_text() if grammar is not None and profile.format == "gguf" else None
+    text = grammar.read_text() if grammar is not None and fmt.grammar else None
     if text is not None:  # in its own process too (stats given), so a runtime crash is contained
         unused = RuntimeStats(runtime=stats.runtime)
         free = evaluate_model(profile.format, path, rows, task_type, labels, n_ctx=n_ctx, stats=unused)
@@ -82,7 +84,7 @@ def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
 
 def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
     from export.adapter_gguf import adapter_info
-    from export.targets import gguf_adapter
+    from export.formats.gguf import gguf_adapter
 
     base_dir = Path(ctx.state["base_model_dir"])
     adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
@@ -99,7 +101,7 @@ def _export_one(
     from eval.runners import ArtifactRunError
     from export.device_budgets import budget_checks
     from export.onnx_export import OnnxExportError
-    from export.profiles import RUNTIMES
+    from export.profiles import runtime_of
     from export.targets import export_target
 
     target = profile.name
@@ -111,7 +113,7 @@ def _export_one(
             adapter_dir=Path(adapter_dir) if adapter_dir else None,
         )
         entry: dict[str, Any] = {"files": [str(p) for p in paths]}
-        if profile.format in RUNTIMES:
+        if runtime_of(profile) is not None:
             _score_artifact(profile, paths[0], held_out, entry, grammar)
     except (OnnxExportError, ArtifactRunError) as exc:
         raise ExportFailed(ctx.config.targets.index(target), f"{target}: {exc}") from exc
@@ -120,6 +122,7 @@ def _export_one(
 
 
 def export(ctx: JobContext) -> dict[str, Any]:
+    from export.formats import FORMATS
     from export.profiles import get_profile
 
     adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
@@ -132,7 +135,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
         profile = get_profile(target)
         entry = _export_one(ctx, profile, held_out, adapter_dir, grammar)
         note = ""
-        if profile.format == "gguf" and adapter_dir:
+        if FORMATS[profile.format].ships_adapter and adapter_dir:
             # The adapter alone, for devices that already hold the base GGUF; publish ships it as
             # its own artifact `<target>-adapter`. Converted once, it fits every quantization.
             adapter_entry = adapter_entry or _adapter_entry(ctx, adapter_dir)
