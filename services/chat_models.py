@@ -1,14 +1,18 @@
 """Which GGUF answers a chat completion's `model`: the org's own fine-tunes only.
 
 `model` may be a job's `fine_tuned_model` (`ft:<base>:<org>:<suffix>:<id>`), the job's id, a
-registry alias (`support-router@prod`) or version (`support-router:3`), or a catalog base that ships
-as a GGUF. A name that is not the org's is a 404 `model_not_found`, worded as for a name that does
-not exist, so another org's model is never revealed. The artifact is copied once from the store
-into `<var>/inference/<sha256>.gguf` and checked against its sha256 before llama.cpp opens it.
+registry alias (`support-router@prod`) or version (`support-router:3`), or a base model present on
+this server (what a playground puts beside a fine-tune). A name that is not the org's is a 404
+`model_not_found`, worded as for a name that does not exist, so another org's model is never
+revealed. The artifact is copied once from the store into `<var>/inference/<sha256>.gguf` and
+checked against its sha256 before llama.cpp opens it. A base that ships as a GGUF (SmolLM2) is
+served from it; a base held as a Hugging Face checkpoint (LFM2) is converted once, by llama.cpp's
+own converter, to a Q8_0 GGUF under `<var>/inference/bases/`, and served from that.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import uuid
@@ -19,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from export.gguf_export import GGUFExportError, convert_to_gguf
 from export.manifest import sha256_file
 from infra.models import Artifact, Job, ModelVersion, Org
 from infra.settings import get_settings
@@ -146,9 +151,9 @@ def _gguf_artifact(session: Session, job: Job, target: str | None) -> Artifact:
 
 
 def _served_base(model: str) -> ServedModel:
-    """A catalog base the org may fine-tune, answered by the GGUF it ships as. Other bases are
-    Hugging Face checkpoints: converting one to a GGUF per request is an export's work, not a
-    request's, so they are a 400 saying so."""
+    """A base model present on this server, answered by the GGUF it ships as or by its checkpoint
+    converted once (`converted_base`). A base whose weights are not here is a 404 as any unknown
+    name."""
     s = get_settings()
     try:
         info = find_base_model(model, s.models_dir, s.model_cache_dir)
@@ -158,12 +163,8 @@ def _served_base(model: str) -> ServedModel:
         raise not_found(model)
     path = base_gguf(info)
     if path is None:
-        raise InvalidRequest(
-            f"the base model {model} is served here as a Hugging Face checkpoint, not a GGUF, so "
-            "llama.cpp cannot answer for it; fine-tune it with a GGUF target and call the fine-tune",
-            param="model",
-            code="model_has_no_gguf",
-        )
+        assert info.local_path is not None  # available: its checkpoint is here
+        path = converted_base(info.id, info.local_path)
     sampling = info.sampling.model_dump(exclude_none=True) if info.sampling else {"temperature": 0.0}
     return ServedModel(
         name=info.id,
@@ -171,6 +172,34 @@ def _served_base(model: str) -> ServedModel:
         n_ctx=min(info.context_length, s.inference_max_context),
         sampling=sampling,
     )
+
+
+# Q8_0 is the converter's own quantization (no second pass through the quantizer) and is within
+# noise of F16 in quality at half its size: a fair stand-in for the base beside a fine-tune.
+BASE_OUTTYPE = "q8_0"
+
+
+def converted_base(model_id: str, checkpoint: Path) -> Path:
+    """The base checkpoint as a GGUF, converted on first use and kept: one conversion per base and
+    weights folder (seconds for a 350M model), then every request reads the file."""
+    digest = hashlib.sha256(f"{model_id}\0{checkpoint.resolve()}".encode()).hexdigest()[:16]
+    dest = get_settings().var_dir.resolve() / "inference" / "bases" / f"{digest}-{BASE_OUTTYPE}.gguf"
+    if dest.is_file():
+        return dest
+    with _downloads_lock:
+        lock = _downloads.setdefault(dest.name, threading.Lock())
+    with lock:  # one conversion per base; the others wait for it
+        if dest.is_file():
+            return dest
+        try:
+            return convert_to_gguf(checkpoint, dest, BASE_OUTTYPE)  # written whole, then renamed
+        except GGUFExportError as e:
+            raise InvalidRequest(
+                f"the base model {model_id} could not be converted to a GGUF for llama.cpp: "
+                f"{str(e).splitlines()[0]}",
+                param="model",
+                code="model_has_no_gguf",
+            ) from e
 
 
 def local_copy(artifact: Artifact) -> Path:

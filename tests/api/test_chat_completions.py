@@ -18,6 +18,7 @@ import pytest
 
 from eval.grammar import grammar_for
 from infra.price_book import price_book
+from infra.settings import get_settings
 from services.errors import EvalGateFailed
 from services.model_cache import ModelCache
 from synth.llama_server import bundled_teacher_gguf
@@ -308,13 +309,26 @@ def test_a_spent_budget_is_a_402(server, org) -> None:
     assert r.status_code == 402 and r.json()["error"]["code"] == "org_budget_exceeded"
 
 
-def test_a_base_model_answers_from_its_own_gguf_or_says_why_not(server, org, tiny_base) -> None:
+def test_a_base_model_answers_from_its_gguf_or_its_converted_checkpoint(server, org, tiny_base) -> None:
     out = _client(server, org["key"]).chat.completions.create(model=SMOLLM2, messages=ASK, max_tokens=8)
     assert out.model == SMOLLM2 and out.usage is not None and out.usage.completion_tokens >= 1
     base_rows = [r for r in rows_of(org["org_id"]) if r.idempotency_key.startswith(out.id)]
     assert base_rows and all(r.job_id is None for r in base_rows)
-    checkpoint = _post(server, org["key"], {"model": tiny_base, "messages": ASK})
-    assert checkpoint.status_code == 400 and checkpoint.json()["error"]["code"] == "model_has_no_gguf"
+    # an LFM2 base held as a checkpoint: converted to a Q8_0 GGUF once, then answered from it
+    converted = _client(server, org["key"]).chat.completions.create(
+        model=tiny_base, messages=ASK, max_tokens=4
+    )
+    assert (
+        converted.model == tiny_base
+        and converted.usage is not None
+        and converted.usage.completion_tokens >= 1
+    )
+    files = list((get_settings().var_dir.resolve() / "inference" / "bases").glob("*-q8_0.gguf"))
+    assert len(files) == 1 and files[0].read_bytes()[:4] == b"GGUF"
+    written = files[0].stat().st_mtime_ns
+    again = _client(server, org["key"]).chat.completions.create(model=tiny_base, messages=ASK, max_tokens=4)
+    assert again.model == tiny_base and again.usage is not None
+    assert files[0].stat().st_mtime_ns == written  # read again, not converted a second time
     absent = _post(server, org["key"], {"model": "LiquidAI/LFM2-350M", "messages": ASK})
     assert absent.status_code == 404 and absent.json()["error"]["code"] == "model_not_found"
 
