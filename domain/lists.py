@@ -21,6 +21,10 @@ GPU_STAGES: tuple[StageName, ...] = ("train", "evaluate", "export")
 # made in the database or the artifact store.
 LOCAL_OUTPUT_STAGES: tuple[StageName, ...] = ("prepare", "synthesize", "train", "export")
 
+# ---- a run's life: jobs and synthetic datasets share it (worker/lifecycle.py, services/run_lifecycle.py)
+# The statuses a run never leaves: a cancel is refused, the worker stops, streams end.
+TERMINAL: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+
 # ---- how a job trains -------------------------------------------------------------------------------
 MethodType = Literal["supervised", "dpo"]
 METHOD_TYPES: tuple[MethodType, ...] = get_args(MethodType)

@@ -31,14 +31,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from domain.lists import TERMINAL
 from infra.db import get_sessionmaker
 from infra.models import Job, JobEvent, Org, SyntheticDataset, now
 from infra.settings import get_settings
 from services import jobs, synthetic_datasets
 from services.errors import NotFound
-from services.schemas.jobs import TERMINAL as JOB_TERMINAL
 from services.schemas.jobs import EventPublic
-from services.schemas.synthetic_datasets import TERMINAL as DATASET_TERMINAL
 from services.schemas.synthetic_datasets import SyntheticDatasetPublic
 
 log = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ class _JobReader:
                 return Batch([GONE], finished=True)
             # The job before its events: all that was committed with (or before) its terminal
             # status is then visible to the events' read, so `done` never overtakes an event.
-            final = jobs.to_public(job) if job.status in JOB_TERMINAL else None
+            final = jobs.to_public(job) if job.status in TERMINAL else None
             rows = self._new_events(session)
             frames = [frame(_event_json(r), event=JOB_EVENT, id=r.id) for r in rows]
         for r in rows:
@@ -233,6 +232,6 @@ class _DatasetReader:
         if state != self.last_id:
             frames.append(frame(data, event=DATASET_PROGRESS, id=state))
             self.last_id = state
-        if public.status in DATASET_TERMINAL:
+        if public.status in TERMINAL:
             return Batch([*frames, frame(data, event=DONE)], finished=True)
         return Batch(frames)

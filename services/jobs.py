@@ -15,11 +15,12 @@ from infra import queue
 from infra.models import Checkpoint, Job, JobEvent, Org, UsageRecord, now
 from infra.settings import get_settings
 from services import limits, pools, spend_budgets
-from services.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from services.errors import Conflict, NotFound, ServiceUnavailable
 from services.ledger import append_usage, usage_key
 from services.pagination import page
 from services.plans import plan_job
-from services.schemas.jobs import TERMINAL, JobError, JobPublic
+from services.run_lifecycle import cancel_run
+from services.schemas.jobs import JobError, JobPublic
 
 log = logging.getLogger(__name__)
 QUEUE_DOWN = (
@@ -200,13 +201,7 @@ def list_jobs(
 def cancel_job(*, session: Session, org: Org, job_id: str) -> Job:
     """Cancel at once; a running worker sees the flag at its next step and publishes nothing."""
     job = get_job(session=session, org=org, job_id=job_id)
-    if job.status in TERMINAL:
-        raise InvalidRequest(
-            f"job {job_id} is already {job.status}", param="fine_tuning_job_id", code="job_not_cancellable"
-        )
-    job.cancel_requested = True
-    job.status = "cancelled"
-    job.finished_at = now()
+    cancel_run(job, what="job", param="fine_tuning_job_id", code="job_not_cancellable")
     add_event(session, job.id, "Job cancellation requested; the job is cancelled")
     session.commit()
     return job

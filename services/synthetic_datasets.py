@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from domain.chat_rows import to_jsonl
 from domain.job_config import TaskSpec
+from domain.lists import TERMINAL
 from infra import queue
 from infra.models import File, Org, SyntheticDataset, now
 from infra.outbound import GuardedTransport, OutboundRefused, check_url, current_policy
@@ -25,9 +26,9 @@ from services import limits, spend_budgets
 from services.errors import InvalidRequest, NotFound, PaymentRequired, ServiceUnavailable
 from services.ledger import append_usage, usage_key
 from services.pagination import page
+from services.run_lifecycle import cancel_run
 from services.schemas.jobs import JobError
 from services.schemas.synthetic_datasets import (
-    TERMINAL,
     SyntheticDatasetCreate,
     SyntheticDatasetPublic,
     TeacherOptions,
@@ -146,11 +147,7 @@ def cancel_dataset(*, session: Session, org: Org, dataset_id: str) -> SyntheticD
     """Cancel at once; the worker sees the flag within a second, sends no further teacher
     requests (those in flight finish), stores no files and bills nothing."""
     ds = get_dataset(session=session, org=org, dataset_id=dataset_id)
-    if ds.status in TERMINAL:
-        raise InvalidRequest(
-            f"dataset {dataset_id} is already {ds.status}", param="dataset_id", code="dataset_not_cancellable"
-        )
-    ds.cancel_requested, ds.status, ds.finished_at = True, "cancelled", now()
+    cancel_run(ds, what="dataset", param="dataset_id", code="dataset_not_cancellable")
     forget_teacher_key(ds)
     session.commit()
     return ds

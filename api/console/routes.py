@@ -14,11 +14,11 @@ from api.console import auth
 from api.console.errors import ConsoleRoute
 from api.console.pages import render
 from api.deps import SessionDep
+from domain.lists import TERMINAL
 from eval.report import gate_section, loss_svg, per_class_table, prompting_html, scores_svg
 from infra.settings import get_settings
 from services import artifacts, console_sessions, job_overview, jobs
 from services.errors import AuthenticationError
-from services.schemas.jobs import TERMINAL
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 JOBS_PER_PAGE = 25

@@ -7,7 +7,6 @@ from pydantic import BaseModel
 from domain.job_config import JobConfig
 
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 # Properties to receive on creation: exactly the job config (OpenAI's fields plus edgetune's own)

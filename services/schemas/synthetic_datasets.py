@@ -8,7 +8,6 @@ from domain.job_config import TaskSpec
 from services.schemas.jobs import JobError
 
 DatasetStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 # Teacher settings a request may give; what it leaves out comes from EDGETUNE_TEACHER_* (by
