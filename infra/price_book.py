@@ -25,6 +25,8 @@ class Throughput(BaseModel):
     round_trip_tokens_per_row: float = Field(ge=0)
     eval_s_per_row: float = Field(ge=0)
     export_s_per_target: float = Field(ge=0)
+    # default for an operator's price book written before the quote listed the gate
+    gate_s: float = Field(default=1.0, ge=0)
     publish_s: float = Field(ge=0)
 
 

@@ -360,6 +360,7 @@ def _stage_seconds(
         + _replay_seconds(cfg, data, t),
         "evaluate": generations * t.eval_s_per_row,
         "export": len(cfg.targets) * t.export_s_per_target,
+        "gate": t.gate_s,
         "publish": t.publish_s,
     }
     seconds = {k: round(v, 1) for k, v in seconds.items()}

@@ -81,7 +81,7 @@ def test_plan_counts_real_tokens_and_prices_every_stage(api, train_file, tiny_ba
     quote = plan["quote"]
     assert quote["total_usd"] == pytest.approx(sum(i["amount_usd"] for i in quote["items"]), abs=1e-5)
     stages = {i["stage"] for i in quote["items"]}
-    assert {"prepare", "train", "evaluate", "export", "publish", "storage"} <= stages
+    assert {"prepare", "train", "evaluate", "export", "gate", "publish", "storage"} <= stages
     assert "synthesize" not in stages  # the data is given
     train_item = next(i for i in quote["items"] if i["stage"] == "train")
     assert train_item["quantity"] == plan["estimated_seconds"]["train"]
