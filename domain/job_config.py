@@ -336,10 +336,10 @@ class TaskSpec(BaseModel):
     judge_min_score: int = Field(default=4, ge=1, le=5, description="Lowest judge score (1-5) kept.")
     round_trip: Literal["off", "measure", "filter"] = Field(
         default="off",
-        description="Classification: the teacher labels each synthesized text as the fine-tuned model "
-        "will see it (temperature 0), and the dataset report says how often it agrees with the label "
-        "the text was written for; 'filter' also drops the rows it disagrees with (one more teacher "
-        "request per candidate).",
+        description="Classification and extraction: the teacher answers each synthesized row as the "
+        "fine-tuned model will be asked (temperature 0), and the dataset report says how often it "
+        "gives the row's answer (the label the text was written for; every field of the extraction); "
+        "'filter' also drops the rows it disagrees with (one more teacher request per candidate).",
     )
     constraints: list[str] = Field(
         default_factory=list,
@@ -460,8 +460,9 @@ class TaskSpec(BaseModel):
 
     @property
     def round_trips(self) -> bool:
-        """Whether synthesis asks the teacher to label each text again (classification only)."""
-        return self.round_trip != "off" and self.type == "classification"
+        """Whether synthesis asks the teacher to answer each row again (classification and
+        extraction, whose answers it can be compared on; a tool call or a reply it cannot)."""
+        return self.round_trip != "off" and self.type in ("classification", "extraction")
 
     def tool_schemas(self) -> dict[str, dict[str, Any]]:
         """Each tool's name -> its `function` object (name, description, parameters)."""

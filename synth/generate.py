@@ -47,9 +47,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.job_config import TaskSpec, eval_quota
-from eval.classification import match_label
-from synth import prompts
+from domain.job_config import SeedExample, TaskSpec, eval_quota
+from domain.tool_calls import parse_tool_calls
+from synth import prompts, round_trip
 from synth.filters import (
     MAX_ANSWER_CHARS,
     DedupIndex,
@@ -328,9 +328,20 @@ def _classification_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variat
     return out
 
 
-def _seed_for(task: TaskSpec, label: str | None, request_seed: int) -> str | None:
-    """One of the customer's seeds with this label to vary (any seed when none has it), or None."""
-    seeds = [s.input for s in task.seed_examples if s.output == label] or [
+def _seed_key(task: TaskSpec, seed: SeedExample) -> str | None:
+    """What a seed's answer is, as a plan key: its label, or the tool its call names."""
+    if not isinstance(seed.output, str):
+        return None
+    if task.type == "tool_calling":
+        calls = parse_tool_calls(seed.output)
+        return calls[0].name if calls else None
+    return seed.output
+
+
+def _seed_for(task: TaskSpec, key: str | None, request_seed: int) -> str | None:
+    """One of the customer's seeds to vary: one with this label or calling this tool (any seed when
+    none has it), or None without seeds. Extraction seeds all fit: the values are sampled apart."""
+    seeds = [s.input for s in task.seed_examples if key is not None and _seed_key(task, s) == key] or [
         s.input for s in task.seed_examples
     ]
     return seeds[request_seed % len(seeds)] if seeds else None
@@ -342,7 +353,9 @@ def _extraction_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]
     answers = [sample(schema, random.Random(v.seed), run.plan.pools) for _, v in plan]
     requests = [
         ChatRequest(
-            prompts.extraction_text_messages(task.description, v, mention_text(value), _notes(run)),
+            prompts.extraction_text_messages(
+                task.description, v, mention_text(value), _notes(run), _seed_for(task, None, v.seed)
+            ),
             STRUCTURED_TEXT_MAX_TOKENS,
             prompts.TEMPERATURE,
             v.seed,
@@ -372,7 +385,9 @@ def _tool_calling_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variatio
     ]
     requests = [
         ChatRequest(
-            prompts.tool_request_messages(_action(tools[name]), mention_text(args), v, _notes(run)),
+            prompts.tool_request_messages(
+                _action(tools[name]), mention_text(args), v, _notes(run), _seed_for(task, name, v.seed)
+            ),
             prompts.INSTRUCTION_MAX_TOKENS,
             prompts.TEMPERATURE,
             v.seed,
@@ -537,18 +552,17 @@ def _judge(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
 
 
 def _round_trip(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
-    """The teacher labels each text the way the fine-tuned model will be asked (the row's own
-    system and user turns, temperature 0); its label is read as the eval reads one. `measure`
-    counts how often it names the label the text was written for; `filter` also drops the rest
-    (`round_trip_disagrees`, or `round_trip_no_answer` when the request failed).
+    """The teacher answers each row the way the fine-tuned model will be asked (the row's own
+    system and user turns, temperature 0); synth/round_trip.py says whether it gave the row's
+    answer (the label the text was written for, or the extraction's fields). `measure` counts how
+    often it did; `filter` also drops the rest (`round_trip_disagrees`, or `round_trip_no_answer`
+    when the request failed).
 
-    A weak teacher is a weak classifier too: its disagreement says as much about it as about the
-    row, so the rate is reported before anything is dropped by default (README, Synthetic data)."""
-    labels = run.task.labels or []
-    requests = [
-        ChatRequest(c.row["messages"][:-1], prompts.ROUND_TRIP_MAX_TOKENS, 0.0, c.variation.seed)
-        for c in candidates
-    ]
+    A weak teacher is a weak classifier and extractor too: its disagreement says as much about it
+    as about the row, so the rate is reported before anything is dropped by default (README,
+    Synthetic data)."""
+    budget = round_trip.answer_budget(run.task)
+    requests = [ChatRequest(c.row["messages"][:-1], budget, 0.0, c.variation.seed) for c in candidates]
     run.round_trip["requests"] += len(requests)
     drop = run.task.round_trip == "filter"
     kept = []
@@ -558,7 +572,7 @@ def _round_trip(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
                 run.dropped["round_trip_no_answer"] += 1
                 continue
         else:
-            agrees = match_label(out, labels) == c.key
+            agrees = round_trip.agrees(run.task, out, c.key, c.row)
             run.round_trip["checked"] += 1
             run.round_trip["agreed"] += agrees
             if drop and not agrees:

@@ -42,7 +42,6 @@ ANSWER_TEMPERATURE = 0.3
 LIST_MAX_TOKENS = 80  # topics, sub-topics and example values: ~8 short lines
 LIST_TEMPERATURE = 0.9
 JUDGE_MAX_TOKENS = 6  # a digit, maybe "Rating: 4"
-ROUND_TRIP_MAX_TOKENS = 16  # a label, as the eval reads one (eval/runners.py MAX_NEW_TOKENS)
 
 WRITER_SYSTEM = (
     "You write short, realistic texts like the ones people really write. Reply with the text only."
@@ -156,14 +155,13 @@ def labelled_text_messages(
     `example` (a customer's seed with this label) is shown as one to vary, not to copy: copies of
     a seed are dropped later as `seed_copy`.
     """
-    shown = f' For example: "{example}" Write a different one.' if example else ""
     return [
         {"role": "system", "content": WRITER_SYSTEM},
         {
             "role": "user",
             "content": f"{description.strip()} Write a {label} one about {v.subject}, {v.style}."
             + notes
-            + shown,
+            + _example(example),
         },
     ]
 
@@ -222,36 +220,45 @@ def value_list_messages(description: str, thing: str, n: int) -> list[dict[str, 
     return [{"role": "user", "content": f"Task: {description.strip()}\nList {n} examples of {thing}."}]
 
 
+def _example(example: str | None) -> str:
+    """A customer's seed shown as one to vary, not to copy (copies are dropped as `seed_copy`)."""
+    return f' For example: "{example}" Write a different one.' if example else ""
+
+
 def extraction_text_messages(
-    description: str, v: Variation, mentions: str, notes: str = ""
+    description: str, v: Variation, mentions: str, notes: str = "", example: str | None = None
 ) -> list[dict[str, str]]:
     """Ask for an input text that states the given facts; the JSON answer is those facts.
 
     The facts are sampled first, so the answer is correct by construction whenever the text
     really mentions them (checked afterwards: `value_not_in_text`). "Write a short text ... that
     mentions A, B and C" kept about a third of the 135M teacher's texts in a hand count.
+    `example` (a customer's seed) shows what such texts look like; its values are not used.
     """
     return [
         {"role": "system", "content": WRITER_SYSTEM},
         {
             "role": "user",
             "content": f"{description.strip()} Write one short text a user would give for this task, "
-            f"about {v.subject}, {v.style}. It must mention {mentions}.{notes}",
+            f"about {v.subject}, {v.style}. It must mention {mentions}.{notes}{_example(example)}",
         },
     ]
 
 
-def tool_request_messages(action: str, mentions: str, v: Variation, notes: str = "") -> list[dict[str, str]]:
+def tool_request_messages(
+    action: str, mentions: str, v: Variation, notes: str = "", example: str | None = None
+) -> list[dict[str, str]]:
     """Ask the teacher to phrase a tool call, already chosen, as the user's request.
 
     "Rewrite as a question a person would ask a voice assistant: get the weather forecast for a
     city (city: Boston, days: 3)." with no system turn was the best of seven framings on the 135M
     teacher (4 to 5 of 10 mention every argument); a writer system turn or "You are a user ..."
-    made it answer as the assistant instead.
+    made it answer as the assistant instead. `example` (a customer's request calling this tool, or
+    any of their seeds) shows how their users ask.
     """
     form = REQUEST_FORMS[v.seed % len(REQUEST_FORMS)]
     details = f" ({mentions})" if mentions else ""
-    return [{"role": "user", "content": f"Rewrite as {form}: {action}{details}.{notes}"}]
+    return [{"role": "user", "content": f"Rewrite as {form}: {action}{details}.{notes}{_example(example)}"}]
 
 
 def judge_messages(rubric: str, user: str, answer: str) -> list[dict[str, str]]:

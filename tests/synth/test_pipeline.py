@@ -311,6 +311,77 @@ def test_round_trip_measures_agreement_and_filter_drops_the_rows_the_teacher_lab
     }
 
 
-def test_round_trip_is_off_by_default_and_only_for_classification() -> None:
+def _extraction_round_trip_script() -> Any:
+    """task_script, plus answers to the extraction round-trip requests (the row's system turn,
+    "Reply with a JSON object ..."): the facts the text was written to mention, read back from the
+    writer's prompt, except for request seeds divisible by 3, whose city comes back wrong."""
+    facts: dict[int, dict[str, Any]] = {}
+
+    def script(n: int, payload: dict[str, Any]) -> Any:
+        seed = int(payload.get("seed", n))
+        prompt = payload["messages"][-1]["content"]
+        if mention := re.search(r"must mention (.*?)\.(?: |$)", prompt):
+            pairs = dict(part.split(": ", 1) for part in mention.group(1).split(", "))
+            facts[seed] = {k: {"yes": True, "no": False}.get(v, v) for k, v in pairs.items()}
+        if "Reply with a JSON object" in payload["messages"][0]["content"]:
+            answer = dict(facts[seed])
+            if seed % 3 == 0:
+                answer["city"] = "Atlantis"
+            return chat(json.dumps(answer), 120, 20)
+        return task_script(n, payload)
+
+    return script
+
+
+def test_extraction_round_trip_agrees_only_when_every_field_comes_back() -> None:
+    measured = _run_with({**SPECS["extraction"], "round_trip": "measure"}, _extraction_round_trip_script())
+    rt = measured.report["round_trip"]
+    assert rt["mode"] == "measure" and rt["requests"] >= rt["checked"] > 0
+    assert 0 < rt["agreed"] < rt["checked"] and rt["agreement_rate"] == round(rt["agreed"] / rt["checked"], 4)
+
+    spec = {**SPECS["extraction"], "round_trip": "filter"}
+    filtered = _run_with(spec, _extraction_round_trip_script())
+    assert_valid(TaskSpec.model_validate(spec), filtered)
+    report = filtered.report
+    disagreed = report["round_trip"]["checked"] - report["round_trip"]["agreed"]
+    assert disagreed > 0 and report["dropped_by_reason"]["round_trip_disagrees"] == disagreed
+    # every row the teacher got a field of wrong is gone; the kept ones were all read back whole
+    assert all(r["provenance"]["request_seed"] % 3 != 0 for r in filtered.train_rows + filtered.eval_rows)
+    assert report["kept"] == SPECS["extraction"]["num_examples"]  # later rounds made up the drops
+
+
+def test_round_trip_is_off_by_default_and_not_for_tool_calls_or_chat() -> None:
     assert "round_trip" not in run(SPECS["classification"])[0].report
-    assert not TaskSpec.model_validate({**SPECS["extraction"], "round_trip": "filter"}).round_trips
+    assert TaskSpec.model_validate({**SPECS["extraction"], "round_trip": "filter"}).round_trips
+    for kind in ("tool_calling", "chat"):
+        assert not TaskSpec.model_validate({**SPECS[kind], "round_trip": "filter"}).round_trips
+
+
+def test_extraction_and_tool_calling_writers_see_the_customers_seeds() -> None:
+    ask = "My name is Ann Berg and I write from Oslo about my order."
+    extraction = {**SPECS["extraction"], "seed_examples": [{"input": ask}]}
+    tool_seeds = [
+        {
+            "input": "Will it rain in Oslo over the next two days?",
+            "output": '[get_weather(city="Oslo", days=2)]',
+        },
+        {
+            "input": "Remind me to call mum at 18:00.",
+            "output": '[create_reminder(text="call mum", time="18:00")]',
+        },
+    ]
+    tools = {**SPECS["tool_calling"], "seed_examples": tool_seeds}
+    _, fake = run(extraction)
+    writers = [
+        m["content"] for s in fake.seen for m in s.payload["messages"] if "must mention" in m["content"]
+    ]
+    assert writers and all(f'For example: "{ask}" Write a different one.' in w for w in writers)
+    _, fake = run(tools)
+    requests = [s.payload["messages"][-1]["content"] for s in fake.seen]
+    weather = [r for r in requests if r.startswith("Rewrite as") and "forecast" in r]
+    reminders = [r for r in requests if r.startswith("Rewrite as") and "reminder" in r]
+    assert weather and reminders
+    # each request shows the seed that calls the same tool
+    assert all(tool_seeds[0]["input"] in r for r in weather) and all(
+        tool_seeds[1]["input"] in r for r in reminders
+    )
