@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.console import compare, job_form, registry, routes
+from api.console import compare, datasets, job_form, playground, registry, routes
 from api.console.pages import STATIC_DIR
 
 
@@ -18,6 +18,8 @@ def install(app: FastAPI) -> None:
     app.include_router(routes.router)
     app.include_router(registry.router)
     app.include_router(compare.router)
+    app.include_router(playground.router)
+    app.include_router(datasets.router)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console_static")
 
     @app.get("/console", include_in_schema=False)

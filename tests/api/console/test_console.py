@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from tests.api.console.conftest import csrf_of, screenshot, signed_in_client
 from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import new_key
 from tests.support.job_rows import new_job
-from tests.support.ledger import org_of
+from tests.support.ledger import org_of, rows_of
 from tests.worker.test_end_to_end import wait_for
 
 pytestmark = pytest.mark.slow
@@ -55,6 +56,31 @@ def finished_job(server, owner_key, worker, tiny_base) -> Any:
         extra_body={"targets": ["laptop-cpu"], "gate": LENIENT_GATE, "checkpoints": {"select": "last"}},
     )
     return wait_for(client, job.id, TERMINAL[:2], timeout=1500)
+
+
+DATASET_LABELS = ["positive", "negative"]
+
+
+@pytest.fixture(scope="module")
+def finished_dataset(server, owner_key, worker) -> dict[str, Any]:
+    """A synthetic dataset of the owner's org, made by the bundled teacher (as
+    tests/api/test_synthetic_datasets.py makes it: 16 asked reach the floor)."""
+    api = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {owner_key}"}, timeout=60)
+    task = {
+        "type": "classification",
+        "description": "Classify the sentiment of a short customer product review.",
+        "labels": DATASET_LABELS,
+        "num_examples": 16,
+    }
+    created = api.post("/synthetic_datasets", json={"task": task, "seed": 5})
+    assert created.status_code == 200, created.text
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        ds = api.get(f"/synthetic_datasets/{created.json()['id']}").json()
+        if ds["status"] in TERMINAL:
+            return ds
+        time.sleep(1)
+    raise AssertionError(f"dataset still {ds['status']} after 900 s")
 
 
 @pytest.fixture()
@@ -334,6 +360,93 @@ def test_a_job_submitted_from_the_form_is_watched_to_its_end_live(
     job = client.fine_tuning.jobs.retrieve(job_id)
     assert job.status == seen[-1][0] and job.targets == ["gpu-server"]  # type: ignore[attr-defined]
     assert job.hyperparameters.n_epochs == 1
+
+
+def test_a_datasets_page_shows_what_was_kept_dropped_and_why(
+    signed_in, console_url, finished_dataset
+) -> None:
+    browser, ds, report = signed_in, finished_dataset, finished_dataset["report"]
+    assert ds["status"] == "succeeded", ds["error"]
+    browser.get(f"{console_url}/datasets")
+    row = by_id(browser, "datasets").find_element(By.CSS_SELECTOR, f'tr[data-dataset="{ds["id"]}"]')
+    _, task_type, status, kept, cost, _ = cells(row)
+    assert (task_type, status, kept) == ("classification", "succeeded", f"{report['kept']} / 16")
+    assert cost == usd(ds["total_cost_usd"])
+    screenshot(browser, "datasets")
+    row.find_element(By.TAG_NAME, "a").click()
+
+    assert by_id(browser, "dataset-status").text == "succeeded"
+    assert by_id(browser, "dataset-kept").text == str(report["kept"])
+    drops = {
+        tr.get_attribute("data-reason"): int(cells(tr)[1])
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#drop-reasons tr[data-reason]")
+    }
+    assert drops == report["dropped_by_reason"]
+    balance = {
+        tr.get_attribute("data-key"): cells(tr)[1:3]
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#balance tr[data-key]")
+    }
+    assert balance == {k: [str(v["train"]), str(v["eval"])] for k, v in report["label_distribution"].items()}
+    assert set(balance) == set(DATASET_LABELS)
+    # the stored training rows, as the file holds them: every answer one of the labels
+    answers = [cells(tr)[2] for tr in browser.find_elements(By.CSS_SELECTOR, "#rows tr")[1:]]
+    assert len(answers) == min(report["train"], 25) and set(answers) <= set(DATASET_LABELS)
+    rounds = browser.find_elements(By.CSS_SELECTOR, "#rounds tr")[1:]
+    assert len(rounds) == len(report["rounds"])
+    screenshot(browser, "dataset")
+
+
+def test_the_playground_puts_the_fine_tune_beside_its_base(
+    signed_in, console_url, owner_key, finished_job, tiny_base
+) -> None:
+    browser = signed_in
+    assert finished_job.status == "succeeded" and finished_job.fine_tuned_model
+    before = {r.id for r in rows_of(org_of(owner_key))}
+    browser.get(f"{console_url}/jobs/{finished_job.id}")
+    by_id(browser, "try-it").click()
+    selected = Select(by_id(browser, "model")).first_selected_option
+    assert selected.get_attribute("value") == finished_job.fine_tuned_model
+
+    by_id(browser, "ask").click()  # no prompt: said next to the field, nothing generated
+    assert "Write a prompt" in by_id(browser, "prompt-error").text
+
+    by_id(browser, "prompt").send_keys("I love this product, it works perfectly.")
+    max_tokens = by_id(browser, "max_tokens")
+    max_tokens.clear()
+    max_tokens.send_keys("8")
+    by_id(browser, "ask").click()
+    by_id(browser, "answers", timeout=300)
+    answers = {
+        td.get_attribute("data-role"): td
+        for td in browser.find_elements(By.CSS_SELECTOR, "#answers td.answer")
+    }
+    assert set(answers) == {"fine-tune", "base"}
+    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#answers th")]
+    assert heads == [f"fine-tune: {finished_job.fine_tuned_model}", f"base: {tiny_base}"]
+    for role, td in answers.items():
+        assert not td.find_elements(By.CLASS_NAME, "error-box"), (role, td.text)
+    usage = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#answers td.usage")]
+    counts = [re.fullmatch(r"(\d+) prompt \+ (\d+) completion tokens, [0-9.]+ s", u) for u in usage]
+    assert all(m and int(m[1]) > 0 and int(m[2]) <= 8 for m in counts), usage
+    # the fine-tune answers under its grammar: one of the labels it was trained on
+    assert answers["fine-tune"].text in ("positive", "negative"), answers["fine-tune"].text
+    # both answers billed as chat completions, the fine-tune's with its job
+    new = [r for r in rows_of(org_of(owner_key)) if r.id not in before]
+    assert {r.stage for r in new} == {"inference"} and {r.job_id for r in new} == {finished_job.id, None}
+    assert all(r.amount_usd > 0 for r in new)
+    screenshot(browser, "playground")
+
+    # another org naming this model gets the API's 404 where the answer would be, and no base
+    other = signed_in_client(console_url, new_key())
+    form = {
+        "model": finished_job.fine_tuned_model,
+        "prompt": "Hello",
+        "max_tokens": "4",
+        "compare_base": "true",
+    }
+    r = other.post("/playground", data=form | {"csrf_token": csrf_of(other.get("/playground").text)})
+    assert r.status_code == 200 and "does not exist or you do not have access to it" in r.text
+    assert 'data-role="base"' not in r.text
 
 
 def test_another_orgs_job_shows_nothing_of_it(signed_in, console_url, finished_job) -> None:
