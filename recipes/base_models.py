@@ -102,10 +102,14 @@ def license_name(license_id: str) -> str:
 
 
 def is_checkpoint_dir(path: Path) -> bool:
-    """A directory `from_pretrained` can load: config.json plus weights."""
-    if not (path / "config.json").is_file():
+    """A directory `from_pretrained` can load: config.json plus weights. A path no file system can
+    hold (a customer's model id with a name past 255 bytes) is none: it is checked, not raised."""
+    try:
+        if not (path / "config.json").is_file():
+            return False
+        return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+    except OSError:  # ENAMETOOLONG and the like
         return False
-    return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
 
 
 def _hf_cache_snapshot(model_id: str, hf_cache_dir: Path | None) -> Path | None:

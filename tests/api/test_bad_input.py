@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.job_config import MAX_ID_LENGTH, MAX_JSON_DEPTH, MAX_UNIX_TIME
+from domain.job_config import MAX_ID_LENGTH, MAX_JSON_DEPTH, MAX_MODEL_LENGTH, MAX_UNIX_TIME
 from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import free_port
 from tests.support.stripe_standin import shared_standin, sign, stripe_configured
@@ -110,6 +110,18 @@ def test_a_nul_in_a_body_string_is_a_400_naming_the_field(server, h) -> None:
     assert "metadata.team" in err["message"]
     body = {"model": "x", "task": {"description": "Classify \x00 reviews.", "labels": ["a", "b"]}}
     error_of(server.api.post("/fine_tuning/jobs/plan", json=body, headers=h), 400, "task.description")
+
+
+def test_a_model_id_no_file_system_can_hold_is_a_400_naming_the_model(server, h) -> None:
+    """256 characters pass the field's length limit but no file system holds a name that long: the
+    base lookup (recipes/base_models.py) says "no such model", never a 500 from the OS error."""
+    body = {
+        "model": "a" * MAX_MODEL_LENGTH,
+        "task": {"description": "Classify the reviews.", "labels": ["a", "b"]},
+    }
+    for path in ("/fine_tuning/jobs/plan", "/fine_tuning/jobs"):
+        err = error_of(server.api.post(path, json=body, headers=h), 400, "model")
+        assert "a" * 40 in err["message"]
 
 
 def test_usage_times_out_of_range_are_a_400_naming_them(server, h) -> None:
