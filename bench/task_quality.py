@@ -5,14 +5,17 @@ print one markdown row per job: bare base, prompted base, fine-tuned, each artif
 its grammar, the probe drop, the step shipped, rows kept, wall time, cost and the gate's verdict.
 
     .venv/bin/python -m bench.task_quality [--tasks classification,extraction,tool_calling,chat]
-        [--variants defaults,plain] [--shuffled] [--rows 64] [--out var/bench/task_quality.json]
+        [--variants defaults,plain] [--shuffled] [--flipped] [--rows 64] [--out var/bench/task_quality.json]
 
 Variants (the same training and held-out files, the same job seed):
 - `defaults`: the job config's defaults (replay of the base's own general answers, the best
   held-out checkpoint with early stopping);
 - `plain`: what a job did before issue 20 (no replay, the last step shipped), as plain TRL does.
 `--shuffled` adds a classification job whose training answers are permuted among its rows (the
-held-out file untouched): it must learn nothing, and the gate must refuse it.
+held-out file untouched): on two labels half the answers stay right by chance, so it is noise a
+base that already knows the task can see through. `--flipped` adds one whose labels are renamed
+the same way in every row (positive <-> negative): the model learns the wrong mapping, and the
+gate must refuse it. `--variants ""` runs only those.
 
 The state goes to its own var dir (`--var`, default var/bench-task-quality, wiped first), so a
 run never mixes with `make demo`'s. Each job is one sample: the held-out sets are 16-20 rows and
@@ -142,10 +145,25 @@ def shuffle_answers(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any
     return out
 
 
-def shuffled_file(client: httpx.Client, file_id: str, seed: int) -> str:
-    """Upload the training file again with its answers shuffled (shuffle_answers)."""
+def flip_labels(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The rows with every label renamed to another one, the same way in every row (a shuffled
+    rotation of the label set: no label keeps its name). Shuffling answers among rows only adds
+    noise, which a base that already knows the task can shrug off (docs/benchmarks.md); a consistent
+    wrong mapping is learned, and must then be refused by the gate."""
+    labels = sorted({r["messages"][-1]["content"] for r in rows})
+    random.Random(seed).shuffle(labels)
+    rename = {label: labels[(i + 1) % len(labels)] for i, label in enumerate(labels)}
+    out = [json.loads(json.dumps(r)) for r in rows]
+    for r in out:
+        r["messages"][-1]["content"] = rename[r["messages"][-1]["content"]]
+    return out
+
+
+def relabelled_file(client: httpx.Client, file_id: str, seed: int, flip: bool) -> str:
+    """Upload the training file again with its answers shuffled among rows or its labels flipped."""
     rows = [json.loads(line) for line in client.get(f"/files/{file_id}/content").text.splitlines() if line]
-    body = "".join(json.dumps(r) + "\n" for r in shuffle_answers(rows, seed)).encode()
+    changed = flip_labels(rows, seed) if flip else shuffle_answers(rows, seed)
+    body = "".join(json.dumps(r) + "\n" for r in changed).encode()
     resp = client.post("/files", data={"purpose": "fine-tune"}, files={"file": ("shuffled.jsonl", body)})
     resp.raise_for_status()
     return str(resp.json()["id"])
@@ -246,6 +264,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {list(TASKS)}")
     p.add_argument("--variants", default="defaults,plain", help=f"comma-separated, of {list(VARIANTS)}")
     p.add_argument("--shuffled", action="store_true", help="add a classification job on shuffled answers")
+    p.add_argument("--flipped", action="store_true", help="add a classification job with its labels renamed")
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="the base (and student)")
     p.add_argument(
         "--rows", type=int, default=64, help="rows asked of the teacher per task (train + held out)"
@@ -268,9 +287,12 @@ def run(args: argparse.Namespace, api_url: str, key: str, model: str) -> list[di
                 results.append({"task": name, "dataset": dataset})
                 continue
             files = (dataset["training_file"], dataset["validation_file"])
-            jobs = [(v, files) for v in args.variants.split(",")]
+            jobs = [(v, files) for v in args.variants.split(",") if v]
+            seed = TASKS[name]["seed"]
             if args.shuffled and name == "classification":
-                jobs.append(("shuffled", (shuffled_file(client, files[0], TASKS[name]["seed"]), files[1])))
+                jobs.append(("shuffled", (relabelled_file(client, files[0], seed, flip=False), files[1])))
+            if args.flipped and name == "classification":
+                jobs.append(("flipped", (relabelled_file(client, files[0], seed, flip=True), files[1])))
             for variant, job_files in jobs:
                 row = summarize(name, variant, dataset, fine_tune(client, model, name, job_files, variant))
                 say(json.dumps(row))

@@ -1,6 +1,6 @@
 from collections import Counter
 
-from bench.task_quality import shuffle_answers
+from bench.task_quality import flip_labels, shuffle_answers
 
 
 def _row(i: int, answer: str) -> dict:
@@ -19,3 +19,16 @@ def test_shuffled_answers_move_every_answer_and_keep_the_label_counts() -> None:
     )
     assert rows[0]["messages"][-1]["content"] == "label-0"  # the input is not changed in place
     assert shuffle_answers(rows, seed=7) == out  # same seed, same permutation
+
+
+def test_flipped_labels_rename_every_label_the_same_way_in_every_row() -> None:
+    rows = [_row(i, ("positive", "negative", "neutral")[i % 3]) for i in range(12)]
+    out = flip_labels(rows, seed=7)
+    pairs = {
+        (r["messages"][-1]["content"], o["messages"][-1]["content"]) for r, o in zip(rows, out, strict=True)
+    }
+    rename = dict(pairs)
+    assert len(rename) == len(pairs) == 3  # one new name per label, the same in every row
+    assert all(old != new for old, new in rename.items()) and set(rename.values()) == set(rename)
+    assert [r["messages"][0] for r in out] == [r["messages"][0] for r in rows]
+    assert rows[0]["messages"][-1]["content"] == "positive"  # the input is not changed in place
