@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from markupsafe import Markup
 
@@ -14,10 +14,11 @@ from api.console import auth
 from api.console.errors import ConsoleRoute
 from api.console.pages import render
 from api.deps import SessionDep
+from api.sse import event_stream
 from domain.lists import TERMINAL
 from eval.report import gate_section, loss_svg, per_class_table, prompting_html, scores_svg
 from infra.settings import get_settings
-from services import artifacts, console_sessions, job_overview, jobs
+from services import artifacts, console_sessions, event_streams, job_overview, jobs
 from services.errors import AuthenticationError
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -74,13 +75,18 @@ def jobs_page(
     return render(request, "jobs.html", context)
 
 
+# The live part follows the job's event stream (static/live.js): each event re-fetches it. Polling
+# stays as a slow fallback for a browser or proxy that drops the stream.
+FALLBACK_POLLS = 20
+
+
 def _live_context(overview: job_overview.JobOverviewPublic) -> dict[str, Any]:
     job = overview.job
     return {
         "job": job,
         "stages": overview.stages,
         "active": job.status not in TERMINAL,
-        "poll_s": get_settings().event_stream_poll_s * 2,
+        "poll_s": get_settings().event_stream_poll_s * 2 * FALLBACK_POLLS,
         # eval/report.py builds the SVG from numbers only, escaping every label
         "loss_svg": Markup(loss_svg(overview.report["loss_curve"])),
     }
@@ -90,7 +96,11 @@ def _live_context(overview: job_overview.JobOverviewPublic) -> dict[str, Any]:
 def job_page(request: Request, session: SessionDep, user: auth.ConsoleUserDep, job_id: str) -> Response:
     overview = job_overview.job_overview(session=session, org=user.org, job_id=job_id)
     report = overview.report
+    newest, _ = jobs.list_events(session=session, org=user.org, job_id=job_id, after=None, limit=1)
+    events = request.url_for("console_job_events", job_id=job_id)
     context = _live_context(overview) | {
+        # the stream starts after the newest event the page already shows
+        "events_url": str(events.include_query_params(after=newest[0].id)) if newest else str(events),
         "csrf": user.csrf,
         "overview": overview,
         "report": report,
@@ -110,6 +120,22 @@ def job_live(request: Request, session: SessionDep, user: auth.ConsoleUserDep, j
     context = _live_context(overview)
     headers = {} if context["active"] else {"HX-Refresh": "true"}
     return render(request, "_live.html", context, headers=headers)
+
+
+@router.get("/jobs/{job_id}/events", name="console_job_events")
+def job_events(
+    session: SessionDep,
+    user: auth.ConsoleUserDep,
+    job_id: str,
+    after: Annotated[str | None, Query(max_length=256)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=256)] = None,
+) -> StreamingResponse:
+    """The job's event stream for the console (the session cookie instead of a key): the same
+    Server-Sent Events as `GET /v1/fine_tuning/jobs/{id}/events?stream=true`."""
+    frames = event_streams.open_job_stream(
+        session=session, org=user.org, job_id=job_id, last_event_id=last_event_id, after=after
+    )
+    return event_stream(frames)
 
 
 @router.get("/artifacts/{artifact_id}/content", name="console_artifact_content")

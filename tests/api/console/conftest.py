@@ -31,7 +31,8 @@ def console_url(server) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_live_updates(platform) -> Iterator[None]:
-    """The job page re-reads its live part every 2 x event_stream_poll_s: 0.5 s here."""
+    """The event stream looks for new events every event_stream_poll_s, 0.25 s here; the job page's
+    fallback polling runs every 2 x 20 x that, 10 s."""
     settings = get_settings()
     before, settings.event_stream_poll_s = settings.event_stream_poll_s, 0.25
     yield

@@ -336,9 +336,12 @@ def test_a_job_submitted_from_the_form_is_watched_to_its_end_live(
     job_id = browser.current_url.rsplit("/", 1)[-1]
 
     seen: list[tuple[str, str]] = []  # (status, stage) as the page shows them, without a reload
+    streamed = 0  # events static/live.js received on the job's stream before the page reloaded
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         try:
+            count = browser.execute_script("return document.documentElement.getAttribute('data-live-events')")
+            streamed = max(streamed, int(count or 0))
             status = browser.find_element(By.ID, "job-status").text
             stages = browser.find_elements(By.ID, "job-stage")
             now = (status, stages[0].text if stages else "")
@@ -351,6 +354,8 @@ def test_a_job_submitted_from_the_form_is_watched_to_its_end_live(
         time.sleep(0.2)
     assert seen[0][0] in ("queued", "running") and seen[-1][0] in TERMINAL, seen
     assert len({stage for _, stage in seen}) >= 3, seen  # the stages went by on the page
+    # they came over the event stream (polling is only a fallback every 10 s here)
+    assert streamed >= 3, streamed
     # once ended, the page reloads once with everything and stops polling
     wait(browser, lambda b: b.find_element(By.ID, "live").get_attribute("hx-trigger") is None)
     assert browser.find_element(By.ID, "job-status").text == seen[-1][0]
