@@ -644,7 +644,7 @@ class JobConfig(BaseModel):
         default_factory=GatePolicy,
         description="What the fine-tune and each artifact must score on the held-out rows to be "
         "published; the default asks that fine-tuned beats base, each artifact stays within "
-        "0.05 of fine-tuned, and fine-tuned loses at most 0.3 on a fixed 32-question "
+        "0.05 of fine-tuned, and fine-tuned loses at most 0.2 on a fixed 32-question "
         "general-ability probe (arithmetic, facts, yes/no, one-word, copy/transform) against base.",
     )
     compute_class: str | None = Field(
