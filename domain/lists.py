@@ -16,6 +16,9 @@ STAGES: tuple[StageName, ...] = get_args(StageName)
 # Stages that run on the worker's accelerator when it has one: billed at its GPU class then (the
 # price book's rule), the others always at the CPU rate.
 GPU_STAGES: tuple[StageName, ...] = ("train", "evaluate", "export")
+# How many GPUs of one node a job that fits no single GPU may be given (recipes/distributed.py);
+# a job on N GPUs holds them for all its GPU stages and is billed N x its class's rate for them.
+GPUS_PER_JOB: tuple[int, ...] = (2, 4, 8)
 # Stages whose outputs are files in the work dir (data, merged weights, exported artifacts): a
 # worker taking a job over on another machine runs them again. The others leave everything they
 # made in the database or the artifact store.

@@ -70,21 +70,23 @@ def send(task: str, item_id: str, queue: str | None = None) -> None:
     producer().send_task(task, args=[item_id], queue=queue or get_settings().queue)
 
 
-def queue_for(compute: str) -> str:
-    """The queue of jobs that train on `compute` (a price-book class). Without pools every job
-    shares settings.queue; with them a GPU class has its own, `<queue>.<class>` ("edgetune.l4-24gb"),
-    and CPU jobs share settings.queue with the CPU work (datasets, billing)."""
+def queue_for(compute: str, gpus: int = 1) -> str:
+    """The queue of jobs that train on `compute` (a price-book class) with `gpus` GPUs of one node.
+    Without pools every job shares settings.queue; with them a GPU class has its own,
+    `<queue>.<class>` ("edgetune.l4-24gb"), and `<queue>.<class>.x<N>` for its N-GPU jobs, consumed
+    by the workers holding N GPUs; CPU jobs share settings.queue with the CPU work (datasets, billing)."""
     s = get_settings()
     if not s.pool_classes or compute == "cpu":
         return s.queue
-    return f"{s.queue}.{compute}"
+    return f"{s.queue}.{compute}" + (f".x{gpus}" if gpus > 1 else "")
 
 
 def worker_queue() -> str:
-    """The queue a worker consumes: its class's. A CPU worker's is settings.queue, which also holds
-    the CPU work; a GPU worker takes only its class's jobs, so its GPU is never held by a synthetic
-    dataset or the billing push."""
-    return queue_for(get_settings().worker_compute)
+    """The queue a worker consumes: its class's, for jobs of as many GPUs as it holds. A CPU
+    worker's is settings.queue, which also holds the CPU work; a GPU worker takes only its class's
+    jobs, so its GPU is never held by a synthetic dataset or the billing push."""
+    s = get_settings()
+    return queue_for(s.worker_compute, s.worker_gpus)
 
 
 def queue_depth(queue: str) -> int:

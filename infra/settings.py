@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     worker_compute: str = Field(
         default="cpu", description="What the workers train on: cpu, or a GPU class (h100-80gb, ...)."
     )
+    # Multi-GPU jobs (recipes/distributed.py): a full fine-tune that fits no single GPU of a class
+    # but fits N of one node trains on N (2, 4 or 8, at most max_gpus_per_job) as N processes. A
+    # worker holding N GPUs (worker_gpus) takes its class's N-GPU jobs, queue "<queue>.<class>.xN".
+    worker_gpus: int = Field(default=1, ge=1, le=8, description="GPUs this worker's node gives each job.")
+    max_gpus_per_job: int = Field(
+        default=8, ge=1, le=8, description="The most GPUs of one node the plan gives a job (1: never shard)."
+    )
     price_cpu_second: float | None = None  # overrides the book's cpu rate
     price_gpu_second: float | None = None  # overrides the book's rate for worker_compute
     price_teacher_1k_tokens: float | None = None

@@ -93,6 +93,13 @@ class DPORecipeConfig(BaseModel):
         description="auto: the fast path on a GPU, the reference path on a CPU; fast / reference force one "
         "(recipes.speed).",
     )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Data-parallel processes, one per GPU of this node (recipes/distributed.py): FSDP "
+        "for full fine-tuning, DDP for LoRA. The worker sets it from the job's plan.",
+    )
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Sequence[str] = ()) -> DPORecipeConfig:

@@ -172,8 +172,10 @@ def peak_memory(
     reference_copy: bool = False,
     checkpointing: bool = True,
     fused_loss: bool = False,
+    shards: int = 1,
 ) -> MemoryEstimate:
-    """Peak GPU memory of one training step (one micro-batch of `batch_size` rows of `seq_len`).
+    """Peak GPU memory of one training step (one micro-batch of `batch_size` rows of `seq_len`)
+    on each of `shards` GPUs.
     `reference_copy`: full DPO holds a second, frozen bf16 copy of the model as its reference
     (pass DPO's batch as pairs x 2: chosen and rejected run together). `checkpointing`: activation
     checkpointing on (the plan's default); off, every layer keeps all its intermediates.
@@ -185,6 +187,12 @@ def peak_memory(
         states = WEIGHT_BYTES * shape.params + LORA_BYTES_PER_TRAINABLE * trainable
     if reference_copy:
         states += WEIGHT_BYTES * shape.params
+    if shards > 1:
+        # FSDP full sharding (recipes/distributed.py): each GPU holds 1/N of the weights, gradients
+        # and optimizer state, and gathers one decoder layer's full weights at a time (two with
+        # prefetch) to compute it; the activations of its own micro-batch are not sharded.
+        layer = 2 * WEIGHT_BYTES * shape.params // max(shape.layers, 1)
+        states = states // shards + layer
     # A layer's intermediates, bf16: ~10 d for the mixer (in_proj's 3 d, the gated products, the
     # conv or attention output, out_proj's input) and 4 ff for the gated MLP (w1, w3, silu, product),
     # plus 2 d for the two norms' inputs.
@@ -226,11 +234,12 @@ def steps_for(rows: int, batch_size: int, epochs: int) -> int:
     return epochs * math.ceil(rows / batch_size)
 
 
-def train_seconds(flops: float, steps: int, compute: str, throughput: Any) -> float:
+def train_seconds(flops: float, steps: int, compute: str, throughput: Any, gpus: int = 1) -> float:
     """Training wall time on `compute` ("cpu" or a GPU class) under the price book's throughput
-    assumptions: the CPU's sustained rate, or a GPU's datasheet peak times the assumed MFU."""
+    assumptions: the CPU's sustained rate, or a GPU's datasheet peak times the assumed MFU, times
+    `gpus` (data parallel: each takes 1/gpus of every step's rows; the per-step cost stays)."""
     t = throughput
     if compute == "cpu":
         return seconds_for(flops, t.cpu_effective_tflops * 1e12, steps, t.cpu_step_overhead_s)
     gpu = next(g for g in GPU_CLASSES if g.name == compute)
-    return seconds_for(flops, gpu.bf16_tflops * 1e12 * t.gpu_mfu, steps, t.gpu_step_overhead_s)
+    return seconds_for(flops, gpu.bf16_tflops * 1e12 * t.gpu_mfu * gpus, steps, t.gpu_step_overhead_s)

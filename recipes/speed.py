@@ -39,6 +39,7 @@ from pydantic import BaseModel
 
 from domain.lists import TrainingType
 from recipes.chat_data import model_type
+from recipes.distributed import parallel_args
 from recipes.estimate import GIB, ModelShape, peak_memory
 
 SpeedMode = Literal["auto", "fast", "reference"]
@@ -70,6 +71,8 @@ class SpeedPlan(BaseModel):
     varlen_attention: bool  # flash-attn importable
     estimated_peak_gib: float | None  # the memory model's peak for the chosen micro-batch (GPU only)
     reasons: list[str]
+    processes: int = 1  # data-parallel processes, one per GPU (recipes/distributed.py); the rest: per process
+    sharded: bool = False  # with processes > 1: FSDP full shard (full fine-tuning), else DDP
 
 
 def module_available(name: str) -> bool:
@@ -80,8 +83,18 @@ def divisors_desc(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
 
-def reference_plan(mode: SpeedMode, cuda: bool, batch_size: int) -> SpeedPlan:
+def rank_rows(batch_size: int, processes: int) -> int:
+    """One process's rows of each step: the step's rows split evenly, rounded up (a step of 5 rows
+    on 2 processes trains 6), so every process runs the same micro-steps."""
+    return -(-batch_size // processes)
+
+
+def reference_plan(
+    mode: SpeedMode, cuda: bool, batch_size: int, processes: int = 1, sharded: bool = False
+) -> SpeedPlan:
     return SpeedPlan(
+        processes=processes,
+        sharded=sharded,
         mode=mode,
         fast=False,
         device="cuda" if cuda else "cpu",
@@ -119,14 +132,16 @@ def gpu_free_bytes() -> int:
 def fit_micro_batch(
     shape: ModelShape, method: TrainingType, batch_size: int, seq_len: int, *,
     trainable: int, sequences_per_row: int, reference_copy: bool, fused_loss: bool, budget: int,
+    shards: int = 1,
 ) -> tuple[int, bool, float] | None:
     """(micro rows, checkpointing, estimated peak GiB) for the fastest setting that fits `budget`
-    bytes at the worst case (every row at seq_len), or None when not even one row fits."""
+    bytes at the worst case (every row at seq_len), or None when not even one row fits.
+    `batch_size` is one GPU's rows per step; `shards` GPUs share the model's states (FSDP)."""
 
     def peak(micro: int, ckpt: bool) -> int:
         return peak_memory(
             shape, method, micro * sequences_per_row, seq_len, trainable,
-            reference_copy=reference_copy, checkpointing=ckpt, fused_loss=fused_loss,
+            reference_copy=reference_copy, checkpointing=ckpt, fused_loss=fused_loss, shards=shards,
         ).total_bytes
 
     best: dict[bool, int] = {}
@@ -155,16 +170,27 @@ def plan_speed(
     max_length: int,
     trainable: int = 0,
     mean_row_tokens: float | None = None,
+    processes: int = 1,
 ) -> SpeedPlan:
     """The SpeedPlan for one run (see the module docstring for each choice).
 
     `mean_row_tokens` (rows as trained, truncated) lets padding-free runs keep the job's rows per
     step: BFD packing turns rows into packs of up to max_length tokens, so a step takes
     round(batch_size x mean / max_length) packs, about the same rows and tokens as batch_size rows.
-    Without it, padding-free is not chosen."""
+    Without it, padding-free is not chosen.
+
+    With `processes` > 1 (data parallel, recipes/distributed.py) every number here is one
+    process's: it takes ceil(batch_size / processes) rows of each step, and for full fine-tuning
+    its GPU holds 1/processes of the model's states (FSDP)."""
+    rows, sharded = rank_rows(batch_size, processes), processes > 1 and method == "full"
     if mode == "reference" or (mode == "auto" and not cuda):
-        return reference_plan(mode, cuda, batch_size)
+        return reference_plan(mode, cuda, rows, processes, sharded)
     reasons: list[str] = []
+    if processes > 1:
+        sharding = "FSDP full shard" if sharded else "DDP"
+        split = f"{rows} of each step's {rows * processes} rows each"
+        reasons.append(f"{processes} processes ({sharding}): {split}")
+    batch_size = rows
     packed, why = packs_rows_apart(model_dir, cuda)
     padding_free = packed and recipe == "sft" and mean_row_tokens is not None  # DPOTrainer pads pairs
     reasons.append(why if recipe == "sft" else "DPO pairs: length-grouped padding")
@@ -183,6 +209,7 @@ def plan_speed(
             reference_copy=recipe == "dpo" and method == "full",
             fused_loss=recipe == "sft",
             budget=int(gpu_free_bytes() * MEMORY_HEADROOM),
+            shards=processes if method == "full" else 1,
         )
         if fit is None:
             micro, ckpt = 1, True
@@ -209,6 +236,8 @@ def plan_speed(
         varlen_attention=module_available("flash_attn"),
         estimated_peak_gib=None if peak_gib is None else round(peak_gib, 2),
         reasons=reasons,
+        processes=processes,
+        sharded=sharded,
     )
 
 
@@ -220,6 +249,7 @@ def speed_args(plan: SpeedPlan) -> dict[str, Any]:
         "gradient_accumulation_steps": plan.grad_accum,
         "activation_checkpointing": plan.activation_checkpointing,
         "dataloader_num_workers": plan.dataloader_workers,
+        **parallel_args("full" if plan.sharded else "lora", plan.processes, plan.activation_checkpointing),
     }
     if plan.fused_optimizer:
         args["optim"] = "adamw_torch_fused"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from domain.job_config import Hyperparameters, LoraSettings
 from recipes.base_models import LFM2_LORA_TARGETS
 from recipes.best_checkpoint import BestCheckpoint, Selection
 from recipes.chat_data import inference_template, model_type, training_template
+from recipes.distributed import full_state_dict, is_main_process, launch, launched, unwrapped_copy, world_size
 from recipes.speed import Recipe, SpeedMode, SpeedPlan, plan_speed, speed_args
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class RunSettings(Protocol):
     resume: bool
     logging_steps: int
     speed: SpeedMode
+    processes: int
 
 
 # ---- hyperparameters ----------------------------------------------------------------------------
@@ -254,7 +257,8 @@ def planned_steps(trainer: Any, max_steps: int | None, hp: ResolvedHyperparamete
     if max_steps:
         return max_steps
     micro, accum = trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps
-    micro_batches = math.ceil(len(trainer.train_dataset) / micro)
+    # each of world_size processes takes its share of every micro-batch's rows (recipes/distributed.py)
+    micro_batches = math.ceil(len(trainer.train_dataset) / (micro * trainer.args.world_size))
     return hp.n_epochs * math.ceil(micro_batches / accum)
 
 
@@ -364,6 +368,7 @@ def make_speed_plan(
         max_length=cfg.max_length,
         trainable=trainable,
         mean_row_tokens=mean,
+        processes=cfg.processes,
     )
     log.info("speed plan: %s", plan.model_dump_json())
     return plan
@@ -402,18 +407,25 @@ def common_training_args(
 # ---- outputs and summary ------------------------------------------------------------------------
 
 
-def save_outputs(trainer: Any, cfg: RunSettings, cuda: bool) -> tuple[Path | None, Path]:
+def save_outputs(trainer: Any, cfg: RunSettings, cuda: bool) -> tuple[Path | None, Path | None]:
     """Write the adapter (LoRA runs only), then the merged model in the dtype the GGUF converter reads.
 
     Both carry the inference template: the training one minus its {% generation %} markers.
+    On several processes rank 0 writes them (None, None on the others, whose result nobody reads).
     """
     import torch
 
+    model = trainer.model
+    if world_size() > 1:  # rank 0 saves; under FSDP every rank first sends it its shards
+        if not hasattr(model, "peft_config"):
+            state = full_state_dict(trainer)
+            model = None if state is None else unwrapped_copy(cfg.base_model_dir, state)
+        if not is_main_process():
+            return None, None
     tokenizer = trainer.processing_class
     tokenizer.chat_template = inference_template(training_template(cfg.base_model_dir))
     adapter_dir: Path | None = None
     merged_dir = cfg.output_dir / "merged"
-    model = trainer.model
     if hasattr(model, "peft_config"):
         adapter_dir = cfg.output_dir / "adapter"
         model.save_pretrained(adapter_dir)
@@ -525,5 +537,12 @@ def run_recipe_cli(
             f"{cfg.base_model_dir} is not a checkpoint directory; "
             "`python -m recipes.base_models resolve <model id>` prints (and prepares) one"
         )
+    if cfg.processes > 1 and not launched():  # this command again, as cfg.processes ranks
+        module = train_fn.__module__
+        if module == "__main__":  # run as `python -m recipes.<name>`: its import name is its spec's
+            module = sys.modules["__main__"].__spec__.name  # type: ignore[union-attr]
+        launch(module, [str(a) for a in (argv if argv is not None else sys.argv[1:])], cfg.processes)
+        return
     result = train_fn(cfg)  # with disable_tqdm, Trainer's PrinterCallback prints each log line
-    print(result.model_dump_json(indent=2))  # noqa: T201
+    if is_main_process():
+        print(result.model_dump_json(indent=2))  # noqa: T201

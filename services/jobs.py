@@ -106,7 +106,8 @@ def create_job(
         model=config.model,
         idempotency_key=idempotency_key,
         stages_done=[],
-        state={},
+        # the GPUs of one node the job trains on (plan.gpus; the worker launches that many processes)
+        state={"gpus": plan.gpus} if plan.gpus > 1 else {},
         result_files=[],
         quote_usd=plan.quote.total_usd,
         enqueued_at=now(),
@@ -129,11 +130,12 @@ def create_job(
         job.id,
         f"Validated training files; quoted ${plan.quote.total_usd:.4f} for "
         f"{plan.tokens.train_tokens_per_epoch * plan.hyperparameters.n_epochs:,} training tokens on "
-        f"{plan.compute}; job queued",
+        f"{plan.compute if plan.gpus == 1 else f'{plan.gpus} x {plan.compute}'}; job queued",
         data={
             "quote": plan.quote.model_dump(),
             "estimated_seconds": plan.estimated_seconds,
             "compute": plan.compute,
+            "gpus": plan.gpus,
             "queue": plan.queue,
         },
     )

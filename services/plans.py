@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_count, replay_count
-from domain.lists import GPU_STAGES, STAGES
+from domain.lists import GPU_STAGES, GPUS_PER_JOB, STAGES
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
 from infra.queue import queue_for
@@ -181,12 +181,16 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     memory = _memory(
         shape, config, (hp.batch_size, data.sequences_per_row), stats.longest, trainable, flops, steps, book
     )
+    gpus_on = partial(_gpus_on, memory)
     seconds_on = partial(_stage_seconds, config, data, flops, steps, book)
     compute, fits, no_fit = _route(
-        config, memory, lambda c: _quote(config, seconds_on(c), data, total, book, c).total_usd
+        config,
+        memory,
+        lambda c: _quote(config, seconds_on(c, gpus_on(c)), data, total, book, c, gpus_on(c)).total_usd,
     )
-    seconds = seconds_on(compute)
-    quote = _quote(config, seconds, data, total, book, compute)
+    gpus = gpus_on(compute)
+    seconds = seconds_on(compute, gpus)
+    quote = _quote(config, seconds, data, total, book, compute, gpus)
     return PlanPublic(
         model=config.model,
         method=config.training_type,
@@ -208,7 +212,8 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
         training_flops=flops,
         memory=memory,
         compute=compute,
-        queue=queue_for(compute),
+        gpus=gpus,
+        queue=queue_for(compute, gpus),
         fits=fits,
         no_fit_reason=no_fit,
         estimated_seconds=seconds,
@@ -257,36 +262,49 @@ def _memory(
 ) -> list[GpuFitPublic]:
     """Per GPU class, what the worker's fast path would pick (recipes.speed.fit_micro_batch, the
     same call the recipe makes on the GPU): micro-batch, accumulation, checkpointing, and the memory
-    model's peak for it at the longest row; `batch` is (rows per step, sequences per row)."""
+    model's peak for it at the longest row; `batch` is (rows per step, sequences per row). A full
+    fine-tune that fits no single GPU of a class gets the fewest GPUs of one node that hold it
+    sharded (FSDP: recipes/distributed.py), 2, 4 or 8 up to settings.max_gpus_per_job."""
     from recipes.estimate import GIB, GPU_CLASSES, fit_on, peak_memory, seconds_for
-    from recipes.speed import MEMORY_HEADROOM, fit_micro_batch
+    from recipes.speed import MEMORY_HEADROOM, fit_micro_batch, rank_rows
 
     rows, per_row = batch
     full_dpo = cfg.method.type == "dpo" and cfg.training_type == "full"
+    most = get_settings().max_gpus_per_job if cfg.training_type == "full" else 1  # LoRA: DDP, no sharding
+    counts = [1, *(n for n in GPUS_PER_JOB if n <= most)]
     out = []
     for gpu in GPU_CLASSES:
-        fit = fit_micro_batch(
-            shape, cfg.training_type, rows, seq_len, trainable=trainable, sequences_per_row=per_row,
-            reference_copy=full_dpo, fused_loss=cfg.method.type != "dpo",
-            budget=int(gpu.memory_gib * GIB * MEMORY_HEADROOM),
-        )  # fmt: skip
-        one_row = peak_memory(shape, cfg.training_type, per_row, seq_len, trainable, reference_copy=full_dpo)
+        for gpus in counts:  # the first count that fits, else the last tried (its reason is shown)
+            fit = fit_micro_batch(
+                shape, cfg.training_type, rank_rows(rows, gpus), seq_len, trainable=trainable,
+                sequences_per_row=per_row, reference_copy=full_dpo, fused_loss=cfg.method.type != "dpo",
+                budget=int(gpu.memory_gib * GIB * MEMORY_HEADROOM), shards=gpus,
+            )  # fmt: skip
+            if fit is not None:
+                break
+        if fit is None:
+            gpus = 1  # the reason a job fits nowhere: one GPU's
+        one_row = peak_memory(
+            shape, cfg.training_type, per_row, seq_len, trainable, reference_copy=full_dpo, shards=gpus
+        )
         reason = None
         if fit is None:  # over the card, or within it but over the headroom the worker keeps
             reason = fit_on(gpu, one_row)[1] or (
                 f"needs ~{one_row.total_gib:.1f} GiB for one row: over {MEMORY_HEADROOM:.0%} of {gpu.name}"
             )
-        fits = fit is not None
-        rate = gpu.bf16_tflops * 1e12 * book.throughput.gpu_mfu
+            if len(counts) > 1:
+                reason += f"; nor sharded over {counts[-1]} of them"
+        rate = gpu.bf16_tflops * 1e12 * book.throughput.gpu_mfu * gpus
         out.append(
             GpuFitPublic(
                 gpu=gpu.name,
+                gpus=gpus,
                 memory_gib=gpu.memory_gib,
                 peak_memory_gib=round(fit[2] if fit else one_row.total_gib, 2),
-                fits=fits,
+                fits=fit is not None,
                 no_fit_reason=reason,
                 micro_batch_size=fit[0] if fit else None,
-                grad_accum=rows // fit[0] if fit else None,
+                grad_accum=rank_rows(rows, gpus) // fit[0] if fit else None,
                 activation_checkpointing=fit[1] if fit else None,
                 estimated_train_seconds=round(
                     seconds_for(flops, rate, steps, book.throughput.gpu_step_overhead_s), 1
@@ -322,6 +340,12 @@ def _route(
     return min(fitting, key=lambda c: (price(c), pools.index(c))), True, None
 
 
+def _gpus_on(memory: list[GpuFitPublic], compute: str) -> int:
+    """The GPUs of one node a job takes on `compute` (1 on the CPU, or where it fits nowhere)."""
+    row = next((m for m in memory if m.gpu == compute), None)
+    return row.gpus if row is not None and row.fits else 1
+
+
 def _fits_on(memory: list[GpuFitPublic], compute: str) -> tuple[bool, str | None]:
     if compute == "cpu":
         return True, None  # host RAM dwarfs what a CPU-sized job needs; GPU fits are informative
@@ -332,7 +356,7 @@ def _fits_on(memory: list[GpuFitPublic], compute: str) -> tuple[bool, str | None
 
 
 def _stage_seconds(
-    cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook, compute: str
+    cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook, compute: str, gpus: int = 1
 ) -> dict[str, float]:
     from eval.probe import load_probe
     from export.profiles import load_profiles, runtime_of
@@ -355,7 +379,7 @@ def _stage_seconds(
         "synthesize": (data.train_rows + data.eval_rows) * t.synth_s_per_row
         if cfg.task and not cfg.training_file
         else 0.0,
-        "train": train_seconds(flops, steps, compute, t)
+        "train": train_seconds(flops, steps, compute, t, gpus)
         + _selection_seconds(cfg, data, t)
         + _replay_seconds(cfg, data, t),
         "evaluate": generations * t.eval_s_per_row,
@@ -389,21 +413,28 @@ def _replay_seconds(cfg: JobConfig, data: _Data, t: Any) -> float:
 
 
 def _quote(
-    cfg: JobConfig, seconds: dict[str, float], data: _Data, params: int, book: PriceBook, compute: str
+    cfg: JobConfig,
+    seconds: dict[str, float],
+    data: _Data,
+    params: int,
+    book: PriceBook,
+    compute: str,
+    gpus: int = 1,
 ) -> QuotePublic:
     """Each stage's estimated seconds at the rate it will be billed at (the ledger's rule: train,
-    evaluate and export run on the job's compute class; the rest on CPU), teacher tokens, and one
-    month of storage for the artifacts."""
+    evaluate and export run on the job's compute class, on all `gpus` it holds, billed as GPU
+    seconds: wall seconds x gpus; the rest on CPU), teacher tokens, and one month of storage for
+    the artifacts."""
     from export.profiles import estimated_artifact_bytes, load_profiles
 
     items = []
     for stage in STAGES:
         if not seconds.get(stage):
             continue
-        cls = compute if stage in GPU_STAGES else "cpu"
-        items.append(
-            _item(stage, f"{stage} on {cls}", f"{cls}_second", seconds[stage], book.compute_rate(cls))
-        )
+        cls, held = (compute, gpus) if stage in GPU_STAGES else ("cpu", 1)
+        where = f"{held} x {cls}" if held > 1 else cls
+        rate = book.compute_rate(cls)
+        items.append(_item(stage, f"{stage} on {where}", f"{cls}_second", seconds[stage] * held, rate))
     if cfg.task and not cfg.training_file:
         t = book.throughput
         per_row = t.teacher_tokens_per_row + (t.round_trip_tokens_per_row if cfg.task.round_trips else 0.0)

@@ -75,7 +75,13 @@ class JobContext:
 
     def stage_rate_usd_per_s(self, stage: str) -> float:
         gpu = self.state.get("device") == "cuda" and stage in GPU_STAGES
-        return price_book().compute_rate(billing_compute(gpu))
+        return price_book().compute_rate(billing_compute(gpu)) * self.gpus_held(stage)
+
+    def gpus_held(self, stage: str) -> int:
+        """GPUs a stage holds, each billed at the class rate: a multi-GPU job's N (its plan's,
+        kept in its state) for the GPU stages run on CUDA, else 1."""
+        gpu = self.state.get("device") == "cuda" and stage in GPU_STAGES
+        return int(self.state.get("gpus", 1)) if gpu else 1
 
 
 Stage = Callable[[JobContext], dict[str, Any]]

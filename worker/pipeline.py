@@ -68,7 +68,7 @@ def _finish_stage(ctx: JobContext, name: str, outputs: dict[str, Any], seconds: 
             job,
             stage=name,
             unit=f"{compute}_second",
-            quantity=seconds,
+            quantity=seconds * ctx.gpus_held(name),  # GPU seconds: wall seconds x the GPUs held
             unit_price=price_book().compute_rate(compute),
         )
         add_event(

@@ -235,8 +235,21 @@ def load_context(job_id: str, work_dir: Path) -> JobContext:
         )
 
 
-def child_main(fn: ChildFunction, description: str, argv: list[str] | None = None) -> int:
-    """The child's entry point: watch the parent, run `fn` on the spec, write its result whole."""
+def child_main(
+    fn: ChildFunction,
+    description: str,
+    argv: list[str] | None = None,
+    *,
+    module: str | None = None,
+    processes: Callable[[dict[str, Any]], int] = lambda spec: 1,
+) -> int:
+    """The child's entry point: watch the parent, run `fn` on the spec, write its result whole.
+
+    When `processes(spec)` > 1 this process is the launcher instead (recipes/distributed.py): it
+    starts `module` again as that many ranks, each watching it as their parent, and rank 0 writes
+    the result. Killing this process group ends every rank."""
+    from recipes.distributed import is_main_process, launch, launched
+
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--job-id", required=True)
     parser.add_argument("--work-dir", type=Path, required=True)
@@ -245,8 +258,17 @@ def child_main(fn: ChildFunction, description: str, argv: list[str] | None = Non
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
-    out = fn(json.loads(args.spec.read_text()), args.job_id, args.work_dir)
-    tmp = args.result.with_suffix(".tmp")
-    tmp.write_text(out)
-    tmp.replace(args.result)  # whole or absent: the parent never reads half a result
+    spec = json.loads(args.spec.read_text())
+    n = processes(spec)
+    if n > 1 and not launched():
+        assert module is not None, "a multi-process child names its module"
+        ranks = ["--job-id", args.job_id, "--work-dir", str(args.work_dir), "--spec", str(args.spec)]
+        ranks += ["--result", str(args.result), "--parent-pid", str(os.getpid())]
+        launch(module, ranks, n)
+        return 0
+    out = fn(spec, args.job_id, args.work_dir)
+    if is_main_process():
+        tmp = args.result.with_suffix(".tmp")
+        tmp.write_text(out)
+        tmp.replace(args.result)  # whole or absent: the parent never reads half a result
     return 0

@@ -104,16 +104,34 @@ def run_recipe_in_child(
 
 def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     """The child's work: the spec's recipe on its config, reporting through the job's callback."""
+    from recipes.distributed import is_main_process, launched
     from worker.callbacks import JobTrainerCallback
 
     run, config_cls, _ = recipe_parts(spec["recipe"])
     cfg = config_cls.model_validate(spec["config"])
     ctx = load_context(job_id, work_dir)
-    cfg = _with_replay(ctx, cfg)
-    # The parent watches cancel and budget and ends this process; the callback only reports.
-    callbacks: list[Any] = [JobTrainerCallback(ctx, watch_stop=False)]
+    if launched():  # one of several ranks: rank 0 makes the replay rows, the others then read them
+        from accelerate import PartialState
+
+        with PartialState().main_process_first():
+            cfg = _with_replay(ctx, cfg)
+    else:
+        cfg = _with_replay(ctx, cfg)
+    main = is_main_process()
+    # The parent watches cancel and budget and ends this process; the callback only reports, and
+    # only from rank 0 (one event per step, one row per checkpoint).
+    callbacks: list[Any] = [JobTrainerCallback(ctx, watch_stop=False)] if main else []
     policy = ctx.config.checkpoints
-    if policy.select == "best":
+    if policy.select == "best" and cfg.processes > 1:
+        # BestCheckpoint scores the model by generating on the held-out rows, which a sharded
+        # model cannot do rank by rank: a multi-process run ships its last checkpoint.
+        if main:
+            ctx.event(
+                f"Training on {cfg.processes} processes: the held-out checkpoint selection runs in "
+                "one-process training only, so this run ships its last checkpoint",
+                level="warn",
+            )
+    elif policy.select == "best":
         from eval.in_training import held_out_score
         from recipes.best_checkpoint import BestCheckpoint
         from worker.held_out import held_out_rows
@@ -172,7 +190,13 @@ def _base_answers(base_dir: Path, n: int) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return child_main(run_recipe, "Run one job's recipe (the train stage starts this).", argv)
+    return child_main(
+        run_recipe,
+        "Run one job's recipe (the train stage starts this).",
+        argv,
+        module=TRAIN_PROCESS.module,
+        processes=lambda spec: int(spec["config"].get("processes", 1)),
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ class ResolvedHyperparametersPublic(BaseModel):
 
 class GpuFitPublic(BaseModel):
     gpu: str
+    gpus: int = 1  # of this class, one node: >1 when only sharded over several does it fit (FSDP)
     memory_gib: float
-    peak_memory_gib: float  # the memory model's peak for the chosen micro-batch at the longest row
+    peak_memory_gib: float  # per GPU: the memory model's peak for the chosen micro-batch, longest row
     fits: bool
     no_fit_reason: str | None
     # what the worker's fast path would choose on this GPU (recipes.speed); None when it does not fit
@@ -89,6 +90,7 @@ class PlanPublic(BaseModel):
     training_flops: float
     memory: list[GpuFitPublic]
     compute: str  # the class it trains on: the workers' one, or the pool it is routed to
+    gpus: int = 1  # how many of that class (one node) it holds: memory[].gpus of the class
     queue: str  # that class's queue (infra/queue.py queue_for)
     fits: bool  # on that compute class
     no_fit_reason: str | None

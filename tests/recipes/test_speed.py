@@ -250,8 +250,11 @@ def test_planned_steps_count_accumulation_as_trainer_does() -> None:
 
     hp = ResolvedHyperparameters(n_epochs=3, batch_size=16, learning_rate=1e-4)
     trainer = SimpleNamespace(
-        args=SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=4),
+        args=SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=4, world_size=1),
         train_dataset=list(range(70)),  # 18 micro-batches -> 5 optimizer steps an epoch
     )
     assert planned_steps(trainer, None, hp) == 15
     assert planned_steps(trainer, 7, hp) == 7
+    # 2 processes of 2 rows a micro-batch: each process runs ceil(70 / 4) = 18 micro-batches
+    trainer.args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=4, world_size=2)
+    assert planned_steps(trainer, None, hp) == 15

@@ -15,6 +15,7 @@ from domain.lists import RecipeName, recipe_for
 from infra.db import session_scope
 from infra.models import Checkpoint, Job
 from infra.settings import get_settings
+from services.errors import EdgetuneError
 from worker.context import JobContext
 from worker.held_out import read_rows
 
@@ -59,6 +60,7 @@ def _recipe(ctx: JobContext) -> Any:
         "hyperparameters": Hyperparameters(**hp.model_dump(include=set(Hyperparameters.model_fields))),
         "base_learning_rate": base_learning_rate(cfg.method.type, cfg.training_type, info.recommended_lr),
         "save_steps": s.checkpoint_steps,
+        "processes": _processes(ctx),
     }
     name = recipe_for(cfg.method.type, cfg.training_type)
     lora = cfg.lora if cfg.training_type == "lora" else None
@@ -68,6 +70,21 @@ def _recipe(ctx: JobContext) -> Any:
         "dpo": {"lora": lora, "beta": cfg.method.beta},
     }
     return recipe_parts(name)[1](**common, **own[name])
+
+
+def _processes(ctx: JobContext) -> int:
+    """One process per GPU the job's plan gave it (state "gpus", recipes/distributed.py); a worker
+    holding fewer cannot run it, which the queues prevent (infra/queue.py queue_for) unless the
+    deployment runs one queue for all."""
+    gpus, held = int(ctx.state.get("gpus", 1)), get_settings().worker_gpus
+    if gpus > held:
+        raise EdgetuneError(
+            f"the job's plan trains it on {gpus} GPUs of one node and this worker holds {held} "
+            "(EDGETUNE_WORKER_GPUS); run workers with that many GPUs, with compute pools",
+            param=None,
+            code="not_enough_gpus",
+        )
+    return gpus
 
 
 def _selection_text(selection: Any) -> str:
