@@ -182,7 +182,8 @@ def plan_speed(
     With `processes` > 1 (data parallel, recipes/distributed.py) every number here is one
     process's: it takes ceil(batch_size / processes) rows of each step, and for full fine-tuning
     its GPU holds 1/processes of the model's states (FSDP)."""
-    rows, sharded = rank_rows(batch_size, processes), processes > 1 and method == "full"
+    # FSDP for full fine-tuning on GPUs; accelerate runs CPU processes as DDP (recipes/distributed.py)
+    rows, sharded = rank_rows(batch_size, processes), processes > 1 and method == "full" and cuda
     if mode == "reference" or (mode == "auto" and not cuda):
         return reference_plan(mode, cuda, rows, processes, sharded)
     reasons: list[str] = []
@@ -268,12 +269,15 @@ def speed_args(plan: SpeedPlan) -> dict[str, Any]:
 
 def describe(plan: SpeedPlan) -> str:
     """One line for the job's events: how the steps were computed."""
+    where: str = plan.device
+    if plan.processes > 1:
+        where = f"{plan.processes} processes ({'FSDP' if plan.sharded else 'DDP'}) on {plan.device}"
     if not plan.fast:
-        return f"reference path on {plan.device}"
+        return f"reference path on {where}"
     rows = "packs" if plan.padding_free else "rows"
     how = "padding-free" if plan.padding_free else "length-grouped padding"
     return (
-        f"fast path on {plan.device}: {plan.micro_batch_size} {rows} per micro-step x {plan.grad_accum}, "
+        f"fast path on {where}: {plan.micro_batch_size} {rows} per micro-step x {plan.grad_accum}, "
         f"{how}, checkpointing {'on' if plan.activation_checkpointing else 'off'}"
         + (", causal-conv1d kernel" if plan.conv_kernel else "")
     )

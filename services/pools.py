@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from domain.lists import GPUS_PER_JOB
 from infra import queue
 from infra.db import session_scope
 from infra.models import Job
@@ -62,16 +63,19 @@ def waiting_note(queue_name: str) -> str | None:
 
 
 def pools_status() -> PoolsPublic:
-    """Each pool's queue, its depth and the live workers consuming it, plus the CPU queue."""
+    """Each pool's queue, its depth and the live workers consuming it, plus the CPU queue. A GPU
+    class's multi-GPU queues (`<queue>.<class>.x<N>`) are listed when a job waits there or a worker
+    consumes one, so the view stays one line per class on a fleet that has none."""
     s = get_settings()
     classes = s.pool_classes or [s.worker_compute]
     live = queue.live_workers()
     rows: dict[str, dict[str, Any]] = {}
-    for compute in ["cpu", *classes]:
-        name = queue.queue_for(compute)
-        row = rows.setdefault(name, {"queue": name, "compute": [], "depth": queue.queue_depth(name)})
-        if compute not in row["compute"]:
-            row["compute"].append(compute)
+    for compute, gpus in _pool_queues(classes, s.max_gpus_per_job):
+        name = queue.queue_for(compute, gpus)
+        if name not in rows:
+            rows[name] = {"queue": name, "compute": [], "gpus": gpus, "depth": queue.queue_depth(name)}
+        if compute not in rows[name]["compute"]:
+            rows[name]["compute"].append(compute)
     pools = [
         PoolPublic(
             **row,
@@ -79,4 +83,13 @@ def pools_status() -> PoolsPublic:
         )
         for row in rows.values()
     ]
+    pools = [p for p in pools if p.gpus == 1 or p.depth or p.live_workers]
     return PoolsPublic(routing="per_class" if s.pool_classes else "one_queue", data=pools)
+
+
+def _pool_queues(classes: list[str], max_gpus: int) -> list[tuple[str, int]]:
+    """(class, GPUs per job) of every queue a job can be routed to: the CPU queue, each class's
+    one-GPU queue, and its N-GPU ones up to the deployment's cap (services/plans.py `_memory`)."""
+    gpu_classes = [c for c in classes if c != "cpu"]
+    many = [(c, n) for c in gpu_classes for n in GPUS_PER_JOB if n <= max_gpus]
+    return [("cpu", 1), *((c, 1) for c in classes), *many]

@@ -281,3 +281,53 @@ def test_a_target_whose_artifact_would_surely_be_over_its_size_budget_is_refused
         check_artifact_sizes(cfg, params)
     assert err.value.param == refused and err.value.code == "target_over_budget"
     assert "MB, over the profile's 1024 MB" in err.value.message
+
+
+def test_a_full_fine_tune_too_big_for_one_gpu_is_planned_and_quoted_on_several(tmp_path, monkeypatch) -> None:
+    """LFM2-1.2B full at 2048-token rows: on an L4 (22 GiB) its states alone do not fit, so the
+    plan gives it 2 L4s of one node (FSDP), quotes 2 x the L4 rate for the GPU stages and sends it to
+    the L4 class's 2-GPU queue; on an H100 it fits one. LoRA is never sharded."""
+    from transformers import Lfm2Config
+
+    from domain.job_config import JobConfig
+    from infra.queue import queue_for
+    from recipes.estimate import ModelShape, training_flops
+    from services.plans import _Data, _gpus_on, _memory, _quote, _stage_seconds
+    from tests.conftest import _reset_caches
+
+    layer_types = ["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)]
+    Lfm2Config(
+        vocab_size=65536, hidden_size=2048, intermediate_size=12288, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, layer_types=layer_types,
+    ).save_pretrained(tmp_path)  # fmt: skip
+    shape, book = ModelShape.from_dir(tmp_path), price_book()
+    full = JobConfig(model="LiquidAI/LFM2-1.2B", training_file="file-x", training_type="full")
+    flops = training_flops(shape, "full", 64 * 2048 * 3, 2048)
+    memory = {m.gpu: m for m in _memory(shape, full, (16, 1), 2048, shape.params, flops, 12, book)}
+    l4, h100 = memory["l4-24gb"], memory["h100-80gb"]
+    assert l4.fits and l4.gpus == 2 and l4.peak_memory_gib <= l4.memory_gib
+    assert h100.fits and h100.gpus == 1
+    assert l4.micro_batch_size is not None and l4.micro_batch_size * (l4.grad_accum or 0) == 8  # 16 rows / 2
+    # data parallel: twice the FLOP rate of one L4, the same per-step cost
+    one_l4 = _stage_seconds(full, _Data([], 64, 8, True), flops, 12, book, "l4-24gb", 1)["train"]
+    two_l4 = _stage_seconds(full, _Data([], 64, 8, True), flops, 12, book, "l4-24gb", 2)["train"]
+    assert two_l4 < one_l4
+    seconds = _stage_seconds(
+        full, _Data([], 64, 8, True), flops, 12, book, "l4-24gb", _gpus_on(list(memory.values()), "l4-24gb")
+    )
+    quote = _quote(full, seconds, _Data([], 64, 8, True), shape.params, book, "l4-24gb", 2)
+    train = next(i for i in quote.items if i.stage == "train")
+    assert train.description == "train on 2 x l4-24gb" and train.unit == "l4-24gb_second"
+    assert train.quantity == pytest.approx(2 * seconds["train"], abs=1e-3)
+    assert train.amount_usd == pytest.approx(2 * seconds["train"] * book.compute_rate("l4-24gb"), rel=1e-3)
+    prepare = next(i for i in quote.items if i.stage == "prepare")
+    assert prepare.unit == "cpu_second" and prepare.quantity == seconds["prepare"]  # CPU stages: one
+    lora = JobConfig(model="LiquidAI/LFM2-1.2B", training_file="file-x", training_type="lora")
+    assert all(m.gpus == 1 for m in _memory(shape, lora, (16, 1), 2048, 10**6, flops, 12, book))
+    monkeypatch.setenv("EDGETUNE_COMPUTE_POOLS", "cpu,l4-24gb")
+    _reset_caches()
+    try:
+        assert queue_for("l4-24gb", 2).endswith(".l4-24gb.x2") and queue_for("l4-24gb").endswith(".l4-24gb")
+    finally:
+        monkeypatch.delenv("EDGETUNE_COMPUTE_POOLS")
+        _reset_caches()

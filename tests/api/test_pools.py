@@ -148,6 +148,25 @@ def test_operator_routes_need_the_operator_token(server, api_key, pooled, monkey
     _reset_caches()
 
 
+def test_a_multi_gpu_queue_is_listed_while_a_job_waits_there(server, pooled, platform) -> None:
+    """A class's N-GPU queue (infra/queue.py queue_for) shows only when in use: here a message
+    waits on the l4 class's 2-GPU queue, no worker holds 2 GPUs, and the operator sees both."""
+    from infra import queue
+
+    name = f"{platform.env['EDGETUNE_QUEUE']}.l4-24gb.x2"
+    assert all(p["queue"] != name for p in _pools(server).json()["data"])
+    queue.send(queue.RUN_JOB, "ftjob-waiting-for-two-gpus", name)
+    try:
+        pool = _pool(server, name)
+        assert pool["gpus"] == 2 and pool["compute"] == ["l4-24gb"]
+        assert pool["depth"] == 1 and pool["live_workers"] == []
+        assert _pool(server, f"{platform.env['EDGETUNE_QUEUE']}.l4-24gb")["gpus"] == 1
+    finally:
+        with queue.producer().connection_for_write() as conn:
+            conn.default_channel.queue_purge(name)
+    assert all(p["queue"] != name for p in _pools(server).json()["data"])
+
+
 def _running_event(client: openai.OpenAI, job_id: str, timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -10,16 +10,19 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+from sqlalchemy import select
 
 from domain.job_config import JobConfig
 from infra.db import session_scope
-from infra.models import Job
+from infra.models import Job, JobEvent
 from infra.settings import get_settings
 from tests.api.helpers import jsonl, sentiment_rows
-from tests.conftest import new_key, running_worker, start_worker
+from tests.conftest import _reset_caches, new_key, running_worker, start_worker
 from tests.support.ledger import org_of
 from tests.worker.test_end_to_end import wait_event
 
@@ -115,24 +118,20 @@ def test_a_killed_worker_takes_its_training_process_down(client, platform, tiny_
     client.fine_tuning.jobs.cancel(job_id)  # or the next worker to start would take it over
 
 
-def test_a_crashing_training_process_fails_the_job_with_its_log(platform, tiny_base, tmp_path) -> None:
-    """A base whose config.json is not JSON: the child dies loading it, and the job fails with the
-    code and the traceback's last line, the rest kept in the job's work dir."""
-    from worker.pipeline import run_job
-    from worker.stages.train import train
-
-    broken = tmp_path / "broken-base"
-    broken.mkdir()
-    (broken / "config.json").write_text("{not json")
+def _job_at_train(model: str, tmp_path: Path, **state: Any) -> str:
+    """A queued job whose data is in place, for `run_job(job_id, stages=[("train", train)])`."""
     (tmp_path / "train.jsonl").write_bytes(jsonl(sentiment_rows(12)))
     (tmp_path / "eval.jsonl").write_bytes(jsonl(sentiment_rows(4)))
-    config = JobConfig.model_validate({"model": tiny_base, "training_file": "file-x"})
+    config = JobConfig.model_validate(
+        {"model": model, "training_file": "file-x", "method": {"type": "supervised", "supervised": {
+            "hyperparameters": {"n_epochs": 2, "batch_size": 4}}}}
+    )  # fmt: skip
     state = {
         "device": "cpu",
-        "base_model_dir": str(broken),
+        "base_model_dir": str(get_settings().models_dir / model),
         "train_path": str(tmp_path / "train.jsonl"),
         "eval_path": str(tmp_path / "eval.jsonl"),
-    }
+    } | state
     with session_scope() as session:
         job = Job(
             org_id=org_of(new_key()),
@@ -143,7 +142,26 @@ def test_a_crashing_training_process_fails_the_job_with_its_log(platform, tiny_b
         )
         session.add(job)
         session.flush()
-        job_id = job.id
+        return job.id
+
+
+def _events(job_id: str) -> list[JobEvent]:
+    with session_scope() as session:
+        rows = list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)))
+        session.expunge_all()
+        return rows
+
+
+def test_a_crashing_training_process_fails_the_job_with_its_log(platform, tiny_base, tmp_path) -> None:
+    """A base whose config.json is not JSON: the child dies loading it, and the job fails with the
+    code and the traceback's last line, the rest kept in the job's work dir."""
+    from worker.pipeline import run_job
+    from worker.stages.train import train
+
+    broken = tmp_path / "broken-base"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    job_id = _job_at_train(tiny_base, tmp_path, base_model_dir=str(broken))
 
     run_job(job_id, stages=[("train", train)])
 
@@ -157,3 +175,59 @@ def test_a_crashing_training_process_fails_the_job_with_its_log(platform, tiny_b
     assert str(log) in message and "Traceback" in log.read_text()
     last_line = log.read_text().strip().splitlines()[-1]
     assert message.rstrip().endswith(last_line)
+
+
+@pytest.fixture()
+def two_gpu_worker(monkeypatch) -> Iterator[None]:
+    """This process as a worker that holds 2 devices (EDGETUNE_WORKER_GPUS, infra/settings.py)."""
+    monkeypatch.setenv("EDGETUNE_WORKER_GPUS", "2")
+    _reset_caches()
+    yield
+    monkeypatch.delenv("EDGETUNE_WORKER_GPUS")
+    _reset_caches()
+
+
+def test_a_job_planned_on_two_gpus_trains_as_two_processes(
+    platform, tiny_base, tmp_path, two_gpu_worker
+) -> None:
+    """A job whose plan gave it 2 GPUs (state "gpus") runs its recipe as 2 ranks launched by the
+    training process (recipes/distributed.py; DDP over gloo on this CPU box): one "Training in
+    process" event, each logged step once (rank 0 reports alone), the steps of a 2-rank batch split,
+    and a merged model saved once."""
+    from worker.pipeline import run_job
+    from worker.stages.train import train
+
+    job_id = _job_at_train(tiny_base, tmp_path, gpus=2)
+    run_job(job_id, stages=[("train", train)])
+
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        status, error = job.status, job.error
+    assert error is None and status != "failed", error
+    events = _events(job_id)
+    assert sum(e.message.startswith("Training in process") for e in events) == 1
+    steps = [e.data["step"] for e in events if e.data and "train_loss" in e.data and "step" in e.data]
+    assert steps and len(steps) == len(set(steps)), steps
+    finished = next(e for e in events if e.message.startswith("Training finished"))
+    plan = finished.data["speed_plan"]
+    assert plan["processes"] == 2 and plan["sharded"] is False  # CPU ranks run DDP
+    assert "2 processes (DDP) on cpu" in finished.message
+    # 12 rows less none held out, 2 epochs, batch 4 split 2 + 2 across the ranks: 3 steps an epoch
+    assert finished.data["steps"] == 6
+    merged = get_settings().work_dir / job_id / "train" / "merged"
+    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+
+
+def test_a_job_planned_on_more_gpus_than_its_worker_holds_fails_clearly(
+    platform, tiny_base, tmp_path
+) -> None:
+    from worker.pipeline import run_job
+    from worker.stages.train import train
+
+    job_id = _job_at_train(tiny_base, tmp_path, gpus=4)
+    run_job(job_id, stages=[("train", train)])
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        status, error = job.status, job.error
+    assert status == "failed" and error["code"] == "not_enough_gpus", error
+    assert "4" in error["message"] and "1" in error["message"]
