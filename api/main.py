@@ -12,6 +12,7 @@ from api.routes import (
     api_keys,
     artifacts,
     chat,
+    device_agents,
     files,
     jobs,
     models,
@@ -39,7 +40,9 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (files, jobs, models, artifacts, registry, usage, webhooks, synthetic_datasets, api_keys):
+    for module in (
+        files, jobs, models, artifacts, registry, usage, webhooks, synthetic_datasets, api_keys, device_agents
+    ):  # fmt: skip
         app.include_router(module.router, prefix="/v1")
 
     app.include_router(tools.router, prefix="/v1")

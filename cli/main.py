@@ -240,7 +240,38 @@ def pools(as_json: bool) -> None:
     click.echo(f"routing: {status.routing}")
     for pool in status.data:
         live = "unknown" if pool.live_workers is None else (", ".join(pool.live_workers) or "none")
-        click.echo(f"{pool.queue:<28} {'+'.join(pool.compute):<20} waiting {pool.depth:<5} live: {live}")
+        where = "+".join(pool.compute) + (f" x{pool.gpus}" if pool.gpus > 1 else "")
+        click.echo(f"{pool.queue:<28} {where:<20} waiting {pool.depth:<5} live: {live}")
+
+
+@main.command("device-agent")
+@click.option("--profile", required=True, help="The device profile this machine measures for (its key's).")
+@click.option(
+    "--api", required=True, envvar="EDGETUNE_API_BASE", help="The API's address, e.g. https://host/v1."
+)
+@click.option(
+    "--key", required=True, envvar="EDGETUNE_AGENT_KEY", help="The key POST /v1/device_agents gave."
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="llama.cpp threads (default: half the CPUs)."
+)
+@click.option(
+    "--poll", "poll_s", type=float, default=5.0, show_default=True, help="Seconds between empty claims."
+)
+@click.option("--once", is_flag=True, help="Take tasks until none is queued, then exit.")
+def device_agent(profile: str, api: str, key: str, threads: int | None, poll_s: float, once: bool) -> None:
+    """Measure this org's artifacts on this device: claim benchmark tasks for PROFILE, fetch each
+    GGUF (sha256-checked), time its load, prefill and decode and its peak memory with llama.cpp,
+    and post the figures back."""
+    from cli.device_agent import AgentError, run_agent
+    from eval.runtime_stats import default_threads
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        done = run_agent(api, key, profile, threads or default_threads(), poll_s, once)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{done} task(s) measured")
 
 
 @main.command("mcp")

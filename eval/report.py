@@ -57,6 +57,7 @@ def score_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
                 "parse_rate": r.parse_rate,
                 "shots": r.report.get("shots"),
                 "host_measurements": (exported.get(subject) or {}).get("runtime_stats"),
+                "device_measurements": (exported.get(subject) or {}).get("device_stats"),
             }
         )
     return rows

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +29,7 @@ from typing import Any, Literal
 from domain.lists import EVAL_TASKS
 from eval.gguf_chat import gguf_formatter, tokenize_gguf
 from eval.metrics import EvalResult, TaskType, score
-from eval.runtime_stats import RuntimeStats, measure_peak_memory
+from eval.runtime_stats import RuntimeStats, default_threads, measure_peak_memory
 
 Row = dict[str, Any]
 
@@ -237,13 +236,6 @@ def _generate_hf_batched(
                     new_tokens = new_tokens[: end + 1]
                 outputs[i] = str(tokenizer.decode(new_tokens, skip_special_tokens=True))
     return outputs
-
-
-def default_threads() -> int:
-    """Half the logical CPUs (llama-cpp-python's own default, roughly the physical cores), for both
-    artifact runtimes so their speeds compare: llama.cpp's threads spin-wait on each other, and
-    asking for every logical CPU on a busy machine made decoding 5-30x slower in our measurements."""
-    return max((os.cpu_count() or 2) // 2, 1)
 
 
 def generate_gguf(

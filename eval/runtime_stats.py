@@ -37,6 +37,13 @@ def host_label() -> str:
     return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs{cpu}"
 
 
+def default_threads() -> int:
+    """Half the logical CPUs (llama-cpp-python's own default, roughly the physical cores), for both
+    artifact runtimes so their speeds compare: llama.cpp's threads spin-wait on each other, and
+    asking for every logical CPU on a busy machine made decoding 5-30x slower in our measurements."""
+    return max((os.cpu_count() or 2) // 2, 1)
+
+
 @dataclass
 class RuntimeStats:
     """Filled in by the eval runners while they score an artifact."""

@@ -21,14 +21,26 @@ def artifact_mb(files: list[Path]) -> float:
 
 
 def budget_checks(
-    profile: DeviceProfile, files: list[Path], stats: dict[str, Any] | None
+    profile: DeviceProfile,
+    files: list[Path],
+    stats: dict[str, Any] | None,
+    device: dict[str, Any] | None = None,
 ) -> list[BudgetCheck]:
     """The profile's budgets for one exported artifact.
 
     Args:
         stats (`dict`, *optional*): `RuntimeStats.to_dict()` from scoring the artifact; None when
             it was not run, which leaves the memory and speed budgets out.
+        device (`dict`, *optional*): a device agent's figures for the artifact (its
+            `peak_memory_mb`, `decode_tokens_per_s` and `measured_at`); when given they replace
+            the host's, measured on the device itself.
     """
+    if device is not None:
+        stats = {
+            "peak_rss_growth_mb": device.get("peak_memory_mb"),
+            "decode_tokens_per_s": device.get("decode_tokens_per_s"),
+            "measured_at": device["measured_at"],
+        }
     rules = profile.on_over_budget
     checks = [
         BudgetCheck(

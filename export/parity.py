@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from eval.gguf_chat import Message, Tools
-from eval.runners import default_threads
+from eval.runtime_stats import default_threads
 
 
 @dataclass(frozen=True)

@@ -279,3 +279,56 @@ class ModelAlias(Base):
     version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     updated_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class DeviceAgent(Base):
+    """A real device that measures an org's artifacts for one device profile (services/device_agents.py).
+    It authenticates with its own key, which opens only the agent routes; only the key's sha256 is
+    stored. `facts` are what the agent said of itself (CPU, cores, RAM, OS, runtime version)."""
+
+    __tablename__ = "device_agents"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dagent"))
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    profile: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    last_seen_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class DeviceBenchmark(Base):
+    """One GGUF to measure on an agent of `profile`: a published artifact (`artifact_id`), or a job's
+    export before its gate (`job_id`, `target`; the file under `storage_key`). Queued, then running
+    on one agent under a lease its heartbeats extend; a lease that lapses sends it back to the queue
+    (another agent of the profile takes it) until `attempts` runs out. `result` holds the figures."""
+
+    __tablename__ = "device_benchmarks"
+    __table_args__ = (Index("ix_device_benchmarks_org_profile_status", "org_id", "profile", "status"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("devbench"))
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    artifact_id: Mapped[str | None] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    target: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    filename: Mapped[str] = mapped_column(String(512))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    profile: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|succeeded|failed
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)  # context, prompt and decode tokens
+    agent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("device_agents.id", ondelete="SET NULL"), nullable=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

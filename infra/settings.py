@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     max_gpus_per_job: int = Field(
         default=8, ge=1, le=8, description="The most GPUs of one node the plan gives a job (1: never shard)."
     )
+    # Device agents (services/device_agents.py): a running benchmark's lease, extended by the agent's
+    # heartbeats; a lapsed lease sends the task to another agent of the profile, at most
+    # device_task_attempts times; a task no agent takes within device_task_wait_s fails.
+    device_lease_s: int = Field(default=60, ge=2, description="Seconds a task is held between heartbeats.")
+    device_task_attempts: int = Field(default=3, ge=1, description="Agents a benchmark task is tried on.")
+    device_task_wait_s: int = Field(default=1800, ge=1, description="How long a task waits for an agent.")
+    device_agent_online_s: int = Field(default=90, ge=1, description="An agent seen this recently is online.")
+    # A job's export waits this long for an online agent's figures before its gate falls back to
+    # the host's (labelled as such); the job's budget and cancel are checked while it waits.
+    device_measure_wait_s: int = Field(default=900, ge=1, description="Export's wait for device figures.")
     price_cpu_second: float | None = None  # overrides the book's cpu rate
     price_gpu_second: float | None = None  # overrides the book's rate for worker_compute
     price_teacher_1k_tokens: float | None = None

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from eval.runners import default_threads
+from eval.runtime_stats import default_threads
 from infra.settings import get_settings
 
 log = logging.getLogger(__name__)

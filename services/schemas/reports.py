@@ -26,6 +26,9 @@ class ScorePublic(BaseModel):
     host_measurements: dict[str, Any] | None = Field(
         default=None, description="Artifacts: decode speed and memory measured on the worker host."
     )
+    device_measurements: dict[str, Any] | None = Field(
+        default=None, description="Artifacts: the same measured by a device agent of the target's profile."
+    )
 
 
 class LossPointPublic(BaseModel):

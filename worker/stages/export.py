@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.device_benchmarks import MEASURABLE_FORMATS
 from services.errors import ExportFailed
 from worker.context import JobContext
 from worker.held_out import read_rows
+from worker.stages.device_figures import device_figures
 
 if TYPE_CHECKING:
     from eval.scoring import HeldOut
@@ -117,7 +119,10 @@ def _export_one(
             _score_artifact(profile, paths[0], held_out, entry, grammar)
     except (OnnxExportError, ArtifactRunError) as exc:
         raise ExportFailed(ctx.config.targets.index(target), f"{target}: {exc}") from exc
-    entry["budgets"] = [b.model_dump() for b in budget_checks(profile, paths, entry.get("runtime_stats"))]
+    if profile.format in MEASURABLE_FORMATS and (device := device_figures(ctx, profile, paths[0])):
+        entry["device_stats"] = device
+    checks = budget_checks(profile, paths, entry.get("runtime_stats"), entry.get("device_stats"))
+    entry["budgets"] = [b.model_dump() for b in checks]
     return entry
 
 
@@ -145,6 +150,9 @@ def export(ctx: JobContext) -> dict[str, Any]:
         exported[target] = entry
         ctx.event(
             f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip() + note,
-            data={"target": target, **{k: v for k, v in entry.items() if k in ("eval", "runtime_stats")}},
+            data={
+                "target": target,
+                **{k: v for k, v in entry.items() if k in ("eval", "runtime_stats", "device_stats")},
+            },
         )
     return {"exported": exported}

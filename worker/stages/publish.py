@@ -110,6 +110,9 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: 
             "status": status,
             # decode speed and memory as measured on the worker host, and each budget's outcome
             "host_measurements": entry.get("runtime_stats"),
+            # the same figures from a device agent of the profile, when one measured it (the
+            # budgets then read these: worker/stages/device_figures.py)
+            "device_measurements": entry.get("device_stats"),
             "budgets": entry.get("budgets"),
             "budget_flags": ((gate or {}).get("artifacts", {}).get(target) or {}).get("flags", []),
         },

@@ -1,0 +1,116 @@
+"""`edgetune device-agent`: the loop a real device runs (issue 18). It says what it is, claims the
+benchmark tasks of its org and profile one at a time, fetches each artifact (sha256-checked),
+measures it with llama.cpp (eval/device_bench.py) while a heartbeat keeps its lease, and posts the
+figures back. It needs the API's address and an agent key (POST /v1/device_agents), nothing else:
+no database, no store, no queue."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from eval.device_bench import device_facts, measure_gguf
+
+log = logging.getLogger("edgetune.device_agent")
+
+
+class AgentError(RuntimeError):
+    """The API refused the agent (a bad key, a profile its key is not for): it cannot go on."""
+
+
+def _check(r: httpx.Response) -> dict[str, Any]:
+    if r.status_code >= 400:
+        try:
+            message = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = r.text[:500]
+        raise AgentError(f"{r.request.method} {r.request.url.path}: HTTP {r.status_code}: {message}")
+    return dict(r.json())
+
+
+class _Heartbeat(threading.Thread):
+    """Extends the task's lease until stopped; notes when the API says the lease was lost."""
+
+    def __init__(self, client: httpx.Client, task: dict[str, Any]) -> None:
+        super().__init__(daemon=True)
+        self.client, self.task, self.lost = client, task, False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.task["heartbeat_every_s"]):
+            try:
+                r = self.client.post(f"/device_agent/tasks/{self.task['id']}/heartbeat")
+            except httpx.HTTPError as exc:  # a blip: the next beat may get through before the lease lapses
+                log.warning("heartbeat failed: %r", exc)
+                continue
+            if r.status_code == 409:
+                self.lost = True
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def _download(client: httpx.Client, task: dict[str, Any], dest: Path) -> None:
+    """The artifact to `dest`, its sha256 checked. A presigned URL is fetched without the agent's
+    key (S3 refuses a second credential); the API's own stream with it."""
+    url = task["download_url"]
+    own = url.startswith(str(client.base_url).rstrip("/"))
+    digest = hashlib.sha256()
+    with client.stream("GET", url) if own else httpx.stream("GET", url, timeout=60) as r:
+        if r.status_code >= 400:
+            raise RuntimeError(f"download failed: HTTP {r.status_code}")
+        with dest.open("wb") as fh:
+            for chunk in r.iter_bytes(1 << 20):
+                digest.update(chunk)
+                fh.write(chunk)
+    if digest.hexdigest() != task["sha256"]:
+        raise RuntimeError(f"sha256 mismatch: got {digest.hexdigest()}, the task says {task['sha256']}")
+
+
+def run_task(client: httpx.Client, task: dict[str, Any], threads: int, work_dir: Path) -> str:
+    """Fetch, measure and report one claimed task; returns its final status as the API says."""
+    beat = _Heartbeat(client, task)
+    beat.start()
+    path = work_dir / f"{task['id']}.gguf"
+    try:
+        _download(client, task, path)
+        s = task["settings"]
+        figures = measure_gguf(path, s["context"], s["prompt_tokens"], s["decode_tokens"], threads)
+        outcome, body = "result", figures
+    except Exception as exc:  # the artifact did not load or run here: say so, the task is failed
+        log.exception("task %s failed", task["id"])
+        outcome, body = "failure", {"message": f"{type(exc).__name__}: {exc}"[:4000]}
+    finally:
+        beat.stop()
+        path.unlink(missing_ok=True)
+    if beat.lost:
+        return "lease_lost"
+    return str(_check(client.post(f"/device_agent/tasks/{task['id']}/{outcome}", json=body))["status"])
+
+
+def run_agent(api: str, key: str, profile: str, threads: int, poll_s: float, once: bool) -> int:
+    """Say hello, then take tasks until stopped (or, with `once`, until the queue is empty)."""
+    client = httpx.Client(base_url=api.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    me = _check(client.post("/device_agent/hello", json={"profile": profile, **device_facts(threads)}))
+    log.info("agent %s (%s) ready for profile %s", me["id"], me["name"], profile)
+    done = 0
+    with tempfile.TemporaryDirectory(prefix="edgetune-agent-") as tmp:
+        while True:
+            r = client.post("/device_agent/tasks/claim")
+            if r.status_code == 204:
+                if once:
+                    return done
+                time.sleep(poll_s)
+                continue
+            task = _check(r)
+            status = run_task(client, task, threads, Path(tmp))
+            log.info("task %s: %s", task["id"], status)
+            done += 1
