@@ -58,6 +58,7 @@ def score_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
                 "shots": r.report.get("shots"),
                 "host_measurements": (exported.get(subject) or {}).get("runtime_stats"),
                 "device_measurements": (exported.get(subject) or {}).get("device_stats"),
+                "device_prediction": (exported.get(subject) or {}).get("device_prediction"),
             }
         )
     return rows
@@ -318,6 +319,37 @@ def selection_html(selection: dict[str, Any] | None) -> str:
     )
 
 
+def _tps(figures: dict[str, Any] | None) -> str:
+    value = (figures or {}).get("decode_tokens_per_s")
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def device_html(scores: list[dict[str, Any]]) -> str:
+    """Decode speed per artifact: on the worker host, on a device agent of its profile, and as the
+    device model predicts it (its basis and, where an agent measured, its miss)."""
+    rows = [s for s in scores if s.get("host_measurements") or s.get("device_prediction")]
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(s['subject'])}</td><td>{_tps(s.get('host_measurements'))}</td>"
+        f"<td>{_tps(s.get('device_measurements'))}</td><td>{_tps(s.get('device_prediction'))}</td>"
+        f"<td>{html.escape(_where(s))}</td></tr>"
+        for s in rows
+    )
+    head = "<tr><th>artifact</th><th>host</th><th>device agent</th><th>predicted</th><th>how</th></tr>"
+    return f"<h2>Decode tokens/s on the device</h2><table>{head}{body}</table>"
+
+
+def _where(s: dict[str, Any]) -> str:
+    measured, predicted = s.get("device_measurements"), s.get("device_prediction") or {}
+    parts = [measured["measured_at"]] if measured else []
+    if predicted:
+        miss = predicted.get("error_vs_measured")
+        off = f"; off by {miss:+.0%}" if miss is not None else ""
+        parts.append(f"predicted: {predicted['basis']}{off}")
+    return "; ".join(parts)
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole page: gate verdict first (what the customer asks), then the evidence."""
     title = f"edgetune report: {report['job_id']}"
@@ -331,6 +363,7 @@ def render_html(report: dict[str, Any]) -> str:
         + gate_section(report["gate"])
         + "<h2>Scores on the held-out rows</h2>"
         + scores_svg(report["scores"])
+        + device_html(report["scores"])
         + prompting_html(report.get("prompting"))
         + "<h2>General-ability probe</h2>"
         + probe_html(report.get("probe"))

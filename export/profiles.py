@@ -41,6 +41,11 @@ class DeviceProfile(BaseModel):
     min_ram_mb: int = Field(gt=0, description="Device RAM of the class (descriptive).")
     max_ram_mb: int | None = Field(default=None, gt=0, description="Memory the artifact may take to run.")
     min_decode_tokens_per_s: float | None = Field(default=None, gt=0, description="Decode speed floor.")
+    memory_bandwidth_gbps: float | None = Field(
+        default=None,
+        gt=0,
+        description="Nominal peak memory bandwidth of the class (export/device_model.py).",
+    )
     on_over_budget: BudgetRules = BudgetRules()
     runtime: str
     families: list[str] = Field(default_factory=list, description="Base families it exports; []: all.")

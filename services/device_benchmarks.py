@@ -281,3 +281,16 @@ def measured_at(result: dict[str, Any]) -> str:
         f"{result.get('runtime_version') or result.get('runtime')} with its cache allocated for context "
         f"{result.get('context')}"
     )
+
+
+def calibration_points(session: Session, profile: str, limit: int = 50) -> list[tuple[int, float]]:
+    """(file bytes, decode tokens/s) of the profile's latest agent measurements, any org's: what
+    the device model fits its efficiency on (export/device_model.py). Only those two numbers of
+    another org's measurement are read, nothing of its model or device."""
+    rows = session.execute(
+        select(DeviceBenchmark.bytes, DeviceBenchmark.result)
+        .where(DeviceBenchmark.profile == profile, DeviceBenchmark.status == "succeeded")
+        .order_by(DeviceBenchmark.finished_at.desc())
+        .limit(limit)
+    ).all()
+    return [(size, float(result["decode_tokens_per_s"])) for size, result in rows if result]

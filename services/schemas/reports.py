@@ -29,6 +29,9 @@ class ScorePublic(BaseModel):
     device_measurements: dict[str, Any] | None = Field(
         default=None, description="Artifacts: the same measured by a device agent of the target's profile."
     )
+    device_prediction: dict[str, Any] | None = Field(
+        default=None, description="Artifacts: the device model's decode speed and memory on the device."
+    )
 
 
 class LossPointPublic(BaseModel):

@@ -174,3 +174,27 @@ def test_a_job_evaluated_before_the_prompted_base_still_renders() -> None:
     assert r["prompting"] is None and "base-prompted" not in [s["subject"] for s in r["scores"]]
     page = render_html(r)
     assert "No prompted base was scored" in page and page.count("<rect") == 3
+
+
+def test_page_shows_decode_speed_on_the_host_the_device_and_as_predicted() -> None:
+    state = _state()
+    state["exported"]["laptop-cpu"] |= {
+        "runtime_stats": {"runtime": "llama.cpp", "decode_tokens_per_s": 41.5},
+        "device_stats": {"decode_tokens_per_s": 12.25, "measured_at": "device agent pi <1> (arm)"},
+        "device_prediction": {
+            "decode_tokens_per_s": 15.0,
+            "basis": "17.1 GB/s nominal",
+            "error_vs_measured": 0.2245,
+        },
+    }
+    report = build_report({"id": "j", "model": "m", "status": "succeeded"}, state, [])
+    row = next(s for s in report["scores"] if s["subject"] == "laptop-cpu")
+    assert row["device_measurements"]["decode_tokens_per_s"] == 12.25
+    assert row["device_prediction"]["decode_tokens_per_s"] == 15.0
+    page = render_html(report)
+    section = page.split("<h2>Decode tokens/s on the device</h2>")[1].split("</table>")[0]
+    cells = re.findall(r"<td>(.*?)</td>", section)
+    assert cells[:4] == ["laptop-cpu", "41.5", "12.2", "15.0"]
+    assert "device agent pi &lt;1&gt; (arm)" in cells[4] and "off by +22%" in cells[4]
+    # no host, device or predicted figures anywhere: no section
+    assert "on the device</h2>" not in render_html(_report([]))

@@ -106,6 +106,11 @@ def test_an_online_agent_measures_the_export_and_the_gate_reads_its_figures(
     # the host figures are still recorded beside them, labelled with the host
     assert entry["runtime_stats"]["measured_at"].startswith("host ")
     assert any(e.message.startswith(f"Measuring {TARGET} on the device") for e in events)
+    # the device model's prediction beside the measurement, with how far off it was
+    predicted = entry["device_prediction"]
+    assert predicted["decode_tokens_per_s"] > 0 and "GB/s nominal" in predicted["basis"]
+    miss = predicted["decode_tokens_per_s"] / device["decode_tokens_per_s"] - 1
+    assert predicted["error_vs_measured"] == pytest.approx(miss, abs=1e-3)
     exported = next(e for e in events if e.message.startswith(f"Exported {TARGET}"))
     assert exported.data["device_stats"]["agent_name"] == "pi-bench"
     with session_scope() as session:
@@ -132,6 +137,8 @@ def test_without_an_answer_in_time_the_host_figures_stand(server, api_key, tiny_
         os.environ.pop("EDGETUNE_DEVICE_MEASURE_WAIT_S")
         _reset_caches()
     assert "device_stats" not in state["exported"][TARGET]
+    predicted = state["exported"][TARGET]["device_prediction"]  # the model's figures, unmeasured
+    assert predicted["decode_tokens_per_s"] > 0 and "error_vs_measured" not in predicted
     assert _budgets(state)["min_decode_tokens_per_s"]["where"].startswith("host ")
     warn = next(e for e in events if e.message.startswith(f"No device figures for {TARGET}"))
     assert warn.level == "warn" and "budgets use the host's" in warn.message

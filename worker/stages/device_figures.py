@@ -2,7 +2,8 @@
 the exported GGUF is measured there before the gate, and its memory and speed budgets are checked
 against those figures, labelled with the device. Without one, or when none answers within
 settings.device_measure_wait_s, the host figures stand, labelled with the host as before, and the
-job's events say which it was."""
+job's events say which it was. Either way the device model (export/device_model.py) predicts the
+device's figures, with its error against the measurement when there is one."""
 
 from __future__ import annotations
 
@@ -20,6 +21,23 @@ from worker.context import JobContext
 # in seconds; speed per token hardly depends on the count past a few dozen.
 PROMPT_TOKENS, DECODE_TOKENS = 128, 64
 POLL_S = 1.0
+
+
+def on_device(
+    ctx: JobContext, profile: Any, gguf: Path, host_stats: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the agent's figures or None, the device model's prediction or None) for one GGUF. The
+    model is fitted on the measurements made before this one, so its error here is a fair test."""
+    from export.device_model import calibrate, compare, predict
+
+    with session_scope() as session:
+        calibration = calibrate(profile, device_benchmarks.calibration_points(session, profile.name))
+    measured = device_figures(ctx, profile, gguf)
+    host_mb = (host_stats or {}).get("peak_rss_growth_mb")
+    predicted = predict(profile, gguf.stat().st_size, host_mb, calibration)
+    if predicted is not None and measured is not None:
+        predicted = compare(predicted, float(measured["decode_tokens_per_s"]))
+    return measured, predicted
 
 
 def device_figures(ctx: JobContext, profile: Any, gguf: Path) -> dict[str, Any] | None:

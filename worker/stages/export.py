@@ -9,11 +9,13 @@ from services.device_benchmarks import MEASURABLE_FORMATS
 from services.errors import ExportFailed
 from worker.context import JobContext
 from worker.held_out import read_rows
-from worker.stages.device_figures import device_figures
+from worker.stages.device_figures import on_device
 
 if TYPE_CHECKING:
     from eval.scoring import HeldOut
 from worker.stages.evaluate import eval_rows, score_summary
+
+_DEVICE_KEYS = ("device_stats", "device_prediction")  # an agent's figures; the device model's
 
 
 def _score_artifact(
@@ -119,8 +121,10 @@ def _export_one(
             _score_artifact(profile, paths[0], held_out, entry, grammar)
     except (OnnxExportError, ArtifactRunError) as exc:
         raise ExportFailed(ctx.config.targets.index(target), f"{target}: {exc}") from exc
-    if profile.format in MEASURABLE_FORMATS and (device := device_figures(ctx, profile, paths[0])):
-        entry["device_stats"] = device
+    if profile.format in MEASURABLE_FORMATS:
+        measured, predicted = on_device(ctx, profile, paths[0], entry.get("runtime_stats"))
+        entry |= {"device_stats": measured} if measured else {}
+        entry |= {"device_prediction": predicted} if predicted else {}
     checks = budget_checks(profile, paths, entry.get("runtime_stats"), entry.get("device_stats"))
     entry["budgets"] = [b.model_dump() for b in checks]
     return entry
@@ -152,7 +156,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
             f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip() + note,
             data={
                 "target": target,
-                **{k: v for k, v in entry.items() if k in ("eval", "runtime_stats", "device_stats")},
+                **{k: v for k, v in entry.items() if k in ("eval", "runtime_stats", *_DEVICE_KEYS)},
             },
         )
     return {"exported": exported}

@@ -113,6 +113,7 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: 
             # the same figures from a device agent of the profile, when one measured it (the
             # budgets then read these: worker/stages/device_figures.py)
             "device_measurements": entry.get("device_stats"),
+            "device_prediction": entry.get("device_prediction"),  # export/device_model.py
             "budgets": entry.get("budgets"),
             "budget_flags": ((gate or {}).get("artifacts", {}).get(target) or {}).get("flags", []),
         },
