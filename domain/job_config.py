@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from domain.answers import answer_problem
 from domain.gate_policy import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
 from domain.json_schema import schema_problems
-from domain.lists import EVAL_TASK_TYPE, EvalTaskType, MethodType, TaskKind, TrainingType
+from domain.lists import EVAL_TASK_TYPE, EvalTaskType, MethodType, TargetSelect, TaskKind, TrainingType
 
 Auto = Literal["auto"]
 
@@ -606,6 +606,25 @@ def replay_count(train_rows: int, policy: ReplayPolicy, method: str) -> int:
     return max(policy.min_rows, min(policy.max_rows, round(train_rows * policy.fraction)))
 
 
+class TargetSpec(BaseModel):
+    """A target named with how to pick its artifact; a plain profile name means select "default"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(min_length=1, max_length=MAX_TARGET_LENGTH)
+    select: TargetSelect = Field(
+        default="default",
+        description="'default': the profile's quantization. 'best_within_budget': export every "
+        "quantization of the sweep, score each on the held-out rows in its runtime, take its speed "
+        "and memory on the device (a device agent's measurement, else the device model's "
+        "prediction), and publish the best-scoring one that meets every budget (ties to the faster).",
+    )
+
+
+def _default_targets() -> list[str | TargetSpec]:
+    return ["laptop-cpu"]
+
+
 class JobConfig(BaseModel):
     """Everything that determines what a fine-tune job produces."""
 
@@ -621,8 +640,8 @@ class JobConfig(BaseModel):
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = None
     task: TaskSpec | None = None
-    targets: list[Annotated[str, Field(max_length=MAX_TARGET_LENGTH)]] = Field(
-        default_factory=lambda: ["laptop-cpu"], min_length=1, max_length=8
+    targets: list[Annotated[str, Field(max_length=MAX_TARGET_LENGTH)] | TargetSpec] = Field(
+        default_factory=_default_targets, min_length=1, max_length=8
     )
     training_type: TrainingType = Field(
         default="lora",
@@ -690,6 +709,18 @@ class JobConfig(BaseModel):
                     f"metadata[{key!r}]: values are at most {MAX_METADATA_VALUE_LENGTH} characters"
                 )
         return v
+
+    @property
+    def target_names(self) -> list[str]:
+        """The targets' profile names, in order (a target is a name or a TargetSpec)."""
+        return [t if isinstance(t, str) else t.profile for t in self.targets]
+
+    def target_select(self, name: str) -> TargetSelect:
+        """How the target called `name` picks its artifact."""
+        for t in self.targets:
+            if not isinstance(t, str) and t.profile == name:
+                return t.select
+        return "default"
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

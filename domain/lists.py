@@ -45,6 +45,20 @@ def recipe_for(method: MethodType, training_type: TrainingType) -> RecipeName:
     return "lora_sft" if training_type == "lora" else "full_sft"
 
 
+# How a job's target picks its artifact: the profile's default quantization, or the best-scoring of
+# a sweep that meets every budget on the device (worker/stages/sweep.py).
+TargetSelect = Literal["default", "best_within_budget"]
+# The sweep's GGUF quantizations, largest first: from Q8_0 down to the smallest llama.cpp runs on
+# every device class (F16 is never a device artifact).
+SWEEP_FORMAT = "gguf"
+SWEEP_QUANTIZATIONS: tuple[str, ...] = ("Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0")
+
+
+def sweep_size(select: TargetSelect) -> int:
+    """Artifacts a target exports and scores: one, or the whole sweep."""
+    return len(SWEEP_QUANTIZATIONS) if select == "best_within_budget" else 1
+
+
 # ---- what the model is for ------------------------------------------------------------------------
 # What a customer's task asks the model to answer with (a job's `task.type`).
 TaskKind = Literal["classification", "extraction", "tool_calling", "chat"]

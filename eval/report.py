@@ -147,6 +147,12 @@ def build_report(
         "gate": state.get("gate"),
         "synth_report": state.get("synth_report"),
         "checkpoint_selection": state.get("checkpoint_selection"),
+        # best_within_budget targets: each quantization of the sweep, judged on the device
+        "frontiers": {
+            target: entry["frontier"]
+            for target, entry in (state.get("exported") or {}).items()
+            if entry.get("frontier")
+        },
     }
 
 
@@ -217,6 +223,53 @@ def scores_svg(scores: list[dict[str, Any]]) -> str:
             + _text(mid, HEIGHT - PAD + 14, name, 11)
         )
     return _svg("".join(parts), "scores")
+
+
+def frontier_svg(target: str, frontier: list[dict[str, Any]]) -> str:
+    """Score against size, one point per quantization of the sweep, labelled with its decode speed
+    on the device: filled blue within every budget, hollow red over one, ringed for the choice.
+    x is linear from 0 to the largest size, y from 0 to 1."""
+    widest = max(c["size_mb"] for c in frontier) or 1.0
+    parts = [_axes(f"size 0-{widest:.3g} MB", f"{target}: score 0-1")]
+    for c in frontier:
+        x = PAD + c["size_mb"] / widest * (WIDTH - 2 * PAD)
+        y = HEIGHT - PAD - c["score"] * (HEIGHT - 2 * PAD)
+        fill, stroke = ("#1f6feb", "#1f6feb") if c["within_budget"] else ("none", "#cf222e")
+        tps = c.get("decode_tokens_per_s")
+        label = c["quantization"] + ("" if tps is None else f" {tps:,.0f} t/s")
+        parts.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{fill}" stroke="{stroke}" stroke-width="2"/>'
+            + (
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="none" stroke="#1a7f37"/>'
+                if c["chosen"]
+                else ""
+            )
+            + _text(x, y - 12, label, 10)
+        )
+    return _svg("".join(parts), f"{target} frontier")
+
+
+def frontiers_html(frontiers: dict[str, list[dict[str, Any]]]) -> str:
+    parts = []
+    for target, frontier in frontiers.items():
+        chosen = next((c["quantization"] for c in frontier if c["chosen"]), None)
+        rows = "".join(
+            f"<tr><td>{html.escape(c['quantization'])}{' (chosen)' if c['chosen'] else ''}</td>"
+            f"<td>{c['score']:.3f}</td><td>{c['size_mb']:.1f}</td><td>{_tps(c)}</td>"
+            f"<td>{html.escape(c['figures'])}</td>"
+            f"<td>{html.escape(', '.join(c['misses']) or 'within budget')}</td></tr>"
+            for c in frontier
+        )
+        head = "".join(
+            f"<th>{h}</th>" for h in ("quantization", "score", "MB", "tokens/s", "figures", "budgets")
+        )
+        head = f"<tr>{head}</tr>"
+        parts.append(
+            f"<h2>{html.escape(target)}: best within budget ({html.escape(str(chosen))})</h2>"
+            + frontier_svg(target, frontier)
+            + f"<table>{head}{rows}</table>"
+        )
+    return "".join(parts)
 
 
 def prompting_html(prompting: dict[str, Any] | None) -> str:
@@ -364,6 +417,7 @@ def render_html(report: dict[str, Any]) -> str:
         + "<h2>Scores on the held-out rows</h2>"
         + scores_svg(report["scores"])
         + device_html(report["scores"])
+        + frontiers_html(report.get("frontiers") or {})
         + prompting_html(report.get("prompting"))
         + "<h2>General-ability probe</h2>"
         + probe_html(report.get("probe"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from domain.job_config import JobConfig
+from domain.lists import SWEEP_FORMAT
 from infra.settings import get_settings
 from services.errors import InvalidRequest
 
@@ -41,11 +43,12 @@ def check_base_model(model_id: str) -> BaseModelInfo:
     return info
 
 
-def check_targets(targets: list[str], family: str | None = None) -> None:
-    """Every target names an available profile, once, whose exporter handles the base's `family`."""
+def check_targets(cfg: JobConfig, family: str | None = None) -> None:
+    """Every target names an available profile, once, whose exporter handles the base's `family`;
+    a sweep (`select: best_within_budget`) only where the format has quantizations to sweep (GGUF)."""
     from export.profiles import ProfileUnavailableError, check_family, load_profiles
 
-    profiles = load_profiles()
+    profiles, targets = load_profiles(), cfg.target_names
     for i, name in enumerate(targets):
         profile = profiles.get(name)
         if profile is None:
@@ -65,5 +68,11 @@ def check_targets(targets: list[str], family: str | None = None) -> None:
                 check_family(profile, family)
         except ProfileUnavailableError as exc:
             raise InvalidRequest(str(exc), param=f"targets[{i}]", code="target_unsupported_model") from None
+        if cfg.target_select(name) == "best_within_budget" and profile.format != SWEEP_FORMAT:
+            raise InvalidRequest(
+                f"select 'best_within_budget' sweeps GGUF quantizations; {name} ships {profile.format}",
+                param=f"targets[{i}].select",
+                code="target_select_unsupported",
+            )
     if len(set(targets)) != len(targets):
         raise InvalidRequest("targets must not repeat", param="targets")

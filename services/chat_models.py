@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.job_config import JobConfig
 from export.gguf_export import GGUFExportError, convert_to_gguf
 from export.manifest import sha256_file
 from infra.models import Artifact, Job, ModelVersion, Org
@@ -129,7 +130,7 @@ def _gguf_artifact(session: Session, job: Job, target: str | None) -> Artifact:
             Artifact.job_id == job.id, Artifact.format == "gguf", Artifact.status == "published"
         )
     ).all()
-    order = list(job.config.get("targets") or [])
+    order = JobConfig.model_validate(job.config).target_names
     ggufs = sorted(found, key=lambda a: order.index(a.target) if a.target in order else len(order))
     if target is not None:
         ggufs = [a for a in ggufs if a.target == target]

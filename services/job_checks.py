@@ -33,4 +33,4 @@ def check_job_config(session: Session, org: Org, cfg: JobConfig) -> None:
     if cfg.validation_file and cfg.validation_file == cfg.training_file:
         raise InvalidRequest("validation_file must differ from training_file", param="validation_file")
     base = catalog.check_base_model(cfg.model)
-    catalog.check_targets(cfg.targets, base.family)
+    catalog.check_targets(cfg, base.family)

@@ -52,7 +52,7 @@ def to_public(job: Job) -> JobPublic:
         suffix=cfg.suffix,
         metadata=cfg.metadata,
         task=cfg.task.model_dump() if cfg.task else None,
-        targets=cfg.targets,
+        targets=[t if isinstance(t, str) else t.model_dump() for t in cfg.targets],
         lora=cfg.lora.model_dump(),
         gate=cfg.gate.model_dump(),
         eval_gate=(job.state or {}).get("gate"),

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_count, replay_count
-from domain.lists import GPU_STAGES, GPUS_PER_JOB, STAGES
+from domain.lists import GPU_STAGES, GPUS_PER_JOB, STAGES, sweep_size
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
 from infra.queue import queue_for
@@ -234,7 +234,7 @@ def check_artifact_sizes(cfg: JobConfig, params: int) -> None:
     from export.profiles import estimated_artifact_bytes, load_profiles
 
     profiles, gpu = load_profiles(), get_settings().worker_compute != "cpu"
-    for i, name in enumerate(cfg.targets):
+    for i, name in enumerate(cfg.target_names):
         profile = profiles[name]
         mb = estimated_artifact_bytes(profile, params, gpu=gpu) / 2**20
         if (
@@ -367,7 +367,9 @@ def _stage_seconds(
     profiles = load_profiles()
     # eval scores the base, the fine-tuned model and each GGUF or ONNX artifact in its own runtime
     # (a format with a runtime, export/formats/)
-    runs = 2 + sum(runtime_of(profiles[name]) is not None for name in cfg.targets)
+    # a `best_within_budget` target exports and scores every quantization of its sweep
+    variants = {name: sweep_size(cfg.target_select(name)) for name in cfg.target_names}
+    runs = 2 + sum(n for name, n in variants.items() if runtime_of(profiles[name]) is not None)
     # The evaluate stage also answers the general-ability probe (eval/probe.py) with base and
     # fine-tuned: len(probe) generations each, 2 x 32 = 64 today. A probe answer is capped at
     # PROBE_MAX_NEW_TOKENS (12), under a classification row's 16, so each is priced as one eval row
@@ -383,7 +385,7 @@ def _stage_seconds(
         + _selection_seconds(cfg, data, t)
         + _replay_seconds(cfg, data, t),
         "evaluate": generations * t.eval_s_per_row,
-        "export": len(cfg.targets) * t.export_s_per_target,
+        "export": sum(variants.values()) * t.export_s_per_target,
         "gate": t.gate_s,
         "publish": t.publish_s,
     }
@@ -443,9 +445,8 @@ def _quote(
             _item("synthesize", "teacher tokens", "teacher_1k_tokens", tokens_k, book.teacher_1k_tokens)
         )
     profiles = load_profiles()
-    gigabytes = (
-        sum(estimated_artifact_bytes(profiles[t], params, gpu=compute != "cpu") for t in cfg.targets) / GB
-    )
+    gpu = compute != "cpu"
+    gigabytes = sum(estimated_artifact_bytes(profiles[t], params, gpu=gpu) for t in cfg.target_names) / GB
     items.append(_item("storage", "artifacts, one month", "gb_month", gigabytes, book.storage_gb_month))
     return QuotePublic(compute=compute, items=items, total_usd=round(sum(i.amount_usd for i in items), 6))
 

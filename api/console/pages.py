@@ -35,7 +35,15 @@ def size(n: int) -> str:
     return f"{value / 1024:.1f} GiB"
 
 
-TEMPLATES.env.filters.update(usd=usd, when=when, size=size)
+def targets(items: list[Any]) -> str:
+    """A job's targets in words: a profile name, or one with how it picks ("best within budget")."""
+    return ", ".join(
+        t if isinstance(t, str) else t["profile"] + ("" if t["select"] == "default" else f" ({t['select']})")
+        for t in items
+    )
+
+
+TEMPLATES.env.filters.update(usd=usd, when=when, size=size, targets=targets)
 
 
 def render(

@@ -44,7 +44,7 @@ class JobPublic(BaseModel):
     integrations: list[Any] = []
     # edgetune's own
     task: dict[str, Any] | None
-    targets: list[str]
+    targets: list[str | dict[str, Any]]  # a profile name, or {profile, select}
     training_type: str
     lora: dict[str, Any]
     gate: dict[str, Any]  # the policy asked for

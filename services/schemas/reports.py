@@ -67,3 +67,8 @@ class JobReportPublic(BaseModel):
         description="Held-out scores measured during training ([step, score] pairs), the step shipped "
         "(best_step), whether it stopped early and whether the best weights were restored.",
     )
+    frontiers: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="best_within_budget targets: each quantization of the sweep with its score, size, "
+        "decode speed and memory on the device (agent or predicted), the budgets it misses, and the choice.",
+    )

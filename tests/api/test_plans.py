@@ -331,3 +331,34 @@ def test_a_full_fine_tune_too_big_for_one_gpu_is_planned_and_quoted_on_several(t
     finally:
         monkeypatch.delenv("EDGETUNE_COMPUTE_POOLS")
         _reset_caches()
+
+
+def test_a_sweep_target_is_priced_for_its_whole_sweep_and_only_where_it_can_sweep(
+    api, train_file, tiny_base
+) -> None:
+    """`select: best_within_budget` exports and scores 4 quantizations (domain/lists.py): the plan
+    counts 4 exports and 4 artifact evals for it; a format with nothing to sweep is a 400 naming it."""
+    from domain.lists import SWEEP_QUANTIZATIONS
+
+    body = {"model": tiny_base, "training_file": train_file}
+    one = api.post("/fine_tuning/jobs/plan", json=body | {"targets": ["raspberry-pi-5"]}).json()
+    sweep = {"targets": [{"profile": "raspberry-pi-5", "select": "best_within_budget"}]}
+    many = api.post("/fine_tuning/jobs/plan", json=body | sweep).json()
+    book = price_book().throughput
+    extra = len(SWEEP_QUANTIZATIONS) - 1
+    assert many["estimated_seconds"]["export"] == pytest.approx(
+        one["estimated_seconds"]["export"] + extra * book.export_s_per_target, abs=0.2
+    )
+    assert many["estimated_seconds"]["evaluate"] > one["estimated_seconds"]["evaluate"]
+    assert many["quote"]["total_usd"] > one["quote"]["total_usd"]
+    onnx = {"targets": ["laptop-cpu", {"profile": "browser-webgpu", "select": "best_within_budget"}]}
+    bad = api.post("/fine_tuning/jobs", json=body | onnx)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "targets[1].select", bad.text
+    unknown = api.post(
+        "/fine_tuning/jobs", json=body | {"targets": [{"profile": "laptop-cpu", "select": "fastest"}]}
+    )
+    assert unknown.status_code == 400 and "targets" in unknown.json()["error"]["param"], unknown.text
+    # the job keeps the target as sent, and its config says how it was made
+    job = api.post("/fine_tuning/jobs", json=body | sweep).json()
+    assert job["targets"] == [{"profile": "raspberry-pi-5", "select": "best_within_budget"}], job
+    api.post(f"/fine_tuning/jobs/{job['id']}/cancel")

@@ -10,6 +10,7 @@ from services.errors import ExportFailed
 from worker.context import JobContext
 from worker.held_out import read_rows
 from worker.stages.device_figures import on_device
+from worker.stages.sweep import sweep_target
 
 if TYPE_CHECKING:
     from eval.scoring import HeldOut
@@ -120,7 +121,7 @@ def _export_one(
         if runtime_of(profile) is not None:
             _score_artifact(profile, paths[0], held_out, entry, grammar)
     except (OnnxExportError, ArtifactRunError) as exc:
-        raise ExportFailed(ctx.config.targets.index(target), f"{target}: {exc}") from exc
+        raise ExportFailed(ctx.config.target_names.index(target), f"{target}: {exc}") from exc
     if profile.format in MEASURABLE_FORMATS:
         measured, predicted = on_device(ctx, profile, paths[0], entry.get("runtime_stats"))
         entry |= {"device_stats": measured} if measured else {}
@@ -128,6 +129,11 @@ def _export_one(
     checks = budget_checks(profile, paths, entry.get("runtime_stats"), entry.get("device_stats"))
     entry["budgets"] = [b.model_dump() for b in checks]
     return entry
+
+
+def _quantization(profile: Any, entry: dict[str, Any]) -> str:
+    """The quantization shipped: the sweep's choice, else the profile's."""
+    return str((entry.get("selection") or {}).get("chosen") or profile.quantization or "")
 
 
 def export(ctx: JobContext) -> dict[str, Any]:
@@ -139,10 +145,13 @@ def export(ctx: JobContext) -> dict[str, Any]:
     grammar = _task_grammar(ctx, held_out)  # one grammar for every GGUF target
     exported: dict[str, Any] = {}
     adapter_entry: dict[str, Any] | None = None  # converted and described once, shipped per GGUF target
-    for target in ctx.config.targets:
+    for target in ctx.config.target_names:
         ctx.check_cancel()
         profile = get_profile(target)
-        entry = _export_one(ctx, profile, held_out, adapter_dir, grammar)
+        if ctx.config.target_select(target) == "best_within_budget":
+            entry = sweep_target(ctx, profile, lambda p: _export_one(ctx, p, held_out, adapter_dir, grammar))
+        else:
+            entry = _export_one(ctx, profile, held_out, adapter_dir, grammar)
         note = ""
         if FORMATS[profile.format].ships_adapter and adapter_dir:
             # The adapter alone, for devices that already hold the base GGUF; publish ships it as
@@ -153,7 +162,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
             note = f" + LoRA adapter ({size / 2**20:.1f} MB)"
         exported[target] = entry
         ctx.event(
-            f"Exported {target}: {profile.format} {profile.quantization or ''}".rstrip() + note,
+            f"Exported {target}: {profile.format} {_quantization(profile, entry)}".rstrip() + note,
             data={
                 "target": target,
                 **{k: v for k, v in entry.items() if k in ("eval", "runtime_stats", *_DEVICE_KEYS)},

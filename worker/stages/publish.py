@@ -114,10 +114,14 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: 
             # budgets then read these: worker/stages/device_figures.py)
             "device_measurements": entry.get("device_stats"),
             "device_prediction": entry.get("device_prediction"),  # export/device_model.py
+            # a best_within_budget target: every quantization of its sweep, judged, and the choice
+            "frontier": entry.get("frontier"),
+            "selection": entry.get("selection"),
             "budgets": entry.get("budgets"),
             "budget_flags": ((gate or {}).get("artifacts", {}).get(target) or {}).get("flags", []),
         },
         merged_dir=Path(ctx.state["merged_dir"]),
+        quantization=(entry.get("selection") or {}).get("chosen"),
         grammar=_grammar(entry),
     )
     return _put_artifact(ctx, target, main, manifest, status, _grammar(entry))

@@ -1,0 +1,94 @@
+"""best_within_budget (issue 18 item 3): a job's target sweeps Q8_0 down to Q4_0, scores each in
+llama.cpp on the held-out rows, judges each on the device's figures, and ships the best one within
+every budget; a candidate over budget is never chosen, and when none fits nothing is published."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from domain.lists import SWEEP_QUANTIZATIONS
+from export.selection import Candidate, pick
+from infra.db import session_scope
+from infra.models import Job
+from tests.conftest import _reset_caches
+from tests.worker.test_device_figures import _export_job
+
+pytestmark = pytest.mark.slow
+PI = {  # raspberry-pi-5's shape, with size budgets that split the tiny model's sweep
+    "description": "test", "format": "gguf", "quantization": "Q4_0", "context_cap": 4096,
+    "min_ram_mb": 4096, "max_ram_mb": 2048, "min_decode_tokens_per_s": 5, "runtime": "llama.cpp",
+    "memory_bandwidth_gbps": 17.1,
+}  # fmt: skip
+
+
+@pytest.fixture()
+def profiles(platform, tmp_path) -> Iterator[None]:
+    """Three Pi-like profiles: room for every candidate, room under Q8_0's 4 MB only, none."""
+    path = tmp_path / "profiles.yaml"
+    sizes = {"pi-roomy": 1024, "pi-tight": 3, "pi-none": 1}
+    path.write_text(yaml.safe_dump({name: PI | {"max_artifact_mb": mb} for name, mb in sizes.items()}))
+    os.environ["EDGETUNE_PROFILES"] = str(path)
+    _reset_caches()
+    yield
+    os.environ.pop("EDGETUNE_PROFILES")
+    _reset_caches()
+
+
+def _sweep_job(api_key: str, model: str, tmp_path: Path, targets: list[str]) -> str:
+    job_id = _export_job(api_key, model, tmp_path)
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        job.config = job.config | {
+            "targets": [{"profile": t, "select": "best_within_budget"} for t in targets]
+        }
+    return job_id
+
+
+def _run(job_id: str) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+    from worker.pipeline import run_job
+    from worker.stages.export import export
+
+    run_job(job_id, stages=[("export", export)])
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        return job.status, job.error, dict(job.state)
+
+
+def test_each_target_ships_its_best_candidate_within_budget(api_key, tiny_base, tmp_path, profiles) -> None:
+    status, error, state = _run(_sweep_job(api_key, tiny_base, tmp_path, ["pi-roomy", "pi-tight"]))
+    assert error is None, error
+    for target in ("pi-roomy", "pi-tight"):
+        entry = state["exported"][target]
+        frontier = [
+            Candidate(**{k: v for k, v in c.items() if k != "within_budget"}) for c in entry["frontier"]
+        ]
+        assert [c.quantization for c in frontier] == list(SWEEP_QUANTIZATIONS)
+        assert all(c.figures == "predicted" and c.decode_tokens_per_s for c in frontier)  # no agent online
+        chosen = [c for c in frontier if c.chosen]
+        assert len(chosen) == 1 and chosen[0].within_budget
+        expected = pick([c.model_copy(update={"chosen": False}) for c in frontier])
+        assert expected is not None and chosen[0].quantization == expected.quantization
+        assert entry["selection"]["chosen"] == chosen[0].quantization
+        assert Path(entry["files"][0]).name == f"model-{chosen[0].quantization}.gguf"
+    tight = {c["quantization"]: c for c in state["exported"]["pi-tight"]["frontier"]}
+    assert tight["Q8_0"]["misses"] and tight["Q8_0"]["misses"][0].startswith("max_artifact_mb ")
+    assert not tight["Q8_0"]["chosen"] and tight["Q4_0"]["within_budget"]
+
+
+def test_when_no_candidate_fits_the_job_fails_naming_the_target(
+    api_key, tiny_base, tmp_path, profiles
+) -> None:
+    status, error, state = _run(_sweep_job(api_key, tiny_base, tmp_path, ["pi-roomy", "pi-none"]))
+    assert status == "failed" and error is not None
+    assert error["code"] == "export_failed" and error["param"] == "targets[1]"
+    assert error["message"].startswith(
+        "pi-none: no quantization of the sweep meets its budgets on the device"
+    )
+    assert all(q in error["message"] for q in SWEEP_QUANTIZATIONS)
+    assert "pi-none" not in (state.get("exported") or {})
