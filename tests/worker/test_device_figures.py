@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,22 +71,30 @@ def _budgets(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b["budget"]: b for b in state["exported"][TARGET]["budgets"]}
 
 
-@pytest.fixture()
-def agent(server, api_key) -> Iterator[dict[str, str]]:
-    """A real agent process for the target's profile, online before the job exports."""
+@contextmanager
+def running_agent(server, api_key: str, name: str, profile: str, threads: int) -> Iterator[dict[str, str]]:
+    """A real `edgetune device-agent` process for `profile`, online before this returns."""
     org = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
-    made = org.post("/device_agents", json={"name": "pi-bench", "profile": TARGET}).json()
-    cmd = [sys.executable, "-m", "cli.main", "device-agent", "--profile", TARGET, "--api", server.base_url]
-    proc = subprocess.Popen([*cmd, "--key", made["key"], "--threads", "1", "--poll", "0.5"])
+    made = org.post("/device_agents", json={"name": name, "profile": profile}).json()
+    cmd = [sys.executable, "-m", "cli.main", "device-agent", "--profile", profile, "--api", server.base_url]
+    proc = subprocess.Popen([*cmd, "--key", made["key"], "--threads", str(threads), "--poll", "0.5"])
     try:
         deadline = time.monotonic() + 60
-        while not org.get("/device_agents").json()["data"][-1]["online"]:
+        while not next(a for a in org.get("/device_agents").json()["data"] if a["id"] == made["id"])[
+            "online"
+        ]:
             assert time.monotonic() < deadline and proc.poll() is None, "the agent never came online"
             time.sleep(0.5)
         yield made
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def agent(server, api_key) -> Iterator[dict[str, str]]:
+    with running_agent(server, api_key, "pi-bench", TARGET, threads=1) as made:
+        yield made
 
 
 def test_an_online_agent_measures_the_export_and_the_gate_reads_its_figures(

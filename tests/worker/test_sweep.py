@@ -17,7 +17,7 @@ from export.selection import Candidate, pick
 from infra.db import session_scope
 from infra.models import Job
 from tests.conftest import _reset_caches
-from tests.worker.test_device_figures import _export_job
+from tests.worker.test_device_figures import _export_job, running_agent
 
 pytestmark = pytest.mark.slow
 PI = {  # raspberry-pi-5's shape, with size budgets that split the tiny model's sweep
@@ -60,16 +60,31 @@ def _run(job_id: str) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
         return job.status, job.error, dict(job.state)
 
 
-def test_each_target_ships_its_best_candidate_within_budget(api_key, tiny_base, tmp_path, profiles) -> None:
-    status, error, state = _run(_sweep_job(api_key, tiny_base, tmp_path, ["pi-roomy", "pi-tight"]))
+def test_each_profiles_agent_measures_its_sweep_and_the_picks_differ(
+    server, api_key, tiny_base, tmp_path, profiles
+) -> None:
+    """Two agents on this machine, one per profile, the tight profile's throttled to one thread:
+    every candidate is judged on its agent's figures, and each target ships its own best."""
+    job_id = _sweep_job(api_key, tiny_base, tmp_path, ["pi-roomy", "pi-tight"])
+    with (
+        running_agent(server, api_key, "roomy-1", "pi-roomy", threads=2),
+        running_agent(server, api_key, "tight-1", "pi-tight", threads=1),
+    ):
+        status, error, state = _run(job_id)
     assert error is None, error
+    picks = {t: state["exported"][t]["selection"]["chosen"] for t in ("pi-roomy", "pi-tight")}
+    # Q8_0 scores highest on these rows (0.667 against 0.5 measured) but is over pi-tight's 3 MB
+    assert picks["pi-roomy"] != picks["pi-tight"], picks
+    for target, agent_name in (("pi-roomy", "roomy-1"), ("pi-tight", "tight-1")):
+        device = state["exported"][target]["device_stats"]
+        assert device["agent_name"] == agent_name and device["threads"] == (2 if target == "pi-roomy" else 1)
     for target in ("pi-roomy", "pi-tight"):
         entry = state["exported"][target]
         frontier = [
             Candidate(**{k: v for k, v in c.items() if k != "within_budget"}) for c in entry["frontier"]
         ]
         assert [c.quantization for c in frontier] == list(SWEEP_QUANTIZATIONS)
-        assert all(c.figures == "predicted" and c.decode_tokens_per_s for c in frontier)  # no agent online
+        assert all(c.figures == "device agent" and c.decode_tokens_per_s for c in frontier)
         chosen = [c for c in frontier if c.chosen]
         assert len(chosen) == 1 and chosen[0].within_budget
         expected = pick([c.model_copy(update={"chosen": False}) for c in frontier])
