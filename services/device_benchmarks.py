@@ -68,11 +68,11 @@ def _profile_of(artifact: Artifact, named: str | None) -> str:
 
 def create_benchmark(*, session: Session, org: Org, body: DeviceBenchmarkCreate) -> DeviceBenchmark:
     """POST /v1/device_benchmarks: queue one artifact for the org's agents of a profile; committed."""
-    artifact = get_artifact(session=session, org=org, artifact_id=body.artifact)
+    artifact = get_artifact(session=session, org=org, artifact_id=body.artifact_id)
     if artifact.format not in MEASURABLE_FORMATS:
         raise InvalidRequest(
             f"artifact {artifact.id} is {artifact.format}; agents measure {', '.join(MEASURABLE_FORMATS)}",
-            param="artifact",
+            param="artifact_id",
             code="not_measurable",
         )
     profile = _profile_of(artifact, body.profile)

@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from domain.job_config import JobConfig
 from infra.models import Org
-from services import artifacts, files, jobs, limits, plans
+from services import artifacts, device_benchmarks, files, jobs, limits, plans
 from services import synthetic_datasets as datasets
 from services.errors import EdgetuneError, InvalidRequest, NotFound
 from services.schemas.artifacts import ArtifactPublic
 from services.schemas.common import ListPublic
+from services.schemas.device_agents import DeviceBenchmarkCreate, DeviceBenchmarkPublic
 from services.schemas.files import FilePublic
 from services.schemas.jobs import EventPublic, JobPublic
 from services.schemas.plans import PlanPublic
@@ -104,6 +105,15 @@ class DatasetIdInput(BaseModel):
 
 class ArtifactIdInput(BaseModel):
     artifact_id: str = Field(min_length=1, description="An artifact id (art-...), from list_artifacts.")
+
+
+class MeasureOnDeviceInput(BaseModel):
+    artifact_id: str = Field(min_length=1, description="A GGUF artifact id (art-...), from list_artifacts.")
+    profile: str | None = Field(default=None, description="Device profile; default: the artifact's target.")
+
+
+class BenchmarkIdInput(BaseModel):
+    benchmark_id: str = Field(min_length=1, description="A device benchmark id (devbench-...).")
 
 
 class UploadTrainingFileInput(BaseModel):
@@ -227,6 +237,18 @@ def upload_training_file(ctx: ToolContext, args: UploadTrainingFileInput) -> Fil
     return files.to_public(f)
 
 
+def measure_on_device(ctx: ToolContext, args: MeasureOnDeviceInput) -> DeviceBenchmarkPublic:
+    body = DeviceBenchmarkCreate(artifact_id=args.artifact_id, profile=args.profile)
+    return device_benchmarks.to_public(
+        device_benchmarks.create_benchmark(session=ctx.session, org=ctx.org, body=body)
+    )
+
+
+def get_device_benchmark(ctx: ToolContext, args: BenchmarkIdInput) -> DeviceBenchmarkPublic:
+    task = device_benchmarks.get_benchmark(session=ctx.session, org=ctx.org, benchmark_id=args.benchmark_id)
+    return device_benchmarks.to_public(task)
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     name: str
@@ -333,6 +355,24 @@ TOOLS: dict[str, ToolSpec] = {
             DatasetIdInput,
             SyntheticDatasetPublic,
             get_synthetic_dataset,
+            read_only=True,
+        ),
+        ToolSpec(
+            "measure_on_device",
+            "Queue a GGUF artifact to be measured on a real device: one of your device agents of the "
+            "profile (edgetune device-agent) loads it and reports prefill and decode tokens/s, peak "
+            "memory and load time with its device's facts. Returns at once; poll get_device_benchmark.",
+            MeasureOnDeviceInput,
+            DeviceBenchmarkPublic,
+            measure_on_device,
+        ),
+        ToolSpec(
+            "get_device_benchmark",
+            "A device benchmark's status (queued, running, succeeded, failed) and, once succeeded, the "
+            "figures measured on the device; failed says why (no agent of the profile, agent lost).",
+            BenchmarkIdInput,
+            DeviceBenchmarkPublic,
+            get_device_benchmark,
             read_only=True,
         ),
     )

@@ -60,7 +60,7 @@ class BenchmarkSettings(BaseModel):
 # Properties to receive on POST /v1/device_benchmarks (org key)
 class DeviceBenchmarkCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    artifact: str = Field(description="The artifact id to measure (a GGUF).")
+    artifact_id: str = Field(description="The artifact id to measure (a GGUF).")
     profile: str | None = Field(default=None, description="Default: the profile the artifact was made for.")
     prompt_tokens: int = Field(default=128, ge=1, le=8192)
     decode_tokens: int = Field(default=64, ge=1, le=2048)

@@ -109,11 +109,11 @@ def test_an_agent_key_opens_only_the_agent_routes(server, api_key, tiny_base) ->
 def test_benchmarks_are_refused_for_what_no_agent_can_measure(server, api_key, tiny_base) -> None:
     org = _api(server, api_key)
     art = seed_artifact(api_key, _job(org, tiny_base), b"GGUF" + bytes(64))
-    unknown = org.post("/device_benchmarks", json={"artifact": art, "profile": "toaster"})
+    unknown = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "toaster"})
     assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "profile"
-    other = _api(server, new_key()).post("/device_benchmarks", json={"artifact": art})
+    other = _api(server, new_key()).post("/device_benchmarks", json={"artifact_id": art})
     assert other.status_code == 404 and other.json()["error"]["param"] == "artifact_id"
-    long_run = {"artifact": art, "profile": "raspberry-pi-5", "prompt_tokens": 4000, "decode_tokens": 200}
+    long_run = {"artifact_id": art, "profile": "raspberry-pi-5", "prompt_tokens": 4000, "decode_tokens": 200}
     too_long = org.post("/device_benchmarks", json=long_run)
     assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "prompt_tokens"
     assert org.get("/device_benchmarks", params={"artifact_id": art}).json()["data"] == []
@@ -128,8 +128,8 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
     _, pi_key = _agent(org, "pi-1", "raspberry-pi-5")
     _, ghost_key = _agent(org, "laptop-ghost", "laptop-cpu")
     _, outsider_key = _agent(_api(server, new_key()), "theirs", "laptop-cpu")
-    on_laptop = org.post("/device_benchmarks", json={"artifact": art, "prompt_tokens": 64}).json()
-    on_pi = org.post("/device_benchmarks", json={"artifact": art, "profile": "raspberry-pi-5"}).json()
+    on_laptop = org.post("/device_benchmarks", json={"artifact_id": art, "prompt_tokens": 64}).json()
+    on_pi = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "raspberry-pi-5"}).json()
     assert on_laptop["profile"] == "laptop-cpu" and on_laptop["settings"]["context"] == 32768
     assert on_pi["settings"]["context"] == 4096
 
@@ -182,7 +182,7 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
 def test_a_task_no_agent_takes_fails_clearly(server, api_key, tiny_base, short_wait) -> None:
     org = _api(server, api_key)
     art = seed_artifact(api_key, _job(org, tiny_base), b"GGUF" + bytes(64))
-    bench = org.post("/device_benchmarks", json={"artifact": art, "profile": "raspberry-pi-5"}).json()
+    bench = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "raspberry-pi-5"}).json()
     failed = _wait_status(org, bench["id"], "failed", timeout=20)
     assert failed["error"]["code"] == "no_agent" and "raspberry-pi-5" in failed["error"]["message"]
 

@@ -28,6 +28,8 @@ TOOL_NAMES = {
     "upload_training_file",
     "generate_synthetic_data",
     "get_synthetic_dataset",
+    "measure_on_device",
+    "get_device_benchmark",
 }
 
 

@@ -147,3 +147,23 @@ def test_download_url_streams_from_the_api_on_a_local_store(
 async def _mcp_download_url(url: str, key: str, artifact_id: str) -> dict[str, Any]:
     async with http_client(url, key) as mcp:
         return ok(await mcp.call_tool("get_artifact_download_url", {"artifact_id": artifact_id}))
+
+
+def test_an_agent_queues_a_device_measurement_and_polls_it(api, api_key, tiny_base) -> None:
+    art = seed_artifact(api_key, _job(api, tiny_base), b"GGUF" + bytes(64))
+    bench = api.post(
+        "/tools/measure_on_device", json={"artifact_id": art, "profile": "raspberry-pi-5"}
+    ).json()
+    assert (
+        bench["status"] == "queued" and bench["profile"] == "raspberry-pi-5" and bench["artifact_id"] == art
+    )
+    polled = api.post("/tools/get_device_benchmark", json={"benchmark_id": bench["id"]}).json()
+    assert polled["id"] == bench["id"] and polled["status"] == "queued"
+    other = httpx.post(
+        api.base_url.join("tools/get_device_benchmark"),
+        json={"benchmark_id": bench["id"]},
+        headers={"Authorization": f"Bearer {new_key()}"},
+    )
+    assert other.status_code == 404 and other.json()["error"]["param"] == "benchmark_id"
+    bad = api.post("/tools/measure_on_device", json={"artifact_id": art, "profile": "toaster"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "profile"
