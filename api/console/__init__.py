@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.console import compare, datasets, job_form, playground, registry, routes
+from api.console import compare, datasets, devices, job_form, playground, registry, routes
 from api.console.pages import STATIC_DIR
 
 
@@ -20,6 +20,7 @@ def install(app: FastAPI) -> None:
     app.include_router(compare.router)
     app.include_router(playground.router)
     app.include_router(datasets.router)
+    app.include_router(devices.router)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console_static")
 
     @app.get("/console", include_in_schema=False)

@@ -499,3 +499,55 @@ def test_forms_without_the_csrf_token_are_refused(console_url, server, owner_key
     fresh = httpx.Client(base_url=console_url)
     r = fresh.post("/signin", data={"api_key": owner_key, "csrf_token": "x"})
     assert r.status_code == 401 and "sign in again" in r.text and "et_console" not in fresh.cookies
+
+
+def test_the_devices_page_makes_an_agent_and_shows_what_it_measured(
+    signed_in, console_url, server, owner_key, finished_job
+) -> None:
+    """A person makes an agent for a profile (key shown once, with the command to run), runs it on
+    "the device" (this machine), and sees it online and its measurement of the job's GGUF."""
+    import subprocess
+    import sys
+
+    browser = signed_in
+    browser.get(f"{console_url}/devices")
+    by_id(browser, "create-agent").click()  # no name: the page says so, nothing is made
+    assert "give the agent a name" in by_id(browser, "agent-error").text
+    by_id(browser, "agent-name").send_keys("pi-console")
+    Select(by_id(browser, "agent-profile")).select_by_value("raspberry-pi-5")
+    browser.find_element(By.ID, "create-agent").click()
+    key = by_id(browser, "agent-key").text.strip()
+    assert key.startswith("etagent-") and key in by_id(browser, "agent-command").text
+    screenshot(browser, "devices-agent-created")
+
+    api = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {owner_key}"}, timeout=60)
+    gguf = next(
+        a
+        for a in api.get("/artifacts", params={"job_id": finished_job.id}).json()["data"]
+        if a["format"] == "gguf"
+    )
+    bench = api.post(
+        "/device_benchmarks", json={"artifact_id": gguf["id"], "profile": "raspberry-pi-5"}
+    ).json()
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "device-agent",
+        "--profile",
+        "raspberry-pi-5",
+        "--api",
+        server.base_url,
+    ]
+    run = subprocess.run(
+        [*cmd, "--key", key, "--threads", "1", "--once"], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0 and "1 task(s) measured" in run.stdout, run.stderr[-2000:]
+
+    browser.get(f"{console_url}/devices")
+    agent_row = cells(by_id(browser, "agents").find_elements(By.TAG_NAME, "tr")[1])
+    assert agent_row[1] == "raspberry-pi-5" and agent_row[2] == "online" and "1 threads" in agent_row[3]
+    row = by_id(browser, "benchmarks").find_element(By.CSS_SELECTOR, f'tr[data-benchmark="{bench["id"]}"]')
+    assert cells(row)[2] == "succeeded" and float(cells(row)[3]) > 0 and "pi-console" in cells(row)[7]
+    assert key not in browser.page_source  # the key was shown once, on the response that made it
+    screenshot(browser, "devices")
