@@ -401,24 +401,40 @@ def _gpu_classes_known() -> set[str]:
     return book
 
 
-def test_one_worker_deployment_per_gpu_class_with_its_queue_and_one_gpu() -> None:
+def test_one_worker_deployment_per_gpu_class_and_gpu_count_with_its_queue() -> None:
+    """Each GPU class has a one-GPU worker; a class may also have N-GPU workers (multi-GPU jobs),
+    each asking Kubernetes for exactly the GPUs it tells edgetune it holds, on its own queue."""
+    from domain.lists import GPUS_PER_JOB
+
     known = _gpu_classes_known()
     gpu_workers = [d for d in _workers() if _container_env(d)["EDGETUNE_WORKER_COMPUTE"] != "cpu"]
-    classes = [_container_env(d)["EDGETUNE_WORKER_COMPUTE"] for d in gpu_workers]
-    assert len(classes) >= 3 and len(set(classes)) == len(classes)
-    for doc, cls in zip(gpu_workers, classes, strict=True):
+    kinds = [
+        (
+            _container_env(d)["EDGETUNE_WORKER_COMPUTE"],
+            int(_container_env(d).get("EDGETUNE_WORKER_GPUS", "1")),
+        )
+        for d in gpu_workers
+    ]
+    assert len(kinds) == len(set(kinds)), "two worker Deployments of one class and GPU count"
+    assert len({cls for cls, gpus in kinds if gpus == 1}) >= 3 and any(gpus > 1 for _, gpus in kinds)
+    selectors = [tuple(sorted(d["spec"]["selector"]["matchLabels"].items())) for d in gpu_workers]
+    assert len(set(selectors)) == len(selectors), "Deployments whose selectors overlap fight over pods"
+    for doc, (cls, gpus) in zip(gpu_workers, kinds, strict=True):
         assert cls in known, f"{doc['metadata']['name']}: GPU class {cls!r} is not in the price book / plan"
         env = _container_env(doc)
         assert cls in env["EDGETUNE_COMPUTE_POOLS"].split(","), f"the API never routes a job to {cls}"
-        assert _queue_consumed(env) == f"{env['EDGETUNE_QUEUE']}.{cls}"  # its own class's queue
+        assert gpus == 1 or (gpus in GPUS_PER_JOB and gpus <= int(env["EDGETUNE_MAX_GPUS_PER_JOB"]))
+        suffix = f".x{gpus}" if gpus > 1 else ""
+        assert _queue_consumed(env) == f"{env['EDGETUNE_QUEUE']}.{cls}{suffix}"  # its class's, its count's
         spec = _pod_spec(doc)
         container = spec["containers"][0]
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
         assert spec["nodeSelector"]["nvidia.com/gpu.product"].startswith("NVIDIA-")
         assert container["image"].startswith("edgetune-worker-gpu:")
         assert container["args"] == ["worker"]
         assert "replicas" not in doc["spec"], "KEDA owns a scaled Deployment's replica count"
-        assert doc["metadata"]["labels"]["edgetune/worker-class"] == cls
+        labels = doc["metadata"]["labels"]
+        assert labels["edgetune/worker-class"] == cls and labels["edgetune/worker-gpus"] == str(gpus)
 
 
 def test_workers_take_one_job_at_a_time() -> None:
