@@ -14,6 +14,12 @@ its last step had lost at most 1). `patience` scores in a row without a strictly
 never). The trainable parameters of the best step (a LoRA adapter's few MB, or a full fine-tune's
 weights) are written to `save_dir` with the history, so a resumed run keeps its best; at the end
 of training they are loaded back into the model before it is saved.
+
+On several data-parallel ranks (DDP, recipes/distributed.py) every rank holds the whole model: rank
+0 alone generates the score (the others wait at the broadcast that follows), every rank takes its
+value and so makes the same choice and the same stop, and rank 0 alone writes and restores the
+weights (it alone saves the model). A sharded model (FSDP) cannot generate rank by rank: the worker
+does not use this callback there.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from transformers import TrainerCallback
+
+from recipes.distributed import is_main_process, shared_from_main
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +72,24 @@ class BestCheckpoint(TrainerCallback):
         cancelled = control.should_training_stop and not last  # a stop request: not scored, ending
         if cancelled or not (last or step % self._every == 0) or any(s == step for s, _ in self.history):
             return control
-        value = self._measure(kwargs["model"], kwargs["processing_class"], step)
+        main = is_main_process()
+        value = shared_from_main(self._measure(kwargs["model"], kwargs["processing_class"]) if main else None)
+        self.history.append((step, value))
+        log.info("held-out score at step %d: %.4f", step, value)
         if self.best_score is None or value >= self.best_score:
             self.best_step, self.best_score = step, value
-            self._save_weights(kwargs["model"])
+            if main:
+                self._save_weights(kwargs["model"])
         if self.patience and self._not_better_in_a_row() >= self.patience and step < state.max_steps:
             log.info("no better held-out score in %d evaluations: stopping at step %d", self.patience, step)
             self.stopped = True
             control.should_training_stop = True
-        self._save_history()
+        if main:
+            self._save_history()
         return control
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.best_step is not None and self.best_step != state.global_step:
+        if self.best_step is not None and self.best_step != state.global_step and is_main_process():
             self._load_weights(kwargs["model"])
             self.restored = True
             log.info("restored the weights of step %d (score %.4f)", self.best_step, self.best_score)
@@ -100,16 +113,13 @@ class BestCheckpoint(TrainerCallback):
 
     # ---- the pieces ----------------------------------------------------------------------------
 
-    def _measure(self, model: Any, tokenizer: Any, step: int) -> float:
+    def _measure(self, model: Any, tokenizer: Any) -> float:
         was_training = model.training
         model.eval()
         try:
-            value = float(self.score(model, tokenizer))
+            return float(self.score(model, tokenizer))
         finally:
             model.train(was_training)
-        self.history.append((step, value))
-        log.info("held-out score at step %d: %.4f", step, value)
-        return value
 
     def _not_better_in_a_row(self) -> int:
         """Scores since the first one that reached the best score (ties are not improvements)."""

@@ -52,6 +52,24 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def shards_states(processes: int, method: TrainingType, cuda: bool) -> bool:
+    """Whether several ranks shard the model (FSDP: full fine-tuning on GPUs) rather than each
+    holding all of it (DDP: LoRA, and any run on CPUs, where accelerate does not shard)."""
+    return processes > 1 and method == "full" and cuda
+
+
+def shared_from_main(value: Any) -> Any:
+    """Rank 0's `value` on every rank; as it is a collective, every rank calls it at the same
+    point of the run. The value itself as is in a single process."""
+    if world_size() == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def launch(module: str, args: Sequence[str], processes: int) -> None:
     """Run `python -m module *args` as `processes` ranks on this node and wait for them all.
 

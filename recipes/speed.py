@@ -39,7 +39,7 @@ from pydantic import BaseModel
 
 from domain.lists import TrainingType
 from recipes.chat_data import model_type
-from recipes.distributed import parallel_args
+from recipes.distributed import parallel_args, shards_states
 from recipes.estimate import GIB, ModelShape, peak_memory
 
 SpeedMode = Literal["auto", "fast", "reference"]
@@ -183,7 +183,7 @@ def plan_speed(
     process's: it takes ceil(batch_size / processes) rows of each step, and for full fine-tuning
     its GPU holds 1/processes of the model's states (FSDP)."""
     # FSDP for full fine-tuning on GPUs; accelerate runs CPU processes as DDP (recipes/distributed.py)
-    rows, sharded = rank_rows(batch_size, processes), processes > 1 and method == "full" and cuda
+    rows, sharded = rank_rows(batch_size, processes), shards_states(processes, method, cuda)
     if mode == "reference" or (mode == "auto" and not cuda):
         return reference_plan(mode, cuda, rows, processes, sharded)
     reasons: list[str] = []

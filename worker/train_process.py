@@ -104,7 +104,7 @@ def run_recipe_in_child(
 
 def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     """The child's work: the spec's recipe on its config, reporting through the job's callback."""
-    from recipes.distributed import is_main_process, launched
+    from recipes.distributed import is_main_process, launched, shards_states
     from worker.callbacks import JobTrainerCallback
 
     run, config_cls, _ = recipe_parts(spec["recipe"])
@@ -122,13 +122,15 @@ def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     # only from rank 0 (one event per step, one row per checkpoint).
     callbacks: list[Any] = [JobTrainerCallback(ctx, watch_stop=False)] if main else []
     policy = ctx.config.checkpoints
-    if policy.select == "best" and cfg.processes > 1:
+    cuda = ctx.state.get("device") == "cuda"
+    if policy.select == "best" and shards_states(cfg.processes, ctx.config.training_type, cuda):
         # BestCheckpoint scores the model by generating on the held-out rows, which a sharded
-        # model cannot do rank by rank: a multi-process run ships its last checkpoint.
+        # (FSDP) model cannot do rank by rank: such a run ships its last checkpoint. Data-parallel
+        # ranks each hold the whole model: rank 0 scores (recipes/best_checkpoint.py).
         if main:
             ctx.event(
-                f"Training on {cfg.processes} processes: the held-out checkpoint selection runs in "
-                "one-process training only, so this run ships its last checkpoint",
+                f"Training on {cfg.processes} GPUs with the model sharded: the held-out checkpoint "
+                "selection needs the whole model in one process, so this run ships its last checkpoint",
                 level="warn",
             )
     elif policy.select == "best":

@@ -118,13 +118,13 @@ def test_a_killed_worker_takes_its_training_process_down(client, platform, tiny_
     client.fine_tuning.jobs.cancel(job_id)  # or the next worker to start would take it over
 
 
-def _job_at_train(model: str, tmp_path: Path, **state: Any) -> str:
+def _job_at_train(model: str, tmp_path: Path, extra: dict[str, Any] | None = None, **state: Any) -> str:
     """A queued job whose data is in place, for `run_job(job_id, stages=[("train", train)])`."""
     (tmp_path / "train.jsonl").write_bytes(jsonl(sentiment_rows(12)))
     (tmp_path / "eval.jsonl").write_bytes(jsonl(sentiment_rows(4)))
     config = JobConfig.model_validate(
         {"model": model, "training_file": "file-x", "method": {"type": "supervised", "supervised": {
-            "hyperparameters": {"n_epochs": 2, "batch_size": 4}}}}
+            "hyperparameters": {"n_epochs": 2, "batch_size": 4}}}} | (extra or {})
     )  # fmt: skip
     state = {
         "device": "cpu",
@@ -197,7 +197,9 @@ def test_a_job_planned_on_two_gpus_trains_as_two_processes(
     from worker.pipeline import run_job
     from worker.stages.train import train
 
-    job_id = _job_at_train(tiny_base, tmp_path, gpus=2)
+    # the held-out selection on 3 evaluations (steps 2, 4, 6), never stopping early
+    best = {"checkpoints": {"select": "best", "evals": 3, "patience": 0}}
+    job_id = _job_at_train(tiny_base, tmp_path, best, gpus=2)
     run_job(job_id, stages=[("train", train)])
 
     with session_scope() as session:
@@ -214,6 +216,11 @@ def test_a_job_planned_on_two_gpus_trains_as_two_processes(
     assert "2 processes (DDP) on cpu" in finished.message
     # 12 rows less none held out, 2 epochs, batch 4 split 2 + 2 across the ranks: 3 steps an epoch
     assert finished.data["steps"] == 6
+    # data-parallel ranks each hold the whole model: rank 0 scored it, every rank took its choice
+    selection = finished.data["checkpoint_selection"]
+    assert [step for step, _ in selection["history"]] == [2, 4, 6]
+    assert selection["best_step"] in (2, 4, 6) and not selection["stopped_early"]
+    assert not any("ships its last checkpoint" in e.message for e in events)
     merged = get_settings().work_dir / job_id / "train" / "merged"
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
 
