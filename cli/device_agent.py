@@ -19,6 +19,7 @@ import httpx
 from eval.device_bench import device_facts, measure_gguf
 
 log = logging.getLogger("edgetune.device_agent")
+REPORT_TRIES = 5  # posts of one outcome over network errors and 5xx, 1 2 4 8 16 s apart
 
 
 class AgentError(RuntimeError):
@@ -60,11 +61,15 @@ class _Heartbeat(threading.Thread):
 
 def _download(client: httpx.Client, task: dict[str, Any], dest: Path) -> None:
     """The artifact to `dest`, its sha256 checked. A presigned URL is fetched without the agent's
-    key (S3 refuses a second credential); the API's own stream with it."""
-    url = task["download_url"]
-    own = url.startswith(str(client.base_url).rstrip("/"))
+    key (S3 refuses a second credential); the API's own stream with it, at the agent's own API
+    address (the one the API put in the URL may be an internal one behind a proxy)."""
     digest = hashlib.sha256()
-    with client.stream("GET", url) if own else httpx.stream("GET", url, timeout=60) as r:
+    own = f"/device_agent/tasks/{task['id']}/artifact"
+    with (
+        client.stream("GET", own)
+        if task["download_needs_key"]
+        else httpx.stream("GET", task["download_url"], timeout=60)
+    ) as r:
         if r.status_code >= 400:
             raise RuntimeError(f"download failed: HTTP {r.status_code}")
         with dest.open("wb") as fh:
@@ -93,7 +98,44 @@ def run_task(client: httpx.Client, task: dict[str, Any], threads: int, work_dir:
         path.unlink(missing_ok=True)
     if beat.lost:
         return "lease_lost"
-    return str(_check(client.post(f"/device_agent/tasks/{task['id']}/{outcome}", json=body))["status"])
+    return _report(client, f"/device_agent/tasks/{task['id']}/{outcome}", body)
+
+
+def _report(client: httpx.Client, path: str, body: dict[str, Any]) -> str:
+    """Post a task's outcome: retried over network errors and 5xx (a deploy, a blip); a 409 means
+    the lease lapsed or the job stopped waiting (the task is no longer this agent's), any other
+    refusal is logged; the agent goes on to the next task either way. A 401 ends the agent."""
+    for attempt in range(REPORT_TRIES):
+        try:
+            r = client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            log.warning("posting %s failed: %r", path, exc)
+        else:
+            if r.status_code == 409:
+                return "lease_lost"
+            if r.status_code < 500:
+                try:
+                    return str(_check(r)["status"])
+                except AgentError as exc:
+                    if r.status_code == 401:
+                        raise
+                    log.error("%s", exc)
+                    return "refused"
+        time.sleep(min(2**attempt, 30))
+    return "unreported"
+
+
+def _claim(client: httpx.Client) -> dict[str, Any] | None:
+    """The next task, or None when there is none or the API cannot answer now (retried at the
+    next poll). A refusal (a revoked key) ends the agent."""
+    try:
+        r = client.post("/device_agent/tasks/claim")
+    except httpx.HTTPError as exc:
+        log.warning("claim failed: %r", exc)
+        return None
+    if r.status_code == 204 or r.status_code >= 500:
+        return None
+    return _check(r)
 
 
 def run_agent(api: str, key: str, profile: str, threads: int, poll_s: float, once: bool) -> int:
@@ -104,13 +146,12 @@ def run_agent(api: str, key: str, profile: str, threads: int, poll_s: float, onc
     done = 0
     with tempfile.TemporaryDirectory(prefix="edgetune-agent-") as tmp:
         while True:
-            r = client.post("/device_agent/tasks/claim")
-            if r.status_code == 204:
+            task = _claim(client)
+            if task is None:
                 if once:
                     return done
                 time.sleep(poll_s)
                 continue
-            task = _check(r)
             status = run_task(client, task, threads, Path(tmp))
             log.info("task %s: %s", task["id"], status)
             done += 1

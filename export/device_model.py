@@ -7,10 +7,11 @@ so the output head reads the whole embedding table too), so on a CPU it is memor
     tokens/s = efficiency x bandwidth / bytes read per token ~= efficiency x bandwidth / file size
 
 `bandwidth` is the profile's nominal peak (export/profiles.yaml `memory_bandwidth_gbps`);
-`efficiency` is the share of it llama.cpp reaches, DEFAULT_EFFICIENCY until agents of the profile
-have measured something, then the median over their measurements (each gives tokens/s x size /
-bandwidth). The error shown is the median relative miss of that fitted efficiency on those same
-measurements: how far a prediction has been from a measurement on this class of device.
+`efficiency` is the share of it llama.cpp reaches, DEFAULT_EFFICIENCY until the org's agents of the
+profile have measured something, then the median over their measurements (each gives tokens/s x
+size / bandwidth), at most 1. The error shown is the median relative miss of that fitted
+efficiency on those same measurements: how far a prediction has been from a measurement on this
+class of device.
 
 Memory. The runtime allocates the same things on any device for the same file and context (the
 mapped weights, the KV cache for the whole context, compute buffers), so the host's measured peak
@@ -32,6 +33,7 @@ from export.profiles import DeviceProfile
 # goes to per-token overhead and the bus's practical ceiling); a starting point that agent
 # measurements replace.
 DEFAULT_EFFICIENCY = 0.5
+MAX_EFFICIENCY = 1.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ def calibrate(profile: DeviceProfile, measured: list[tuple[int, float]]) -> Cali
     if bandwidth is None or not points:
         return Calibration(DEFAULT_EFFICIENCY, 0, None)
     each = [tps * size / (bandwidth * 1e9) for size, tps in points]
-    fitted = statistics.median(each)
+    # no device reads faster than its bus: an efficiency above 1 is a mismeasure (or a profile's
+    # bandwidth set too low), clamped so a prediction never promises more than the bus carries
+    fitted = min(statistics.median(each), MAX_EFFICIENCY)
     error = statistics.median(abs(fitted / e - 1) for e in each)  # predicted / measured - 1
     return Calibration(fitted, len(each), round(error, 4))
 

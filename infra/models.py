@@ -331,4 +331,7 @@ class DeviceBenchmark(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    # when it last went into the queue (made, or sent back after a lapsed lease): the wait for an
+    # agent counts from here
+    queued_at: Mapped[int] = mapped_column(BigInteger, default=now)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from export.manifest import sha256_file
@@ -24,6 +24,7 @@ from infra.settings import get_settings
 from infra.storage import get_store
 from services.artifacts import get_artifact
 from services.errors import Conflict, InvalidRequest, NotFound
+from services.pagination import check_limit
 from services.schemas.device_agents import (
     BenchmarkResult,
     BenchmarkSettings,
@@ -34,6 +35,7 @@ from services.schemas.device_agents import (
 )
 
 MEASURABLE_FORMATS = ("gguf",)  # what an agent's runtime (llama.cpp) runs
+CLAIM_TRIES = 5  # queued tasks a claim tries before answering "none" (others took them first)
 
 
 def to_public(task: DeviceBenchmark) -> DeviceBenchmarkPublic:
@@ -140,6 +142,7 @@ def get_benchmark(*, session: Session, org: Org, benchmark_id: str) -> DeviceBen
 def list_benchmarks(
     *, session: Session, org: Org, artifact_id: str | None, limit: int
 ) -> list[DeviceBenchmark]:
+    check_limit(limit)
     apply_lapses(session, org.id)
     stmt = select(DeviceBenchmark).where(DeviceBenchmark.org_id == org.id)
     if artifact_id is not None:
@@ -157,8 +160,7 @@ def apply_lapses(session: Session, org_id: str, at: int | None = None) -> None:
         .where(
             or_(
                 (DeviceBenchmark.status == "running") & (DeviceBenchmark.lease_expires_at < t),
-                (DeviceBenchmark.status == "queued")
-                & (DeviceBenchmark.created_at < t - s.device_task_wait_s),
+                (DeviceBenchmark.status == "queued") & (DeviceBenchmark.queued_at < t - s.device_task_wait_s),
             )
         )
         .with_for_update(skip_locked=True)
@@ -169,8 +171,8 @@ def apply_lapses(session: Session, org_id: str, at: int | None = None) -> None:
             _fail(task, "no_agent", waited, t)
         elif task.attempts >= s.device_task_attempts:
             _fail(task, "agent_lost", f"its agent stopped answering on each of {task.attempts} attempts", t)
-        else:  # another agent of the profile takes it
-            task.status, task.agent_id, task.lease_expires_at = "queued", None, None
+        else:  # another agent of the profile takes it, and waits for one from now
+            task.status, task.agent_id, task.lease_expires_at, task.queued_at = "queued", None, None, t
     session.commit()
 
 
@@ -182,32 +184,52 @@ def _fail(task: DeviceBenchmark, code: str, message: str, at: int) -> None:
 def claim(*, session: Session, agent: DeviceAgent, stream_url: str) -> BenchmarkTask | None:
     """POST /v1/device_agent/tasks/claim: the oldest queued task of the agent's org and profile,
     now the agent's under a lease; None when there is none. `stream_url` is where the API streams a
-    task's artifact ("{id}" filled in), used when the store gives no presigned URL."""
+    task's file ("{id}" filled in), used when the store gives no presigned URL.
+
+    The claim is one conditional UPDATE (status still "queued"): of two agents that read the same
+    task, one gets it and the other tries the next, also where the database cannot lock rows
+    (SQLite, the embedded default)."""
     apply_lapses(session, agent.org_id)
-    task = session.scalars(
-        select(DeviceBenchmark)
-        .where(DeviceBenchmark.org_id == agent.org_id, DeviceBenchmark.profile == agent.profile)
-        .where(DeviceBenchmark.status == "queued")
-        .order_by(DeviceBenchmark.created_at, DeviceBenchmark.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    ).first()
-    if task is None:
-        return None
     lease = get_settings().device_lease_s
-    task.status, task.agent_id, task.attempts = "running", agent.id, task.attempts + 1
-    task.lease_expires_at = now() + lease
-    session.commit()
-    url = get_store().presigned_url(task.storage_key) or stream_url.format(id=task.id)
+    for _ in range(CLAIM_TRIES):
+        task_id = session.scalars(
+            select(DeviceBenchmark.id)
+            .where(DeviceBenchmark.org_id == agent.org_id, DeviceBenchmark.profile == agent.profile)
+            .where(DeviceBenchmark.status == "queued")
+            .order_by(DeviceBenchmark.queued_at, DeviceBenchmark.id)
+            .limit(1)
+        ).first()
+        if task_id is None:
+            return None
+        taken = session.execute(
+            update(DeviceBenchmark)
+            .where(DeviceBenchmark.id == task_id, DeviceBenchmark.status == "queued")
+            .values(
+                status="running",
+                agent_id=agent.id,
+                attempts=DeviceBenchmark.attempts + 1,
+                lease_expires_at=now() + lease,
+            )
+        )
+        session.commit()
+        if cast(CursorResult[Any], taken).rowcount == 1:
+            task = session.get_one(DeviceBenchmark, task_id, populate_existing=True)
+            return _task_for_agent(task, stream_url, lease)
+    return None  # other agents took every task it read: it asks again after its poll interval
+
+
+def _task_for_agent(task: DeviceBenchmark, stream_url: str, lease: int) -> BenchmarkTask:
+    presigned = get_store().presigned_url(task.storage_key)
     return BenchmarkTask(
         id=task.id,
         artifact_id=task.artifact_id,
         filename=task.filename,
         bytes=task.bytes,
         sha256=task.sha256,
-        download_url=url,
+        download_url=presigned or stream_url.format(id=task.id),
+        download_needs_key=presigned is None,
         settings=BenchmarkSettings(**task.settings),
-        lease_expires_at=task.lease_expires_at,
+        lease_expires_at=task.lease_expires_at or 0,
         heartbeat_every_s=max(1, lease // 3),
     )
 
@@ -216,7 +238,7 @@ def held_task(*, session: Session, agent: DeviceAgent, task_id: str) -> DeviceBe
     """A task this agent holds now. Another org's or profile's task is a 404, as if it did not
     exist; one whose lease lapsed (or that another agent took since) a 409 `lease_lost`, telling
     the agent to drop it."""
-    task = session.get(DeviceBenchmark, task_id)
+    task = session.get(DeviceBenchmark, task_id, with_for_update=True)  # against a racing lapse
     if task is None or task.org_id != agent.org_id or task.profile != agent.profile:
         raise NotFound(f"No such task: {task_id!r}", param="task_id", code="task_not_found")
     if task.status != "running" or task.agent_id != agent.id or (task.lease_expires_at or 0) < now():
@@ -266,7 +288,7 @@ def poll(session: Session, org_id: str, task_id: str) -> DeviceBenchmark:
 def abandon(session: Session, org_id: str, task_id: str, reason: str) -> None:
     """The job stopped waiting (timed out, cancelled): a task still queued or running is failed,
     so no agent spends time on it; committed."""
-    task = session.get_one(DeviceBenchmark, task_id)
+    task = session.get_one(DeviceBenchmark, task_id, with_for_update=True)  # against a racing result
     if task.org_id == org_id and task.status in ("queued", "running"):
         _fail(task, "abandoned", reason, now())
     session.commit()
@@ -283,13 +305,16 @@ def measured_at(result: dict[str, Any]) -> str:
     )
 
 
-def calibration_points(session: Session, profile: str, limit: int = 50) -> list[tuple[int, float]]:
-    """(file bytes, decode tokens/s) of the profile's latest agent measurements, any org's: what
-    the device model fits its efficiency on (export/device_model.py). Only those two numbers of
-    another org's measurement are read, nothing of its model or device."""
+def calibration_points(
+    session: Session, org_id: str, profile: str, limit: int = 50
+) -> list[tuple[int, float]]:
+    """(file bytes, decode tokens/s) of the org's latest agent measurements on `profile`: what the
+    device model fits its efficiency on (export/device_model.py). The org's own only: an agent's
+    figures are what it posts, and one org's agents must not move another org's predictions."""
     rows = session.execute(
         select(DeviceBenchmark.bytes, DeviceBenchmark.result)
-        .where(DeviceBenchmark.profile == profile, DeviceBenchmark.status == "succeeded")
+        .where(DeviceBenchmark.org_id == org_id, DeviceBenchmark.profile == profile)
+        .where(DeviceBenchmark.status == "succeeded")
         .order_by(DeviceBenchmark.finished_at.desc())
         .limit(limit)
     ).all()

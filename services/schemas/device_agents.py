@@ -112,7 +112,8 @@ class BenchmarkTask(BaseModel):
     filename: str
     bytes: int
     sha256: str
-    download_url: str  # presigned, or the API's own stream for this task (same key)
+    download_url: str  # presigned, or the API's own stream for this task
+    download_needs_key: bool  # the API's stream: send the agent's key (never to a presigned URL)
     settings: BenchmarkSettings
     lease_expires_at: int
     heartbeat_every_s: int

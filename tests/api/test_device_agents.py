@@ -202,3 +202,62 @@ def test_the_agent_runs_without_the_service_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.fixture()
+def short_leases_and_wait(platform) -> Iterator[None]:
+    yield from _settings(EDGETUNE_DEVICE_LEASE_S="2", EDGETUNE_DEVICE_TASK_WAIT_S="3")
+
+
+def test_a_task_sent_back_after_a_lapse_waits_for_an_agent_afresh(
+    server, api_key, tiny_base, short_leases_and_wait
+) -> None:
+    """The wait for an agent counts from when the task last went into the queue: a task older than
+    the wait whose agent dies is sent back for another agent, not failed `no_agent`."""
+    org = _api(server, api_key)
+    art = seed_artifact(api_key, _job(org, tiny_base), b"GGUF" + bytes(64))
+    bench = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "raspberry-pi-5"}).json()
+    ghost = _api(server, _agent(org, "ghost", "raspberry-pi-5")[1])
+    assert ghost.post("/device_agent/tasks/claim").json()["id"] == bench["id"]
+    for _ in range(4):  # held past the 3 s wait by its heartbeats, then it goes silent
+        time.sleep(1)
+        assert ghost.post(f"/device_agent/tasks/{bench['id']}/heartbeat").status_code == 200
+    back = _wait_status(org, bench["id"], "queued")
+    assert back["attempts"] == 1 and back["error"] is None
+    other = _api(server, _agent(org, "other", "raspberry-pi-5")[1])
+    assert other.post("/device_agent/tasks/claim").json()["id"] == bench["id"]
+
+
+def test_two_agents_claiming_at_once_never_share_a_task(server, api_key, tiny_base) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    org = _api(server, api_key)
+    art = seed_artifact(api_key, _job(org, tiny_base), b"GGUF" + bytes(64))
+    bench = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "raspberry-pi-5"}).json()
+    agents = [_api(server, _agent(org, f"a{i}", "raspberry-pi-5")[1]) for i in range(4)]
+    with ThreadPoolExecutor(len(agents)) as pool:
+        answers = list(pool.map(lambda a: a.post("/device_agent/tasks/claim"), agents))
+    assert sorted(r.status_code for r in answers) == [200, 204, 204, 204]
+    assert org.get(f"/device_benchmarks/{bench['id']}").json()["attempts"] == 1
+    assert org.get("/device_benchmarks", params={"limit": 0}).json()["error"]["param"] == "limit"
+
+
+def test_the_device_model_fits_only_on_the_orgs_own_measurements(platform, api_key) -> None:
+    """An agent's figures are what it posts: another org's never move this org's predictions."""
+    from infra.db import session_scope
+    from infra.models import DeviceBenchmark
+    from services.device_benchmarks import calibration_points
+    from tests.support.ledger import org_of
+
+    mine, theirs = org_of(api_key), org_of(new_key())
+    with session_scope() as session:
+        for org_id, tps in ((mine, 20.0), (theirs, 1e9)):
+            session.add(
+                DeviceBenchmark(
+                    org_id=org_id, profile="raspberry-pi-5", status="succeeded", settings={},
+                    filename="m.gguf", bytes=100 * 2**20, sha256="0" * 64, storage_key="k",
+                    result={"decode_tokens_per_s": tps}, finished_at=int(time.time()),
+                )
+            )  # fmt: skip
+    with session_scope() as session:
+        assert calibration_points(session, mine, "raspberry-pi-5") == [(100 * 2**20, 20.0)]

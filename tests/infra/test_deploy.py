@@ -417,6 +417,10 @@ def test_one_worker_deployment_per_gpu_class_and_gpu_count_with_its_queue() -> N
     ]
     assert len(kinds) == len(set(kinds)), "two worker Deployments of one class and GPU count"
     assert len({cls for cls, gpus in kinds if gpus == 1}) >= 3 and any(gpus > 1 for _, gpus in kinds)
+    # every queue the plan can route to has a worker: each class, each GPU count up to the cap
+    cap = int(_container_env(gpu_workers[0])["EDGETUNE_MAX_GPUS_PER_JOB"])
+    counts = [1, *(n for n in GPUS_PER_JOB if n <= cap)]
+    assert set(kinds) == {(cls, n) for cls, _ in kinds for n in counts}, "a routable queue without a worker"
     selectors = [tuple(sorted(d["spec"]["selector"]["matchLabels"].items())) for d in gpu_workers]
     assert len(set(selectors)) == len(selectors), "Deployments whose selectors overlap fight over pods"
     for doc, (cls, gpus) in zip(gpu_workers, kinds, strict=True):

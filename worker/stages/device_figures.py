@@ -16,6 +16,7 @@ from infra.settings import get_settings
 from services import device_benchmarks
 from services.schemas.device_agents import BenchmarkSettings
 from worker.context import JobContext
+from worker.stages.common import stop_check
 
 # The measurement: as llama-bench's defaults are pp512/tg128, scaled down so a slow device answers
 # in seconds; speed per token hardly depends on the count past a few dozen.
@@ -31,7 +32,8 @@ def on_device(
     from export.device_model import calibrate, compare, predict
 
     with session_scope() as session:
-        calibration = calibrate(profile, device_benchmarks.calibration_points(session, profile.name))
+        points = device_benchmarks.calibration_points(session, ctx.org_id, profile.name)
+        calibration = calibrate(profile, points)
     measured = device_figures(ctx, profile, gguf)
     host_mb = (host_stats or {}).get("peak_rss_growth_mb")
     predicted = predict(profile, gguf.stat().st_size, host_mb, calibration)
@@ -64,19 +66,23 @@ def device_figures(ctx: JobContext, profile: Any, gguf: Path) -> dict[str, Any] 
 
 
 def _wait(ctx: JobContext, target: str, task_id: str) -> dict[str, Any] | None:
+    """The agent's figures once it posts them; None when it failed or none answered in time. A
+    cancel, or the budget reached counting the wait at the stage's rate, ends the job meanwhile."""
     deadline = time.monotonic() + get_settings().device_measure_wait_s
+    stop = stop_check(ctx, "export")
     try:
         while True:
-            ctx.check_cancel()
+            if (stopped := stop()) is not None:
+                raise stopped
             with session_scope() as session:
                 task = device_benchmarks.poll(session, ctx.org_id, task_id)
                 status, result, error = task.status, task.result, task.error
             if status == "succeeded" and result is not None:
                 return result | {"measured_at": device_benchmarks.measured_at(result)}
             if status == "failed" or time.monotonic() > deadline:
-                reason = (error or {}).get("message") or "no agent answered in time"
+                why = (error or {}).get("message") or "no agent answered in time"
                 ctx.event(
-                    f"No device figures for {target} ({reason}): its budgets use the host's",
+                    f"No device figures for {target} ({why}): its budgets use the host's",
                     level="warn",
                     data={"target": target, "device_benchmark": task_id},
                 )
