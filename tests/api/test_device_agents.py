@@ -5,6 +5,7 @@ machine, one per profile, the Raspberry Pi's throttled to one thread."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -16,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import sentiment_rows
 from tests.conftest import _reset_caches, new_key
-from tests.support.artifacts import seed_artifact
+from tests.support.artifacts import cancelled_job, seed_artifact
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +31,6 @@ def _agent(org: httpx.Client, name: str, profile: str) -> tuple[str, str]:
     r = org.post("/device_agents", json={"name": name, "profile": profile})
     assert r.status_code == 200, r.text
     return r.json()["id"], r.json()["key"]
-
-
-def _job(org: httpx.Client, model: str) -> str:
-    """A job row for the artifact to belong to (cancelled at once: no worker needed)."""
-    f = org.post("/tools/upload_training_file", json={"rows": sentiment_rows(40)}).json()
-    args = {"model": model, "training_file": f["id"], "idempotency_key": f["id"], "budget_usd": 50}
-    job_id = str(org.post("/tools/create_finetune_job", json=args).json()["id"])
-    org.post("/tools/cancel_job", json={"job_id": job_id})
-    return job_id
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +99,7 @@ def test_an_agent_key_opens_only_the_agent_routes(server, api_key, tiny_base) ->
 
 def test_benchmarks_are_refused_for_what_no_agent_can_measure(server, api_key, tiny_base) -> None:
     org = _api(server, api_key)
-    art = seed_artifact(api_key, _job(org, tiny_base), b"GGUF" + bytes(64))
+    art = seed_artifact(api_key, cancelled_job(org, tiny_base), b"GGUF" + bytes(64))
     unknown = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "toaster"})
     assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "profile"
     other = _api(server, new_key()).post("/device_benchmarks", json={"artifact_id": art})
@@ -123,7 +114,7 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
     server, api_key, tiny_base, gguf, short_leases
 ) -> None:
     org = _api(server, api_key)
-    art = seed_artifact(api_key, _job(org, tiny_base), gguf.read_bytes())
+    art = seed_artifact(api_key, cancelled_job(org, tiny_base), gguf.read_bytes())
     laptop_id, laptop_key = _agent(org, "laptop-1", "laptop-cpu")
     _, pi_key = _agent(org, "pi-1", "raspberry-pi-5")
     _, ghost_key = _agent(org, "laptop-ghost", "laptop-cpu")
@@ -141,7 +132,7 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
     # an agent takes the laptop task, fetches it, then stops answering (as if unplugged)
     ghost = _api(server, ghost_key)
     held = ghost.post("/device_agent/tasks/claim").json()
-    assert held["id"] == on_laptop["id"] and held["sha256"] == seed_sha(gguf)
+    assert held["id"] == on_laptop["id"] and held["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
     assert httpx.get(held["download_url"]).content == gguf.read_bytes()  # presigned on S3
     streamed = ghost.get(f"/device_agent/tasks/{held['id']}/artifact")
     assert streamed.status_code == 200 and streamed.content == gguf.read_bytes()
@@ -181,83 +172,7 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
 
 def test_a_task_no_agent_takes_fails_clearly(server, api_key, tiny_base, short_wait) -> None:
     org = _api(server, api_key)
-    art = seed_artifact(api_key, _job(org, tiny_base), b"GGUF" + bytes(64))
+    art = seed_artifact(api_key, cancelled_job(org, tiny_base), b"GGUF" + bytes(64))
     bench = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "raspberry-pi-5"}).json()
     failed = _wait_status(org, bench["id"], "failed", timeout=20)
     assert failed["error"]["code"] == "no_agent" and "raspberry-pi-5" in failed["error"]["message"]
-
-
-def seed_sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_the_agent_runs_without_the_service_stack() -> None:
-    """What a device installs: the agent's modules import no database, store, queue or torch."""
-    heavy = {"torch", "transformers", "sqlalchemy", "boto3", "celery", "redis", "fastapi", "numpy"}
-    code = (
-        "import sys, cli.main, cli.device_agent, eval.device_bench; "
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy!r}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
-
-
-@pytest.fixture()
-def short_leases_and_wait(platform) -> Iterator[None]:
-    yield from _settings(EDGETUNE_DEVICE_LEASE_S="2", EDGETUNE_DEVICE_TASK_WAIT_S="3")
-
-
-def test_a_task_sent_back_after_a_lapse_waits_for_an_agent_afresh(
-    server, api_key, tiny_base, short_leases_and_wait
-) -> None:
-    """The wait for an agent counts from when the task last went into the queue: a task older than
-    the wait whose agent dies is sent back for another agent, not failed `no_agent`."""
-    org = _api(server, api_key)
-    art = seed_artifact(api_key, _job(org, tiny_base), b"GGUF" + bytes(64))
-    bench = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "raspberry-pi-5"}).json()
-    ghost = _api(server, _agent(org, "ghost", "raspberry-pi-5")[1])
-    assert ghost.post("/device_agent/tasks/claim").json()["id"] == bench["id"]
-    for _ in range(4):  # held past the 3 s wait by its heartbeats, then it goes silent
-        time.sleep(1)
-        assert ghost.post(f"/device_agent/tasks/{bench['id']}/heartbeat").status_code == 200
-    back = _wait_status(org, bench["id"], "queued")
-    assert back["attempts"] == 1 and back["error"] is None
-    other = _api(server, _agent(org, "other", "raspberry-pi-5")[1])
-    assert other.post("/device_agent/tasks/claim").json()["id"] == bench["id"]
-
-
-def test_two_agents_claiming_at_once_never_share_a_task(server, api_key, tiny_base) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    org = _api(server, api_key)
-    art = seed_artifact(api_key, _job(org, tiny_base), b"GGUF" + bytes(64))
-    bench = org.post("/device_benchmarks", json={"artifact_id": art, "profile": "raspberry-pi-5"}).json()
-    agents = [_api(server, _agent(org, f"a{i}", "raspberry-pi-5")[1]) for i in range(4)]
-    with ThreadPoolExecutor(len(agents)) as pool:
-        answers = list(pool.map(lambda a: a.post("/device_agent/tasks/claim"), agents))
-    assert sorted(r.status_code for r in answers) == [200, 204, 204, 204]
-    assert org.get(f"/device_benchmarks/{bench['id']}").json()["attempts"] == 1
-    assert org.get("/device_benchmarks", params={"limit": 0}).json()["error"]["param"] == "limit"
-
-
-def test_the_device_model_fits_only_on_the_orgs_own_measurements(platform, api_key) -> None:
-    """An agent's figures are what it posts: another org's never move this org's predictions."""
-    from infra.db import session_scope
-    from infra.models import DeviceBenchmark
-    from services.device_benchmarks import calibration_points
-    from tests.support.ledger import org_of
-
-    mine, theirs = org_of(api_key), org_of(new_key())
-    with session_scope() as session:
-        for org_id, tps in ((mine, 20.0), (theirs, 1e9)):
-            session.add(
-                DeviceBenchmark(
-                    org_id=org_id, profile="raspberry-pi-5", status="succeeded", settings={},
-                    filename="m.gguf", bytes=100 * 2**20, sha256="0" * 64, storage_key="k",
-                    result={"decode_tokens_per_s": tps}, finished_at=int(time.time()),
-                )
-            )  # fmt: skip
-    with session_scope() as session:
-        assert calibration_points(session, mine, "raspberry-pi-5") == [(100 * 2**20, 20.0)]

@@ -16,7 +16,7 @@ from openai.types.shared import FunctionDefinition
 
 from tests.api.helpers import sentiment_rows
 from tests.conftest import new_key
-from tests.support.artifacts import seed_artifact
+from tests.support.artifacts import cancelled_job, seed_artifact
 from tests.support.mcp_client import http_client, mcp_url, ok
 
 
@@ -104,17 +104,9 @@ def test_tool_call_errors(api, server, tiny_base) -> None:
     assert httpx.post(f"{server.base_url}/tools/get_job", json={"job_id": "x"}).status_code == 401
 
 
-def _job(api: httpx.Client, tiny_base: str) -> str:
-    f = api.post("/tools/upload_training_file", json={"rows": sentiment_rows(40)}).json()
-    args = {"model": tiny_base, "training_file": f["id"], "idempotency_key": f["id"], "budget_usd": 50}
-    job_id = str(api.post("/tools/create_finetune_job", json=args).json()["id"])
-    api.post("/tools/cancel_job", json={"job_id": job_id})
-    return job_id
-
-
 def test_download_url_is_presigned_on_s3(api, api_key, tiny_base) -> None:
     data = b"GGUF" + bytes(range(256)) * 4
-    art = seed_artifact(api_key, _job(api, tiny_base), data)
+    art = seed_artifact(api_key, cancelled_job(api, tiny_base), data)
     link = api.post("/tools/get_artifact_download_url", json={"artifact_id": art}).json()
     assert link["requires_api_key"] is False and link["expires_in_s"] == 3600
     assert httpx.get(link["url"]).content == data and link["sha256"] == hashlib.sha256(data).hexdigest()
@@ -135,7 +127,7 @@ def test_download_url_streams_from_the_api_on_a_local_store(
     store = LocalStore(tmp_path / "store")
     monkeypatch.setattr(artifacts, "get_store", lambda: store)  # the server runs in this process
     data = b"GGUF-local" * 100
-    art = seed_artifact(api_key, _job(api, tiny_base), data, store)
+    art = seed_artifact(api_key, cancelled_job(api, tiny_base), data, store)
     link = api.post("/tools/get_artifact_download_url", json={"artifact_id": art}).json()
     assert link["requires_api_key"] is True and link["expires_in_s"] is None
     assert link["url"] == f"{str(api.base_url).removesuffix('/v1/')}/v1/artifacts/{art}/content"
@@ -150,7 +142,7 @@ async def _mcp_download_url(url: str, key: str, artifact_id: str) -> dict[str, A
 
 
 def test_an_agent_queues_a_device_measurement_and_polls_it(api, api_key, tiny_base) -> None:
-    art = seed_artifact(api_key, _job(api, tiny_base), b"GGUF" + bytes(64))
+    art = seed_artifact(api_key, cancelled_job(api, tiny_base), b"GGUF" + bytes(64))
     bench = api.post(
         "/tools/measure_on_device", json={"artifact_id": art, "profile": "raspberry-pi-5"}
     ).json()

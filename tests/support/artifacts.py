@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import hashlib
 
+import httpx
+
 from infra.storage import ArtifactStore
+from tests.api.helpers import sentiment_rows
+
+
+def cancelled_job(api: httpx.Client, model: str) -> str:
+    """A job row for a seeded artifact to belong to, made through the agent tools and cancelled at
+    once (no worker needed)."""
+    f = api.post("/tools/upload_training_file", json={"rows": sentiment_rows(40)}).json()
+    args = {"model": model, "training_file": f["id"], "idempotency_key": f["id"], "budget_usd": 50}
+    job_id = str(api.post("/tools/create_finetune_job", json=args).json()["id"])
+    api.post("/tools/cancel_job", json={"job_id": job_id})
+    return job_id
 
 
 def seed_artifact(api_key: str, job_id: str, data: bytes, store: ArtifactStore | None = None) -> str:
