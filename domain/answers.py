@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.json_schema import schema_errors
+from domain.lists import TASKS
 from domain.tool_calls import parse_tool_calls
 
 
@@ -31,14 +32,16 @@ def answer_problem(
     tools: dict[str, dict[str, Any]] | None = None,
 ) -> AnswerProblem | None:
     """Why `answer` is not a valid answer for a task of `kind`, or None. `tools` maps each tool's
-    name to its OpenAI `function` object; an extraction answer may be JSON text or the object."""
-    if kind == "classification":
+    name to its OpenAI `function` object; an extraction answer may be JSON text or the object.
+    The rule goes by the answer's form (domain/lists.py TASKS): chat's is free text."""
+    form = TASKS[kind].answers if kind in TASKS else None
+    if form == "classification":
         if answer in (labels or []):
             return None
         return AnswerProblem("label_not_in_set", f"output {answer!r} is not one of the labels")
-    if kind == "extraction":
+    if form == "extraction":
         return _extraction_problem(answer, output_schema or {})
-    if kind == "tool_calling":
+    if form == "tool_calling":
         return _tool_call_problem(answer, tools or {})
     return None if isinstance(answer, str) else AnswerProblem("not_text", "output must be a string")
 

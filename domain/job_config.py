@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from domain.answers import answer_problem
 from domain.gate_policy import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
 from domain.json_schema import schema_problems
-from domain.lists import EVAL_TASK_TYPE, EvalTaskType, MethodType, TargetSelect, TaskKind, TrainingType
+from domain.lists import TASKS, AnswerField, EvalTaskType, MethodType, TargetSelect, TaskKind, TrainingType
 
 Auto = Literal["auto"]
 
@@ -198,13 +198,41 @@ _CALL_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$", re.ASCII)
 
 
 def _infer_task_type(data: dict[str, Any]) -> str:
-    if data.get("labels"):
-        return "classification"
-    if data.get("output_schema") is not None:
-        return "extraction"
-    if data.get("tools"):
-        return "tool_calling"
-    return "chat"
+    """The first task type (domain/lists.py TASKS, in order) whose answer field the body gives."""
+    for kind, facts in TASKS.items():
+        if facts.field is not None and _given(data.get(facts.field)):
+            return kind
+    return "chat"  # free text: the type that names no answer field
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != []  # an empty list of labels or tools says nothing
+
+
+# What a task type missing its field is told it needs.
+_FIELD_NEEDS: dict[AnswerField, str] = {
+    "labels": "labels (at least 2)",
+    "output_schema": "an output_schema (a JSON Schema of an object)",
+    "tools": "tools (OpenAI function definitions)",
+}
+
+
+def _field_fits_type(field: AnswerField, value: Any, kind: TaskKind | None) -> bool:
+    """Whether the answer `field` (given or not) fits a task of `kind`; raises when it does not:
+    the kind's own field is required, another kind's field refused. Returns whether to go on
+    checking the value (it is given)."""
+    facts = TASKS.get(kind) if kind else None  # None: the type itself was invalid or not given
+    # an empty list of tools is no tools; an empty list of labels is checked (and refused) below
+    if value is None or (field == "tools" and not value):
+        if facts is not None and facts.field == field:
+            article = "an" if kind and kind[0] in "aeiou" else "a"
+            raise ValueError(f"{article} {kind} task needs {_FIELD_NEEDS[field]}")
+        return False
+    if facts is not None and facts.field != field:
+        owners = " or ".join(k for k, f in TASKS.items() if f.field == field)
+        verb = "apply" if field.endswith("s") else "applies"
+        raise ValueError(f"{field} {verb} to {owners} tasks, not {kind}")
+    return True
 
 
 def _object_schema_problems(schema: Any, where: str) -> list[str]:
@@ -369,13 +397,8 @@ class TaskSpec(BaseModel):
     @field_validator("labels")
     @classmethod
     def _labels_fit_the_type(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        kind = info.data.get("type")
-        if v is None:
-            if kind == "classification":
-                raise ValueError("a classification task needs labels (at least 2)")
+        if not _field_fits_type("labels", v, info.data.get("type")) or v is None:
             return v
-        if kind not in (None, "classification"):
-            raise ValueError(f"labels apply to classification tasks, not {kind}")
         cleaned = [s.strip() for s in v]
         if len(cleaned) < 2:
             raise ValueError("a classification task needs at least 2 labels")
@@ -403,13 +426,8 @@ class TaskSpec(BaseModel):
     @field_validator("output_schema")
     @classmethod
     def _schema_is_valid(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
-        kind = info.data.get("type")
-        if v is None:
-            if kind == "extraction":
-                raise ValueError("an extraction task needs an output_schema (a JSON Schema of an object)")
+        if not _field_fits_type("output_schema", v, info.data.get("type")) or v is None:
             return v
-        if kind not in (None, "extraction"):
-            raise ValueError(f"output_schema applies to extraction tasks, not {kind}")
         if problems := schema_limit_problems(v, "output_schema"):
             raise ValueError("; ".join(problems))
         problems = _object_schema_problems(v, "output_schema")
@@ -422,13 +440,8 @@ class TaskSpec(BaseModel):
     @field_validator("tools")
     @classmethod
     def _tools_are_valid(cls, v: list[Any] | None, info: ValidationInfo) -> list[dict[str, Any]] | None:
-        kind = info.data.get("type")
-        if not v:
-            if kind == "tool_calling":
-                raise ValueError("a tool_calling task needs tools (OpenAI function definitions)")
+        if not _field_fits_type("tools", v, info.data.get("type")) or not v:
             return None
-        if kind not in (None, "tool_calling"):
-            raise ValueError(f"tools apply to tool_calling tasks, not {kind}")
         tools = [normalize_tool(t, i) for i, t in enumerate(v)]
         names = [t["function"]["name"] for t in tools]
         if len(set(names)) != len(names):
@@ -456,13 +469,13 @@ class TaskSpec(BaseModel):
     @property
     def task_type(self) -> EvalTaskType:
         """The eval scorer's name for this task (eval.metrics.TaskType): chat is scored as generation."""
-        return EVAL_TASK_TYPE[self.type]
+        return TASKS[self.type].answers
 
     @property
     def round_trips(self) -> bool:
-        """Whether synthesis asks the teacher to answer each row again (classification and
-        extraction, whose answers it can be compared on; a tool call or a reply it cannot)."""
-        return self.round_trip != "off" and self.type in ("classification", "extraction")
+        """Whether synthesis asks the teacher to answer each row again (the types whose answers
+        it can be compared on: domain/lists.py TASKS)."""
+        return self.round_trip != "off" and TASKS[self.type].round_trip
 
     def tool_schemas(self) -> dict[str, dict[str, Any]]:
         """Each tool's name -> its `function` object (name, description, parameters)."""

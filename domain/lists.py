@@ -60,17 +60,35 @@ def sweep_size(select: TargetSelect) -> int:
 
 
 # ---- what the model is for ------------------------------------------------------------------------
-# What a customer's task asks the model to answer with (a job's `task.type`).
-TaskKind = Literal["classification", "extraction", "tool_calling", "chat"]
-TASK_KINDS: tuple[TaskKind, ...] = get_args(TaskKind)
-# How an answer is scored (eval/metrics.py): a chat answer is judged as free generation.
+# How an answer is scored and constrained: its form (eval/metrics.py scores each, eval/grammar.py
+# constrains each, domain/answers.py says which answers are valid). A chat reply is free generation.
 EvalTaskType = Literal["classification", "extraction", "tool_calling", "generation"]
 EVAL_TASK_TYPES: tuple[EvalTaskType, ...] = get_args(EvalTaskType)
-EVAL_TASK_TYPE: dict[TaskKind, EvalTaskType] = {
-    "classification": "classification",
-    "extraction": "extraction",
-    "tool_calling": "tool_calling",
-    "chat": "generation",
+# What a customer's task asks the model to answer with (a job's `task.type`): each has one module
+# in synth/tasks/ (how the teacher is asked for its rows) and one row in TASKS below.
+TaskKind = Literal["classification", "extraction", "tool_calling", "chat"]
+TASK_KINDS: tuple[TaskKind, ...] = get_args(TaskKind)
+# The TaskSpec fields that describe a task's answers; a field belongs to the kinds that name it.
+AnswerField = Literal["labels", "output_schema", "tools"]
+
+
+class TaskFacts(NamedTuple):
+    """What the domain needs to know about one task type, in one row."""
+
+    answers: EvalTaskType  # the answer's form: how it is validated, scored and constrained
+    # The TaskSpec field a task of this type must give (and the only one of them it may give); a
+    # body without `type` gets the first type, in this order, whose field it has.
+    field: AnswerField | None
+    # Whether the teacher can answer a synthesized row again to check it (the round trip): a label
+    # or a JSON object can be compared field by field; a tool call's phrasing or a reply cannot.
+    round_trip: bool
+
+
+TASKS: dict[TaskKind, TaskFacts] = {
+    "classification": TaskFacts("classification", "labels", round_trip=True),
+    "extraction": TaskFacts("extraction", "output_schema", round_trip=True),
+    "tool_calling": TaskFacts("tool_calling", "tools", round_trip=False),
+    "chat": TaskFacts("generation", None, round_trip=False),
 }
 
 

@@ -8,16 +8,10 @@ The pipeline, top to bottom:
 
 1. Plan (synth.topics): version-2 tasks ask the teacher for topics, then sub-topics, which become
    the rows' subjects; free-text fields of a schema or of the tools get teacher-listed values.
-2. Candidates, by task type, in chunks:
-   * classification: the label is chosen first and the teacher writes an input a person would give
-     that label, so the teacher never has to classify anything;
-   * extraction: the JSON answer is sampled from the schema (synth.sampling) and the teacher writes
-     a text that states it; the row is kept only if the text mentions every sampled value;
-   * tool_calling: a tool and its arguments are sampled, the teacher phrases the user's request,
-     and the answer is the LFM call `<|tool_call_start|>[f(a="x")]<|tool_call_end|>` - correct by
-     construction, which is what makes a 135M teacher usable at all;
-   * chat: the teacher writes a user request (self-instruct from the seeds, spread in difficulty),
-     then answers it in the task's role.
+2. Candidates, by task type, in chunks: each type's module (synth/tasks/<type>.py) asks the
+   teacher so that the answer is right by construction where it can be (a label chosen first, a
+   JSON answer or a tool call sampled from the schema, then the text written for it; chat: a
+   request, then its answer);
 3. Filters, each drop counted by reason: cleaning and heuristics (synth.filters), grounding,
    validation against the task (synth.validate), copies of a seed, exact and near duplicates
    (MinHash LSH over word 3-grams), then the optional LLM judge with the task's rubric.
@@ -37,7 +31,6 @@ seeds, subject); upload validation and training ignore that key.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -47,23 +40,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.job_config import SeedExample, TaskSpec, eval_quota
-from domain.tool_calls import parse_tool_calls
-from synth import prompts, round_trip
+from domain.job_config import TaskSpec, eval_quota
+from synth import prompts
+from synth.candidates import Candidate, Run, copy_problem
 from synth.filters import (
-    MAX_ANSWER_CHARS,
     DedupIndex,
-    clean_answer,
-    clean_text,
-    split_label_prefix,
-    text_problem,
 )
 from synth.floor import below_floor, top_drop_reasons
 from synth.floor import floor as data_floor
-from synth.sampling import mention_text, missing_from, sample
+from synth.tasks import SYNTH_TASKS
 from synth.teacher import ChatRequest, StopFn, TeacherClient, TeacherUsage
 from synth.topics import Plan, plan_subjects, value_pools
-from synth.validate import answer_of, lfm_tool_call, row_problem
+from synth.validate import answer_of, row_problem
 
 OVERGENERATE = 1.5  # requests per missing row: most teachers lose a third of outputs to filters
 # Hard cap on a run's requests, however bad the yield. The bundled 135M teacher keeps 35-50% of its
@@ -72,7 +60,6 @@ MAX_REQUESTS_PER_ROW = 4
 MIN_CHUNK = 16
 MAX_ROUNDS = 6
 STEER_SHARE = 0.25  # a drop reason steers the next round when it is at least this share of the drops
-STRUCTURED_TEXT_MAX_TOKENS = 80  # a text that must state several sampled values needs more room
 
 ProgressFn = Callable[[int, int], None]  # (rows kept so far, rows wanted)
 RoundFn = Callable[[dict[str, Any]], None]  # one round's summary, as in report["rounds"]
@@ -90,40 +77,6 @@ class SynthResult:
     usage: TeacherUsage
     # Each row's provenance (also under row["provenance"]), aligned with train_rows + eval_rows.
     row_provenance: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class Candidate:
-    """One would-be row and how it was made."""
-
-    key: str | None  # what rows are balanced on: the label, the tool's name, or None
-    user: str  # the input text: what duplicates are judged on
-    row: dict[str, Any]
-    variation: prompts.Variation
-    template: str  # the prompt template (prompts.TEMPLATE_VERSIONS) that produced the input
-    problem: str | None = None  # a drop reason found while building it
-    judge_score: int | None = None
-    steer: str | None = None  # the drop reason its request was steered against
-
-
-@dataclass
-class _Run:
-    """State of one synthesis run, passed to the chunk functions."""
-
-    task: TaskSpec
-    client: TeacherClient
-    should_stop: StopFn
-    plan: Plan
-    index: DedupIndex = field(default_factory=DedupIndex)
-    seeds: DedupIndex = field(default_factory=DedupIndex)
-    kept: list[Candidate] = field(default_factory=list)
-    dropped: Counter[str] = field(default_factory=Counter)
-    requested: int = 0
-    generated: int = 0
-    judge_requests: int = 0
-    round_trip: Counter[str] = field(default_factory=Counter)  # requests, checked, agreed
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    steer: str | None = None  # this round's: the last round's commonest fixable drop reason
 
 
 def synthesize(
@@ -152,7 +105,7 @@ def synthesize(
     """
     started = time.monotonic()
     rng = random.Random(seed)
-    run = _Run(task, client, should_stop, _plan(task, client, rng, should_stop))
+    run = Run(task, client, should_stop, _plan(task, client, rng, should_stop))
     for example in task.seed_examples:
         run.seeds.add(example.input)
     targets = targets_for(task)
@@ -179,8 +132,7 @@ def synthesize(
 
 
 def _plan(task: TaskSpec, client: TeacherClient, rng: random.Random, should_stop: StopFn) -> Plan:
-    # Tool requests are phrased from their arguments, not about a subject: no topic requests.
-    if task.type == "tool_calling":
+    if not SYNTH_TASKS[task.type].topics:
         plan = Plan([(None, s) for s in prompts.SUBJECTS])
     else:
         plan = plan_subjects(task, client, rng, should_stop)
@@ -191,11 +143,7 @@ def _plan(task: TaskSpec, client: TeacherClient, rng: random.Random, should_stop
 
 def targets_for(task: TaskSpec) -> dict[str | None, int]:
     """Rows wanted per label or per tool (balanced, remainder to the first), else {None: n}."""
-    keys: list[str | None] = [None]
-    if task.type == "classification":
-        keys = list(task.labels or [])
-    elif task.type == "tool_calling":
-        keys = list(task.tool_schemas())
+    keys = SYNTH_TASKS[task.type].keys(task)
     base, extra = divmod(task.num_examples, len(keys))
     return {key: base + (i < extra) for i, key in enumerate(keys)}
 
@@ -211,7 +159,7 @@ def _kept_toward(targets: dict[str | None, int], kept: list[Candidate]) -> int:
 
 
 def _round(
-    run: _Run, targets: dict[str | None, int], rng: random.Random, cap: int, on_progress: ProgressFn | None
+    run: Run, targets: dict[str | None, int], rng: random.Random, cap: int, on_progress: ProgressFn | None
 ) -> None:
     """One round: the shortfall times the request factor, asked in chunks that each re-plan from
     what is still missing; then its summary, and the steer for the next."""
@@ -247,7 +195,7 @@ def _round(
     run.steer = _next_steer(dropped)
 
 
-def _request_factor(run: _Run) -> float:
+def _request_factor(run: Run) -> float:
     """Requests per missing row: OVERGENERATE at first, then the inverse of the yield so far,
     within [OVERGENERATE, MAX_REQUESTS_PER_ROW]. A teacher keeping 1 row in 10 is asked 4 per
     missing row in its second round, not 1.5 in each of many small ones."""
@@ -269,240 +217,29 @@ def _next_steer(dropped: Counter[str]) -> str | None:
 
 
 def _plan_chunk(
-    run: _Run, want: dict[str | None, int], rng: random.Random, limit: int, factor: float = OVERGENERATE
+    run: Run, want: dict[str | None, int], rng: random.Random, limit: int, factor: float = OVERGENERATE
 ) -> list[tuple[str | None, prompts.Variation]]:
     """Requests for the next chunk, keys interleaved round-robin so a cut-off chunk stays balanced."""
     per_key = {key: math.ceil(n * factor) for key, n in want.items()}
     order = [key for i in range(max(per_key.values())) for key, n in per_key.items() if i < n][:limit]
-    spread = run.task.version >= 2 and run.task.type == "chat"
+    spread = run.task.version >= 2 and SYNTH_TASKS[run.task.type].spread_difficulty
     drawn = prompts.variations(rng, len(order), run.plan.subjects, spread_difficulty=spread)
     return list(zip(order, drawn, strict=True))
 
 
-def _candidates(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
+def _candidates(run: Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
     run.requested += len(plan)
-    if run.task.type == "classification":
-        out = _classification_chunk(run, plan)
-    elif run.task.type == "extraction":
-        out = _extraction_chunk(run, plan)
-    elif run.task.type == "tool_calling":
-        out = _tool_calling_chunk(run, plan)
-    else:
-        out = _chat_chunk(run, plan)
+    out = SYNTH_TASKS[run.task.type].candidates(run, plan)
     for c in out:
         c.steer = run.steer
     return out
 
 
-def _notes(run: _Run, label: str | None = None) -> str:
-    task = run.task
-    about = (task.label_descriptions or {}).get(label or "")
-    notes = prompts.task_notes(task.language, task.constraints, about)
-    return notes + (" " + prompts.STEER_HINTS[run.steer] if run.steer else "")
-
-
-def _classification_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
-    task = run.task
-    labels = task.labels or []
-    requests = [
-        ChatRequest(
-            prompts.labelled_text_messages(
-                task.description, str(label), v, _notes(run, label), _seed_for(task, label, v.seed)
-            ),
-            prompts.TEXT_MAX_TOKENS,
-            prompts.TEMPERATURE,
-            v.seed,
-        )
-        for label, v in plan
-    ]
-    system = prompts.classification_instruction(task.description, labels)
-    out: list[Candidate] = []
-    for (label, v), text in zip(plan, run.client.complete_many(requests, run.should_stop), strict=True):
-        if text is None:
-            continue  # failed, cancelled or over budget: counted as requested - generated
-        run.generated += 1
-        text, named = split_label_prefix(clean_text(text), labels)
-        # "Positive: great phone" asked for as negative: the teacher disagrees with our label.
-        problem = "label_mismatch" if named not in (None, label) else text_problem(text, labels)
-        out.append(Candidate(label, text, _row(system, text, str(label)), v, "labelled_text", problem))
-    return out
-
-
-def _seed_key(task: TaskSpec, seed: SeedExample) -> str | None:
-    """What a seed's answer is, as a plan key: its label, or the tool its call names."""
-    if not isinstance(seed.output, str):
-        return None
-    if task.type == "tool_calling":
-        calls = parse_tool_calls(seed.output)
-        return calls[0].name if calls else None
-    return seed.output
-
-
-def _seed_for(task: TaskSpec, key: str | None, request_seed: int) -> str | None:
-    """One of the customer's seeds to vary: one with this label or calling this tool (any seed when
-    none has it), or None without seeds. Extraction seeds all fit: the values are sampled apart."""
-    seeds = [s.input for s in task.seed_examples if key is not None and _seed_key(task, s) == key] or [
-        s.input for s in task.seed_examples
-    ]
-    return seeds[request_seed % len(seeds)] if seeds else None
-
-
-def _extraction_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
-    task = run.task
-    schema = task.output_schema or {}
-    answers = [sample(schema, random.Random(v.seed), run.plan.pools) for _, v in plan]
-    requests = [
-        ChatRequest(
-            prompts.extraction_text_messages(
-                task.description, v, mention_text(value), _notes(run), _seed_for(task, None, v.seed)
-            ),
-            STRUCTURED_TEXT_MAX_TOKENS,
-            prompts.TEMPERATURE,
-            v.seed,
-        )
-        for (_, v), value in zip(plan, answers, strict=True)
-    ]
-    system = prompts.extraction_instruction(task.description, schema)
-    outputs = run.client.complete_many(requests, run.should_stop)
-    out: list[Candidate] = []
-    for (_, v), value, raw in zip(plan, answers, outputs, strict=True):
-        if raw is None:
-            continue
-        run.generated += 1
-        text = clean_text(raw)
-        answer = json.dumps(value, ensure_ascii=False)
-        problem = text_problem(text, meta=False) or _grounding_problem(text, value)
-        out.append(Candidate(None, text, _row(system, text, answer), v, "extraction_text", problem))
-    return out
-
-
-def _tool_calling_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
-    task = run.task
-    tools = task.tool_schemas()
-    calls = [
-        (str(name), sample(tools[str(name)]["parameters"], random.Random(v.seed), run.plan.pools, str(name)))
-        for name, v in plan
-    ]
-    requests = [
-        ChatRequest(
-            prompts.tool_request_messages(
-                _action(tools[name]), mention_text(args), v, _notes(run), _seed_for(task, name, v.seed)
-            ),
-            prompts.INSTRUCTION_MAX_TOKENS,
-            prompts.TEMPERATURE,
-            v.seed,
-        )
-        for (name, args), (_, v) in zip(calls, plan, strict=True)
-    ]
-    outputs = run.client.complete_many(requests, run.should_stop)
-    out: list[Candidate] = []
-    for (name, args), (_, v), raw in zip(calls, plan, outputs, strict=True):
-        if raw is None:
-            continue
-        run.generated += 1
-        text = clean_text(raw)
-        problem = text_problem(text, meta=False) or _grounding_problem(text, args)
-        row = _row(task.description, text, lfm_tool_call(name, args))
-        row["tools"] = task.tools
-        out.append(Candidate(name, text, row, v, "tool_request", problem))
-    return out
-
-
-def _action(fn: dict[str, Any]) -> str:
-    """What a tool does, as the object of "Rewrite as a request: <action> (...)": its
-    description's first sentence, lower-cased, else its name in words (get_weather -> get weather)."""
-    first = re.split(r"(?<=[.!?])\s", str(fn.get("description") or "").strip())[0].rstrip(".!? ")
-    if not first:
-        return re.sub(r"[_.]+", " ", fn["name"]).strip()
-    return first[0].lower() + first[1:]
-
-
-def _grounding_problem(text: str, value: Any) -> str | None:
-    """`value_not_in_text` when the text omits a sampled value (the answer would state a fact the
-    input does not), `scaffold_echo` when it copied our `key: value` list instead of phrasing it."""
-    if missing_from(text, value):
-        return "value_not_in_text"
-    lowered = text.lower()
-    if any(part.lower() in lowered for part in mention_text(value).split(", ") if ": " in part):
-        return "scaffold_echo"
-    return None
-
-
-def _chat_chunk(run: _Run, plan: list[tuple[str | None, prompts.Variation]]) -> list[Candidate]:
-    task = run.task
-    seeds = [s.input for s in task.seed_examples]
-    requests = [
-        ChatRequest(
-            prompts.instruction_messages(task.description, v, _notes(run), _examples(seeds, v.seed)),
-            prompts.INSTRUCTION_MAX_TOKENS,
-            prompts.TEMPERATURE,
-            v.seed,
-        )
-        for _, v in plan
-    ]
-    # Filter and de-duplicate the requests before paying for their answers; `local` catches a
-    # copy later in this same chunk.
-    local = DedupIndex()
-    accepted: list[tuple[prompts.Variation, str]] = []
-    for (_, v), out in zip(plan, run.client.complete_many(requests, run.should_stop), strict=True):
-        if out is None:
-            continue
-        run.generated += 1
-        text = clean_text(out)
-        if reason := text_problem(text, meta=False) or _copy_problem(run, text) or local.check(text):
-            run.dropped[reason] += 1
-            continue
-        local.add(text)
-        accepted.append((v, text))
-    system = prompts.chat_instruction(task.description, task.constraints)
-    answer_requests = [
-        ChatRequest(
-            prompts.answer_messages(system, text),
-            prompts.ANSWER_MAX_TOKENS,
-            prompts.ANSWER_TEMPERATURE,
-            v.seed,
-        )
-        for v, text in accepted
-    ]
-    answers = run.client.complete_many(answer_requests, run.should_stop)
-    candidates = []
-    for (v, text), answer in zip(accepted, answers, strict=True):
-        cleaned = clean_answer(answer) if answer is not None else ""
-        row = _row(system, text, cleaned)
-        candidates.append(Candidate(None, text, row, v, "instruction", _answer_problem(answer, cleaned)))
-    return candidates
-
-
-def _examples(seeds: list[str], request_seed: int) -> list[str]:
-    """Up to 2 of the customer's seeds for one instruction request (self-instruct's in-context
-    examples; a small teacher loses the thread with more)."""
-    return random.Random(request_seed).sample(seeds, min(2, len(seeds)))
-
-
-def _answer_problem(raw: str | None, cleaned: str) -> str | None:
-    if raw is None:
-        return "no_answer"
-    if len(cleaned.split()) < 2:
-        return "answer_too_short"
-    if cleaned.endswith(":"):
-        return "answer_incomplete"  # "Here's a recipe:" and nothing after it
-    if len(cleaned) > MAX_ANSWER_CHARS:
-        return "answer_too_long"
-    return None
-
-
-def _copy_problem(run: _Run, text: str) -> str | None:
-    """`seed_copy` for a (near) copy of a customer's seed, else the duplicate reason, else None."""
-    if len(run.seeds) and run.seeds.check(text):
-        return "seed_copy"
-    return run.index.check(text)
-
-
-def _admit(run: _Run, candidates: list[Candidate]) -> None:
+def _admit(run: Run, candidates: list[Candidate]) -> None:
     """Validate, de-duplicate and (with a rubric) judge a chunk's candidates; keep the survivors."""
     fresh = []
     for c in candidates:
-        if reason := c.problem or row_problem(run.task, c.row) or _copy_problem(run, c.user):
+        if reason := c.problem or row_problem(run.task, c.row) or copy_problem(run, c.user):
             run.dropped[reason] += 1
         else:
             fresh.append(c)
@@ -519,7 +256,7 @@ def _admit(run: _Run, candidates: list[Candidate]) -> None:
         run.kept.append(c)
 
 
-def _judge(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
+def _judge(run: Run, candidates: list[Candidate]) -> list[Candidate]:
     """Score each candidate 1-5 against the rubric (temperature 0); keep those >= judge_min_score.
 
     The judge is an instrument, not ground truth (NeMo Curator's caveat): check its scores against
@@ -551,9 +288,9 @@ def _judge(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
     return passed
 
 
-def _round_trip(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
+def _round_trip(run: Run, candidates: list[Candidate]) -> list[Candidate]:
     """The teacher answers each row the way the fine-tuned model will be asked (the row's own
-    system and user turns, temperature 0); synth/round_trip.py says whether it gave the row's
+    system and user turns, temperature 0); its type's `agrees` (synth/tasks/) says whether it gave the row's
     answer (the label the text was written for, or the extraction's fields). `measure` counts how
     often it did; `filter` also drops the rest (`round_trip_disagrees`, or `round_trip_no_answer`
     when the request failed).
@@ -561,7 +298,10 @@ def _round_trip(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
     A weak teacher is a weak classifier and extractor too: its disagreement says as much about it
     as about the row, so the rate is reported before anything is dropped by default (README,
     Synthetic data)."""
-    budget = round_trip.answer_budget(run.task)
+    kind = SYNTH_TASKS[run.task.type]
+    if kind.agrees is None:
+        return candidates  # domain/lists.py TASKS and synth/tasks/ agree on which types have one
+    budget = kind.round_trip_tokens
     requests = [ChatRequest(c.row["messages"][:-1], budget, 0.0, c.variation.seed) for c in candidates]
     run.round_trip["requests"] += len(requests)
     drop = run.task.round_trip == "filter"
@@ -572,7 +312,7 @@ def _round_trip(run: _Run, candidates: list[Candidate]) -> list[Candidate]:
                 run.dropped["round_trip_no_answer"] += 1
                 continue
         else:
-            agrees = round_trip.agrees(run.task, out, c.key, c.row)
+            agrees = kind.agrees(run.task, out, c.key, c.row)
             run.round_trip["checked"] += 1
             run.round_trip["agreed"] += agrees
             if drop and not agrees:
@@ -586,16 +326,6 @@ def parse_score(text: str) -> int | None:
     """The first digit 1-5 standing alone in a judge's answer ("4", "Rating: 4", "4/5")."""
     match = re.search(r"(?<!\d)([1-5])(?!\d)", text)
     return int(match.group(1)) if match else None
-
-
-def _row(system: str, user: str, assistant: str) -> dict[str, Any]:
-    return {
-        "messages": [
-            {"role": "system", "content": system},
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": assistant},
-        ]
-    }
 
 
 def eval_targets_for(targets: dict[str | None, int], n_eval: int) -> dict[str | None, int]:
@@ -648,7 +378,7 @@ def _drop_eval_overlap(train: list[Candidate], evals: list[Candidate]) -> tuple[
     return clean, len(train) - len(clean)
 
 
-def _stop_reason(run: _Run, targets: dict[str | None, int], cap: int) -> str | None:
+def _stop_reason(run: Run, targets: dict[str | None, int], cap: int) -> str | None:
     if not _shortfall(targets, run.kept):
         return None
     if run.should_stop():
@@ -661,7 +391,7 @@ def _stop_reason(run: _Run, targets: dict[str | None, int], cap: int) -> str | N
 
 
 def _report(
-    run: _Run, train: list[Candidate], evals: list[Candidate], seed: int, stopped: str | None
+    run: Run, train: list[Candidate], evals: list[Candidate], seed: int, stopped: str | None
 ) -> dict[str, Any]:
     """Counts add up: generated == kept + sum(dropped_by_reason). `requested` counts the candidate
     requests planned; `unanswered` = requested - generated failed, or were never sent because the
@@ -717,8 +447,7 @@ def _report(
             "agreed": agreed,
             "agreement_rate": round(agreed / checked, 4) if checked else None,
         }
-    if task.type in ("classification", "tool_calling"):
-        name = "label_distribution" if task.type == "classification" else "tool_distribution"
+    if name := SYNTH_TASKS[task.type].distribution:
         report[name] = {
             key: {"train": sum(c.key == key for c in train), "eval": sum(c.key == key for c in evals)}
             for key in targets_for(task)
@@ -726,7 +455,7 @@ def _report(
     return report
 
 
-def _with_provenance(run: _Run, c: Candidate, split: str, seed: int) -> dict[str, Any]:
+def _with_provenance(run: Run, c: Candidate, split: str, seed: int) -> dict[str, Any]:
     """The row, with where it came from: enough to regenerate it or to trace a bad one."""
     v = c.variation
     provenance = {
