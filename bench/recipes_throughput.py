@@ -110,9 +110,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from domain.lists import RECIPES as ALL_RECIPES
 from recipes.estimate import GPU_CLASSES, Method, ModelShape, flops_per_token, reference_forward_flops
 
-RECIPES = ("lora_sft", "full_sft", "dpo")
+RECIPES: tuple[str, ...] = ALL_RECIPES  # domain/lists.py; each case below builds its plain-TRL twin by hand
 VARIANTS = ("trl", "before", "now")
 SPEEDS = {"before": "reference", "now": "auto"}  # the recipe config's `speed` for each variant
 LFM2_ATTENTION_LAYERS = (2, 5, 8, 10, 12, 14)  # of 16, in both LFM2-350M and LFM2-1.2B

@@ -18,7 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from domain.answers import answer_problem
 from domain.gate_policy import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
 from domain.json_schema import schema_problems
-from domain.lists import TASKS, AnswerField, EvalTaskType, MethodType, TargetSelect, TaskKind, TrainingType
+from domain.lists import (
+    METHOD_TYPES,
+    METHODS,
+    TASKS,
+    AnswerField,
+    EvalTaskType,
+    MethodType,
+    TargetSelect,
+    TaskKind,
+    TrainingType,
+)
 
 Auto = Literal["auto"]
 
@@ -530,6 +540,10 @@ class Dpo(BaseModel):
     hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
 
 
+# Each method's block (a field of Method named as the method, holding its hyperparameters).
+_METHOD_BLOCKS: dict[MethodType, type[Supervised | Dpo]] = {"supervised": Supervised, "dpo": Dpo}
+
+
 class Method(BaseModel):
     """OpenAI's `method` object: `type` names the method and its block holds its hyperparameters.
     The block for the chosen type is filled with defaults when absent; the other must be absent."""
@@ -541,18 +555,16 @@ class Method(BaseModel):
 
     @model_validator(mode="after")
     def _one_block(self) -> Method:
-        other = "dpo" if self.type == "supervised" else "supervised"
-        if getattr(self, other) is not None:
-            raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
-        if self.type == "supervised" and self.supervised is None:
-            self.supervised = Supervised()
-        if self.type == "dpo" and self.dpo is None:
-            self.dpo = Dpo()
+        for other in METHOD_TYPES:
+            if other != self.type and getattr(self, other) is not None:
+                raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
+        if getattr(self, self.type) is None:
+            setattr(self, self.type, _METHOD_BLOCKS[self.type]())
         return self
 
     @property
     def hyperparameters(self) -> Hyperparameters:
-        block = self.supervised if self.type == "supervised" else self.dpo
+        block: Supervised | Dpo | None = getattr(self, self.type)
         assert block is not None  # filled by _one_block
         return block.hyperparameters
 
@@ -606,13 +618,13 @@ class ReplayPolicy(BaseModel):
     max_rows: int = Field(default=48, ge=0, le=48)
 
 
-def replay_applies(policy: ReplayPolicy, method: str) -> bool:
-    """Whether a job mixes replay rows in at all: supervised jobs only (a DPO file holds preference
-    pairs, not chat rows to add to), and not when the policy turns it off."""
-    return method == "supervised" and policy.fraction > 0 and policy.max_rows > 0
+def replay_applies(policy: ReplayPolicy, method: MethodType) -> bool:
+    """Whether a job mixes replay rows in at all: methods that train on chat rows to add to
+    (domain/lists.py METHODS; not DPO's preference pairs), and not when the policy turns it off."""
+    return METHODS[method].replay and policy.fraction > 0 and policy.max_rows > 0
 
 
-def replay_count(train_rows: int, policy: ReplayPolicy, method: str) -> int:
+def replay_count(train_rows: int, policy: ReplayPolicy, method: MethodType) -> int:
     """Replay rows a job adds to its `train_rows` (the plan and the training process agree)."""
     if not replay_applies(policy, method):
         return 0

@@ -35,6 +35,33 @@ TrainingType = Literal["lora", "full"]
 TRAINING_TYPES: tuple[TrainingType, ...] = get_args(TrainingType)
 RecipeName = Literal["lora_sft", "full_sft", "dpo"]
 RECIPES: tuple[RecipeName, ...] = get_args(RecipeName)
+# The kinds of rows a training file holds (services/files.py tells them apart on upload).
+RowFormat = Literal["chat", "preference"]
+ROW_FORMATS: tuple[RowFormat, ...] = get_args(RowFormat)
+
+
+class MethodFacts(NamedTuple):
+    """What the rest of edgetune needs to know about one training method, in one row."""
+
+    rows: RowFormat  # what its training and validation files hold
+    # Sequences the model reads per row (a preference pair: the chosen and the rejected answer):
+    # the plan's tokens, time and memory scale with it.
+    sequences_per_row: int
+    # Trained against a frozen reference model (DPO): one more forward pass per sequence (the
+    # plan's FLOPs), a second copy of the weights when all of them train (LoRA's reference is the
+    # base with the adapter off), and a loss computed from the logits, so no fused cross-entropy.
+    reference_model: bool
+    # Synthesis from a task makes its rows (chat rows); a method that trains on another kind needs
+    # a training_file.
+    synthesized: bool
+    # Mixes the base's own answers in against forgetting (recipes/replay.py adds chat rows).
+    replay: bool
+
+
+METHODS: dict[MethodType, MethodFacts] = {
+    "supervised": MethodFacts("chat", 1, reference_model=False, synthesized=True, replay=True),
+    "dpo": MethodFacts("preference", 2, reference_model=True, synthesized=False, replay=False),
+}
 
 
 def recipe_for(method: MethodType, training_type: TrainingType) -> RecipeName:

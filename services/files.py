@@ -16,14 +16,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.chat_rows import MAX_REPORTED_ERRORS, MAX_ROW_BYTES, RowError, check_row, parse_jsonl
 from domain.job_config import MAX_JSON_DEPTH, json_depth_exceeds
-from domain.lists import MethodType
+from domain.lists import METHODS, MethodType, RowFormat
 from infra.models import File, Org, new_id
 from infra.settings import get_settings
 from infra.storage import get_store
@@ -144,7 +144,6 @@ def _checked(scan: Scan) -> int:
     return scan.rows
 
 
-RowFormat = Literal["chat", "preference"]
 
 
 def file_format(data: bytes) -> RowFormat:
@@ -185,13 +184,14 @@ def read_rows(
     supervised; a file of the other kind is a 400 naming the parameter."""
     data = file_content(session=session, org=org, file_id=file_id)
     fmt = file_format(data)
-    wanted = "preference" if method == "dpo" else "chat"
+    wanted = METHODS[method].rows
     if fmt != wanted:
         hint = (
-            "method.type 'dpo' needs preference pairs (prompt/chosen/rejected, or OpenAI's "
+            f"method.type '{method}' needs preference pairs (prompt/chosen/rejected, or OpenAI's "
             "input/preferred_output/non_preferred_output)"
-            if method == "dpo"
-            else "it holds preference pairs: train on them with method.type 'dpo'"
+            if wanted == "preference"
+            else f"it holds {fmt} pairs: train on them with method.type "
+            + " or ".join(f"'{m}'" for m, f in METHODS.items() if f.rows == fmt)
         )
         message = f"{param} {file_id} holds {fmt} rows; {hint}"
         raise InvalidRequest(message, param=param, code="wrong_file_format")

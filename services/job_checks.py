@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from domain.job_config import JobConfig
+from domain.lists import METHODS
 from infra.models import Org
 from services import catalog
 from services.errors import InvalidRequest, NotFound
@@ -16,10 +17,10 @@ def check_job_config(session: Session, org: Org, cfg: JobConfig) -> None:
     create both run them, so a quote is never given for a job that would be refused."""
     if cfg.training_file is None and cfg.task is None:
         raise InvalidRequest("give a training_file, or a task to synthesize data from", param="training_file")
-    if cfg.method.type == "dpo" and cfg.training_file is None:
+    if not METHODS[cfg.method.type].synthesized and cfg.training_file is None:
         raise InvalidRequest(
-            "method.type 'dpo' needs a training_file of preference pairs (synthesis from a task makes "
-            "supervised rows)",
+            f"method.type '{cfg.method.type}' needs a training_file of {METHODS[cfg.method.type].rows} "
+            "pairs (synthesis from a task makes supervised rows)",
             param="training_file",
         )
     for param in ("training_file", "validation_file"):

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain.job_config import MAX_EVAL_ROWS, JobConfig, eval_quota, held_out_count, replay_count
-from domain.lists import GPU_STAGES, GPUS_PER_JOB, STAGES, sweep_size
+from domain.lists import GPU_STAGES, GPUS_PER_JOB, METHODS, STAGES, sweep_size
 from infra.models import Org
 from infra.price_book import PriceBook, price_book
 from infra.queue import queue_for
@@ -47,7 +47,7 @@ class _Data:
 
 def _rows(session: Session, org: Org, cfg: JobConfig, model_dir: Path, max_length: int) -> _Data:
     if cfg.training_file:
-        per = 2 if cfg.method.type == "dpo" else 1
+        per = METHODS[cfg.method.type].sequences_per_row
         count = partial(
             file_token_stats, session=session, org=org, method=cfg.method.type, model=cfg.model,
             model_dir=model_dir, max_length=max_length,
@@ -150,15 +150,15 @@ def _flops(shape: Any, cfg: JobConfig, tokens: int, seq_len: int) -> float:
     from recipes.estimate import reference_forward_flops, training_flops
 
     flops = training_flops(shape, cfg.training_type, tokens, seq_len)
-    if cfg.method.type == "dpo":
+    if METHODS[cfg.method.type].reference_model:
         flops += reference_forward_flops(shape, tokens, seq_len)
     return flops
 
 
 def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     from recipes.estimate import ModelShape
-    from recipes.learning_rates import base_learning_rate
     from recipes.lora_sft import LoraSFTConfig, resolve_hyperparameters
+    from recipes.recipe_parts import base_learning_rate
 
     check_job_config(session, org, config)
     model_dir, catalog_lr = _base_dir(config.model)
@@ -269,7 +269,8 @@ def _memory(
     from recipes.speed import MEMORY_HEADROOM, fit_micro_batch, rank_rows
 
     rows, per_row = batch
-    full_dpo = cfg.method.type == "dpo" and cfg.training_type == "full"
+    reference = METHODS[cfg.method.type].reference_model
+    full_dpo = reference and cfg.training_type == "full"  # LoRA's reference is the base, adapter off
     most = get_settings().max_gpus_per_job if cfg.training_type == "full" else 1  # LoRA: DDP, no sharding
     counts = [1, *(n for n in GPUS_PER_JOB if n <= most)]
     out = []
@@ -277,7 +278,7 @@ def _memory(
         for gpus in counts:  # the first count that fits, else the last tried (its reason is shown)
             fit = fit_micro_batch(
                 shape, cfg.training_type, rank_rows(rows, gpus), seq_len, trainable=trainable,
-                sequences_per_row=per_row, reference_copy=full_dpo, fused_loss=cfg.method.type != "dpo",
+                sequences_per_row=per_row, reference_copy=full_dpo, fused_loss=not reference,
                 budget=int(gpu.memory_gib * GIB * MEMORY_HEADROOM), shards=gpus,
             )  # fmt: skip
             if fit is not None:

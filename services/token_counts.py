@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain.lists import MethodType
+from domain.lists import METHODS, MethodType
 from infra.db import get_sessionmaker
 from infra.models import FileTokenCount, Org
 from recipes.preference_data import as_chat_row
@@ -84,7 +84,7 @@ def file_token_stats(
         if stats is not None:
             return stats
         rows = read_rows(session=session, org=org, file_id=file_id, param=param, method=method)
-        if method == "dpo":
+        if METHODS[method].rows == "preference":  # both answers of a pair are trained on
             rows = [as_chat_row(r, side) for r in rows for side in ("chosen", "rejected")]
         stats = count_tokens(model_dir, rows, max_length)
         _store(key, stats)

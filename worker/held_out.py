@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from domain.job_config import MAX_EVAL_ROWS, JobConfig
+from domain.lists import METHODS
 from services import files as file_service
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def held_out_rows(config: JobConfig, path: Path) -> HeldOut:
     """The held-out rows in `path` and how to score them: by label accuracy when the answers are a
     small label set (a task with labels, or an upload whose answers repeat), else by token F1."""
     rows = read_rows(path)[:MAX_EVAL_ROWS]
-    if config.method.type == "dpo":  # a preference model is scored on matching the chosen answers
+    if METHODS[config.method.type].rows == "preference":  # scored on matching the chosen answers
         from recipes.preference_data import as_chat_row
 
         rows = [as_chat_row(r) for r in rows]

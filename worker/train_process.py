@@ -39,18 +39,11 @@ class TrainingFailed(EdgetuneError):
 
 
 def recipe_parts(name: RecipeName) -> tuple[Callable[..., Any], type[BaseModel], type[BaseModel]]:
-    """A recipe's train function, config class and result class: the one table of them (the names
-    are domain/lists.py RECIPES; each recipe is recipes/<name>.py)."""
-    from recipes import dpo, full_sft, lora_sft
-    from recipes.dpo import DPOResult
-    from recipes.training_common import TrainResult
+    """A recipe's train function, config class and result class (recipes/recipe_parts.py)."""
+    from recipes.recipe_parts import RECIPE_PARTS
 
-    parts: dict[RecipeName, tuple[Callable[..., Any], type[BaseModel], type[BaseModel]]] = {
-        "lora_sft": (lora_sft.train, lora_sft.LoraSFTConfig, TrainResult),
-        "full_sft": (full_sft.train, full_sft.FullSFTConfig, TrainResult),
-        "dpo": (dpo.train, dpo.DPORecipeConfig, DPOResult),
-    }
-    return parts[name]
+    parts = RECIPE_PARTS[name]
+    return parts.train, parts.config, parts.result
 
 
 def recipe_name(cfg: BaseModel) -> RecipeName:

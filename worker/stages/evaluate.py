@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from domain.lists import METHODS
 from worker.context import JobContext
 from worker.held_out import held_out_rows, read_rows
 
@@ -82,7 +83,7 @@ def _shots(ctx: JobContext) -> list[dict[str, Any]] | None:
     its baseline is the bare base."""
     from recipes.chat_data import normalize_row
 
-    if ctx.config.method.type == "dpo":
+    if METHODS[ctx.config.method.type].rows != "chat":
         return None
     return [normalize_row(r) for r in read_rows(Path(ctx.state["train_path"]))]
 

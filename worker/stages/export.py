@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from domain.lists import METHODS
 from services.device_benchmarks import MEASURABLE_FORMATS
 from services.errors import ExportFailed
 from worker.context import JobContext
@@ -69,7 +70,8 @@ def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
         from recipes.preference_data import as_chat_row
 
         # a preference pair's chosen answer is what the model learned to give
-        as_chat = as_chat_row if ctx.config.method.type == "dpo" else normalize_row
+        preference = METHODS[ctx.config.method.type].rows == "preference"
+        as_chat = as_chat_row if preference else normalize_row
         trained = [as_chat(r) for r in read_rows(Path(ctx.state["train_path"]))]
         answers = {r["messages"][-1].get("content") or "" for r in trained}
         labels = sorted(answers.union(labels or []))

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from domain.chat_rows import to_jsonl
 from domain.job_config import Hyperparameters, held_out_count
-from domain.lists import RecipeName, recipe_for
+from domain.lists import METHODS, recipe_for
 from infra.db import session_scope
 from infra.models import Checkpoint, Job
 from infra.settings import get_settings
@@ -22,7 +22,7 @@ from worker.held_out import read_rows
 if TYPE_CHECKING:
     from recipes.training_common import TrainResult
 from worker.stages.common import stop_check
-from worker.train_process import recipe_parts, run_recipe_in_child
+from worker.train_process import run_recipe_in_child
 
 
 def _split_eval(ctx: JobContext) -> None:
@@ -45,7 +45,7 @@ def _split_eval(ctx: JobContext) -> None:
 def _recipe(ctx: JobContext) -> Any:
     """The config of the recipe this job runs: LoRA or full, SFT or DPO, at the method's rate."""
     from recipes.base_models import find_base_model
-    from recipes.learning_rates import base_learning_rate
+    from recipes.recipe_parts import RECIPE_PARTS, base_learning_rate
 
     cfg, s = ctx.config, get_settings()
     info = find_base_model(cfg.model, s.models_dir, s.model_cache_dir)
@@ -62,14 +62,8 @@ def _recipe(ctx: JobContext) -> Any:
         "save_steps": s.checkpoint_steps,
         "processes": _processes(ctx),
     }
-    name = recipe_for(cfg.method.type, cfg.training_type)
-    lora = cfg.lora if cfg.training_type == "lora" else None
-    own: dict[RecipeName, dict[str, Any]] = {  # what each recipe's config takes besides `common`
-        "lora_sft": {"lora": lora},
-        "full_sft": {},
-        "dpo": {"lora": lora, "beta": cfg.method.beta},
-    }
-    return recipe_parts(name)[1](**common, **own[name])
+    parts = RECIPE_PARTS[recipe_for(cfg.method.type, cfg.training_type)]
+    return parts.config(**common, **parts.job_fields(cfg))
 
 
 def _processes(ctx: JobContext) -> int:
@@ -104,8 +98,8 @@ def _record_training(ctx: JobContext, result: TrainResult) -> dict[str, Any]:
         "learning_rate_multiplier": ctx.config.method.hyperparameters.learning_rate_multiplier,
         "learning_rate": result.hyperparameters.learning_rate,
     }
-    if ctx.config.method.type == "dpo":
-        hp["beta"] = ctx.config.method.beta
+    if METHODS[ctx.config.method.type].reference_model:
+        hp["beta"] = ctx.config.method.beta  # how far from the reference the policy may move
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
         assert job is not None
