@@ -10,13 +10,15 @@ read or claimed: nothing waits on a task but its readers, so no reaper is needed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
+from domain.lists import TERMINAL
 from export.manifest import sha256_file
 from export.profiles import UnknownProfileError, get_profile
 from infra.models import Artifact, DeviceAgent, DeviceBenchmark, Org, now
@@ -112,12 +114,30 @@ def agents_online(session: Session, org_id: str, profile: str) -> list[DeviceAge
     )
 
 
+log = logging.getLogger(__name__)
+# Where a job's candidate artifacts are copied for agents to fetch: each copy belongs to its task and
+# goes when the task ends (a published artifact's own file, measured on request, stays).
+COPIES = "device-benchmarks/"
+
+
+def release_copies(tasks: Iterable[DeviceBenchmark]) -> None:
+    """Delete the store copy of each ended task that owns one. Called after the commit that ended
+    them, so a failed commit never leaves a live task without its file; a delete that fails only
+    leaves an orphan in the store, logged."""
+    for task in tasks:
+        if task.status in TERMINAL and task.storage_key.startswith(COPIES):
+            try:
+                get_store().delete(task.storage_key)
+            except Exception:  # the task's outcome stands either way
+                log.warning("could not delete %s of device benchmark %s", task.storage_key, task.id)
+
+
 def queue_candidate(
     session: Session, *, org_id: str, job_id: str, target: str, path: Path, settings: BenchmarkSettings
 ) -> DeviceBenchmark:
     """A job's exported GGUF, stored where agents fetch it and queued for its profile's agents
     before the gate reads its budgets (worker/stages/device_figures.py); committed."""
-    key = f"device-benchmarks/{org_id}/{job_id}/{target}/{path.name}"
+    key = f"{COPIES}{org_id}/{job_id}/{target}/{path.name}"
     get_store().put_file(key, path)
     task = DeviceBenchmark(
         org_id=org_id, job_id=job_id, target=target, profile=target, status="queued", attempts=0,
@@ -174,6 +194,7 @@ def apply_lapses(session: Session, org_id: str, at: int | None = None) -> None:
         else:  # another agent of the profile takes it, and waits for one from now
             task.status, task.agent_id, task.lease_expires_at, task.queued_at = "queued", None, None, t
     session.commit()
+    release_copies(lapsed)
 
 
 def _fail(task: DeviceBenchmark, code: str, message: str, at: int) -> None:
@@ -267,6 +288,7 @@ def finish(
     else:
         _fail(task, "measurement_failed", f"agent {agent.name}: {failure}", t)
     session.commit()
+    release_copies([task])
     return task
 
 
@@ -292,6 +314,7 @@ def abandon(session: Session, org_id: str, task_id: str, reason: str) -> None:
     if task.org_id == org_id and task.status in ("queued", "running"):
         _fail(task, "abandoned", reason, now())
     session.commit()
+    release_copies([task])
 
 
 def measured_at(result: dict[str, Any]) -> str:

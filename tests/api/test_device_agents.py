@@ -158,6 +158,8 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
     pi_done = org.get(f"/device_benchmarks/{on_pi['id']}").json()
     assert pi_done["status"] == "succeeded" and pi_done["result"]["threads"] == 1
     assert pi_done["result"]["context"] == 4096
+    # a published artifact measured on request keeps its file (only a job's candidate copies go)
+    assert org.get(f"/artifacts/{art}/content").content == gguf.read_bytes()
 
     # the lost agent comes back too late: its result is refused, the measured one stands
     measured = {k: v for k, v in result.items() if k not in ("agent_id", "agent_name", "device")}

@@ -22,6 +22,7 @@ from domain.job_config import JobConfig
 from infra.db import session_scope
 from infra.models import DeviceBenchmark, Job, JobEvent
 from infra.settings import get_settings
+from infra.storage import get_store
 from tests.api.helpers import sentiment_rows
 from tests.conftest import _reset_caches
 from tests.support.ledger import org_of
@@ -65,6 +66,14 @@ def _run_export(job_id: str) -> tuple[dict[str, Any], list[JobEvent]]:
         )
         session.expunge_all()
         return dict(job.state), events
+
+
+def _stored(key: str) -> bool:
+    try:
+        get_store().size(key)
+    except Exception:  # missing: FileNotFoundError locally, botocore's ClientError on S3
+        return False
+    return True
 
 
 def _budgets(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -125,6 +134,8 @@ def test_an_online_agent_measures_the_export_and_the_gate_reads_its_figures(
     with session_scope() as session:
         task = session.scalars(select(DeviceBenchmark).where(DeviceBenchmark.job_id == job_id)).one()
         assert task.status == "succeeded" and task.target == TARGET and task.artifact_id is None
+        # the candidate's copy for the agent went with the task: the store keeps published files only
+        assert task.storage_key.startswith("device-benchmarks/") and not _stored(task.storage_key)
 
 
 def test_without_an_answer_in_time_the_host_figures_stand(server, api_key, tiny_base, tmp_path) -> None:
@@ -154,4 +165,5 @@ def test_without_an_answer_in_time_the_host_figures_stand(server, api_key, tiny_
     with session_scope() as session:
         task = session.scalars(select(DeviceBenchmark).where(DeviceBenchmark.job_id == job_id)).one()
         assert task.status == "failed" and task.error["code"] == "abandoned"
+        assert not _stored(task.storage_key)
     assert silent.post("/device_agent/tasks/claim").status_code == 204
