@@ -37,13 +37,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from domain.lists import TrainingType
+from domain.lists import METHODS, MethodType, TrainingType
 from recipes.chat_data import model_type
 from recipes.distributed import parallel_args, shards_states
 from recipes.estimate import GIB, ModelShape, peak_memory
 
 SpeedMode = Literal["auto", "fast", "reference"]
 Recipe = Literal["sft", "dpo"]
+# The method each recipe family trains, whose facts (domain/lists.py METHODS) size its batches.
+RECIPE_METHOD: dict[Recipe, MethodType] = {"sft": "supervised", "dpo": "dpo"}
 
 # Use at most this share of the GPU's free memory: the memory model is an estimate, and the
 # allocator needs headroom for the spikes it does not model (optimizer step, eval batches).
@@ -193,7 +195,9 @@ def plan_speed(
         reasons.append(f"{processes} processes ({sharding}): {split}")
     batch_size = rows
     packed, why = packs_rows_apart(model_dir, cuda)
-    padding_free = packed and recipe == "sft" and mean_row_tokens is not None  # DPOTrainer pads pairs
+    facts = METHODS[RECIPE_METHOD[recipe]]
+    # rows packed without padding are chat rows; DPOTrainer pads its pairs
+    padding_free = packed and facts.rows == "chat" and mean_row_tokens is not None
     reasons.append(why if recipe == "sft" else "DPO pairs: length-grouped padding")
     per_step = batch_size
     if padding_free and mean_row_tokens is not None:
@@ -206,9 +210,9 @@ def plan_speed(
         fit = fit_micro_batch(
             ModelShape.from_dir(model_dir), method, per_step, max_length,
             trainable=trainable,
-            sequences_per_row=2 if recipe == "dpo" else 1,  # chosen and rejected run together
-            reference_copy=recipe == "dpo" and method == "full",
-            fused_loss=recipe == "sft",
+            sequences_per_row=facts.sequences_per_row,  # DPO: chosen and rejected run together
+            reference_copy=facts.reference_model and method == "full",
+            fused_loss=not facts.reference_model,
             budget=int(gpu_free_bytes() * MEMORY_HEADROOM),
             shards=processes if method == "full" else 1,
         )
