@@ -37,7 +37,6 @@ RecipeName = Literal["lora_sft", "full_sft", "dpo"]
 RECIPES: tuple[RecipeName, ...] = get_args(RecipeName)
 # The kinds of rows a training file holds (services/files.py tells them apart on upload).
 RowFormat = Literal["chat", "preference"]
-ROW_FORMATS: tuple[RowFormat, ...] = get_args(RowFormat)
 
 
 class MethodFacts(NamedTuple):

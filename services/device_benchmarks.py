@@ -36,6 +36,7 @@ from services.schemas.device_agents import (
     DeviceBenchmarkPublic,
 )
 
+log = logging.getLogger(__name__)
 MEASURABLE_FORMATS = ("gguf",)  # what an agent's runtime (llama.cpp) runs
 CLAIM_TRIES = 5  # queued tasks a claim tries before answering "none" (others took them first)
 
@@ -114,7 +115,6 @@ def agents_online(session: Session, org_id: str, profile: str) -> list[DeviceAge
     )
 
 
-log = logging.getLogger(__name__)
 # Where a job's candidate artifacts are copied for agents to fetch: each copy belongs to its task and
 # goes when the task ends (a published artifact's own file, measured on request, stays).
 COPIES = "device-benchmarks/"

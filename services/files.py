@@ -144,8 +144,6 @@ def _checked(scan: Scan) -> int:
     return scan.rows
 
 
-
-
 def file_format(data: bytes) -> RowFormat:
     """What a JSONL file holds, from its first JSON object: preference pairs (TRL's prompt/chosen/
     rejected or OpenAI's DPO input/preferred_output/non_preferred_output) or chat rows (OpenAI's
