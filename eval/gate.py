@@ -5,10 +5,13 @@ held-out rows with the same greedy decoding:
 
 1. min_score          fine-tuned, and every artifact, score at least `min_score`.
 2. min_delta          fine-tuned minus base is more than `min_delta` (0: strictly better than base).
-                      "Base" is the policy's `baseline`: by default the base *prompted* for the
-                      task (its instruction and k training examples, eval/prompting.py), since a
-                      base never told the task scores ~0 and beating it proves little; the
-                      caller (worker/stages.gate) passes that result and names it.
+                      "Base" is the policy's `baseline` (`choose_baseline`): by default the
+                      better of the base *prompted* for the task (its instruction and k training
+                      examples, eval/prompting.py) and the bare base. A base never told the task
+                      scores ~0 and beating it proves little; but k examples can also make a
+                      small base worse (on chat, SmolLM2-135M fell from 0.313 bare to 0.184
+                      prompted), and a fine-tune below the bare base has not added anything.
+                      The caller (worker/stages/gate.py) passes the chosen result and names it.
 3. max_artifact_drop  each artifact scores at least fine-tuned minus `max_artifact_drop`, widened
                       by the drop's paired noise (below) at most to twice that.
 4. budgets            each artifact's device budgets (size, runtime memory, decode speed) from its
@@ -103,6 +106,32 @@ def _min_score(policy: GatePolicy, metric: str, subject: str, s: MetricScore) ->
     verb = "meets" if ok else "is below"
     detail = f"min_score: {subject} {metric} {_fmt(s)} {verb} the required {policy.min_score:.3f}"
     return GateCheck(rule="min_score", subject=subject, passed=ok, detail=detail)
+
+
+def choose_baseline(
+    want: str, bare: EvalResult, prompted: EvalResult | None, metric: str
+) -> tuple[EvalResult, str, list[str]]:
+    """The result min_delta compares with, its name in the verdict, and notes.
+
+    `want` is the policy's `baseline`: "best" takes the higher of the prompted and the bare base on
+    `metric` (the prompted one on a tie: it is the bar the report names); "prompted" the prompted
+    base; "bare" the bare one. Without a prompted score (DPO, a job evaluated before it existed)
+    every choice falls back to the bare base, with a note when a prompted one was asked for."""
+    if prompted is None:
+        note = "no prompted-base score for this job: min_delta compared the fine-tune with the bare base"
+        return bare, "base", [note] if want != "bare" else []
+    named = f"prompted base ({prompted.report.get('shots')}-shot)"
+    if want == "bare":
+        return bare, "base", []
+    bare_score, prompted_score = bare.get(metric).score, prompted.get(metric).score
+    if want == "best" and bare_score > prompted_score + EPS:
+        note = (
+            f"the bare base scored {bare_score:.3f} on {metric}, above the {named} {prompted_score:.3f}: "
+            "its examples made it worse, so min_delta compared the fine-tune with the bare base, "
+            "the higher bar"
+        )
+        return bare, "base", [note]
+    return prompted, named, []
 
 
 def _min_delta(

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from domain.gate_policy import GatePolicy
-from eval.gate import BudgetCheck, decide_gate
+from eval.gate import BudgetCheck, choose_baseline, decide_gate
 from eval.metrics import EvalResult, MetricScore, score
 
 N = 20
@@ -72,9 +72,48 @@ def test_min_delta_names_the_baseline_it_compared_with() -> None:
     assert "minus prompted base (4-shot) 0.600 = -0.050" in reason
     note = decide_gate(GatePolicy(), result(0.6), result(0.65), {}, baseline="prompted base (4-shot)").notes
     assert any("beats prompted base (4-shot) on accuracy by 0.050" in n for n in note)
-    assert GatePolicy().baseline == "prompted"
+    assert GatePolicy().baseline == "best"
     with pytest.raises(ValidationError):
         GatePolicy.model_validate({"baseline": "few-shot"})
+
+
+def prompted(value: float, shots: int = 8, metric: str = "accuracy") -> EvalResult:
+    r = result(value, metric=metric)
+    r.report["shots"] = shots
+    return r
+
+
+def test_best_baseline_is_the_higher_of_bare_and_prompted() -> None:
+    # chat on SmolLM2-135M (docs/benchmarks.md): bare 0.313, prompted 0.184, fine-tuned 0.262
+    bare, worse_prompted = result(0.313, metric="token_f1"), prompted(0.184, metric="token_f1")
+    chosen, name, notes = choose_baseline("best", bare, worse_prompted, "token_f1")
+    assert chosen is bare and name == "base"
+    assert "bare base scored 0.313 on token_f1, above the prompted base (8-shot) 0.184" in notes[0]
+    decision = decide_gate(GatePolicy(), chosen, result(0.262, metric="token_f1"), {}, baseline=name)
+    assert not decision.passed
+    assert "minus base 0.313 = -0.051" in decision.reasons[0]
+    # the same rows, asked for the prompted base only: the fine-tune passes, as it did before
+    chosen, name, notes = choose_baseline("prompted", bare, worse_prompted, "token_f1")
+    assert chosen is worse_prompted and name == "prompted base (8-shot)" and notes == []
+    assert decide_gate(GatePolicy(), chosen, result(0.262, metric="token_f1"), {}, baseline=name).passed
+
+
+def test_best_baseline_keeps_the_prompted_base_when_it_is_as_good() -> None:
+    for p in (0.6, 0.2):  # above the bare base, and tied with it
+        chosen, name, notes = choose_baseline("best", result(0.2), prompted(p, shots=4), "accuracy")
+        assert chosen.score == p and name == "prompted base (4-shot)" and notes == []
+    chosen, name, notes = choose_baseline("bare", result(0.2), prompted(0.6), "accuracy")
+    assert chosen.score == 0.2 and name == "base" and notes == []
+
+
+def test_no_prompted_score_falls_back_to_the_bare_base_with_a_note() -> None:
+    for want in ("best", "prompted"):
+        chosen, name, notes = choose_baseline(want, result(0.3), None, "accuracy")
+        assert chosen.score == 0.3 and name == "base"
+        assert notes == [
+            "no prompted-base score for this job: min_delta compared the fine-tune with the bare base"
+        ]
+    assert choose_baseline("bare", result(0.3), None, "accuracy")[2] == []
 
 
 def test_min_delta_must_be_exceeded() -> None:

@@ -14,7 +14,7 @@ def gate(ctx: JobContext) -> dict[str, Any]:
     A failing gate ends the job `failed` with code `eval_gate_failed` and every failing check in
     its message. Its artifacts are stored first with status `rejected` (downloadable, to see what
     went wrong) under a registry version no alias can point at; the publish stage never runs."""
-    from eval.gate import BudgetCheck, decide_gate
+    from eval.gate import BudgetCheck, choose_baseline, decide_gate
     from eval.metrics import EvalResult
 
     results = ctx.state["eval_results"]
@@ -26,11 +26,18 @@ def gate(ctx: JobContext) -> dict[str, Any]:
     # A job evaluated before the probe existed has none: decide_gate then notes that
     # max_probe_drop was not checked rather than failing it.
     probes = {k: EvalResult.from_dict(results[k]) for k in ("probe_base", "probe_fine_tuned") if k in results}
-    base, baseline, baseline_note = _baseline(ctx.config.gate.baseline, results)
+    fine_tuned = EvalResult.from_dict(results["fine_tuned"])
+    prompted = EvalResult.from_dict(results["base_prompted"]) if "base_prompted" in results else None
+    base, baseline, baseline_note = choose_baseline(
+        ctx.config.gate.baseline,
+        EvalResult.from_dict(results["base"]),
+        prompted,
+        ctx.config.gate.metric or fine_tuned.metric,
+    )
     decision = decide_gate(
         ctx.config.gate,
-        EvalResult.from_dict(base),
-        EvalResult.from_dict(results["fine_tuned"]),
+        base,
+        fine_tuned,
         artifacts,
         probe_base=probes.get("probe_base"),
         probe_finetuned=probes.get("probe_fine_tuned"),
@@ -60,14 +67,3 @@ def gate(ctx: JobContext) -> dict[str, Any]:
     )
     return {"gate": verdict}
 
-
-def _baseline(want: str, results: dict[str, Any]) -> tuple[dict[str, Any], str, list[str]]:
-    """The result min_delta compares with, its name in the verdict, and a note when the policy
-    asked for the prompted base and the job has none (DPO, or a job evaluated before it existed)."""
-    if want == "prompted" and "base_prompted" in results:
-        shots = results["base_prompted"].get("report", {}).get("shots")
-        return results["base_prompted"], f"prompted base ({shots}-shot)", []
-    if want == "prompted":
-        note = "no prompted-base score for this job: min_delta compared the fine-tune with the bare base"
-        return results["base"], "base", [note]
-    return results["base"], "base", []
