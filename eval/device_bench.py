@@ -85,7 +85,7 @@ def measure_gguf(
 ) -> dict[str, Any]:
     """Load `path` with a `context`-token cache and time a prefill and a decode (see the module's
     docstring). The prompt is cut so prompt + decode fit the context."""
-    from llama_cpp import Llama
+    from llama_cpp import Llama, llama_model_n_params
 
     prompt_tokens = max(1, min(prompt_tokens, context - decode_tokens - 1))
     stats = RuntimeStats(runtime="llama.cpp", context=context)
@@ -95,6 +95,7 @@ def measure_gguf(
         llm = Llama(model_path=str(path), n_ctx=context, n_threads=threads, n_batch=512, verbose=False)
         load_seconds = time.perf_counter() - start
         with contextlib.closing(llm):
+            n_params = int(llama_model_n_params(llm.model))
             ids = prompt_ids(llm, prompt_tokens)
             llm.reset()
             start = time.perf_counter()
@@ -118,4 +119,5 @@ def measure_gguf(
         "runtime": "llama.cpp",
         "runtime_version": _llama_cpp_version(),
         "threads": threads,
+        "model_n_params": n_params,
     }

@@ -372,25 +372,32 @@ def selection_html(selection: dict[str, Any] | None) -> str:
     )
 
 
-def _tps(figures: dict[str, Any] | None) -> str:
-    value = (figures or {}).get("decode_tokens_per_s")
+def _tps(figures: dict[str, Any] | None, key: str = "decode_tokens_per_s") -> str:
+    value = (figures or {}).get(key)
     return "-" if value is None else f"{value:,.1f}"
 
 
 def device_html(scores: list[dict[str, Any]]) -> str:
-    """Decode speed per artifact: on the worker host, on a device agent of its profile, and as the
-    device model predicts it (its basis and, where an agent measured, its miss)."""
+    """Decode and prefill speed per artifact: on the worker host (decode only: the host's artifact
+    eval times its answers, not a prompt), on a device agent of its profile, and as the device
+    model predicts them (its basis and, where an agent measured, its misses)."""
     rows = [s for s in scores if s.get("host_measurements") or s.get("device_prediction")]
     if not rows:
         return ""
+    prefill = "prefill_tokens_per_s"
     body = "".join(
         f"<tr><td>{html.escape(s['subject'])}</td><td>{_tps(s.get('host_measurements'))}</td>"
         f"<td>{_tps(s.get('device_measurements'))}</td><td>{_tps(s.get('device_prediction'))}</td>"
+        f"<td>{_tps(s.get('device_measurements'), prefill)}</td>"
+        f"<td>{_tps(s.get('device_prediction'), prefill)}</td>"
         f"<td>{html.escape(_where(s))}</td></tr>"
         for s in rows
     )
-    head = "<tr><th>artifact</th><th>host</th><th>device agent</th><th>predicted</th><th>how</th></tr>"
-    return f"<h2>Decode tokens/s on the device</h2><table>{head}{body}</table>"
+    head = (
+        "<tr><th>artifact</th><th>decode, host</th><th>decode, device agent</th><th>decode, predicted</th>"
+        "<th>prefill, device agent</th><th>prefill, predicted</th><th>how</th></tr>"
+    )
+    return f"<h2>Tokens/s on the device</h2><table>{head}{body}</table>"
 
 
 def _where(s: dict[str, Any]) -> str:
@@ -399,7 +406,11 @@ def _where(s: dict[str, Any]) -> str:
     if predicted:
         miss = predicted.get("error_vs_measured")
         off = f"; off by {miss:+.0%}" if miss is not None else ""
-        parts.append(f"predicted: {predicted['basis']}{off}")
+        parts.append(f"decode predicted: {predicted['basis']}{off}")
+    if predicted.get("prefill_basis"):
+        miss = predicted.get("prefill_error_vs_measured")
+        off = f"; off by {miss:+.0%}" if miss is not None else ""
+        parts.append(f"prefill predicted: {predicted['prefill_basis']}{off}")
     return "; ".join(parts)
 
 

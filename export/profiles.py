@@ -46,6 +46,12 @@ class DeviceProfile(BaseModel):
         gt=0,
         description="Nominal peak memory bandwidth of the class (export/device_model.py).",
     )
+    compute_gops: float | None = Field(
+        default=None,
+        gt=0,
+        description="Nominal peak int8/fp16 operations per second of the class, in billions, for "
+        "prefill (export/device_model.py).",
+    )
     on_over_budget: BudgetRules = BudgetRules()
     runtime: str
     families: list[str] = Field(default_factory=list, description="Base families it exports; []: all.")
@@ -135,6 +141,14 @@ def model_context_length(artifact: Path) -> int | None:
         value = json.loads(config.read_text()).get("max_position_embeddings")
         return int(value) if value else None
     return None
+
+
+def gguf_parameters(artifact: Path) -> int:
+    """The GGUF's parameter count: every tensor's elements, as llama.cpp's llama_model_n_params
+    counts them (the device model's prefill cost per token is twice this)."""
+    from gguf import GGUFReader
+
+    return sum(int(t.n_elements) for t in GGUFReader(artifact).tensors)
 
 
 def eval_context(profile: DeviceProfile, artifact: Path) -> int:

@@ -19,6 +19,7 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain.lists import TERMINAL
+from export.device_model import Measurement
 from export.manifest import sha256_file
 from export.profiles import UnknownProfileError, get_profile
 from infra.models import Artifact, DeviceAgent, DeviceBenchmark, Org, now
@@ -328,12 +329,11 @@ def measured_at(result: dict[str, Any]) -> str:
     )
 
 
-def calibration_points(
-    session: Session, org_id: str, profile: str, limit: int = 50
-) -> list[tuple[int, float]]:
-    """(file bytes, decode tokens/s) of the org's latest agent measurements on `profile`: what the
-    device model fits its efficiency on (export/device_model.py). The org's own only: an agent's
-    figures are what it posts, and one org's agents must not move another org's predictions."""
+def calibration_points(session: Session, org_id: str, profile: str, limit: int = 50) -> list[Measurement]:
+    """File bytes, decode tokens/s, and the parameters and prefill tokens/s where the agent sent
+    them, of the org's latest agent measurements on `profile`: what the device model fits its
+    efficiencies on (export/device_model.py). The org's own only: an agent's figures are what it
+    posts, and one org's agents must not move another org's predictions."""
     rows = session.execute(
         select(DeviceBenchmark.bytes, DeviceBenchmark.result)
         .where(DeviceBenchmark.org_id == org_id, DeviceBenchmark.profile == profile)
@@ -341,4 +341,13 @@ def calibration_points(
         .order_by(DeviceBenchmark.finished_at.desc())
         .limit(limit)
     ).all()
-    return [(size, float(result["decode_tokens_per_s"])) for size, result in rows if result]
+    return [
+        Measurement(
+            size,
+            float(result["decode_tokens_per_s"]),
+            result.get("model_n_params"),
+            result.get("prefill_tokens_per_s"),
+        )
+        for size, result in rows
+        if result
+    ]

@@ -79,6 +79,8 @@ class BenchmarkResult(BaseModel):
     runtime: str = Field(max_length=64)
     runtime_version: str | None = Field(default=None, max_length=64)
     threads: int | None = Field(default=None, ge=1)
+    # llama-bench's name for it; the device model's prefill cost per token is twice this
+    model_n_params: int | None = Field(default=None, gt=0, description="The model's parameter count.")
 
 
 class BenchmarkFailure(BaseModel):

@@ -9,6 +9,7 @@ import pytest
 
 from eval import runtime_stats
 from eval.device_bench import device_facts, measure_gguf
+from export.profiles import gguf_parameters
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,8 @@ def test_prefill_decode_load_and_memory_are_measured(gguf: Path) -> None:
     assert r["prompt_tokens"] == 64 and r["decode_tokens"] == 16 and r["context"] == 512
     assert r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0 and r["load_seconds"] > 0
     assert r["peak_memory_mb"] is not None and r["peak_memory_mb"] > 0
+    # llama.cpp's count, which the device model's prefill prediction reads from the GGUF itself
+    assert r["model_n_params"] == gguf_parameters(gguf) > 0
     # the prompt is cut so prompt and decode fit the context
     assert (
         measure_gguf(gguf, context=64, prompt_tokens=500, decode_tokens=16, threads=1)["prompt_tokens"] == 47

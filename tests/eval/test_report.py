@@ -180,11 +180,18 @@ def test_page_shows_decode_speed_on_the_host_the_device_and_as_predicted() -> No
     state = _state()
     state["exported"]["laptop-cpu"] |= {
         "runtime_stats": {"runtime": "llama.cpp", "decode_tokens_per_s": 41.5},
-        "device_stats": {"decode_tokens_per_s": 12.25, "measured_at": "device agent pi <1> (arm)"},
+        "device_stats": {
+            "decode_tokens_per_s": 12.25,
+            "prefill_tokens_per_s": 80.0,
+            "measured_at": "device agent pi <1> (arm)",
+        },
         "device_prediction": {
             "decode_tokens_per_s": 15.0,
             "basis": "17.1 GB/s nominal",
             "error_vs_measured": 0.2245,
+            "prefill_tokens_per_s": 60.0,
+            "prefill_basis": "614 GOPS nominal",
+            "prefill_error_vs_measured": -0.25,
         },
     }
     report = build_report({"id": "j", "model": "m", "status": "succeeded"}, state, [])
@@ -192,9 +199,11 @@ def test_page_shows_decode_speed_on_the_host_the_device_and_as_predicted() -> No
     assert row["device_measurements"]["decode_tokens_per_s"] == 12.25
     assert row["device_prediction"]["decode_tokens_per_s"] == 15.0
     page = render_html(report)
-    section = page.split("<h2>Decode tokens/s on the device</h2>")[1].split("</table>")[0]
+    section = page.split("<h2>Tokens/s on the device</h2>")[1].split("</table>")[0]
     cells = re.findall(r"<td>(.*?)</td>", section)
-    assert cells[:4] == ["laptop-cpu", "41.5", "12.2", "15.0"]
-    assert "device agent pi &lt;1&gt; (arm)" in cells[4] and "off by +22%" in cells[4]
+    assert cells[:6] == ["laptop-cpu", "41.5", "12.2", "15.0", "80.0", "60.0"]
+    assert "device agent pi &lt;1&gt; (arm)" in cells[6]
+    assert "decode predicted: 17.1 GB/s nominal; off by +22%" in cells[6]
+    assert "prefill predicted: 614 GOPS nominal; off by -25%" in cells[6]
     # no host, device or predicted figures anywhere: no section
     assert "on the device</h2>" not in render_html(_report([]))

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from domain.chat_rows import to_jsonl
 from domain.job_config import JobConfig
+from export.profiles import get_profile
 from infra.db import session_scope
 from infra.models import DeviceBenchmark, Job, JobEvent
 from infra.settings import get_settings
@@ -129,6 +130,14 @@ def test_an_online_agent_measures_the_export_and_the_gate_reads_its_figures(
     assert predicted["decode_tokens_per_s"] > 0 and "GB/s nominal" in predicted["basis"]
     miss = predicted["decode_tokens_per_s"] / device["decode_tokens_per_s"] - 1
     assert predicted["error_vs_measured"] == pytest.approx(miss, abs=1e-3)
+    # prefill from the profile's compute and the GGUF's parameters, the agent reporting the same count
+    # (the worker reads the count from the GGUF, the agent from llama.cpp: the same number)
+    eff, gops = predicted["calibration"]["prefill_efficiency"], get_profile(TARGET).compute_gops
+    assert gops and device["model_n_params"] > 0 and "GOPS nominal" in predicted["prefill_basis"]
+    expected = eff * gops * 1e9 / (2 * device["model_n_params"])
+    assert predicted["prefill_tokens_per_s"] == pytest.approx(expected, rel=1e-3)
+    miss = predicted["prefill_tokens_per_s"] / device["prefill_tokens_per_s"] - 1
+    assert predicted["prefill_error_vs_measured"] == pytest.approx(miss, abs=1e-3)
     exported = next(e for e in events if e.message.startswith(f"Exported {TARGET}"))
     assert exported.data["device_stats"]["agent_name"] == "pi-bench"
     with session_scope() as session:

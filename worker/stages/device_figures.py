@@ -30,15 +30,18 @@ def on_device(
     """(the agent's figures or None, the device model's prediction or None) for one GGUF. The
     model is fitted on the measurements made before this one, so its error here is a fair test."""
     from export.device_model import calibrate, compare, predict
+    from export.profiles import gguf_parameters
 
     with session_scope() as session:
         points = device_benchmarks.calibration_points(session, ctx.org_id, profile.name)
         calibration = calibrate(profile, points)
     measured = device_figures(ctx, profile, gguf)
     host_mb = (host_stats or {}).get("peak_rss_growth_mb")
-    predicted = predict(profile, gguf.stat().st_size, host_mb, calibration)
+    predicted = predict(profile, gguf.stat().st_size, host_mb, calibration, gguf_parameters(gguf))
     if predicted is not None and measured is not None:
-        predicted = compare(predicted, float(measured["decode_tokens_per_s"]))
+        predicted = compare(
+            predicted, float(measured["decode_tokens_per_s"]), measured.get("prefill_tokens_per_s")
+        )
     return measured, predicted
 
 

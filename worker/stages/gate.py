@@ -66,4 +66,3 @@ def gate(ctx: JobContext) -> dict[str, Any]:
         data=verdict,
     )
     return {"gate": verdict}
-
