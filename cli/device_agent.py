@@ -1,6 +1,7 @@
 """`edgetune device-agent`: the loop a real device runs (issue 18). It says what it is, claims the
 benchmark tasks of its org and profile one at a time, fetches each artifact (sha256-checked),
-measures it with llama.cpp (eval/device_bench.py) while a heartbeat keeps its lease, and posts the
+measures it with llama.cpp (eval/device_bench.py through llama-cpp-python, or llama.cpp's own
+`llama-bench` binary, eval/llama_bench.py) while a heartbeat keeps its lease, and posts the
 figures back. It needs the API's address and an agent key (POST /v1/device_agents), nothing else:
 no database, no store, no queue."""
 
@@ -11,12 +12,18 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from eval.device_bench import device_facts, measure_gguf
+from eval.llama_bench import llama_bench_version, measure_llama_bench
+
+# (gguf, context, prompt tokens, decode tokens, threads) -> the result the API takes
+Measure = Callable[[Path, int, int, int, int], dict[str, Any]]
 
 log = logging.getLogger("edgetune.device_agent")
 REPORT_TRIES = 5  # posts of one outcome over network errors and 5xx, 1 2 4 8 16 s apart
@@ -80,7 +87,9 @@ def _download(client: httpx.Client, task: dict[str, Any], dest: Path) -> None:
         raise RuntimeError(f"sha256 mismatch: got {digest.hexdigest()}, the task says {task['sha256']}")
 
 
-def run_task(client: httpx.Client, task: dict[str, Any], threads: int, work_dir: Path) -> str:
+def run_task(
+    client: httpx.Client, task: dict[str, Any], threads: int, work_dir: Path, measure: Measure = measure_gguf
+) -> str:
     """Fetch, measure and report one claimed task; returns its final status as the API says."""
     beat = _Heartbeat(client, task)
     beat.start()
@@ -88,7 +97,7 @@ def run_task(client: httpx.Client, task: dict[str, Any], threads: int, work_dir:
     try:
         _download(client, task, path)
         s = task["settings"]
-        figures = measure_gguf(path, s["context"], s["prompt_tokens"], s["decode_tokens"], threads)
+        figures = measure(path, s["context"], s["prompt_tokens"], s["decode_tokens"], threads)
         outcome, body = "result", figures
     except Exception as exc:  # the artifact did not load or run here: say so, the task is failed
         log.exception("task %s failed", task["id"])
@@ -138,10 +147,24 @@ def _claim(client: httpx.Client) -> dict[str, Any] | None:
     return _check(r)
 
 
-def run_agent(api: str, key: str, profile: str, threads: int, poll_s: float, once: bool) -> int:
-    """Say hello, then take tasks until stopped (or, with `once`, until the queue is empty)."""
+def run_agent(
+    api: str,
+    key: str,
+    profile: str,
+    threads: int,
+    poll_s: float,
+    once: bool,
+    llama_bench: Path | None = None,
+) -> int:
+    """Say hello, then take tasks until stopped (or, with `once`, until the queue is empty).
+    With `llama_bench`, the binary's path, tasks are measured with it instead of llama-cpp-python."""
     client = httpx.Client(base_url=api.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=60)
-    me = _check(client.post("/device_agent/hello", json={"profile": profile, **device_facts(threads)}))
+    facts = device_facts(threads)
+    measure: Measure = measure_gguf
+    if llama_bench is not None:
+        facts |= {"runtime": "llama.cpp (llama-bench)", "runtime_version": llama_bench_version(llama_bench)}
+        measure = partial(measure_llama_bench, llama_bench)
+    me = _check(client.post("/device_agent/hello", json={"profile": profile, **facts}))
     log.info("agent %s (%s) ready for profile %s", me["id"], me["name"], profile)
     done = 0
     with tempfile.TemporaryDirectory(prefix="edgetune-agent-") as tmp:
@@ -152,6 +175,6 @@ def run_agent(api: str, key: str, profile: str, threads: int, poll_s: float, onc
                     return done
                 time.sleep(poll_s)
                 continue
-            status = run_task(client, task, threads, Path(tmp))
+            status = run_task(client, task, threads, Path(tmp), measure)
             log.info("task %s: %s", task["id"], status)
             done += 1

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -259,16 +260,31 @@ def pools(as_json: bool) -> None:
     "--poll", "poll_s", type=float, default=5.0, show_default=True, help="Seconds between empty claims."
 )
 @click.option("--once", is_flag=True, help="Take tasks until none is queued, then exit.")
-def device_agent(profile: str, api: str, key: str, threads: int | None, poll_s: float, once: bool) -> None:
+@click.option(
+    "--llama-bench",
+    "llama_bench",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Measure with this llama-bench binary instead of llama-cpp-python (no memory or load time).",
+)
+def device_agent(
+    profile: str,
+    api: str,
+    key: str,
+    threads: int | None,
+    poll_s: float,
+    once: bool,
+    llama_bench: Path | None,
+) -> None:
     """Measure this org's artifacts on this device: claim benchmark tasks for PROFILE, fetch each
-    GGUF (sha256-checked), time its load, prefill and decode and its peak memory with llama.cpp,
-    and post the figures back."""
+    GGUF (sha256-checked), time its load, prefill and decode and its peak memory with llama.cpp
+    (llama-cpp-python, or prefill and decode with the llama-bench binary), and post the figures back."""
     from cli.device_agent import AgentError, run_agent
     from eval.runtime_stats import default_threads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        done = run_agent(api, key, profile, threads or default_threads(), poll_s, once)
+        done = run_agent(api, key, profile, threads or default_threads(), poll_s, once, llama_bench)
     except AgentError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{done} task(s) measured")

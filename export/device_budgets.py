@@ -33,14 +33,9 @@ def budget_checks(
             it was not run, which leaves the memory and speed budgets out.
         device (`dict`, *optional*): a device agent's figures for the artifact (its
             `peak_memory_mb`, `decode_tokens_per_s` and `measured_at`); when given they replace
-            the host's, measured on the device itself.
+            the host's, measured on the device itself, but for a figure the agent did not
+            measure (memory, under llama-bench), which stays the host's and says so.
     """
-    if device is not None:
-        stats = {
-            "peak_rss_growth_mb": device.get("peak_memory_mb"),
-            "decode_tokens_per_s": device.get("decode_tokens_per_s"),
-            "measured_at": device["measured_at"],
-        }
     rules = profile.on_over_budget
     checks = [
         BudgetCheck(
@@ -51,20 +46,23 @@ def budget_checks(
             where="artifact files",
         )
     ]
-    if stats is None:
-        return checks
-    where = stats["measured_at"]
+    # A device agent's figures replace the host's; memory stays the host's where the agent gave
+    # none (llama-bench measures none at the profile's context: eval/llama_bench.py).
+    if device is not None:
+        device = {**device, "peak_rss_growth_mb": device.get("peak_memory_mb")}
+    rss = _figure(device, stats, "peak_rss_growth_mb")
     # A device holds at least the whole file: onnxruntime maps the graph's weights, so an embedding
     # row no prompt used never becomes resident here (the 350M q4 graph measured 258 MB of RSS for a
     # 468 MB file), while a browser reads the file into memory.
-    rss = stats.get("peak_rss_growth_mb")
-    ram = max(rss, checks[0].measured or 0.0) if rss is not None else None
+    ram = (max(rss[0], checks[0].measured or 0.0), rss[1]) if rss and rss[0] is not None else rss
+    speed = _figure(device, stats, "decode_tokens_per_s")
     measured = (
         ("max_ram_mb", profile.max_ram_mb, ram),
-        ("min_decode_tokens_per_s", profile.min_decode_tokens_per_s, stats.get("decode_tokens_per_s")),
+        ("min_decode_tokens_per_s", profile.min_decode_tokens_per_s, speed),
     )
-    for budget, limit, value in measured:
-        if limit is not None:
+    for budget, limit, figure in measured:
+        if limit is not None and figure is not None:
+            value, where = figure
             rule = getattr(rules, budget)
             checks.append(
                 BudgetCheck.model_validate(
@@ -72,3 +70,15 @@ def budget_checks(
                 )
             )
     return checks
+
+
+def _figure(
+    device: dict[str, Any] | None, host: dict[str, Any] | None, key: str
+) -> tuple[float | None, str] | None:
+    """(value, where measured) of one figure: the device agent's when it has it, else the host's;
+    None when neither was measured (the budget is left out)."""
+    if device is not None and (device.get(key) is not None or host is None):
+        return device.get(key), device["measured_at"]
+    if host is not None:
+        return host.get(key), host["measured_at"]
+    return None

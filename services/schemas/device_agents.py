@@ -72,7 +72,7 @@ class BenchmarkResult(BaseModel):
     prefill_tokens_per_s: float = Field(gt=0)
     decode_tokens_per_s: float = Field(gt=0)
     peak_memory_mb: float | None = Field(default=None, ge=0)
-    load_seconds: float = Field(ge=0)
+    load_seconds: float | None = Field(default=None, ge=0, description="None: not timed (llama-bench).")
     context: int = Field(gt=0)
     prompt_tokens: int = Field(gt=0)
     decode_tokens: int = Field(gt=0)

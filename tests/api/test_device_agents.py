@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from export.profiles import gguf_parameters
 from tests.conftest import _reset_caches, new_key
 from tests.support.artifacts import cancelled_job, seed_artifact
 
@@ -60,9 +61,13 @@ def short_wait(platform) -> Iterator[None]:
     yield from _settings(EDGETUNE_DEVICE_TASK_WAIT_S="3")
 
 
-def _run_agent(server, key: str, profile: str, threads: int) -> subprocess.CompletedProcess[str]:
+# llama.cpp's own benchmark binary, built by `make install` at the llama.cpp llama-cpp-python vendors
+LLAMA_BENCH = Path(sys.executable).with_name("llama-bench")
+
+
+def _run_agent(server, key: str, profile: str, threads: int, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "cli.main", "device-agent", "--profile", profile, "--api", server.base_url]
-    cmd += ["--key", key, "--threads", str(threads), "--once"]
+    cmd += ["--key", key, "--threads", str(threads), "--once", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -116,7 +121,7 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
     org = _api(server, api_key)
     art = seed_artifact(api_key, cancelled_job(org, tiny_base), gguf.read_bytes())
     laptop_id, laptop_key = _agent(org, "laptop-1", "laptop-cpu")
-    _, pi_key = _agent(org, "pi-1", "raspberry-pi-5")
+    pi_id, pi_key = _agent(org, "pi-1", "raspberry-pi-5")
     _, ghost_key = _agent(org, "laptop-ghost", "laptop-cpu")
     _, outsider_key = _agent(_api(server, new_key()), "theirs", "laptop-cpu")
     on_laptop = org.post("/device_benchmarks", json={"artifact_id": art, "prompt_tokens": 64}).json()
@@ -141,7 +146,9 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
     assert back["attempts"] == 1 and back["agent_id"] is None
 
     laptop = _run_agent(server, laptop_key, "laptop-cpu", threads=2)
-    pi = _run_agent(server, pi_key, "raspberry-pi-5", threads=1)
+    pi = _run_agent(
+        server, pi_key, "raspberry-pi-5", 1, "--llama-bench", str(LLAMA_BENCH)
+    )  # no Python binding
     assert laptop.returncode == 0 and "1 task(s) measured" in laptop.stdout, laptop.stderr[-3000:]
     assert pi.returncode == 0 and "1 task(s) measured" in pi.stdout, pi.stderr[-3000:]
 
@@ -157,7 +164,17 @@ def test_each_profiles_agent_measures_and_a_lost_agents_task_is_retried(
         assert result["peak_memory_mb"] > 0
     pi_done = org.get(f"/device_benchmarks/{on_pi['id']}").json()
     assert pi_done["status"] == "succeeded" and pi_done["result"]["threads"] == 1
-    assert pi_done["result"]["context"] == 4096
+    # llama-bench: prefill and decode as it times them, the model's parameter count and its build;
+    # no load time, and no memory (its cache is sized to its own tokens, not the profile's context)
+    bench = pi_done["result"]
+    assert bench["runtime"] == "llama.cpp (llama-bench)"
+    assert bench["runtime_version"].startswith("llama-bench commit ")
+    assert bench["prefill_tokens_per_s"] > 0 and bench["decode_tokens_per_s"] > 0
+    assert bench["model_n_params"] == gguf_parameters(gguf) and bench["prompt_tokens"] == 128
+    assert bench["peak_memory_mb"] is None and bench["load_seconds"] is None
+    assert result["model_n_params"] == bench["model_n_params"]  # llama-cpp-python counts the same
+    agents = {a["id"]: a for a in org.get("/device_agents").json()["data"]}
+    assert agents[pi_id]["facts"]["runtime"] == "llama.cpp (llama-bench)"
     # a published artifact measured on request keeps its file (only a job's candidate copies go)
     assert org.get(f"/artifacts/{art}/content").content == gguf.read_bytes()
 

@@ -32,3 +32,20 @@ def test_an_artifact_that_is_not_run_is_held_to_its_size_only(tmp_path: Path) ->
     weights.write_bytes(b"\0" * 1024)
     (check,) = budget_checks(get_profile("gpu-server"), [weights], None)
     assert check.budget == "max_artifact_mb" and check.within()
+
+
+def test_a_device_agents_figures_replace_the_hosts_but_for_one_it_did_not_measure(tmp_path: Path) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"\0" * (3 * 2**20))
+    stats = RuntimeStats(runtime="llama.cpp", context=4096, decode_tokens=50, decode_seconds=2.0)
+    stats.peak_rss_growth_mb = 40.0
+    profile = get_profile("raspberry-pi-5")
+    agent = {"peak_memory_mb": 55.0, "decode_tokens_per_s": 9.5, "measured_at": "device agent pi (arm)"}
+    checks = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict(), agent)}
+    assert (checks["max_ram_mb"].measured, checks["max_ram_mb"].where) == (55.0, "device agent pi (arm)")
+    assert checks["min_decode_tokens_per_s"].measured == 9.5
+    # llama-bench gives no memory at the profile's context: that budget stays on the host's figure
+    bench = {**agent, "peak_memory_mb": None}
+    checks = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict(), bench)}
+    assert checks["max_ram_mb"].measured == 40.0 and checks["max_ram_mb"].where.startswith("host ")
+    assert checks["min_decode_tokens_per_s"].where == "device agent pi (arm)"
