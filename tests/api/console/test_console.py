@@ -539,8 +539,13 @@ def test_the_devices_page_makes_an_agent_and_shows_what_it_measured(
         "--api",
         server.base_url,
     ]
+    # measured with llama.cpp's llama-bench binary: no load time or memory, which the page shows as "-"
+    bench_bin = str(Path(sys.executable).with_name("llama-bench"))
     run = subprocess.run(
-        [*cmd, "--key", key, "--threads", "1", "--once"], capture_output=True, text=True, timeout=300
+        [*cmd, "--key", key, "--threads", "1", "--once", "--llama-bench", bench_bin],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0 and "1 task(s) measured" in run.stdout, run.stderr[-2000:]
 
@@ -549,5 +554,7 @@ def test_the_devices_page_makes_an_agent_and_shows_what_it_measured(
     assert agent_row[1] == "raspberry-pi-5" and agent_row[2] == "online" and "1 threads" in agent_row[3]
     row = by_id(browser, "benchmarks").find_element(By.CSS_SELECTOR, f'tr[data-benchmark="{bench["id"]}"]')
     assert cells(row)[2] == "succeeded" and float(cells(row)[3]) > 0 and "pi-console" in cells(row)[7]
+    # prefill measured; no memory and no load time from llama-bench
+    assert float(cells(row)[4]) > 0 and cells(row)[5] == "-" and cells(row)[6] == "-"
     assert key not in browser.page_source  # the key was shown once, on the response that made it
     screenshot(browser, "devices")
