@@ -80,6 +80,11 @@ def prompt_ids(llm: Any, count: int) -> list[int]:
     return list(ids[:count])
 
 
+def fitting_prompt(context: int, prompt_tokens: int, decode_tokens: int) -> int:
+    """The prompt cut so prompt + decode (and the first token) fit the context; at least 1."""
+    return max(1, min(prompt_tokens, context - decode_tokens - 1))
+
+
 def measure_gguf(
     path: Path, context: int, prompt_tokens: int, decode_tokens: int, threads: int
 ) -> dict[str, Any]:
@@ -87,7 +92,7 @@ def measure_gguf(
     docstring). The prompt is cut so prompt + decode fit the context."""
     from llama_cpp import Llama, llama_model_n_params
 
-    prompt_tokens = max(1, min(prompt_tokens, context - decode_tokens - 1))
+    prompt_tokens = fitting_prompt(context, prompt_tokens, decode_tokens)
     stats = RuntimeStats(runtime="llama.cpp", context=context)
     peak_before = _max_rss_mb()
     with measure_peak_memory(stats):

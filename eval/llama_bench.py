@@ -22,6 +22,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from eval.device_bench import fitting_prompt
+
 REPETITIONS = 3  # llama-bench's default is 5; 3 keeps a slow device's task short
 TIMEOUT_S = 1800
 
@@ -48,7 +50,7 @@ def measure_llama_bench(
 ) -> dict[str, Any]:
     """Time a prefill of `prompt_tokens` and a decode of `decode_tokens` with llama-bench, in the
     shape of eval/device_bench.py measure_gguf (the prompt cut the same way to fit `context`)."""
-    prompt_tokens = max(1, min(prompt_tokens, context - decode_tokens - 1))
+    prompt_tokens = fitting_prompt(context, prompt_tokens, decode_tokens)
     cmd = [
         str(binary), "-m", str(path), "-p", str(prompt_tokens), "-n", str(decode_tokens),
         "-t", str(threads), "-b", "512", "-ub", "512", "-r", str(REPETITIONS), "-o", "json",

@@ -48,14 +48,12 @@ def budget_checks(
     ]
     # A device agent's figures replace the host's; memory stays the host's where the agent gave
     # none (llama-bench measures none at the profile's context: eval/llama_bench.py).
-    if device is not None:
-        device = {**device, "peak_rss_growth_mb": device.get("peak_memory_mb")}
-    rss = _figure(device, stats, "peak_rss_growth_mb")
+    rss = _figure((device, "peak_memory_mb"), (stats, "peak_rss_growth_mb"))
     # A device holds at least the whole file: onnxruntime maps the graph's weights, so an embedding
     # row no prompt used never becomes resident here (the 350M q4 graph measured 258 MB of RSS for a
     # 468 MB file), while a browser reads the file into memory.
     ram = (max(rss[0], checks[0].measured or 0.0), rss[1]) if rss and rss[0] is not None else rss
-    speed = _figure(device, stats, "decode_tokens_per_s")
+    speed = _figure((device, "decode_tokens_per_s"), (stats, "decode_tokens_per_s"))
     measured = (
         ("max_ram_mb", profile.max_ram_mb, ram),
         ("min_decode_tokens_per_s", profile.min_decode_tokens_per_s, speed),
@@ -73,12 +71,13 @@ def budget_checks(
 
 
 def _figure(
-    device: dict[str, Any] | None, host: dict[str, Any] | None, key: str
+    device: tuple[dict[str, Any] | None, str], host: tuple[dict[str, Any] | None, str]
 ) -> tuple[float | None, str] | None:
-    """(value, where measured) of one figure: the device agent's when it has it, else the host's;
-    None when neither was measured (the budget is left out)."""
-    if device is not None and (device.get(key) is not None or host is None):
-        return device.get(key), device["measured_at"]
-    if host is not None:
-        return host.get(key), host["measured_at"]
+    """(value, where measured) of one figure, each source given with its key: the device agent's
+    when it has it, else the host's; None when neither was measured (the budget is left out)."""
+    (agent, agent_key), (stats, stats_key) = device, host
+    if agent is not None and (agent.get(agent_key) is not None or stats is None):
+        return agent.get(agent_key), agent["measured_at"]
+    if stats is not None:
+        return stats.get(stats_key), stats["measured_at"]
     return None

@@ -9,11 +9,17 @@ from export.device_budgets import budget_checks
 from export.profiles import get_profile
 
 
-def test_a_run_artifact_gets_all_three_budgets_labelled_with_the_host(tmp_path: Path) -> None:
+def _run_artifact(tmp_path: Path) -> tuple[Path, RuntimeStats]:
+    """A 3 MB GGUF and its host figures: 40 MB peak, 25 decode tokens/s at context 4096."""
     model = tmp_path / "model.gguf"
     model.write_bytes(b"\0" * (3 * 2**20))
     stats = RuntimeStats(runtime="llama.cpp", context=4096, decode_tokens=50, decode_seconds=2.0)
     stats.peak_rss_growth_mb = 40.0
+    return model, stats
+
+
+def test_a_run_artifact_gets_all_three_budgets_labelled_with_the_host(tmp_path: Path) -> None:
+    model, stats = _run_artifact(tmp_path)
     profile = get_profile("phone-android")
     checks = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict())}
     assert checks["max_artifact_mb"].measured == 3.0 and checks["max_artifact_mb"].where == "artifact files"
@@ -35,10 +41,7 @@ def test_an_artifact_that_is_not_run_is_held_to_its_size_only(tmp_path: Path) ->
 
 
 def test_a_device_agents_figures_replace_the_hosts_but_for_one_it_did_not_measure(tmp_path: Path) -> None:
-    model = tmp_path / "model.gguf"
-    model.write_bytes(b"\0" * (3 * 2**20))
-    stats = RuntimeStats(runtime="llama.cpp", context=4096, decode_tokens=50, decode_seconds=2.0)
-    stats.peak_rss_growth_mb = 40.0
+    model, stats = _run_artifact(tmp_path)
     profile = get_profile("raspberry-pi-5")
     agent = {"peak_memory_mb": 55.0, "decode_tokens_per_s": 9.5, "measured_at": "device agent pi (arm)"}
     checks = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict(), agent)}
