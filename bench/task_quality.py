@@ -4,16 +4,17 @@ same rows and seed, through the real API and worker on embedded defaults (infra/
 print one markdown row per job: bare base, prompted base, fine-tuned, each artifact with and without
 its grammar, the probe drop, the step shipped, rows kept, wall time, cost and the gate's verdict.
 
-    .venv/bin/python -m bench.task_quality [--tasks classification,extraction,tool_calling,chat]
+    .venv/bin/python -m bench.task_quality [--tasks classification,routing,extraction,tool_calling,chat]
         [--variants defaults,plain] [--shuffled] [--flipped] [--rows 64] [--out var/bench/task_quality.json]
 
 Variants (the same training and held-out files, the same job seed):
 - `defaults`: the job config's defaults (replay of the base's own general answers, the best
   held-out checkpoint with early stopping);
 - `plain`: what a job did before issue 20 (no replay, the last step shipped), as plain TRL does.
-`--shuffled` adds a classification job whose training answers are permuted among its rows (the
-held-out file untouched): on two labels half the answers stay right by chance, so it is noise a
-base that already knows the task can see through. `--flipped` adds one whose labels are renamed
+`--shuffled` adds, to each classification task (sentiment, 2 labels; routing, 4), a job whose
+training answers are permuted among its rows (the held-out file untouched): on two labels half the
+answers stay right by chance, so it is noise a base that already knows the task can see through; on
+four about a quarter do. `--flipped` adds one whose labels are renamed
 the same way in every row (positive <-> negative): the model learns the wrong mapping, and the
 gate must refuse it. `--variants ""` runs only those.
 
@@ -52,6 +53,18 @@ TASKS: dict[str, dict[str, Any]] = {
             "description": "Classify the sentiment of a short customer product review as positive or "
             "negative.",
             "labels": ["positive", "negative"],
+        },
+    },
+    # four labels, so answers permuted among rows leave about a quarter right (two labels leave half,
+    # which a base that knows sentiment sees through: docs/benchmarks.md): the shuffled check's task
+    "routing": {
+        "seed": 42,
+        "task": {
+            "type": "classification",
+            "description": "Route a customer support message to the team that should handle it: "
+            "billing (charges, refunds, invoices), technical (the app or device does not work), "
+            "shipping (where a parcel is, delivery dates) or account (login, password, profile).",
+            "labels": ["billing", "technical", "shipping", "account"],
         },
     },
     "extraction": {
@@ -263,8 +276,12 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {list(TASKS)}")
     p.add_argument("--variants", default="defaults,plain", help=f"comma-separated, of {list(VARIANTS)}")
-    p.add_argument("--shuffled", action="store_true", help="add a classification job on shuffled answers")
-    p.add_argument("--flipped", action="store_true", help="add a classification job with its labels renamed")
+    p.add_argument(
+        "--shuffled", action="store_true", help="per classification task, a job on shuffled answers"
+    )
+    p.add_argument(
+        "--flipped", action="store_true", help="per classification task, a job with labels renamed"
+    )
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="the base (and student)")
     p.add_argument(
         "--rows", type=int, default=64, help="rows asked of the teacher per task (train + held out)"
@@ -289,9 +306,10 @@ def run(args: argparse.Namespace, api_url: str, key: str, model: str) -> list[di
             files = (dataset["training_file"], dataset["validation_file"])
             jobs = [(v, files) for v in args.variants.split(",") if v]
             seed = TASKS[name]["seed"]
-            if args.shuffled and name == "classification":
+            labelled = TASKS[name]["task"]["type"] == "classification"
+            if args.shuffled and labelled:
                 jobs.append(("shuffled", (relabelled_file(client, files[0], seed, flip=False), files[1])))
-            if args.flipped and name == "classification":
+            if args.flipped and labelled:
                 jobs.append(("flipped", (relabelled_file(client, files[0], seed, flip=True), files[1])))
             for variant, job_files in jobs:
                 row = summarize(name, variant, dataset, fine_tune(client, model, name, job_files, variant))

@@ -32,3 +32,12 @@ def test_flipped_labels_rename_every_label_the_same_way_in_every_row() -> None:
     assert all(old != new for old, new in rename.items()) and set(rename.values()) == set(rename)
     assert [r["messages"][0] for r in out] == [r["messages"][0] for r in rows]
     assert rows[0]["messages"][-1]["content"] == "positive"  # the input is not changed in place
+
+
+def test_the_shuffled_check_has_a_task_where_chance_is_a_quarter() -> None:
+    # on two labels a permutation leaves half the answers right, which the base sees through
+    # (docs/benchmarks.md); the shuffled check needs a classification task with four labels or more
+    from bench.task_quality import TASKS
+
+    labelled = [t["task"] for t in TASKS.values() if t["task"]["type"] == "classification"]
+    assert max(len(t["labels"]) for t in labelled) >= 4
