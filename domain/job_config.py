@@ -736,6 +736,11 @@ class JobConfig(BaseModel):
         return v
 
     @property
+    def synthesizes(self) -> bool:
+        """Whether the job makes its own data from its task (worker/stages/synthesize.py)."""
+        return self.training_file is None and self.task is not None
+
+    @property
     def target_names(self) -> list[str]:
         """The targets' profile names, in order (a target is a name or a TargetSpec)."""
         return [t if isinstance(t, str) else t.profile for t in self.targets]

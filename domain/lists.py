@@ -19,6 +19,14 @@ GPU_STAGES: tuple[StageName, ...] = ("train", "evaluate", "export")
 # How many GPUs of one node a job that fits no single GPU may be given (recipes/distributed.py);
 # a job on N GPUs holds them for all its GPU stages and is billed N x its class's rate for them.
 GPUS_PER_JOB: tuple[int, ...] = (2, 4, 8)
+# Stages that need the job's accelerator. With compute pools (services/pools.py queue_for_stage) a GPU
+# job's other stages run on a CPU worker, so its GPU is not held while they run: synthesis waits on
+# the teacher (the bundled one is llama.cpp on the CPU, a hosted one answers over HTTP), export is
+# llama.cpp's converter and quantizer and the ONNX exporter on the CPU, the artifact eval runs each
+# file in its device runtime (llama.cpp, onnxruntime: CPU builds), the gate reads numbers and publish
+# copies files. A job that synthesizes nothing runs the stages before training beside it (prepare
+# takes seconds, synthesize then does nothing): a hop to another queue would cost a wait for nothing.
+ACCELERATOR_STAGES: tuple[StageName, ...] = ("train", "evaluate")
 # Stages whose outputs are files in the work dir (data, merged weights, exported artifacts): a
 # worker taking a job over on another machine runs them again. The others leave everything they
 # made in the database or the artifact store.

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # to the queue of the cheapest listed class its plan fits (or the class it names), and a worker
     # consumes its own class's queue (worker_compute). Empty: one queue, every job on `queue`.
     compute_pools: str = ""
+    # With pools, a GPU job's stages that need no accelerator (domain/lists.py ACCELERATOR_STAGES)
+    # are handed to the CPU queue (`queue`), so its GPU is held only while it trains and scores.
+    # Off: every stage of a job runs on the worker of its class, as one queue does.
+    cpu_stages_on_cpu_workers: bool = True
     # The operator's token for /v1/operator/* (pools, queue depth, live workers); unset, those
     # routes answer 404 as if absent. A tenant's API key never opens them.
     operator_token: str | None = None

@@ -152,16 +152,17 @@ def enqueue(*, session: Session, job: Job) -> None:
     broker's error names its address, so it is logged, never returned."""
     job_id, org_id = job.id, job.org_id
     try:
-        queue.send(queue.RUN_JOB, job_id, job.queue)
+        first = pools.queue_now(job)  # a GPU job that synthesizes starts on the CPU queue
+        queue.send(queue.RUN_JOB, job_id, first)
     except Exception as exc:
         session.rollback()
         log.warning("could not queue new job %s of org %s: %r", job_id, org_id, exc)
         raise ServiceUnavailable(
             QUEUE_DOWN, code="queue_unavailable", retry_after=get_settings().queue_retry_after_s
         ) from None
-    note = pools.waiting_note(job.queue or get_settings().queue)
+    note = pools.waiting_note(first)
     if note is not None:
-        add_event(session, job_id, note, level="warn", data={"queue": job.queue})
+        add_event(session, job_id, note, level="warn", data={"queue": first})
     session.commit()
 
 

@@ -22,6 +22,7 @@ from recipes.token_count import TokenStats, count_tokens
 from services import spend_budgets
 from services.errors import InvalidRequest
 from services.job_checks import check_job_config
+from services.pools import queue_for_stage
 from services.schemas.plans import (
     CostItemPublic,
     GpuFitPublic,
@@ -426,15 +427,19 @@ def _quote(
 ) -> QuotePublic:
     """Each stage's estimated seconds at the rate it will be billed at (the ledger's rule: train,
     evaluate and export run on the job's compute class, on all `gpus` it holds, billed as GPU
-    seconds: wall seconds x gpus; the rest on CPU), teacher tokens, and one month of storage for
+    seconds: wall seconds x gpus, except export when pools hand it to a CPU worker; the rest on
+    CPU), teacher tokens, and one month of storage for
     the artifacts."""
     from export.profiles import estimated_artifact_bytes, load_profiles
 
     items = []
+    routed = queue_for(compute, gpus)
     for stage in STAGES:
         if not seconds.get(stage):
             continue
-        cls, held = (compute, gpus) if stage in GPU_STAGES else ("cpu", 1)
+        # with pools, a GPU job's export runs on a CPU worker (services/pools.py queue_for_stage)
+        on_class = stage in GPU_STAGES and queue_for_stage(routed, stage, cfg.synthesizes) == routed
+        cls, held = (compute, gpus) if on_class else ("cpu", 1)
         where = f"{held} x {cls}" if held > 1 else cls
         rate = book.compute_rate(cls)
         items.append(_item(stage, f"{stage} on {where}", f"{cls}_second", seconds[stage] * held, rate))

@@ -2,14 +2,16 @@
 of its class is live, and the operator's view of each pool (queue depth, live workers).
 
 The routing rule itself is the plan's (services/plans.py `_route`: the class named, else the
-cheapest pool the job fits); the queue name of a class is infra/queue.py `queue_for`."""
+cheapest pool the job fits); the queue name of a class is infra/queue.py `queue_for`; which of a
+routed job's stages run from the CPU queue instead is `queue_for_stage` here."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from domain.lists import GPUS_PER_JOB
+from domain.job_config import JobConfig
+from domain.lists import ACCELERATOR_STAGES, GPUS_PER_JOB, STAGES
 from infra import queue
 from infra.db import session_scope
 from infra.models import Job
@@ -35,11 +37,34 @@ def require_fit(plan: PlanPublic, named: str | None) -> None:
         )
 
 
+def queue_for_stage(job_queue: str | None, stage: str, synthesizes: bool) -> str:
+    """The queue a job's `stage` runs from, for a job routed to `job_queue` (None: settings.queue).
+    With pools, a GPU job's stages that need no accelerator (domain/lists.py ACCELERATOR_STAGES
+    says which and why) go to the CPU queue. The stages before training (prepare, synthesize) go
+    there only when the job synthesizes; else they take seconds and run beside the training.
+    Without pools, or for a CPU job: its own queue."""
+    s = get_settings()
+    routed = job_queue or s.queue
+    if not s.pool_classes or not s.cpu_stages_on_cpu_workers or routed == s.queue:
+        return routed
+    before_training = STAGES.index(stage) < STAGES.index("train")  # type: ignore[arg-type]
+    on_class = stage in ACCELERATOR_STAGES or (before_training and not synthesizes)
+    return routed if on_class else s.queue
+
+
+def queue_now(job: Job) -> str:
+    """The queue of the job's next stage: its pool's, or with pools the CPU queue for a stage that
+    needs no accelerator (services/pools.py queue_for_stage)."""
+    done = set(job.stages_done or [])
+    stage = next((name for name in STAGES if name not in done), STAGES[-1])
+    return queue_for_stage(job.queue, stage, JobConfig.model_validate(job.config).synthesizes)
+
+
 def send_job(job_id: str) -> None:
-    """Send a job's queue message to the pool it was routed to (the reaper's resend too)."""
+    """Send a job's queue message to the queue of its next stage (the reaper's resend too)."""
     with session_scope() as session:
         job = session.get(Job, job_id)
-        name = job.queue if job is not None else None
+        name = queue_now(job) if job is not None else None
     queue.send(queue.RUN_JOB, job_id, name)
 
 

@@ -13,12 +13,13 @@ import os
 import socket
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
 
 from domain.job_config import JobConfig
-from domain.lists import GPU_STAGES, LOCAL_OUTPUT_STAGES
+from domain.lists import GPU_STAGES, LOCAL_OUTPUT_STAGES, TERMINAL
 from infra.db import session_scope
 from infra.models import Job, now
 from infra.price_book import price_book
@@ -26,6 +27,8 @@ from infra.queue import worker_queue
 from infra.settings import get_settings
 from services.errors import EdgetuneError
 from services.jobs import add_event, record_usage
+from services.pools import queue_for_stage
+from worker import handoff, machine
 from worker.context import JobCancelled, JobContext, Stage, billing_compute
 from worker.lifecycle import JOBS, Heartbeat, claim
 from worker.stages import STAGES
@@ -33,7 +36,8 @@ from worker.stages import STAGES
 log = logging.getLogger(__name__)
 
 
-def _load(job_id: str) -> tuple[JobContext, list[str], int]:
+def _load(job_id: str) -> tuple[JobContext, list[str], int, str | None]:
+    """The job's context, the stages done, its attempt and the queue it was routed to."""
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -44,7 +48,7 @@ def _load(job_id: str) -> tuple[JobContext, list[str], int]:
             get_settings().work_dir / job.id,
             dict(job.state or {}),
         )
-        return ctx, list(job.stages_done or []), job.attempts
+        return ctx, list(job.stages_done or []), job.attempts, job.queue
 
 
 def _set_stage(ctx: JobContext, name: str) -> None:
@@ -75,7 +79,7 @@ def _finish_stage(ctx: JobContext, name: str, outputs: dict[str, Any], seconds: 
             session,
             ctx.job_id,
             f"Stage {name} finished in {seconds:.1f}s",
-            data={"stage": name, "seconds": round(seconds, 3)},
+            data={"stage": name, "seconds": round(seconds, 3), "compute": get_settings().worker_compute},
         )
 
 
@@ -91,47 +95,79 @@ def _end(job_id: str, status: str, error: dict[str, Any] | None, message: str, l
             add_event(session, job_id, message, level=level)
 
 
-def _after_machine_loss(ctx: JobContext, done: list[str]) -> list[str]:
-    """A takeover on a machine without the job's work dir: the stages that left only local files
-    run again. It costs little: prepare re-downloads, synthesize re-reads its stored files, train
-    resumes from the last checkpoint in the artifact store, and the ledger's per-stage keys keep
-    any of them from being billed twice."""
-    rerun = [name for name in done if name in LOCAL_OUTPUT_STAGES]
+def _files_missing(ctx: JobContext) -> bool:
+    """Whether the files the stages done left locally are not on this machine: a takeover after
+    a lost machine, or a hand-over from another pool (worker/handoff.py)."""
+    if not ctx.work_dir.exists():
+        return True
+    exported = [f for entry in (ctx.state.get("exported") or {}).values() for f in entry.get("files", [])]
+    keys = ("train_path", "eval_path", "merged_dir", "adapter_dir", "base_model_dir")
+    return any(not Path(p).exists() for p in [*(ctx.state.get(k) for k in keys), *exported] if p)
+
+
+def _after_machine_loss(ctx: JobContext, done: list[str]) -> tuple[list[str], list[str]]:
+    """A job on a machine without its files: the stages that left only local files run again, in
+    place. It costs little: prepare re-downloads, synthesize re-reads its stored files, train's
+    outputs are fetched when a hand-over stored them (else it resumes from the last checkpoint in
+    the artifact store), and the ledger's per-stage keys keep any of them from being billed twice.
+    Returns the stages still counted done and those to re-run."""
+    stored = bool(ctx.state.get("handoff_stored"))
+    rerun: list[str] = [n for n in done if n in LOCAL_OUTPUT_STAGES and not (n == "train" and stored)]
+    if "train" in rerun and not ctx.config.validation_file and not ctx.config.synthesizes:
+        ctx.state.pop("eval_path", None)  # the held-out split was a file of the lost machine
     if rerun:
+        planned = bool(ctx.state.get("handoffs"))
         ctx.event(
             f"This machine has none of the job's files: re-running {', '.join(rerun)} from stored state",
-            level="warn",
+            level="info" if planned else "warn",
             data={"rerun_stages": rerun},
         )
-    return [name for name in done if name not in LOCAL_OUTPUT_STAGES]
+    return [n for n in done if n not in rerun], rerun
+
+
+def _hand_off_if_elsewhere(ctx: JobContext, name: str, routed: str | None, rerun: list[str]) -> bool:
+    """Whether the stage belongs to another pool's queue (services/pools.py queue_for_stage), in which
+    case the job was handed there (worker/handoff.py). Stages re-run to restore files stay here."""
+    target = queue_for_stage(routed, name, ctx.config.synthesizes)
+    if name in rerun or target == worker_queue():
+        return False
+    try:
+        moved = handoff.hand_off(ctx, name, target)
+    except Exception as exc:  # the store or database refused the copy: better here than failed
+        log.warning("job %s: hand-over to %s failed: %r", ctx.job_id, target, exc)
+        ctx.event(
+            f"Could not hand stage {name} to queue {target!r} ({type(exc).__name__}); running it here",
+            level="warn",
+            data={"stage": name, "queue": target},
+        )
+        return False
+    if not moved:  # no longer running: cancelled meanwhile
+        raise JobCancelled()
+    return True
 
 
 def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
     if not claim(JOBS, job_id):
         log.info("job %s is finished, cancelled or held by a live worker; skipping", job_id)
+        _discard_if_ended(job_id)
         return
-    ctx, done, attempt = _load(job_id)
-    if done and not ctx.work_dir.exists():
-        done = _after_machine_loss(ctx, done)
+    ctx, done, attempt, routed = _load(job_id)
+    ctx.state["device"] = machine.device()  # this machine's, whichever ran the stages before
+    rerun: list[str] = []
+    if done and _files_missing(ctx):
+        done, rerun = _after_machine_loss(ctx, done)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    host, compute = socket.gethostname(), get_settings().worker_compute
-    ctx.event(
-        f"Job running on {host}, a {compute} worker (attempt {attempt})"
-        + (f"; resuming after {done[-1]}" if done else ""),
-        data={
-            "worker": host,
-            "pid": os.getpid(),
-            "compute": compute,
-            "queue": worker_queue(),
-            "attempt": attempt,
-        },
-    )
+    _running_event(ctx, done, attempt)
     with Heartbeat(JOBS, job_id):
         try:
             for name, stage in stages or STAGES:
                 if name in done:
+                    if name == "train" and rerun:  # after the re-runs, so their paths are replaced
+                        handoff.restore_trained(ctx)
                     continue
                 ctx.check_cancel()
+                if _hand_off_if_elsewhere(ctx, name, routed, rerun):
+                    return
                 ctx.check_budget()
                 ctx.state["stage_name"] = name
                 _set_stage(ctx, name)
@@ -165,3 +201,29 @@ def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
                 f"Job failed: {msg}",
                 "error",
             )
+    handoff.discard_trained(ctx)  # the job ended here: its hand-over copy is no longer needed
+
+
+def _discard_if_ended(job_id: str) -> None:
+    """A job cancelled while handed over between pools never runs again: the message that would
+    have run it deletes its stored copy of the trained model instead."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        ended = job is not None and job.status in TERMINAL and (job.state or {}).get("handoff_stored")
+    if ended:
+        handoff.discard_trained(_load(job_id)[0])
+
+
+def _running_event(ctx: JobContext, done: list[str], attempt: int) -> None:
+    host, compute = socket.gethostname(), get_settings().worker_compute
+    ctx.event(
+        f"Job running on {host}, a {compute} worker (attempt {attempt})"
+        + (f"; resuming after {done[-1]}" if done else ""),
+        data={
+            "worker": host,
+            "pid": os.getpid(),
+            "compute": compute,
+            "queue": worker_queue(),
+            "attempt": attempt,
+        },
+    )

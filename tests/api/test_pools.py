@@ -82,6 +82,11 @@ def test_the_plan_routes_to_the_pool_with_the_lowest_quote(server, api_key, body
         named[compute] = plan
     assert named["cpu"]["queue"] == platform.env["EDGETUNE_QUEUE"]  # CPU jobs share the CPU queue
     assert named["l4-24gb"]["queue"] == f"{platform.env['EDGETUNE_QUEUE']}.l4-24gb"
+    # the l4 job trains and scores on its class; its export is quoted on a CPU worker, where it runs
+    units = {
+        i["stage"]: i["unit"] for i in named["l4-24gb"]["quote"]["items"] if i["unit"].endswith("_second")
+    }
+    assert units["train"] == units["evaluate"] == "l4-24gb_second" and units["export"] == "cpu_second"
     # the classes price differently (rate x estimated seconds), so the choice is not a tie
     totals = {c: p["quote"]["total_usd"] for c, p in named.items()}
     assert totals["cpu"] != totals["l4-24gb"]

@@ -2,8 +2,10 @@
 dir, its own process group), in two pools (cpu and l4-24gb: a CPU process that says it is an L4
 worker), one PostgreSQL, one Redis, the S3 server. Twelve jobs of mixed sizes are submitted at
 once; one l4 worker is killed (its whole process group, as a machine lost) while training; every
-job ends succeeded, each ran only on workers of its class, the killed job finished on the other
-l4 worker from its stored checkpoint, and no job was billed twice for a stage."""
+job ends succeeded, each trained and was scored only on workers of its class, each l4 job's export,
+gate and publish ran on a CPU worker (handed over with its trained model through the store, the
+GPU free meanwhile), the killed job finished on the other l4
+worker from its stored checkpoint, and no job was billed twice for a stage."""
 
 from __future__ import annotations
 
@@ -123,6 +125,47 @@ def _kill_the_victims_machine(client, victim: str, fleet: dict[str, subprocess.P
     return max(c.step_number for c in client.fine_tuning.jobs.checkpoints.list(victim).data)
 
 
+def _assert_each_stage_ran_in_its_pool(client: openai.OpenAI, job_id: str, compute: str) -> None:
+    """Training and scoring ran on the job's class; with pools, export, gate and publish on a CPU
+    worker (services/pools.py queue_for_stage), after the trained model was handed over through the
+    store when that worker is another "machine" (own var dir)."""
+    events = _events(client, job_id)[::-1]  # oldest first
+    where: dict[str, list[str]] = {}
+    for e in events:
+        if e.message.startswith("Stage ") and e.data and "compute" in e.data:
+            where.setdefault(e.data["stage"], []).append(e.data["compute"])
+    assert where["prepare"][0] == compute, (job_id, where)  # a CPU worker re-runs it to fetch files
+    assert {c for s in ("train", "evaluate") for c in where[s]} == {compute}, (job_id, where)
+    assert {c for s in ("export", "gate", "publish") for c in where[s]} == {"cpu"}, (job_id, where)
+    if compute == "cpu":
+        return
+    handed = [e for e in events if e.data and e.data.get("handoff")]
+    assert [e.data["stage"] for e in handed] == ["export"], (job_id, [e.message for e in handed])
+    assert any(e.message.startswith("Fetched the trained model") for e in events), job_id
+
+
+def _assert_hand_over_copies_deleted(l4_jobs: list[str]) -> None:
+    """Each l4 job stored its trained model for the CPU worker, and the copy went when it ended."""
+    from infra.storage import get_store
+
+    with session_scope() as session:
+        rows = session.scalars(select(Job).where(Job.id.in_(l4_jobs))).all()
+        stored = {j.id: (j.org_id, j.state["handoff_stored"]) for j in rows}
+    assert stored.keys() == set(l4_jobs)
+    for job_id, (org_id, copy) in stored.items():
+        assert "train/merged" in copy["trees"] and "data" in copy["trees"]
+        for tree in copy["trees"]:
+            assert not _stored(get_store(), f"handoff/{org_id}/{job_id}/{tree}/files.json"), tree
+
+
+def _stored(store: Any, key: str) -> bool:
+    try:
+        store.get_bytes(key)
+    except Exception:  # the S3 store raises botocore's NoSuchKey, the file store FileNotFoundError
+        return False
+    return True
+
+
 def _wait_all(client: openai.OpenAI, ids: list[str], timeout: float = 2400) -> dict[str, Any]:
     deadline, done = time.monotonic() + timeout, {}
     while len(done) < len(ids):
@@ -149,9 +192,8 @@ def test_twelve_jobs_on_two_pools_survive_a_lost_machine(
         wall = time.monotonic() - started
     assert {j.status for j in done.values()} == {"succeeded"}, {i: j.error for i, j in done.items()}
     for job_id, compute in jobs.items():
-        runs = _runs(client, job_id)
-        assert runs and {r["compute"] for r in runs} == {compute}, (job_id, runs)
-    victim_runs = _runs(client, victim)
+        _assert_each_stage_ran_in_its_pool(client, job_id, compute)
+    victim_runs = [r for r in _runs(client, victim) if r["compute"] == "l4-24gb"]
     assert len(victim_runs) >= 2 and victim_runs[0]["pid"] != victim_runs[-1]["pid"]
     events = _events(client, victim)
     resumed = [e.data for e in events if e.type == "metrics" and e.data and "resumed_from_step" in e.data]
@@ -162,6 +204,7 @@ def test_twelve_jobs_on_two_pools_survive_a_lost_machine(
         billed = {j.id: j.total_cost_usd for j in session.scalars(select(Job).where(Job.id.in_(list(jobs))))}
     keys = Counter((r.job_id, r.stage, r.unit) for r in rows)
     assert keys and max(keys.values()) == 1  # one row per job, stage and unit: nothing billed twice
+    _assert_hand_over_copies_deleted([j for j, c in jobs.items() if c == "l4-24gb"])
     for job_id in jobs:
         assert billed[job_id] == pytest.approx(
             sum(r.amount_usd for r in rows if r.job_id == job_id), abs=1e-6
