@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
@@ -52,9 +53,29 @@ def _body(message: str, type_: str, param: str | None = None, code: str | None =
 
 
 def _param(loc: tuple[object, ...]) -> str:
-    # ("body", "method", "supervised", "n_epochs") -> "method.supervised.n_epochs"
-    parts = [str(p) for p in loc if p not in ("body", "query", "header", "path", "form")]
+    # ("body", "method", "supervised", "n_epochs") -> "method.supervised.n_epochs"; pydantic also
+    # names the member of a union it tried ("constrained-str", "TargetSpec"), which is not a field
+    # the customer sent: left out
+    parts = [
+        str(p) for p in loc if p not in ("body", "query", "header", "path", "form") and not _union_tag(p)
+    ]
     return ".".join(parts) or str(loc[-1] if loc else "")
+
+
+def _union_tag(part: object) -> bool:
+    return isinstance(part, str) and (part[:1].isupper() or "-" in part or "[" in part)
+
+
+# Errors that only say the input was not of a union member's type: with a union (a target is a
+# name or an object), the member the input was meant for has the error that names the field.
+_TYPE_MISMATCH = frozenset({"string_type", "model_type", "model_attributes_type", "dict_type", "list_type"})
+
+
+def _telling(errors: list[Any]) -> Any:
+    """The error `param` names: the first that is more than a union member's type mismatch."""
+    if not errors:
+        return {"loc": (), "msg": "invalid request"}
+    return next((e for e in errors if e.get("type") not in _TYPE_MISMATCH), errors[0])
 
 
 def _has_control(value: str) -> bool:
@@ -296,9 +317,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        param = _param(tuple(first.get("loc", ())))
+        errors = list(exc.errors())
+        param = _param(tuple(_telling(errors).get("loc", ())))
         message = "; ".join(f"{_param(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors[:10])
         return JSONResponse(_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
 

@@ -13,7 +13,16 @@ import re
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from domain.answers import answer_problem
 from domain.gate_policy import MAX_EVAL_ROWS, MIN_EVAL_ROWS, GatePolicy
@@ -631,12 +640,40 @@ def replay_count(train_rows: int, policy: ReplayPolicy, method: MethodType) -> i
     return max(policy.min_rows, min(policy.max_rows, round(train_rows * policy.fraction)))
 
 
+class TargetBudgets(BaseModel):
+    """A target's own budgets on its device, each replacing the profile's (domain/lists.py BUDGETS;
+    what each measures: export/profiles.yaml). Each miss is refused or flagged by the profile's rule
+    for that budget; a sweep never chooses a candidate that misses one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_artifact_mb: float | None = Field(default=None, gt=0, le=1_000_000)
+    max_ram_mb: float | None = Field(default=None, gt=0, le=10_000_000)
+    min_decode_tokens_per_s: float | None = Field(default=None, gt=0, le=1_000_000)
+    min_prefill_tokens_per_s: float | None = Field(default=None, gt=0, le=10_000_000)
+
+
 class TargetSpec(BaseModel):
     """A target named with how to pick its artifact; a plain profile name means select "default"."""
 
     model_config = ConfigDict(extra="forbid")
 
     profile: str = Field(min_length=1, max_length=MAX_TARGET_LENGTH)
+    budgets: TargetBudgets | None = Field(
+        default=None,
+        description="Your own limits for this target (artifact MB, RAM MB, decode and prefill "
+        "tokens/s on the device), each replacing the profile's: the gate and a sweep's pick judge "
+        "the artifact by them.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_budgets(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A target without budgets reads back as it was sent (the job, its manifest)."""
+        data: dict[str, Any] = handler(self)
+        if self.budgets is None:
+            data.pop("budgets", None)
+        return data
+
     select: TargetSelect = Field(
         default="default",
         description="'default': the profile's quantization. 'best_within_budget': export every "
@@ -751,6 +788,13 @@ class JobConfig(BaseModel):
             if not isinstance(t, str) and t.profile == name:
                 return t.select
         return "default"
+
+    def target_budgets(self, name: str) -> dict[str, float]:
+        """The budgets the target called `name` sets itself (export/profiles.py target_profile)."""
+        for t in self.targets:
+            if not isinstance(t, str) and t.profile == name and t.budgets is not None:
+                return t.budgets.model_dump(exclude_none=True)
+        return {}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

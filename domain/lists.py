@@ -79,6 +79,19 @@ def recipe_for(method: MethodType, training_type: TrainingType) -> RecipeName:
     return "lora_sft" if training_type == "lora" else "full_sft"
 
 
+# A device's budgets: each profile's limits (export/profiles.yaml), which a job's target may replace
+# with its own (domain/job_config.py TargetBudgets); export/device_budgets.py measures each, the gate
+# (eval/gate.py) and the sweep's pick (export/selection.py) judge them. A `max_` budget is a
+# ceiling, a `min_` one a floor.
+BudgetName = Literal["max_artifact_mb", "max_ram_mb", "min_decode_tokens_per_s", "min_prefill_tokens_per_s"]
+BUDGETS: tuple[BudgetName, ...] = get_args(BudgetName)
+BUDGET_UNITS: dict[BudgetName, str] = {
+    "max_artifact_mb": "MB",
+    "max_ram_mb": "MB",
+    "min_decode_tokens_per_s": "tokens/s",
+    "min_prefill_tokens_per_s": "tokens/s",
+}
+
 # How a job's target picks its artifact: the profile's default quantization, or the best-scoring of
 # a sweep that meets every budget on the device (worker/stages/sweep.py).
 TargetSelect = Literal["default", "best_within_budget"]

@@ -51,6 +51,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from domain.gate_policy import GatePolicy
+from domain.lists import BUDGET_UNITS, BudgetName
 from eval.metrics import EvalResult, MetricScore
 
 EPS = 1e-9
@@ -59,7 +60,7 @@ EPS = 1e-9
 class BudgetCheck(BaseModel):
     """One device budget of one artifact and what was measured (export/device_budgets.py builds them)."""
 
-    budget: Literal["max_artifact_mb", "max_ram_mb", "min_decode_tokens_per_s"]
+    budget: BudgetName
     limit: float
     measured: float | None  # None: could not be measured here (e.g. no /proc for memory)
     rule: Literal["refuse", "flag"]
@@ -198,16 +199,13 @@ def _probe_drop(policy: GatePolicy, probe_base: EvalResult, probe_tuned: EvalRes
     return GateCheck(rule="max_probe_drop", subject="probe", passed=ok, detail=detail)
 
 
-_UNITS = {"max_artifact_mb": "MB", "max_ram_mb": "MB", "min_decode_tokens_per_s": "tokens/s"}
-
-
 def _budget_check(name: str, b: BudgetCheck) -> GateCheck:
-    unit = _UNITS[b.budget]
+    unit = BUDGET_UNITS[b.budget]
     assert b.measured is not None
     ok = b.within()
     side = "within" if ok else ("over" if b.budget.startswith("max_") else "under")
     detail = (
-        f"{b.budget}: {name} measured {b.measured:.1f} {unit} ({b.where}), {side} the profile's {b.limit:g}"
+        f"{b.budget}: {name} measured {b.measured:.1f} {unit} ({b.where}), {side} the budget of {b.limit:g}"
     )
     if not ok:
         detail += " (refused by the profile's rule)" if b.rule == "refuse" else " (flagged, not refused)"

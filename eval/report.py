@@ -256,13 +256,13 @@ def frontiers_html(frontiers: dict[str, list[dict[str, Any]]]) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(c['quantization'])}{' (chosen)' if c['chosen'] else ''}</td>"
             f"<td>{c['score']:.3f}</td><td>{c['size_mb']:.1f}</td><td>{_tps(c)}</td>"
+            f"<td>{_tps(c, 'prefill_tokens_per_s')}</td>"
             f"<td>{html.escape(c['figures'])}</td>"
             f"<td>{html.escape(', '.join(c['misses']) or 'within budget')}</td></tr>"
             for c in frontier
         )
-        head = "".join(
-            f"<th>{h}</th>" for h in ("quantization", "score", "MB", "tokens/s", "figures", "budgets")
-        )
+        columns = ("quantization", "score", "MB", "decode tokens/s", "prefill tokens/s", "figures", "budgets")
+        head = "".join(f"<th>{h}</th>" for h in columns)
         head = f"<tr>{head}</tr>"
         parts.append(
             f"<h2>{html.escape(target)}: best within budget ({html.escape(str(chosen))})</h2>"

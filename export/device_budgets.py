@@ -54,9 +54,11 @@ def budget_checks(
     # 468 MB file), while a browser reads the file into memory.
     ram = (max(rss[0], checks[0].measured or 0.0), rss[1]) if rss and rss[0] is not None else rss
     speed = _figure((device, "decode_tokens_per_s"), (stats, "decode_tokens_per_s"))
+    prefill = _figure((device, "prefill_tokens_per_s"), (None, ""))  # the host measures none
     measured = (
         ("max_ram_mb", profile.max_ram_mb, ram),
         ("min_decode_tokens_per_s", profile.min_decode_tokens_per_s, speed),
+        ("min_prefill_tokens_per_s", profile.min_prefill_tokens_per_s, prefill),
     )
     for budget, limit, figure in measured:
         if limit is not None and figure is not None:

@@ -9,6 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domain.job_config import JobConfig
 from export.formats import FORMATS
 
 PROFILES_PATH = Path(__file__).with_name("profiles.yaml")
@@ -24,6 +25,7 @@ class BudgetRules(BaseModel):
     max_artifact_mb: BudgetRule = "refuse"
     max_ram_mb: BudgetRule = "refuse"
     min_decode_tokens_per_s: BudgetRule = "flag"
+    min_prefill_tokens_per_s: BudgetRule = "flag"
 
 
 class DeviceProfile(BaseModel):
@@ -41,6 +43,13 @@ class DeviceProfile(BaseModel):
     min_ram_mb: int = Field(gt=0, description="Device RAM of the class (descriptive).")
     max_ram_mb: int | None = Field(default=None, gt=0, description="Memory the artifact may take to run.")
     min_decode_tokens_per_s: float | None = Field(default=None, gt=0, description="Decode speed floor.")
+    min_prefill_tokens_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Prompt-processing speed floor: a prompt of N tokens waits N / this seconds for "
+        "its first answer token. Judged on the device's figures only (an agent's, or the device "
+        "model's in a sweep): the worker host does not measure prefill.",
+    )
     memory_bandwidth_gbps: float | None = Field(
         default=None,
         gt=0,
@@ -108,6 +117,12 @@ def get_profile(name: str, path: Path | None = None) -> DeviceProfile:
     if name not in profiles:
         raise UnknownProfileError(f"unknown device profile {name!r}; valid profiles: {', '.join(profiles)}")
     return profiles[name]
+
+
+def target_profile(config: JobConfig, name: str) -> DeviceProfile:
+    """The profile a job's target is exported and judged against: the named profile, with any
+    budget the target sets itself in place of the profile's (TargetBudgets)."""
+    return get_profile(name).model_copy(update=config.target_budgets(name))
 
 
 def check_exportable(profile: DeviceProfile) -> None:

@@ -24,6 +24,7 @@ class Candidate(BaseModel):
     score: float
     size_mb: float
     decode_tokens_per_s: float | None
+    prefill_tokens_per_s: float | None = None  # the sweep's bases share one per base: equal here
     peak_memory_mb: float | None
     figures: str  # "device agent" or "predicted"
     misses: list[str]  # each budget it does not meet, in words
@@ -59,6 +60,7 @@ def candidate(profile: DeviceProfile, quantization: str, entry: dict[str, Any]) 
         score=float(entry["eval"]["score"]),
         size_mb=round(artifact_mb(files), 2),
         decode_tokens_per_s=(figures or {}).get("decode_tokens_per_s"),
+        prefill_tokens_per_s=(figures or {}).get("prefill_tokens_per_s"),
         peak_memory_mb=(figures or {}).get("peak_memory_mb"),
         figures=source,
         misses=misses,

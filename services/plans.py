@@ -232,11 +232,12 @@ SIZE_REFUSAL_MARGIN = 1.10
 
 def check_artifact_sizes(cfg: JobConfig, params: int) -> None:
     """Refuse a target whose artifact of this base would clearly be over its refused size budget."""
-    from export.profiles import estimated_artifact_bytes, load_profiles
+    from export.profiles import estimated_artifact_bytes, target_profile
 
-    profiles, gpu = load_profiles(), get_settings().worker_compute != "cpu"
+    gpu = get_settings().worker_compute != "cpu"
     for i, name in enumerate(cfg.target_names):
-        profile = profiles[name]
+        profile = target_profile(cfg, name)  # the target's own size budget, where it sets one
+        whose = "your" if "max_artifact_mb" in cfg.target_budgets(name) else "the profile's"
         mb = estimated_artifact_bytes(profile, params, gpu=gpu) / 2**20
         if (
             profile.on_over_budget.max_artifact_mb == "refuse"
@@ -244,7 +245,7 @@ def check_artifact_sizes(cfg: JobConfig, params: int) -> None:
         ):
             raise InvalidRequest(
                 f"the {name} artifact ({profile.format} {profile.quantization}) of {cfg.model} would be "
-                f"about {mb:.0f} MB, over the profile's {profile.max_artifact_mb} MB, which its gate "
+                f"about {mb:.0f} MB, over {whose} {profile.max_artifact_mb:g} MB, which its gate "
                 "refuses; pick a smaller base model or another target",
                 param=f"targets[{i}]",
                 code="target_over_budget",

@@ -50,6 +50,14 @@ def test_create_validates_each_field(client, train_file, tiny_base) -> None:
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}},
     )
     _bad(client, "suffix", model=tiny_base, training_file=train_file, suffix="bad suffix!")
+    own = {"profile": "laptop-cpu", "budgets": {"min_prefill_tokens_per_s": -1}}
+    _bad(
+        client,
+        "min_prefill_tokens_per_s",
+        model=tiny_base,
+        training_file=train_file,
+        extra_body={"targets": [own]},
+    )
     _bad(
         client,
         "labels",

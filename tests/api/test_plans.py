@@ -283,6 +283,20 @@ def test_a_target_whose_artifact_would_surely_be_over_its_size_budget_is_refused
     assert "MB, over the profile's 1024 MB" in err.value.message
 
 
+def test_a_targets_own_size_budget_is_checked_before_training() -> None:
+    from domain.job_config import JobConfig
+    from services.errors import InvalidRequest
+    from services.plans import check_artifact_sizes
+
+    own = {"profile": "laptop-cpu", "budgets": {"max_artifact_mb": 50}}  # the profile allows 2048
+    cfg = JobConfig.model_validate(
+        {"model": "LiquidAI/LFM2-350M", "training_file": "file-x", "targets": [own]}
+    )
+    with pytest.raises(InvalidRequest) as err:
+        check_artifact_sizes(cfg, 354_483_968)  # its Q4_K_M GGUF is ~230 MB
+    assert err.value.param == "targets[0]" and "MB, over your 50 MB" in err.value.message
+
+
 def test_a_full_fine_tune_too_big_for_one_gpu_is_planned_and_quoted_on_several(tmp_path, monkeypatch) -> None:
     """LFM2-1.2B full at 2048-token rows: on an L4 (22 GiB) its states alone do not fit, so the
     plan gives it 2 L4s of one node (FSDP), quotes 2 x the L4 rate for the GPU stages and sends it to

@@ -245,13 +245,13 @@ def test_budgets_refuse_or_flag_by_the_profiles_rule() -> None:
     assert not decision.passed
     (reason,) = decision.reasons
     assert reason == (
-        "max_ram_mb: pi measured 700.0 MB (host test-box), over the profile's 512 "
+        "max_ram_mb: pi measured 700.0 MB (host test-box), over the budget of 512 "
         "(refused by the profile's rule)"
     )
     pi, phone, gpu = (decision.artifacts[k] for k in ("pi", "phone", "gpu-server"))
     assert not pi.passed and pi.reasons == [reason] and pi.score == 0.85
     assert phone.passed and phone.flags == [
-        "min_decode_tokens_per_s: phone measured 12.5 tokens/s (host test-box), under the profile's 20 "
+        "min_decode_tokens_per_s: phone measured 12.5 tokens/s (host test-box), under the budget of 20 "
         "(flagged, not refused)"
     ]
     assert phone.flags[0] in decision.notes

@@ -52,3 +52,16 @@ def test_a_device_agents_figures_replace_the_hosts_but_for_one_it_did_not_measur
     checks = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict(), bench)}
     assert checks["max_ram_mb"].measured == 40.0 and checks["max_ram_mb"].where.startswith("host ")
     assert checks["min_decode_tokens_per_s"].where == "device agent pi (arm)"
+
+
+def test_a_prefill_floor_is_judged_on_the_devices_figure_only(tmp_path: Path) -> None:
+    """The host measures no prefill: without device figures the budget is left out, not guessed."""
+    model, stats = _run_artifact(tmp_path)
+    profile = get_profile("raspberry-pi-5").model_copy(update={"min_prefill_tokens_per_s": 100.0})
+    host_only = {c.budget for c in budget_checks(profile, [model], stats.to_dict())}
+    assert "min_prefill_tokens_per_s" not in host_only
+    agent = {"decode_tokens_per_s": 9.5, "prefill_tokens_per_s": 80.0, "measured_at": "device agent pi"}
+    checks = {c.budget: c for c in budget_checks(profile, [model], stats.to_dict(), agent)}
+    prefill = checks["min_prefill_tokens_per_s"]
+    assert (prefill.measured, prefill.limit, prefill.rule) == (80.0, 100.0, "flag") and not prefill.within()
+    assert prefill.where == "device agent pi"

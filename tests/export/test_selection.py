@@ -71,3 +71,28 @@ def test_a_flagged_budget_still_rules_a_candidate_out(tmp_path: Path) -> None:
 def test_size_counts_from_the_files(tmp_path: Path) -> None:
     c = candidate(get_profile("raspberry-pi-5"), "Q8_0", _entry(tmp_path, 1100))
     assert c.size_mb == pytest.approx(1100) and c.misses == ["max_artifact_mb 1100 vs 1024"]
+
+
+def test_a_target_s_own_budgets_replace_the_profile_s_in_the_pick(tmp_path: Path) -> None:
+    """TargetBudgets (the customer's limits) through export/profiles.py target_profile: a prefill
+    floor the prediction misses, and a size ceiling tighter than the profile's."""
+    from domain.job_config import JobConfig
+    from export.profiles import target_profile
+
+    own = {"min_prefill_tokens_per_s": 120.0, "max_artifact_mb": 2.0}
+    cfg = JobConfig(
+        model="m",
+        training_file="file-x",
+        targets=["laptop-cpu", {"profile": "raspberry-pi-5", "select": "best_within_budget", "budgets": own}],
+    )
+    pi = target_profile(cfg, "raspberry-pi-5")
+    assert (pi.min_prefill_tokens_per_s, pi.max_artifact_mb) == (120.0, 2.0)
+    assert pi.max_ram_mb == get_profile("raspberry-pi-5").max_ram_mb  # what it does not set stays
+    assert target_profile(cfg, "laptop-cpu") == get_profile("laptop-cpu")
+    figures = {"device_prediction": {"decode_tokens_per_s": 9.0, "prefill_tokens_per_s": 100.0, "basis": "b"}}
+    big, small = (
+        candidate(pi, "Q8_0", _entry(tmp_path, 3, **figures)),
+        candidate(pi, "Q4_0", _entry(tmp_path, 1)),
+    )
+    assert big.misses == ["max_artifact_mb 3 vs 2", "min_prefill_tokens_per_s 100 vs 120"]
+    assert big.prefill_tokens_per_s == 100.0 and pick([big, small]) == small

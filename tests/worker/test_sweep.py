@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 PI = {  # raspberry-pi-5's shape, with size budgets that split the tiny model's sweep
     "description": "test", "format": "gguf", "quantization": "Q4_0", "context_cap": 4096,
     "min_ram_mb": 4096, "max_ram_mb": 2048, "min_decode_tokens_per_s": 5, "runtime": "llama.cpp",
-    "memory_bandwidth_gbps": 17.1,
+    "memory_bandwidth_gbps": 17.1, "compute_gops": 614,
 }  # fmt: skip
 
 
@@ -40,12 +40,14 @@ def profiles(platform, tmp_path) -> Iterator[None]:
     _reset_caches()
 
 
-def _sweep_job(api_key: str, model: str, tmp_path: Path, targets: list[str]) -> str:
+def _sweep_job(
+    api_key: str, model: str, tmp_path: Path, targets: list[str], budgets: dict[str, float] | None = None
+) -> str:
     job_id = _export_job(api_key, model, tmp_path)
     with session_scope() as session:
         job = session.get_one(Job, job_id)
         job.config = job.config | {
-            "targets": [{"profile": t, "select": "best_within_budget"} for t in targets]
+            "targets": [{"profile": t, "select": "best_within_budget", "budgets": budgets} for t in targets]
         }
     return job_id
 
@@ -107,3 +109,24 @@ def test_when_no_candidate_fits_the_job_fails_naming_the_target(
     )
     assert all(q in error["message"] for q in SWEEP_QUANTIZATIONS)
     assert "pi-none" not in (state.get("exported") or {})
+
+
+def test_a_targets_own_budgets_steer_the_pick_and_a_prefill_floor_counts(
+    api_key, tiny_base, tmp_path, profiles
+) -> None:
+    """The customer's own limits on the roomy profile (TargetBudgets): a 3 MB ceiling rules Q8_0
+    out as pi-tight's does; a prefill floor above what the device model predicts for every
+    candidate leaves none to publish, and the failure names that budget."""
+    status, error, state = _run(
+        _sweep_job(api_key, tiny_base, tmp_path, ["pi-roomy"], {"max_artifact_mb": 3})
+    )
+    assert error is None, error
+    frontier = {c["quantization"]: c for c in state["exported"]["pi-roomy"]["frontier"]}
+    assert frontier["Q8_0"]["misses"][0].startswith("max_artifact_mb ") and not frontier["Q8_0"]["chosen"]
+    assert all(c["figures"] == "predicted" and c["prefill_tokens_per_s"] for c in frontier.values())
+    floor = 10 * max(c["prefill_tokens_per_s"] for c in frontier.values())
+    status, error, _ = _run(
+        _sweep_job(api_key, tiny_base, tmp_path, ["pi-roomy"], {"min_prefill_tokens_per_s": floor})
+    )
+    assert status == "failed" and error is not None and error["param"] == "targets[0]"
+    assert error["message"].count("min_prefill_tokens_per_s") == len(SWEEP_QUANTIZATIONS)

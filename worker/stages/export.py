@@ -140,7 +140,7 @@ def _quantization(profile: Any, entry: dict[str, Any]) -> str:
 
 def export(ctx: JobContext) -> dict[str, Any]:
     from export.formats import FORMATS
-    from export.profiles import get_profile
+    from export.profiles import target_profile
 
     adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
     held_out = eval_rows(ctx)  # read once: every artifact answers the same rows
@@ -149,7 +149,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
     adapter_entry: dict[str, Any] | None = None  # converted and described once, shipped per GGUF target
     for target in ctx.config.target_names:
         ctx.check_cancel()
-        profile = get_profile(target)
+        profile = target_profile(ctx.config, target)
         if ctx.config.target_select(target) == "best_within_budget":
             entry = sweep_target(ctx, profile, lambda p: _export_one(ctx, p, held_out, adapter_dir, grammar))
         else:

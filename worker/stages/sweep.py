@@ -50,7 +50,9 @@ def sweep_target(
 
 
 def _tps(c: Candidate) -> str:
-    return "unknown tokens/s" if c.decode_tokens_per_s is None else f"{c.decode_tokens_per_s:,.1f} tokens/s"
+    decode = "unknown tokens/s" if c.decode_tokens_per_s is None else f"{c.decode_tokens_per_s:,.1f} tokens/s"
+    prefill = "" if c.prefill_tokens_per_s is None else f" (prefill {c.prefill_tokens_per_s:,.0f})"
+    return decode + prefill
 
 
 def _line(target: str, c: Candidate) -> str:
