@@ -52,30 +52,47 @@ def _body(message: str, type_: str, param: str | None = None, code: str | None =
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _param(loc: tuple[object, ...]) -> str:
-    # ("body", "method", "supervised", "n_epochs") -> "method.supervised.n_epochs"; pydantic also
-    # names the member of a union it tried ("constrained-str", "TargetSpec"), which is not a field
-    # the customer sent: left out
-    parts = [
-        str(p) for p in loc if p not in ("body", "query", "header", "path", "form") and not _union_tag(p)
-    ]
+def _param(loc: tuple[object, ...], body: Any = None) -> str:
+    # ("body", "method", "supervised", "n_epochs") -> "method.supervised.n_epochs"
+    parts: list[str] = []
+    node = body
+    for p in loc:
+        if p in ("body", "query", "header", "path", "form"):
+            continue
+        if isinstance(node, dict) and p in node:
+            node = node[p]
+        elif isinstance(node, list) and isinstance(p, int) and 0 <= p < len(node):
+            node = node[p]
+        elif _union_tag(p):
+            continue  # pydantic names the union member it tried: not a key the customer sent
+        else:
+            node = None
+        parts.append(str(p))
     return ".".join(parts) or str(loc[-1] if loc else "")
 
 
 def _union_tag(part: object) -> bool:
+    """How pydantic names a union's members in a location: "constrained-str", "TargetSpec"."""
     return isinstance(part, str) and (part[:1].isupper() or "-" in part or "[" in part)
 
 
-# Errors that only say the input was not of a union member's type: with a union (a target is a
-# name or an object), the member the input was meant for has the error that names the field.
+# An error that only says the input was not of one union member's type ("Input should be a valid
+# string" for an object): where the input's own member has an error under the same field, that one
+# names what to fix.
 _TYPE_MISMATCH = frozenset({"string_type", "model_type", "model_attributes_type", "dict_type", "list_type"})
 
 
-def _telling(errors: list[Any]) -> Any:
-    """The error `param` names: the first that is more than a union member's type mismatch."""
+def _telling(errors: list[Any], body: Any) -> Any:
+    """The error `param` names: the first, unless it is a union member's type mismatch and another
+    error lies under the same field."""
     if not errors:
         return {"loc": (), "msg": "invalid request"}
-    return next((e for e in errors if e.get("type") not in _TYPE_MISMATCH), errors[0])
+    first = errors[0]
+    if first.get("type") not in _TYPE_MISMATCH:
+        return first
+    field = _param(tuple(first.get("loc", ())), body)
+    deeper = (e for e in errors[1:] if _param(tuple(e.get("loc", ())), body).startswith(field + "."))
+    return next(deeper, first)
 
 
 def _has_control(value: str) -> bool:
@@ -317,9 +334,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        param = _param(tuple(_telling(errors).get("loc", ())))
-        message = "; ".join(f"{_param(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors[:10])
+        errors, body = list(exc.errors()), exc.body
+        param = _param(tuple(_telling(errors, body).get("loc", ())), body)
+        message = "; ".join(f"{_param(tuple(e.get('loc', ())), body)}: {e.get('msg')}" for e in errors[:10])
         return JSONResponse(_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
 
     @app.exception_handler(HTTPException)

@@ -57,6 +57,11 @@ def queue_now(job: Job) -> str:
     needs no accelerator (services/pools.py queue_for_stage)."""
     done = set(job.stages_done or [])
     stage = next((name for name in STAGES if name not in done), STAGES[-1])
+    if "train" in done and not (job.state or {}).get("handoff_stored"):
+        # trained, but its machine was lost before the model was stored for a hand-over: the
+        # stages after it need the weights, which only training again (from the last stored
+        # checkpoint) on the job's class can make
+        stage = "train"
     return queue_for_stage(job.queue, stage, JobConfig.model_validate(job.config).synthesizes)
 
 

@@ -35,7 +35,7 @@ TRAINED = ("train_path", "eval_path", "merged_dir", "adapter_dir")
 
 
 def _prefix(ctx: JobContext) -> str:
-    return f"handoff/{ctx.org_id}/{ctx.job_id}"
+    return f"handoff/{ctx.org_id}/{ctx.job_id}"  # discard_stored spells it from the ids
 
 
 def _trained_paths(ctx: JobContext) -> dict[str, str]:
@@ -84,11 +84,16 @@ def restore_trained(ctx: JobContext) -> bool:
 
 def discard_trained(ctx: JobContext) -> None:
     """Delete the stored outputs once the job has ended (storage is billed); best effort."""
-    for tree in (ctx.state.get("handoff_stored") or {}).get("trees", []):
+    discard_stored(ctx.org_id, ctx.job_id, ctx.state)
+
+
+def discard_stored(org_id: str, job_id: str, state: dict[str, Any] | None) -> None:
+    """The same, from the job row's ids and state (the reaper, when it gives a job up)."""
+    for tree in ((state or {}).get("handoff_stored") or {}).get("trees", []):
         try:
-            delete_tree(f"{_prefix(ctx)}/{tree}")
+            delete_tree(f"handoff/{org_id}/{job_id}/{tree}")
         except Exception:  # the job's outcome stands; a leftover prefix only costs storage
-            log.exception("could not delete the hand-over copy %s of job %s", tree, ctx.job_id)
+            log.exception("could not delete the hand-over copy %s of job %s", tree, job_id)
 
 
 def hand_off(ctx: JobContext, stage: str, target: str) -> bool:
@@ -111,10 +116,14 @@ def hand_off(ctx: JobContext, stage: str, target: str) -> bool:
         add_event(
             session, ctx.job_id, f"Stage {stage} runs on another pool: handed to queue {target!r}", data=data
         )
+    # The job is another worker's from here: nothing below may raise into this one's pipeline.
     try:
         queue.send(queue.RUN_JOB, ctx.job_id, target)
     except Exception as exc:
         log.warning("could not hand job %s to %s (the reaper sends it again): %r", ctx.job_id, target, exc)
-    if (note := waiting_note(target)) is not None:
-        ctx.event(note, level="warn", data={"queue": target})
+    try:
+        if (note := waiting_note(target)) is not None:
+            ctx.event(note, level="warn", data={"queue": target})
+    except Exception:
+        log.exception("could not note the wait of job %s on %s", ctx.job_id, target)
     return True

@@ -60,9 +60,12 @@ def _job_resumed(session: Session, job: Any) -> None:
 
 
 def _job_given_up(session: Session, job: Any, message: str) -> None:
+    from worker.handoff import discard_stored
+
     job.status, job.finished_at = "failed", now()
     job.error = {"code": "worker_lost", "param": None, "message": message}
     add_event(session, job.id, message, level="error")
+    discard_stored(job.org_id, job.id, job.state)  # a hand-over's copy of the trained model
 
 
 def _job_message_lost(session: Session, job_id: str) -> None:

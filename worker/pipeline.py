@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import update
 
 from domain.job_config import JobConfig
-from domain.lists import GPU_STAGES, LOCAL_OUTPUT_STAGES, TERMINAL
+from domain.lists import ACCELERATOR_STAGES, GPU_STAGES, LOCAL_OUTPUT_STAGES, TERMINAL
 from infra.db import session_scope
 from infra.models import Job, now
 from infra.price_book import price_book
@@ -29,11 +29,14 @@ from services.errors import EdgetuneError
 from services.jobs import add_event, record_usage
 from services.pools import queue_for_stage
 from worker import handoff, machine
-from worker.context import JobCancelled, JobContext, Stage, billing_compute
+from worker.context import JobCancelled, JobContext, Stage, billing_compute, save_state
 from worker.lifecycle import JOBS, Heartbeat, claim
 from worker.stages import STAGES
 
 log = logging.getLogger(__name__)
+# A job moves at most twice when all goes well (CPU -> GPU -> CPU), once more after each lost
+# machine; past this many, the workers disagree on where stages run, and the stage runs where it is.
+MAX_HANDOFFS = 6
 
 
 def _load(job_id: str) -> tuple[JobContext, list[str], int, str | None]:
@@ -127,13 +130,22 @@ def _after_machine_loss(ctx: JobContext, done: list[str]) -> tuple[list[str], li
 
 def _hand_off_if_elsewhere(ctx: JobContext, name: str, routed: str | None, rerun: list[str]) -> bool:
     """Whether the stage belongs to another pool's queue (services/pools.py queue_for_stage), in which
-    case the job was handed there (worker/handoff.py). Stages re-run to restore files stay here."""
+    case the job was handed there (worker/handoff.py). Stages re-run to restore files stay here,
+    but for training, which only the job's class may run."""
     target = queue_for_stage(routed, name, ctx.config.synthesizes)
-    if name in rerun or target == worker_queue():
+    if (name in rerun and name not in ACCELERATOR_STAGES) or target == worker_queue():
+        return False
+    if int(ctx.state.get("handoffs", 0)) >= MAX_HANDOFFS:  # workers that disagree on the rule
+        ctx.event(
+            f"Handed over {MAX_HANDOFFS} times already (do the workers share EDGETUNE_COMPUTE_POOLS and "
+            f"EDGETUNE_CPU_STAGES_ON_CPU_WORKERS?); running stage {name} here",
+            level="warn",
+            data={"stage": name, "queue": target},
+        )
         return False
     try:
         moved = handoff.hand_off(ctx, name, target)
-    except Exception as exc:  # the store or database refused the copy: better here than failed
+    except Exception as exc:  # the store or database refused, before the job moved: run it here
         log.warning("job %s: hand-over to %s failed: %r", ctx.job_id, target, exc)
         ctx.event(
             f"Could not hand stage {name} to queue {target!r} ({type(exc).__name__}); running it here",
@@ -152,7 +164,8 @@ def run_job(job_id: str, stages: list[tuple[str, Stage]] | None = None) -> None:
         _discard_if_ended(job_id)
         return
     ctx, done, attempt, routed = _load(job_id)
-    ctx.state["device"] = machine.device()  # this machine's, whichever ran the stages before
+    # this machine's, whichever ran the stages before; saved, as the training process reads it
+    save_state(ctx, {"device": machine.device()})
     rerun: list[str] = []
     if done and _files_missing(ctx):
         done, rerun = _after_machine_loss(ctx, done)

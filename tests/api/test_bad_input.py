@@ -269,3 +269,28 @@ def test_a_json_body_over_the_upload_cap_is_a_413(server, h, monkeypatch) -> Non
         get_settings.cache_clear()
     r = server.api.post("/fine_tuning/jobs", json={"model": "x", "suffix": "s" * 5000}, headers=h)
     assert error_of(r, 400, "suffix")
+
+
+def test_a_bad_field_inside_a_union_is_named_and_a_sent_key_is_never_dropped() -> None:
+    """api/errors.py: pydantic names the union member it tried ("constrained-str", "TargetSpec")
+    in an error's location; `param` leaves those out and names the field under the member the input
+    was meant for, but keeps every key the customer sent, capitalised or not."""
+    from api.errors import _param, _telling
+
+    body = {"targets": [{"profile": "pi", "budgets": {"min_prefill_tokens_per_s": -1}}]}
+    errors = [
+        {"loc": ("body", "targets", 0, "constrained-str"), "type": "string_type"},
+        {
+            "loc": ("body", "targets", 0, "TargetSpec", "budgets", "min_prefill_tokens_per_s"),
+            "type": "greater_than",
+        },
+    ]
+    assert _param(_telling(errors, body)["loc"], body) == "targets.0.budgets.min_prefill_tokens_per_s"
+    assert _param(("body", "method", "Supervised"), {"method": {"Supervised": {}}}) == "method.Supervised"
+    assert _param(("body", "model"), {}) == "model"  # a missing field is named though not sent
+    # a type error that is not a union's stays first: `model` is what to fix before `suffix`
+    errors = [
+        {"loc": ("body", "model"), "type": "string_type"},
+        {"loc": ("body", "suffix"), "type": "too_long"},
+    ]
+    assert _param(_telling(errors, {"model": 5})["loc"], {"model": 5}) == "model"

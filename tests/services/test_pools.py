@@ -37,3 +37,28 @@ def test_with_pools_a_gpu_job_holds_its_class_only_to_train_and_score(monkeypatc
         assert {queue_for_stage(None, s, synthesizes=True) for s in STAGES} == {"q"}  # one queue
     finally:
         get_settings.cache_clear()
+
+
+def test_a_job_whose_trained_model_was_lost_with_its_machine_goes_back_to_its_class(monkeypatch) -> None:
+    """The reaper's resend (services/pools.py queue_now): trained and scored, but lost before the
+    model was stored for the hand-over, the job must train again on its class (from its last
+    stored checkpoint), not on the CPU queue its next stage belongs to."""
+    from infra.models import Job
+    from infra.settings import get_settings
+    from services.pools import queue_now
+
+    monkeypatch.setenv("EDGETUNE_QUEUE", "q")
+    monkeypatch.setenv("EDGETUNE_COMPUTE_POOLS", "cpu,l4-24gb")
+    get_settings.cache_clear()
+    try:
+        config = {"model": "m", "training_file": "file-x"}
+        done = ["prepare", "synthesize", "train", "evaluate"]
+        lost = Job(queue="q.l4-24gb", config=config, stages_done=done, state={})
+        assert queue_now(lost) == "q.l4-24gb"
+        stored = Job(
+            queue="q.l4-24gb", config=config, stages_done=done, state={"handoff_stored": {"trees": []}}
+        )
+        assert queue_now(stored) == "q"  # the CPU worker fetches the model and exports
+        assert queue_now(Job(queue="q.l4-24gb", config=config, stages_done=[], state={})) == "q.l4-24gb"
+    finally:
+        get_settings.cache_clear()
