@@ -6,10 +6,12 @@ markdown table: rows kept per minute, completion tokens per second, drop rate by
     .venv/bin/python -m bench.synth_throughput [--tasks classification,chat] [--concurrency 1,4]
         [--rows 24] [--seed 11] [--threads N] [--repeats 1] [--round-trip off,measure,filter]
 
-`--round-trip` runs classification once per mode (domain/job_config.py TaskSpec.round_trip): with
-`measure` the rows are those of `off` plus one labelling request each, so the difference in teacher
-tokens is what the round trip costs, and its agreement rate is how often the teacher labels its
-own text as it was asked to write it.
+`--round-trip` runs each task that has one (classification, routing, extraction) once per mode
+(domain/job_config.py TaskSpec.round_trip; tasks without one, tool calls and chat, run in `off`
+only): with `measure` the rows are those of `off` plus one answering request each, so the
+difference in teacher tokens is what the round trip costs, and its agreement rate is how often
+the teacher, held to the answer's schema (synth/llama_server.py STRUCTURED_OUTPUT), gives the
+answer the row was written for.
 
 What to expect from concurrency: `llama_cpp.server` (llama-cpp-python) has one model object behind
 a global lock, so it decodes one completion at a time; it has no parallel-slot setting (llama.cpp's
@@ -32,7 +34,13 @@ from typing import Any
 
 from domain.job_config import TaskSpec
 from synth.generate import synthesize
-from synth.llama_server import bundled_teacher_gguf, default_threads, model_alias, serve_gguf
+from synth.llama_server import (
+    STRUCTURED_OUTPUT,
+    bundled_teacher_gguf,
+    default_threads,
+    model_alias,
+    serve_gguf,
+)
 from synth.teacher import TeacherClient, TeacherSettings
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -40,6 +48,13 @@ TASKS: dict[str, dict[str, Any]] = {
         "type": "classification",
         "description": "Classify the sentiment of a product review.",
         "labels": ["positive", "negative", "neutral"],
+    },
+    "routing": {  # bench/task_quality.py's 4-label task
+        "type": "classification",
+        "description": "Route a customer support message to the team that should handle it: "
+        "billing (charges, refunds, invoices), technical (the app or device does not work), "
+        "shipping (where a parcel is, delivery dates) or account (login, password, profile).",
+        "labels": ["billing", "technical", "shipping", "account"],
     },
     "extraction": {
         "type": "extraction",
@@ -60,7 +75,10 @@ TASKS: dict[str, dict[str, Any]] = {
 def run_one(base_url: str, task: TaskSpec, concurrency: int, seed: int) -> dict[str, Any]:
     """One synthesis run at `concurrency` requests in flight; its counts and timings."""
     settings = TeacherSettings(
-        base_url=base_url, model=model_alias(bundled_teacher_gguf()), max_concurrency=concurrency
+        base_url=base_url,
+        model=model_alias(bundled_teacher_gguf()),
+        max_concurrency=concurrency,
+        structured_output=STRUCTURED_OUTPUT,
     )
     started = time.perf_counter()
     with TeacherClient(settings) as client:
@@ -142,7 +160,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: half the cores)")
     p.add_argument("--repeats", type=int, default=1, help="passes over the levels, alternating order")
-    p.add_argument("--round-trip", default="off", help="comma-separated modes, for classification")
+    p.add_argument("--round-trip", default="off", help="comma-separated modes, for the types that have one")
     args = p.parse_args()
     threads = args.threads or default_threads()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -151,10 +169,11 @@ def main() -> None:
     with serve_gguf(bundled_teacher_gguf(), n_threads=threads) as base_url:
         warm_up(base_url)
         for name in args.tasks.split(","):
-            modes = args.round_trip.split(",") if name == "classification" else ["off"]
-            for mode in modes:
+            for mode in args.round_trip.split(","):
                 spec = {**TASKS[name], "num_examples": args.rows, "round_trip": mode}
                 task = TaskSpec.model_validate(spec)
+                if mode != "off" and not task.round_trips:
+                    continue  # tool calls and chat have none
                 for rep in range(args.repeats):
                     for level in levels if rep % 2 == 0 else levels[::-1]:
                         results.append(run_one(base_url, task, level, args.seed))

@@ -106,6 +106,15 @@ def sweep_size(select: TargetSelect) -> int:
     return len(SWEEP_QUANTIZATIONS) if select == "best_within_budget" else 1
 
 
+# ---- the teacher (synth/teacher.py) -----------------------------------------------------------------
+# How a teacher is asked for an answer of a given JSON Schema (the round trip's label or object), by
+# the request field its server reads: OpenAI's structured outputs (`response_format` of type
+# `json_schema`; vLLM, llama.cpp's llama-server and most hosted APIs read it too), the `json_object`
+# type with a `schema` that llama-cpp-python's server (the bundled teacher) reads, or not at all
+# (the prompt alone asks for the form).
+StructuredOutput = Literal["json_schema", "json_object", "off"]
+
+
 # ---- what the model is for ------------------------------------------------------------------------
 # How an answer is scored and constrained: its form (eval/metrics.py scores each, eval/grammar.py
 # constrains each, domain/answers.py says which answers are valid). A chat reply is free generation.

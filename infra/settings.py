@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     teacher_base_url: str = ""
     teacher_model: str = "SmolLM2-135M-Instruct"
     teacher_api_key: str | None = None
+    # How the round trip holds that teacher to an answer's JSON Schema: json_schema, json_object or
+    # off (domain/lists.py StructuredOutput; synth/teacher.py checks the value). The bundled teacher
+    # is always asked the way its server reads (synth/llama_server.py STRUCTURED_OUTPUT).
+    teacher_structured_output: str = "json_schema"
 
     # Pricing (USD) lives in the price book (infra/price_book.yaml, or this path); compute is billed
     # on measured wall seconds of each stage at the rate of the class the workers run on.

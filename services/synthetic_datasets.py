@@ -168,20 +168,28 @@ def fail_dataset(session: Session, ds: SyntheticDataset, code: str, message: str
     session.commit()
 
 
-def teacher_settings(options: TeacherOptions, base_url: str) -> TeacherSettings:
+def teacher_settings(options: TeacherOptions, base_url: str, *, bundled: bool = False) -> TeacherSettings:
     """The client settings for a run: the request's options over EDGETUNE_TEACHER_*. The server's
     API key is sent only to the server's own teacher, never to a base_url the request chose."""
+    from synth.llama_server import STRUCTURED_OUTPUT
     from synth.teacher import TeacherSettings
 
     s = get_settings()
-    return TeacherSettings(
-        base_url=base_url,
-        model=options.model or s.teacher_model,
-        api_key=options.api_key if options.base_url else s.teacher_api_key,
-        max_concurrency=options.max_concurrency,
-        max_total_tokens=options.max_total_tokens,
-        max_cost_usd=options.max_cost_usd,
-        usd_per_1k_tokens=price_book().teacher_1k_tokens,
+    # a request's own teacher speaks OpenAI's form unless it says otherwise; the operator's, what
+    # the settings say (checked here by TeacherSettings: an unknown value fails the run, named)
+    operators = STRUCTURED_OUTPUT if bundled else s.teacher_structured_output
+    dialect = options.structured_output or ("json_schema" if options.base_url else operators)
+    return TeacherSettings.model_validate(
+        {
+            "structured_output": dialect,
+            "base_url": base_url,
+            "model": options.model or s.teacher_model,
+            "api_key": options.api_key if options.base_url else s.teacher_api_key,
+            "max_concurrency": options.max_concurrency,
+            "max_total_tokens": options.max_total_tokens,
+            "max_cost_usd": options.max_cost_usd,
+            "usd_per_1k_tokens": price_book().teacher_1k_tokens,
+        }
     )
 
 
@@ -207,7 +215,10 @@ def open_teacher(options: TeacherOptions, notify: Callable[[str], None] = _ignor
     if options.base_url:
         limits = httpx.Limits(max_connections=options.max_concurrency)
         transport = GuardedTransport(current_policy(), limits=limits)
-    with server as url, TeacherClient(teacher_settings(options, url), transport=transport) as client:
+    with (
+        server as url,
+        TeacherClient(teacher_settings(options, url, bundled=not base_url), transport=transport) as client,
+    ):
         yield client
 
 

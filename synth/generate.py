@@ -290,10 +290,11 @@ def _judge(run: Run, candidates: list[Candidate]) -> list[Candidate]:
 
 def _round_trip(run: Run, candidates: list[Candidate]) -> list[Candidate]:
     """The teacher answers each row the way the fine-tuned model will be asked (the row's own
-    system and user turns, temperature 0); its type's `agrees` (synth/tasks/) says whether it gave the row's
-    answer (the label the text was written for, or the extraction's fields). `measure` counts how
-    often it did; `filter` also drops the rest (`round_trip_disagrees`, or `round_trip_no_answer`
-    when the request failed).
+    system and user turns, temperature 0), held to its type's answer schema where the teacher's
+    settings say how (a label of the list, the extraction's object); its type's `agrees`
+    (synth/tasks/) says whether it gave the row's answer (the label the text was written for, or
+    the extraction's fields). `measure` counts how often it did; `filter` also drops the rest
+    (`round_trip_disagrees`, or `round_trip_no_answer` when the request failed).
 
     A weak teacher is a weak classifier and extractor too: its disagreement says as much about it
     as about the row, so the rate is reported before anything is dropped by default (README,
@@ -302,7 +303,10 @@ def _round_trip(run: Run, candidates: list[Candidate]) -> list[Candidate]:
     if kind.agrees is None:
         return candidates  # domain/lists.py TASKS and synth/tasks/ agree on which types have one
     budget = kind.round_trip_tokens
-    requests = [ChatRequest(c.row["messages"][:-1], budget, 0.0, c.variation.seed) for c in candidates]
+    schema = kind.round_trip_schema(run.task) if kind.round_trip_schema else None
+    requests = [
+        ChatRequest(c.row["messages"][:-1], budget, 0.0, c.variation.seed, schema) for c in candidates
+    ]
     run.round_trip["requests"] += len(requests)
     drop = run.task.round_trip == "filter"
     kept = []
@@ -442,6 +446,8 @@ def _report(
         checked, agreed = run.round_trip["checked"], run.round_trip["agreed"]
         report["round_trip"] = {
             "mode": task.round_trip,
+            # how the teacher was held to the answer's schema ("off": the prompt alone asked)
+            "structured_output": run.client.settings.structured_output,
             "requests": run.round_trip["requests"],
             "checked": checked,
             "agreed": agreed,

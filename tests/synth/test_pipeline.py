@@ -9,6 +9,8 @@ import random
 import re
 from typing import Any
 
+import pytest
+
 from domain.job_config import TaskSpec
 from synth.filters import normalize
 from synth.generate import SynthResult, parse_score, synthesize
@@ -260,10 +262,12 @@ def test_sampled_values_satisfy_their_schema() -> None:
         assert 2 <= len(value["order"]["items"]) <= 4 and value["count"] >= 1
 
 
-def _round_trip_script() -> tuple[Any, dict[int, str]]:
+def _round_trip_script(formats: list[Any] | None = None) -> tuple[Any, dict[int, str]]:
     """task_script, plus answers to the round-trip requests (the row's system turn, "Answer with
     exactly one of: ..."): the label the text was written for, except for request seeds divisible
-    by 3, which get the other label: a teacher that disagrees with a third of its own rows."""
+    by 3, which get the other label: a teacher that disagrees with a third of its own rows. Asked
+    for an object of a schema (response_format), it answers `{"label": ...}` as a server held to
+    the schema does, and each request's response_format goes to `formats`."""
     written_for: dict[int, str] = {}
 
     def script(n: int, payload: dict[str, Any]) -> Any:
@@ -275,31 +279,52 @@ def _round_trip_script() -> tuple[Any, dict[int, str]]:
         if payload["messages"][0]["role"] == "system" and "Answer with exactly one of:" in system:
             label_for = written_for[seed]
             other = "normal" if label_for == "urgent" else "urgent"
-            return chat(f"{other if seed % 3 == 0 else label_for}.", 60, 2)
+            answer = other if seed % 3 == 0 else label_for
+            if formats is not None:
+                formats.append(payload.get("response_format"))
+            if payload.get("response_format"):
+                return chat(json.dumps({"label": answer}), 60, 6)
+            return chat(f"{answer}.", 60, 2)
         return task_script(n, payload)
 
     return script, written_for
 
 
-def _run_with(spec: dict[str, Any], script: Any) -> SynthResult:
+def _run_with(spec: dict[str, Any], script: Any, **teacher: Any) -> SynthResult:
     task = TaskSpec.model_validate(spec)
     with FakeTeacher(script) as fake:
-        opts = {"base_url": fake.base_url, "model": "fake-teacher", "backoff_base_s": 0.01}
+        opts = {"base_url": fake.base_url, "model": "fake-teacher", "backoff_base_s": 0.01, **teacher}
         with TeacherClient(TeacherSettings.model_validate(opts)) as client:
             return synthesize(task, client, seed=5)
 
 
-def test_round_trip_measures_agreement_and_filter_drops_the_rows_the_teacher_labels_otherwise() -> None:
-    measured = _run_with({**SPECS["classification"], "round_trip": "measure"}, _round_trip_script()[0])
+@pytest.mark.parametrize("dialect", ["json_schema", "json_object", "off"])
+def test_round_trip_measures_agreement_and_filter_drops_the_rows_the_teacher_labels_otherwise(
+    dialect: str,
+) -> None:
+    formats: list[Any] = []
+    spec = {**SPECS["classification"], "round_trip": "measure"}
+    measured = _run_with(spec, _round_trip_script(formats)[0], structured_output=dialect)
     rt = measured.report["round_trip"]
     assert rt["mode"] == "measure" and rt["requests"] >= rt["checked"] > 0
+    assert rt["structured_output"] == dialect
+    # each round trip held to one of the labels, in the field this teacher's server reads
+    labels = {"type": "string", "enum": ["urgent", "normal"]}
+    schema = {"type": "object", "properties": {"label": labels}, "required": ["label"]}
+    schema["additionalProperties"] = False
+    expected = {
+        "json_schema": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+        "json_object": {"type": "json_object", "schema": schema},
+        "off": None,
+    }[dialect]
+    assert len(formats) == rt["requests"] and all(f == expected for f in formats)
     assert 0 < rt["agreed"] < rt["checked"] and rt["agreement_rate"] == round(rt["agreed"] / rt["checked"], 4)
     assert "round_trip_disagrees" not in measured.report["dropped_by_reason"]
     kept_seeds = [r["provenance"]["request_seed"] for r in measured.train_rows + measured.eval_rows]
     assert any(s % 3 == 0 for s in kept_seeds)  # measuring keeps the rows the teacher disagreed with
 
     spec = {**SPECS["classification"], "round_trip": "filter"}
-    filtered = _run_with(spec, _round_trip_script()[0])
+    filtered = _run_with(spec, _round_trip_script()[0], structured_output=dialect)
     assert_valid(TaskSpec.model_validate(spec), filtered)
     report = filtered.report
     disagreed = report["round_trip"]["checked"] - report["round_trip"]["agreed"]
@@ -324,6 +349,8 @@ def _extraction_round_trip_script() -> Any:
             pairs = dict(part.split(": ", 1) for part in mention.group(1).split(", "))
             facts[seed] = {k: {"yes": True, "no": False}.get(v, v) for k, v in pairs.items()}
         if "Reply with a JSON object" in payload["messages"][0]["content"]:
+            # held to the task's own schema, as OpenAI's structured outputs read it
+            assert payload["response_format"]["json_schema"]["schema"] == SPECS["extraction"]["output_schema"]
             answer = dict(facts[seed])
             if seed % 3 == 0:
                 answer["city"] = "Atlantis"

@@ -20,7 +20,15 @@ from domain.job_config import TaskSpec
 from domain.tool_calls import parse_tool_calls
 from synth.filters import normalize
 from synth.generate import SynthResult, synthesize
-from synth.llama_server import TeacherServerError, bundled_teacher_gguf, model_alias, serve_gguf
+from synth.llama_server import (
+    STRUCTURED_OUTPUT,
+    TeacherServerError,
+    bundled_teacher_gguf,
+    model_alias,
+    serve_gguf,
+)
+from synth.prompts import classification_instruction
+from synth.tasks.classification import answer_schema
 from synth.teacher import TeacherClient, TeacherSettings
 from synth.validate import row_problem
 
@@ -34,7 +42,8 @@ def teacher_url() -> Iterator[str]:
 
 
 def client(base_url: str) -> TeacherClient:
-    return TeacherClient(TeacherSettings(base_url=base_url, model=model_alias(bundled_teacher_gguf())))
+    settings = {"base_url": base_url, "model": model_alias(bundled_teacher_gguf())}
+    return TeacherClient(TeacherSettings(**settings, structured_output=STRUCTURED_OUTPUT))
 
 
 def assert_valid(result: SynthResult, num_examples: int) -> None:
@@ -79,6 +88,29 @@ def test_classification_from_the_real_teacher(teacher_url: str) -> None:
     assert all(d["eval"] >= 1 for d in dist.values() if d["train"] + d["eval"] >= 2)
     # A weak teacher still yields: at least half the target within the request cap.
     assert result.report["kept"] >= 6
+
+
+def test_the_round_trip_holds_the_real_teacher_to_a_label(teacher_url: str) -> None:
+    """Unprompted, the bundled teacher names no label in its own classification prompt's answers
+    (docs/benchmarks.md, 0 of 54); held to the answer's schema in its server's own form, every
+    answer is an object naming one, so the round trip's agreement measures its choice."""
+    task = TaskSpec(
+        description="Route a support message to a team.",
+        labels=["billing", "technical", "shipping", "account"],
+        num_examples=8,
+        round_trip="measure",
+    )
+    system = classification_instruction(task.description, task.labels or [])
+    texts = ["I was charged twice this month.", "The app crashes when I open it.", "Where is my parcel?"]
+    with client(teacher_url) as c:
+        for text in texts:
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+            answer = json.loads(c.complete(messages, 32, 0.0, 1, answer_schema=answer_schema(task)))
+            assert set(answer) == {"label"} and answer["label"] in (task.labels or [])
+        result = synthesize(task, c, seed=3)
+    rt = result.report["round_trip"]
+    assert rt["structured_output"] == "json_object" and rt["requests"] > 0
+    assert rt["checked"] == rt["requests"]  # every request answered: the server took the form
 
 
 def test_generation_from_the_real_teacher(teacher_url: str) -> None:
