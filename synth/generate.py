@@ -326,6 +326,42 @@ def _round_trip(run: Run, candidates: list[Candidate]) -> list[Candidate]:
     return kept
 
 
+def _round_trip_report(run: Run) -> dict[str, Any]:
+    """The round trip's counts, and, where a guess has a known chance of agreeing (one label of
+    n), whether the teacher agreed more often than guessing would: the one-sided binomial p-value
+    of `agreed` or more of `checked` at that chance. At p >= 0.05 the teacher cannot be told from a
+    guesser on these rows, so its agreement says nothing of them (a note says so): either the rows
+    or the teacher as a classifier are noise."""
+    checked, agreed = run.round_trip["checked"], run.round_trip["agreed"]
+    out: dict[str, Any] = {
+        "mode": run.task.round_trip,
+        # how the teacher was held to the answer's schema ("off": the prompt alone asked)
+        "structured_output": run.client.settings.structured_output,
+        "requests": run.round_trip["requests"],
+        "checked": checked,
+        "agreed": agreed,
+        "agreement_rate": round(agreed / checked, 4) if checked else None,
+    }
+    chance = SYNTH_TASKS[run.task.type].round_trip_chance
+    if chance is None or not checked:
+        return out
+    p_guess = chance(run.task)
+    p_value = binomial_tail(agreed, checked, p_guess)
+    out |= {"chance_rate": round(p_guess, 4), "above_chance_p_value": round(p_value, 4)}
+    if p_value >= 0.05:
+        out["note"] = (
+            f"the teacher agreed with {agreed} of {checked} rows, no more often than guessing one "
+            f"answer in {round(1 / p_guess)} would (p = {p_value:.2f}): with this teacher the round "
+            "trip cannot tell right rows from wrong ones, and the rows may be as poor"
+        )
+    return out
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how likely `k` or more agreements are by chance alone."""
+    return min(1.0, sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+
+
 def parse_score(text: str) -> int | None:
     """The first digit 1-5 standing alone in a judge's answer ("4", "Rating: 4", "4/5")."""
     match = re.search(r"(?<!\d)([1-5])(?!\d)", text)
@@ -443,16 +479,7 @@ def _report(
             "mean_kept_score": round(sum(scores) / len(scores), 3) if scores else None,
         }
     if task.round_trips:
-        checked, agreed = run.round_trip["checked"], run.round_trip["agreed"]
-        report["round_trip"] = {
-            "mode": task.round_trip,
-            # how the teacher was held to the answer's schema ("off": the prompt alone asked)
-            "structured_output": run.client.settings.structured_output,
-            "requests": run.round_trip["requests"],
-            "checked": checked,
-            "agreed": agreed,
-            "agreement_rate": round(agreed / checked, 4) if checked else None,
-        }
+        report["round_trip"] = _round_trip_report(run)
     if name := SYNTH_TASKS[task.type].distribution:
         report[name] = {
             key: {"train": sum(c.key == key for c in train), "eval": sum(c.key == key for c in evals)}

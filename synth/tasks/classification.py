@@ -84,5 +84,6 @@ TASK = SynthTask(
     distribution="label_distribution",
     round_trip_tokens=ROUND_TRIP_TOKENS,
     round_trip_schema=answer_schema,
+    round_trip_chance=lambda task: 1 / max(1, len(task.labels or [])),
     agrees=agrees,
 )

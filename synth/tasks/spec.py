@@ -41,4 +41,7 @@ class SynthTask:
     # whether it agrees with the row (its key, the row).
     round_trip_tokens: int = 0
     round_trip_schema: Callable[[TaskSpec], dict[str, Any] | None] | None = None
+    # How often a teacher guessing at random would agree (one label of n), where that is known:
+    # the dataset report then says whether the agreement is above chance.
+    round_trip_chance: Callable[[TaskSpec], float] | None = None
     agrees: Callable[[TaskSpec, str, str | None, dict[str, Any]], bool] | None = None

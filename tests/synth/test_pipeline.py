@@ -13,7 +13,7 @@ import pytest
 
 from domain.job_config import TaskSpec
 from synth.filters import normalize
-from synth.generate import SynthResult, parse_score, synthesize
+from synth.generate import SynthResult, binomial_tail, parse_score, synthesize
 from synth.prompts import PROMPT_VERSION, TEMPLATE_VERSIONS
 from synth.teacher import TeacherClient, TeacherSettings
 from synth.validate import row_problem
@@ -262,7 +262,7 @@ def test_sampled_values_satisfy_their_schema() -> None:
         assert 2 <= len(value["order"]["items"]) <= 4 and value["count"] >= 1
 
 
-def _round_trip_script(formats: list[Any] | None = None) -> tuple[Any, dict[int, str]]:
+def _round_trip_script(formats: list[Any] | None = None, wrong_every: int = 3) -> tuple[Any, dict[int, str]]:
     """task_script, plus answers to the round-trip requests (the row's system turn, "Answer with
     exactly one of: ..."): the label the text was written for, except for request seeds divisible
     by 3, which get the other label: a teacher that disagrees with a third of its own rows. Asked
@@ -279,7 +279,7 @@ def _round_trip_script(formats: list[Any] | None = None) -> tuple[Any, dict[int,
         if payload["messages"][0]["role"] == "system" and "Answer with exactly one of:" in system:
             label_for = written_for[seed]
             other = "normal" if label_for == "urgent" else "urgent"
-            answer = other if seed % 3 == 0 else label_for
+            answer = other if wrong_every and seed % wrong_every == 0 else label_for
             if formats is not None:
                 formats.append(payload.get("response_format"))
             if payload.get("response_format"):
@@ -334,6 +334,32 @@ def test_round_trip_measures_agreement_and_filter_drops_the_rows_the_teacher_lab
         "urgent": {"train": 6, "eval": 2},
         "normal": {"train": 6, "eval": 2},
     }
+
+
+def test_round_trip_says_when_the_teacher_agrees_no_more_than_a_guess() -> None:
+    """A teacher that answers "urgent" to every row agrees with about half of two labels' rows:
+    the report says it cannot be told from a guesser. One that always agrees can."""
+    spec = {**SPECS["classification"], "round_trip": "measure"}
+
+    def guesser(n: int, payload: dict[str, Any]) -> Any:
+        if "Answer with exactly one of:" in payload["messages"][0]["content"]:
+            return chat(json.dumps({"label": "urgent"}), 60, 6)
+        return task_script(n, payload)
+
+    rt = _run_with(spec, guesser).report["round_trip"]
+    assert rt["chance_rate"] == 0.5 and 0 < rt["agreed"] < rt["checked"]
+    assert rt["above_chance_p_value"] == round(binomial_tail(rt["agreed"], rt["checked"], 0.5), 4) >= 0.05
+    assert f"agreed with {rt['agreed']} of {rt['checked']} rows" in rt["note"]
+
+    rt = _run_with(spec, _round_trip_script(wrong_every=0)[0]).report["round_trip"]
+    assert rt["agreed"] == rt["checked"] >= 5 and rt["above_chance_p_value"] < 0.05 and "note" not in rt
+
+
+def test_binomial_tail() -> None:
+    assert binomial_tail(0, 7, 0.3) == pytest.approx(1.0)
+    assert binomial_tail(5, 5, 0.5) == pytest.approx(1 / 32)
+    # 12 or more of 25 at one in three: the bundled teacher on sentiment (docs/benchmarks.md)
+    assert binomial_tail(12, 25, 1 / 3) == pytest.approx(0.0918, abs=1e-4)
 
 
 def _extraction_round_trip_script() -> Any:
