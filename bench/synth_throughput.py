@@ -72,7 +72,7 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_one(base_url: str, task: TaskSpec, concurrency: int, seed: int) -> dict[str, Any]:
+def run_one(base_url: str, name: str, task: TaskSpec, concurrency: int, seed: int) -> dict[str, Any]:
     """One synthesis run at `concurrency` requests in flight; its counts and timings."""
     settings = TeacherSettings(
         base_url=base_url,
@@ -86,7 +86,7 @@ def run_one(base_url: str, task: TaskSpec, concurrency: int, seed: int) -> dict[
     wall = time.perf_counter() - started
     report = result.report
     return {
-        "task": task.type,
+        "task": name,
         "concurrency": concurrency,
         "load": os.getloadavg()[0],
         "kept": report["kept"],
@@ -176,7 +176,7 @@ def main() -> None:
                     continue  # tool calls and chat have none
                 for rep in range(args.repeats):
                     for level in levels if rep % 2 == 0 else levels[::-1]:
-                        results.append(run_one(base_url, task, level, args.seed))
+                        results.append(run_one(base_url, name, task, level, args.seed))
                         print(f"done: {name} ({mode}) at concurrency {level}", flush=True)  # noqa: T201
     load_after = os.getloadavg()[0]
     print(f"\n{machine(threads)}; 1-min load {load_before:.2f} before, {load_after:.2f} after\n")  # noqa: T201
