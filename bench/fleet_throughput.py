@@ -141,7 +141,10 @@ def start_workers(root: Path, env: dict[str, str], n: int, threads: int) -> list
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "cli.main", "worker"],
-                    env=own, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    env=own,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )  # fmt: skip
             )
     return procs

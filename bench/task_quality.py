@@ -4,7 +4,8 @@ same rows and seed, through the real API and worker on embedded defaults (infra/
 print one markdown row per job: bare base, prompted base, fine-tuned, each artifact with and without
 its grammar, the probe drop, the step shipped, rows kept, wall time, cost and the gate's verdict.
 
-    .venv/bin/python -m bench.task_quality [--tasks classification,routing,extraction,tool_calling,chat]
+    .venv/bin/python -m bench.task_quality
+        [--tasks classification,routing,routing-seeded,extraction,tool_calling,chat]
         [--variants defaults,plain] [--shuffled] [--flipped] [--rows 64] [--out var/bench/task_quality.json]
 
 Variants (the same training and held-out files, the same job seed):
@@ -43,6 +44,29 @@ DATASET_TIMEOUT_S = 1800
 JOB_TIMEOUT_S = 4800  # a chat job on 2 shared cores trained for 1891 s alone (docs/benchmarks.md)
 MIN_EVAL_ROWS = GatePolicy().min_eval_rows  # what a job's gate judges on by default
 
+ROUTING_SEEDS = {
+    "billing": (
+        "I was charged twice for my subscription this month.",
+        "Can I get my money back for the order I cancelled?",
+        "The invoice shows the wrong amount.",
+    ),
+    "technical": (
+        "The app crashes every time I open the camera.",
+        "My device will not turn on after the update.",
+        "I get an error when I try to sync my files.",
+    ),
+    "shipping": (
+        "Where is my parcel? It was due on Monday.",
+        "The tracking page says delivered but nothing arrived.",
+        "Can you change the delivery date of my order?",
+    ),
+    "account": (
+        "I forgot my password and the reset email never comes.",
+        "How do I change the email address on my profile?",
+        "I cannot log in since yesterday.",
+    ),
+}
+
 # The 135M bundled teacher's yield depends on the seed for extraction and tool calling (see
 # tests/synth/test_real_teacher.py); each task keeps the seed its test found to give a full set.
 TASKS: dict[str, dict[str, Any]] = {
@@ -65,6 +89,24 @@ TASKS: dict[str, dict[str, Any]] = {
             "billing (charges, refunds, invoices), technical (the app or device does not work), "
             "shipping (where a parcel is, delivery dates) or account (login, password, profile).",
             "labels": ["billing", "technical", "shipping", "account"],
+        },
+    },
+    # the same task with three of the customer's own messages per team (TaskSpec.seed_examples): the
+    # teacher writes new inputs from them, which is what a customer can do when a weak teacher's
+    # rows for a task are noise (docs/benchmarks.md, "Four labels")
+    "routing-seeded": {
+        "seed": 42,
+        "task": {
+            "type": "classification",
+            "description": "Route a customer support message to the team that should handle it: "
+            "billing (charges, refunds, invoices), technical (the app or device does not work), "
+            "shipping (where a parcel is, delivery dates) or account (login, password, profile).",
+            "labels": ["billing", "technical", "shipping", "account"],
+            "seed_examples": [
+                {"input": text, "output": team}
+                for team, texts in ROUTING_SEEDS.items()
+                for text in texts
+            ],
         },
     },
     "extraction": {

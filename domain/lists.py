@@ -107,12 +107,8 @@ def sweep_size(select: TargetSelect) -> int:
 
 
 # ---- the teacher (synth/teacher.py) -----------------------------------------------------------------
-# How a teacher is asked for an answer of a given JSON Schema (the round trip's label or object), by
-# the request field its server reads: OpenAI's structured outputs (`response_format` of type
-# `json_schema`; vLLM, llama.cpp's llama-server and most hosted APIs read it too), the `json_object`
-# type with a `schema` that llama-cpp-python's server (the bundled teacher) reads, or not at all
-# (the prompt alone asks for the form).
-StructuredOutput = Literal["json_schema", "json_object", "off"]
+# How a teacher is asked for an answer of a JSON Schema is infra/settings.py StructuredOutput: an
+# operator's setting is typed by it, and infra does not import the domain.
 
 
 # ---- what the model is for ------------------------------------------------------------------------

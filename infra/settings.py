@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Where the CLI client and the MCP stdio server reach the API when EDGETUNE_API_URL is unset.
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+# How a teacher is asked for an answer of a given JSON Schema (the round trip's label or object), by
+# the request field its server reads: OpenAI's structured outputs (`response_format` of type
+# `json_schema`; vLLM, llama.cpp's llama-server and most hosted APIs read it too), the `json_object`
+# type with a `schema` that llama-cpp-python's server (the bundled teacher) reads, or not at all
+# (the prompt alone asks for the form).
+StructuredOutput = Literal["json_schema", "json_object", "off"]
 
 
 class Settings(BaseSettings):
@@ -49,10 +57,9 @@ class Settings(BaseSettings):
     teacher_base_url: str = ""
     teacher_model: str = "SmolLM2-135M-Instruct"
     teacher_api_key: str | None = None
-    # How the round trip holds that teacher to an answer's JSON Schema: json_schema, json_object or
-    # off (domain/lists.py StructuredOutput; synth/teacher.py checks the value). The bundled teacher
-    # is always asked the way its server reads (synth/llama_server.py STRUCTURED_OUTPUT).
-    teacher_structured_output: str = "json_schema"
+    # How the round trip holds that teacher to an answer's JSON Schema (StructuredOutput above). The
+    # bundled teacher is always asked the way its server reads (synth/llama_server.py).
+    teacher_structured_output: StructuredOutput = "json_schema"
 
     # Pricing (USD) lives in the price book (infra/price_book.yaml, or this path); compute is billed
     # on measured wall seconds of each stage at the rate of the class the workers run on.

@@ -175,21 +175,19 @@ def teacher_settings(options: TeacherOptions, base_url: str, *, bundled: bool = 
     from synth.teacher import TeacherSettings
 
     s = get_settings()
-    # a request's own teacher speaks OpenAI's form unless it says otherwise; the operator's, what
-    # the settings say (checked here by TeacherSettings: an unknown value fails the run, named)
+    # A request's own teacher is asked in OpenAI's form unless the request says otherwise (it may
+    # say only for its own teacher: TeacherOptions); the operator's, as the settings say.
     operators = STRUCTURED_OUTPUT if bundled else s.teacher_structured_output
-    dialect = options.structured_output or ("json_schema" if options.base_url else operators)
-    return TeacherSettings.model_validate(
-        {
-            "structured_output": dialect,
-            "base_url": base_url,
-            "model": options.model or s.teacher_model,
-            "api_key": options.api_key if options.base_url else s.teacher_api_key,
-            "max_concurrency": options.max_concurrency,
-            "max_total_tokens": options.max_total_tokens,
-            "max_cost_usd": options.max_cost_usd,
-            "usd_per_1k_tokens": price_book().teacher_1k_tokens,
-        }
+    dialect = (options.structured_output or "json_schema") if options.base_url else operators
+    return TeacherSettings(
+        structured_output=dialect,
+        base_url=base_url,
+        model=options.model or s.teacher_model,
+        api_key=options.api_key if options.base_url else s.teacher_api_key,
+        max_concurrency=options.max_concurrency,
+        max_total_tokens=options.max_total_tokens,
+        max_cost_usd=options.max_cost_usd,
+        usd_per_1k_tokens=price_book().teacher_1k_tokens,
     )
 
 

@@ -337,6 +337,7 @@ def _round_trip_report(run: Run) -> dict[str, Any]:
         "mode": run.task.round_trip,
         # how the teacher was held to the answer's schema ("off": the prompt alone asked)
         "structured_output": run.client.settings.structured_output,
+        "structured_output_refused": run.client.structured_output_refused,
         "requests": run.round_trip["requests"],
         "checked": checked,
         "agreed": agreed,
@@ -346,8 +347,8 @@ def _round_trip_report(run: Run) -> dict[str, Any]:
     if chance is None or not checked:
         return out
     p_guess = chance(run.task)
-    p_value = binomial_tail(agreed, checked, p_guess)
-    out |= {"chance_rate": round(p_guess, 4), "above_chance_p_value": round(p_value, 4)}
+    p_value = round(binomial_tail(agreed, checked, p_guess), 4)  # judged as shown
+    out |= {"chance_rate": round(p_guess, 4), "above_chance_p_value": p_value}
     if p_value >= 0.05:
         out["note"] = (
             f"the teacher agreed with {agreed} of {checked} rows, no more often than guessing one "
@@ -358,8 +359,18 @@ def _round_trip_report(run: Run) -> dict[str, Any]:
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): how likely `k` or more agreements are by chance alone."""
-    return min(1.0, sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+    """P(X >= k) for X ~ Binomial(n, p): how likely `k` or more agreements are by chance alone.
+    Each term in logs (C(n, i) overflows a float past n ~ 1030; a dataset may check 5000 rows)."""
+    if k <= 0 or p >= 1:
+        return 1.0
+    if p <= 0 or k > n:
+        return 0.0
+    log_c = math.lgamma(n + 1)
+    terms = (
+        log_c - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+        for i in range(k, n + 1)
+    )
+    return min(1.0, math.fsum(math.exp(t) for t in terms))
 
 
 def parse_score(text: str) -> int | None:

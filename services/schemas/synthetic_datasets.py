@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from domain.job_config import TaskSpec
-from domain.lists import StructuredOutput
+from infra.settings import StructuredOutput
 from services.schemas.jobs import JobError
 
 DatasetStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -33,6 +33,17 @@ class TeacherOptions(BaseModel):
         "(with a `schema`, as llama-cpp-python's server reads it) or 'off'. Default: the "
         "operator's teacher setting, or 'json_schema' for a base_url of the request.",
     )
+
+    @field_validator("structured_output")
+    @classmethod
+    def _only_for_own_teacher(
+        cls, v: StructuredOutput | None, info: ValidationInfo
+    ) -> StructuredOutput | None:
+        # The operator's teacher (or the bundled one) is asked the way its server reads, set by the
+        # operator: a tenant chooses only for the teacher it names.
+        if v is not None and not info.data.get("base_url"):
+            raise ValueError("applies to a teacher the request names: give teacher.base_url with it")
+        return v
 
 
 # The teacher as returned: everything but the key

@@ -17,7 +17,7 @@ from synth.generate import SynthResult, binomial_tail, parse_score, synthesize
 from synth.prompts import PROMPT_VERSION, TEMPLATE_VERSIONS
 from synth.teacher import TeacherClient, TeacherSettings
 from synth.validate import row_problem
-from tests.synth.fake_teacher import FakeTeacher, chat, task_script
+from tests.synth.fake_teacher import FakeTeacher, Reply, chat, task_script
 
 WEATHER = {
     "type": "function",
@@ -336,6 +336,25 @@ def test_round_trip_measures_agreement_and_filter_drops_the_rows_the_teacher_lab
     }
 
 
+def test_a_teacher_that_refuses_the_response_format_is_asked_by_the_prompt_alone() -> None:
+    """A server that reads another form of response_format answers 422 (as llama-cpp-python's
+    does to OpenAI's json_schema): the round trip asks again without it, and so for the rest of
+    the run, and the report says so."""
+    prose, _ = _round_trip_script()
+    refused: list[int] = []
+
+    def script(n: int, payload: dict[str, Any]) -> Any:
+        if "response_format" in payload:
+            refused.append(n)
+            return Reply(422, b'{"detail": "response_format.type: not json_object"}')
+        return prose(n, payload)
+
+    rt = _run_with({**SPECS["classification"], "round_trip": "measure"}, script).report["round_trip"]
+    assert rt["structured_output"] == "json_schema" and rt["structured_output_refused"] is True
+    assert rt["checked"] == rt["requests"] > 0 and 0 < rt["agreed"] < rt["checked"]
+    assert 1 <= len(refused) <= 2  # only the requests in flight before the first refusal (concurrency 2)
+
+
 def test_round_trip_says_when_the_teacher_agrees_no_more_than_a_guess() -> None:
     """A teacher that answers "urgent" to every row agrees with about half of two labels' rows:
     the report says it cannot be told from a guesser. One that always agrees can."""
@@ -360,13 +379,17 @@ def test_binomial_tail() -> None:
     assert binomial_tail(5, 5, 0.5) == pytest.approx(1 / 32)
     # 12 or more of 25 at one in three: the bundled teacher on sentiment (docs/benchmarks.md)
     assert binomial_tail(12, 25, 1 / 3) == pytest.approx(0.0918, abs=1e-4)
+    # a dataset's largest check (5000 rows) without overflow: half agreeing at one in two, and far
+    # above one in four
+    assert binomial_tail(2500, 5000, 0.5) == pytest.approx(0.5056, abs=1e-3)
+    assert binomial_tail(2500, 5000, 0.25) < 1e-100
 
 
-def _extraction_round_trip_script() -> Any:
+def _extraction_round_trip_script(schemas: list[Any]) -> Any:
     """task_script, plus answers to the extraction round-trip requests (the row's system turn,
     "Reply with a JSON object ..."): the facts the text was written to mention, read back from the
     writer's prompt, except for request seeds divisible by 3, whose city comes back wrong."""
-    facts: dict[int, dict[str, Any]] = {}
+    facts: dict[int, dict[str, Any]] = {}  # each round trip's response_format schema goes to `schemas`
 
     def script(n: int, payload: dict[str, Any]) -> Any:
         seed = int(payload.get("seed", n))
@@ -375,8 +398,7 @@ def _extraction_round_trip_script() -> Any:
             pairs = dict(part.split(": ", 1) for part in mention.group(1).split(", "))
             facts[seed] = {k: {"yes": True, "no": False}.get(v, v) for k, v in pairs.items()}
         if "Reply with a JSON object" in payload["messages"][0]["content"]:
-            # held to the task's own schema, as OpenAI's structured outputs read it
-            assert payload["response_format"]["json_schema"]["schema"] == SPECS["extraction"]["output_schema"]
+            schemas.append(payload.get("response_format", {}).get("json_schema", {}).get("schema"))
             answer = dict(facts[seed])
             if seed % 3 == 0:
                 answer["city"] = "Atlantis"
@@ -387,13 +409,16 @@ def _extraction_round_trip_script() -> Any:
 
 
 def test_extraction_round_trip_agrees_only_when_every_field_comes_back() -> None:
-    measured = _run_with({**SPECS["extraction"], "round_trip": "measure"}, _extraction_round_trip_script())
+    schemas: list[Any] = []
+    measured = _run_with(
+        {**SPECS["extraction"], "round_trip": "measure"}, _extraction_round_trip_script(schemas)
+    )
     rt = measured.report["round_trip"]
     assert rt["mode"] == "measure" and rt["requests"] >= rt["checked"] > 0
     assert 0 < rt["agreed"] < rt["checked"] and rt["agreement_rate"] == round(rt["agreed"] / rt["checked"], 4)
 
     spec = {**SPECS["extraction"], "round_trip": "filter"}
-    filtered = _run_with(spec, _extraction_round_trip_script())
+    filtered = _run_with(spec, _extraction_round_trip_script(schemas))
     assert_valid(TaskSpec.model_validate(spec), filtered)
     report = filtered.report
     disagreed = report["round_trip"]["checked"] - report["round_trip"]["agreed"]
@@ -401,6 +426,8 @@ def test_extraction_round_trip_agrees_only_when_every_field_comes_back() -> None
     # every row the teacher got a field of wrong is gone; the kept ones were all read back whole
     assert all(r["provenance"]["request_seed"] % 3 != 0 for r in filtered.train_rows + filtered.eval_rows)
     assert report["kept"] == SPECS["extraction"]["num_examples"]  # later rounds made up the drops
+    # each round trip held to the task's own schema, as OpenAI's structured outputs read it
+    assert schemas and all(s == SPECS["extraction"]["output_schema"] for s in schemas)
 
 
 def test_round_trip_is_off_by_default_and_not_for_tool_calls_or_chat() -> None:
