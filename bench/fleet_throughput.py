@@ -12,10 +12,11 @@ sentiment rows are submitted at once; the clock runs from the first submission t
 end. Printed per N: wall seconds, jobs/hour, the mean and slowest job (created to finished), and
 how many jobs each worker ran (from each job's "Job running on" event).
 
-Each worker gets `--threads-per-worker` torch/OpenMP threads (default: the machine's cores / N,
-at least 1): a real fleet gives each worker its own cores, and on one machine N workers share them,
-so N beyond the core count measures contention, not a fleet. The machine's cores are printed with
-the figures for that reason.
+Each worker gets `--threads-per-worker` torch threads (OMP_NUM_THREADS; default: the machine's
+cores / N, at least 1); its llama.cpp stages (GGUF scoring) take half the cores whatever N is
+(eval/runtime_stats.py default_threads). A real fleet gives each worker its own cores; on one
+machine N workers share them, so N beyond the core count measures contention, not a fleet. The
+machine's cores are printed with the figures for that reason.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from typing import Any
 import httpx
 
 from bench.gpu_job import free_port, spawn, wait_healthy
+from tests.support.databases import create_database, drop_database
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/11"
 BASE = "bench/tiny-lfm2"
 REVIEWS = (
@@ -81,16 +82,11 @@ def training_file(rows: int) -> bytes:
 
 @contextmanager
 def fresh_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"edgetune_fleet_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    name, url = create_database("edgetune_fleet")
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield url
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 def fleet_env(root: Path, db_url: str) -> dict[str, str]:

@@ -32,6 +32,7 @@ import time
 from importlib.metadata import version
 from typing import Any
 
+from bench.task_quality import ROUTING
 from domain.job_config import TaskSpec
 from synth.generate import synthesize
 from synth.llama_server import (
@@ -49,13 +50,7 @@ TASKS: dict[str, dict[str, Any]] = {
         "description": "Classify the sentiment of a product review.",
         "labels": ["positive", "negative", "neutral"],
     },
-    "routing": {  # bench/task_quality.py's 4-label task
-        "type": "classification",
-        "description": "Route a customer support message to the team that should handle it: "
-        "billing (charges, refunds, invoices), technical (the app or device does not work), "
-        "shipping (where a parcel is, delivery dates) or account (login, password, profile).",
-        "labels": ["billing", "technical", "shipping", "account"],
-    },
+    "routing": ROUTING,  # bench/task_quality.py's 4-label task
     "extraction": {
         "type": "extraction",
         "description": "Extract the destination city and the number of nights from a hotel booking request.",

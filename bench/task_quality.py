@@ -12,11 +12,11 @@ Variants (the same training and held-out files, the same job seed):
 - `defaults`: the job config's defaults (replay of the base's own general answers, the best
   held-out checkpoint with early stopping);
 - `plain`: what a job did before issue 20 (no replay, the last step shipped), as plain TRL does.
-`--shuffled` adds, to each classification task (sentiment, 2 labels; routing, 4), a job whose
-training answers are permuted among its rows (the held-out file untouched): on two labels half the
-answers stay right by chance, so it is noise a base that already knows the task can see through; on
-four about a quarter do. `--flipped` adds one whose labels are renamed
-the same way in every row (positive <-> negative): the model learns the wrong mapping, and the
+`--shuffled` adds, to each classification task (sentiment, 2 labels; routing and routing-seeded,
+4), a job whose training answers are permuted among its rows (the held-out file untouched): on two
+labels half the answers stay right by chance, so it is noise a base that already knows the task can
+see through; on four about a quarter do. `--flipped` adds one whose labels are renamed the same way
+in every row (positive <-> negative): the model learns the wrong mapping, and the
 gate must refuse it. `--variants ""` runs only those.
 
 The state goes to its own var dir (`--var`, default var/bench-task-quality, wiped first), so a
@@ -67,6 +67,14 @@ ROUTING_SEEDS = {
     ),
 }
 
+ROUTING = {
+    "type": "classification",
+    "description": "Route a customer support message to the team that should handle it: "
+    "billing (charges, refunds, invoices), technical (the app or device does not work), "
+    "shipping (where a parcel is, delivery dates) or account (login, password, profile).",
+    "labels": ["billing", "technical", "shipping", "account"],
+}
+
 # The 135M bundled teacher's yield depends on the seed for extraction and tool calling (see
 # tests/synth/test_real_teacher.py); each task keeps the seed its test found to give a full set.
 TASKS: dict[str, dict[str, Any]] = {
@@ -81,31 +89,16 @@ TASKS: dict[str, dict[str, Any]] = {
     },
     # four labels, so answers permuted among rows leave about a quarter right (two labels leave half,
     # which a base that knows sentiment sees through: docs/benchmarks.md): the shuffled check's task
-    "routing": {
-        "seed": 42,
-        "task": {
-            "type": "classification",
-            "description": "Route a customer support message to the team that should handle it: "
-            "billing (charges, refunds, invoices), technical (the app or device does not work), "
-            "shipping (where a parcel is, delivery dates) or account (login, password, profile).",
-            "labels": ["billing", "technical", "shipping", "account"],
-        },
-    },
+    "routing": {"seed": 42, "task": ROUTING},
     # the same task with three of the customer's own messages per team (TaskSpec.seed_examples): the
     # teacher writes new inputs from them, which is what a customer can do when a weak teacher's
     # rows for a task are noise (docs/benchmarks.md, "Four labels")
     "routing-seeded": {
         "seed": 42,
         "task": {
-            "type": "classification",
-            "description": "Route a customer support message to the team that should handle it: "
-            "billing (charges, refunds, invoices), technical (the app or device does not work), "
-            "shipping (where a parcel is, delivery dates) or account (login, password, profile).",
-            "labels": ["billing", "technical", "shipping", "account"],
+            **ROUTING,
             "seed_examples": [
-                {"input": text, "output": team}
-                for team, texts in ROUTING_SEEDS.items()
-                for text in texts
+                {"input": text, "output": team} for team, texts in ROUTING_SEEDS.items() for text in texts
             ],
         },
     },

@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.databases import create_database, drop_database
+
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_DB = 5
 
 
@@ -41,22 +42,6 @@ def _reset_caches() -> None:
 
     for fn in (get_settings, get_engine, get_sessionmaker, get_store, producer, price_book):
         fn.cache_clear()
-
-
-def create_database() -> tuple[str, str]:
-    import psycopg
-
-    name = f"edgetune_test_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

@@ -258,3 +258,18 @@ def test_another_orgs_dataset_is_404(server, api) -> None:
                 assert r.json()["error"]["code"] == "dataset_not_found"
             assert other.get("/synthetic_datasets").json()["data"] == []
         assert api.post(f"/synthetic_datasets/{created['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_structured_output_is_the_requests_own_teacher_only(server, api) -> None:
+    """A request chooses how the round trip asks a teacher it names; the operator's teacher is asked
+    as the operator set it, so the field without a base_url is refused, naming it, storing nothing."""
+    task = {"description": "Classify support tickets by urgency.", "labels": ["urgent", "normal"]}
+    r = api.post("/synthetic_datasets", json={"task": task, "teacher": {"structured_output": "json_schema"}})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "teacher.structured_output"
+    assert api.get("/synthetic_datasets").json()["data"] == []
+    with FakeTeacher(_slow) as teacher:
+        own = {"base_url": teacher.base_url, "structured_output": "json_object"}
+        created = _create(api, {"task": {**task, "round_trip": "measure"}, "teacher": own})
+        assert created["teacher"]["structured_output"] == "json_object"
+        assert api.post(f"/synthetic_datasets/{created['id']}/cancel").json()["status"] == "cancelled"

@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from infra.db import make_engine
 from infra.migrate import upgrade_head
 from infra.models import Base
-from tests.conftest import create_database, drop_database
+from tests.support.databases import create_database, drop_database
 
 
 def _drift(url: str) -> list[object]:
