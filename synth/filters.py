@@ -32,13 +32,19 @@ _QUOTES = "\"'“”‘’`"
 # Talk about the task instead of a text for it ("The text is an example of a positive review").
 _TASK_TALK = re.compile(
     r"\b(?:example|label(?:l?ed)?|classif\w*|sentiment"
-    r"|(?:the|this) (?:\w+ )?(?:text|sentence|review|message|post) (?:is|has|was|above|below|described))\b",
+    r"|(?:the|this) (?:\w+ )?(?:text|sentence|review|message|post) (?:is|has|was|above|below|described)"
+    # the teacher talking about the writing instead of writing (seen from the bundled 135M on the
+    # routing task: "In a formal tone:", "Rewrite the previous message.", "Your text is already
+    # great.", "Here's a different one: ...")
+    r"|in an? (?:\w+ )?tone|rewrite|rephrase|(?:previous|above) (?:text|message)"
+    r"|your (?:text|message) is|here(?:'s| is) (?:a|another) (?:different|new|revised) (?:one|version))\b",
     re.IGNORECASE,
 )
 # The teacher answering as a chat assistant instead of writing the text it was asked for.
 _ASSISTANT_TALK = re.compile(
     r"\b(?:as an ai|language model|(?:an?|helpful|friendly) ai|i can(?:not|'t) (?:help|assist|write)"
-    r"|i'?m (?:ready|here|happy) to (?:help|assist)|how can i (?:help|assist)|question or request)\b",
+    r"|i'?m (?:ready|here|happy) to (?:help|assist)|how can i (?:help|assist)|question or request"
+    r"|chatbot|(?:support|customer service) (?:ai|bot|assistant))\b",
     re.IGNORECASE,
 )
 # Labels so common in ordinary text that finding them is no evidence of an echoed label.

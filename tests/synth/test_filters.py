@@ -58,6 +58,14 @@ def test_clean_answer_keeps_paragraphs_and_drops_a_dangling_list_marker() -> Non
         ("This is an example of a happy customer message.", "meta"),
         ("This product review is quite critical of the price.", "meta"),
         ("As an AI, I cannot write product reviews for you.", "meta"),
+        # the bundled teacher on the routing task, talking about the writing instead of writing
+        ("In a formal tone: the order arrived late.", "meta"),
+        ("Rewrite the previous message in fewer words.", "meta"),
+        ("Your text is already great, keep it up.", "meta"),
+        ("Just a simple one. Here's a different one: change my order", "meta"),
+        ("My name is Alex, and I've been a customer support chatbot for a while.", "meta"),
+        ("The parcel was left at the wrong door again.", None),
+        ("The tone of the support agent was rude on the phone.", None),
         ("The blender broke after two days of light use.", None),
         ("Everything about the positively huge room was great.", None),  # "positively" is not "positive"
     ],
