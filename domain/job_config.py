@@ -382,11 +382,12 @@ class TaskSpec(BaseModel):
     )
     judge_min_score: int = Field(default=4, ge=1, le=5, description="Lowest judge score (1-5) kept.")
     round_trip: Literal["off", "measure", "filter"] = Field(
-        default="off",
+        default="measure",
         description="Classification and extraction: the teacher answers each synthesized row as the "
-        "fine-tuned model will be asked (temperature 0), and the dataset report says how often it "
-        "gives the row's answer (the label the text was written for; every field of the extraction); "
-        "'filter' also drops the rows it disagrees with (one more teacher request per candidate).",
+        "fine-tuned model will be asked (temperature 0, held to the answer's schema), and the dataset "
+        "report says how often it gives the row's answer (the label the text was written for; every "
+        "field of the extraction) and, for labels, whether that beats guessing; 'filter' also drops "
+        "the rows it disagrees with; 'off' skips it (one teacher request per candidate less).",
     )
     constraints: list[str] = Field(
         default_factory=list,

@@ -153,9 +153,12 @@ def test_low_yield_stops_at_the_request_cap() -> None:
     result, hits = run(SENTIMENT, lambda n, p: chat("Every single answer is this same text."))
     assert_consistent(result)
     assert result.report["stopped"] == "request_cap"
-    assert result.report["requested"] == hits == MAX_REQUESTS_PER_ROW * 24
+    # the cap counts the writing requests; the round trip (measure, by default) asked once more for
+    # the one candidate that survived the checks
+    assert result.report["requested"] == MAX_REQUESTS_PER_ROW * 24
+    assert hits == result.report["requested"] + result.report["round_trip"]["requests"]
     assert result.report["kept"] == 1  # the first copy; a single row goes to train
-    assert result.report["dropped_by_reason"]["duplicate"] == hits - 1
+    assert result.report["dropped_by_reason"]["duplicate"] == result.report["requested"] - 1
 
 
 def test_dead_teacher_fails_fast() -> None:

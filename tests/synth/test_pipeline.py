@@ -430,8 +430,9 @@ def test_extraction_round_trip_agrees_only_when_every_field_comes_back() -> None
     assert schemas and all(s == SPECS["extraction"]["output_schema"] for s in schemas)
 
 
-def test_round_trip_is_off_by_default_and_not_for_tool_calls_or_chat() -> None:
-    assert "round_trip" not in run(SPECS["classification"])[0].report
+def test_round_trip_measures_by_default_and_not_for_tool_calls_or_chat() -> None:
+    assert TaskSpec.model_validate(SPECS["classification"]).round_trip == "measure"
+    assert "round_trip" not in run({**SPECS["classification"], "round_trip": "off"})[0].report
     assert TaskSpec.model_validate({**SPECS["extraction"], "round_trip": "filter"}).round_trips
     for kind in ("tool_calling", "chat"):
         assert not TaskSpec.model_validate({**SPECS[kind], "round_trip": "filter"}).round_trips
