@@ -254,3 +254,11 @@ def test_fine_tune_from_a_task_description_with_the_local_teacher(client, worker
     rounds = [e.data["synthesis_round"] for e in events if e.data and "synthesis_round" in e.data]
     assert rounds and all(r["asked"] == 16 and 0 <= r["kept_total"] <= 16 for r in rounds)
     assert sorted(rounds, key=lambda r: r["round"]) == synth["report"]["rounds"]  # events: newest first
+    # the round trip (measure, by default), held to the labels in the bundled server's form, told
+    # as an event with how often a guess would agree; a warning when the teacher did no better
+    trip = synth["report"]["round_trip"]
+    assert trip["mode"] == "measure" and trip["structured_output"] == "json_object"
+    assert trip["checked"] > 0 and trip["chance_rate"] == 0.5
+    told = next(e for e in events if e.message.startswith("The teacher answered its own rows"))
+    assert f"{trip['agreed']} of {trip['checked']} (guessing would agree with 50%)" in told.message
+    assert told.level == ("warn" if "note" in trip else "info")

@@ -94,6 +94,8 @@ def synthesize(ctx: JobContext) -> dict[str, Any]:
         type="metrics",
         data={"report": report, "teacher_tokens": result.usage.total_tokens, "files": files},
     )
+    if trip := report.get("round_trip"):
+        _tell_round_trip(ctx, trip)
     return {
         "train_path": str(data / "train.jsonl"),
         "eval_path": str(data / "eval.jsonl"),
@@ -140,4 +142,18 @@ def _insufficient(report: dict[str, Any]) -> InsufficientData:
         details={
             k: report[k] for k in ("asked", "kept", "train", "eval", "dropped_by_reason", "floor", "short")
         },
+    )
+
+
+def _tell_round_trip(ctx: JobContext, trip: dict[str, Any]) -> None:
+    """The round trip's agreement as an event, a warning when the teacher did no better than a
+    guess (synth/generate.py says when): the customer reads it before trusting the held-out score."""
+    if not trip.get("checked"):
+        return
+    said = f"The teacher answered its own rows as written for {trip['agreed']} of {trip['checked']}"
+    if "chance_rate" in trip:
+        said += f" (guessing would agree with {trip['chance_rate']:.0%})"
+    note = trip.get("note")
+    ctx.event(
+        said + (f": {note}" if note else ""), level="warn" if note else "info", data={"round_trip": trip}
     )
