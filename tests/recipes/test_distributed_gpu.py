@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.recipes.conftest import sentiment_rows, write_jsonl
-from tests.recipes.test_distributed import _run
+from tests.recipes.test_distributed import _run, eight_steps
 
 pytestmark = pytest.mark.gpu
 
@@ -22,16 +21,7 @@ def test_a_full_fine_tune_sharded_on_two_gpus_trains_as_on_one(tiny_lfm2: Path, 
     from safetensors.torch import load_file
 
     assert torch.cuda.device_count() >= 2, "this test needs a node with 2 CUDA GPUs"
-    cfg = {
-        "base_model_dir": str(tiny_lfm2),
-        "train_file": str(write_jsonl(tmp_path / "train.jsonl", sentiment_rows(32))),
-        "hyperparameters": {"batch_size": 8},
-        "base_learning_rate": 1e-3,
-        "max_length": 128,
-        "logging_steps": 2,
-        "max_steps": 8,
-        "save_steps": 100,
-    }
+    cfg = eight_steps(tiny_lfm2, tmp_path)
     one, one_dir = _run("full_sft", cfg, tmp_path, 1)
     two, two_dir = _run("full_sft", cfg, tmp_path, 2)
 
