@@ -50,6 +50,8 @@ MAX_QUERY_VALUE_LENGTH = 1024  # one query parameter's value
 MAX_INT_DIGITS = 18  # an integer in a path (a version number) fits 64 bits
 MAX_UNIX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: the latest time a query may name
 MAX_MODEL_LENGTH = 256
+# Other bases one sweep target may name (each is a whole fine-tune more in the job).
+MAX_SWEEP_MODELS = 4
 MAX_TARGET_LENGTH = 64
 MAX_LORA_TARGET_MODULES = 64
 MAX_METADATA_KEYS = 16  # OpenAI's metadata limits
@@ -668,11 +670,12 @@ class TargetSpec(BaseModel):
     )
 
     @model_serializer(mode="wrap")
-    def _omit_unset_budgets(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A target without budgets reads back as it was sent (the job, its manifest)."""
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A target without budgets or models reads back as it was sent (the job, its manifest)."""
         data: dict[str, Any] = handler(self)
-        if self.budgets is None:
-            data.pop("budgets", None)
+        for key in ("budgets", "models"):
+            if getattr(self, key) is None:
+                data.pop(key, None)
         return data
 
     select: TargetSelect = Field(
@@ -682,6 +685,22 @@ class TargetSpec(BaseModel):
         "and memory on the device (a device agent's measurement, else the device model's "
         "prediction), and publish the best-scoring one that meets every budget (ties to the faster).",
     )
+    models: list[Annotated[str, Field(min_length=1, max_length=MAX_MODEL_LENGTH)]] | None = Field(
+        default=None,
+        max_length=MAX_SWEEP_MODELS,
+        description="With 'best_within_budget': other base models this target may ship instead of "
+        "the job's `model`. Each is fine-tuned in this job on the same rows with the same settings, "
+        "scored and probed like the job's model, and its quantizations join the sweep; a base whose "
+        "fine-tune the gate would refuse (no gain, or forgetting) is not chosen.",
+    )
+
+    @model_validator(mode="after")
+    def _models_only_in_a_sweep(self) -> TargetSpec:
+        if self.models is not None and self.select != "best_within_budget":
+            raise ValueError("models: other bases are swept only with select 'best_within_budget'")
+        if self.models is not None and len(set(self.models)) != len(self.models):
+            raise ValueError("models: a base is named twice")
+        return self
 
 
 def _default_targets() -> list[str | TargetSpec]:
@@ -789,6 +808,18 @@ class JobConfig(BaseModel):
             if not isinstance(t, str) and t.profile == name:
                 return t.select
         return "default"
+
+    def target_models(self, name: str) -> list[str]:
+        """The bases the target called `name` may ship: the job's model first, then its sweep's others."""
+        for t in self.targets:
+            if not isinstance(t, str) and t.profile == name and t.models:
+                return [self.model, *(m for m in t.models if m != self.model)]
+        return [self.model]
+
+    @property
+    def other_models(self) -> list[str]:
+        """The bases fine-tuned besides `model` (for the sweep targets' `models`), in first-named order."""
+        return list(dict.fromkeys(m for name in self.target_names for m in self.target_models(name)[1:]))
 
     def target_budgets(self, name: str) -> dict[str, float]:
         """The budgets the target called `name` sets itself (export/profiles.py target_profile)."""

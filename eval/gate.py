@@ -46,7 +46,7 @@ Comparisons allow 1e-9 of float slack: scores are means of 0/1 rows, and 0.7 - 0
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -291,6 +291,7 @@ def decide_gate(
     budgets: dict[str, list[BudgetCheck]] | None = None,
     *,
     baseline: str = "base",
+    references: dict[str, EvalResult] | None = None,
 ) -> GateDecision:
     """Apply `policy` (rules in the module docstring) and say why, with the numbers.
 
@@ -303,6 +304,9 @@ def decide_gate(
             what was measured; an artifact here need not be in `artifacts` (e.g. merged safetensors).
         baseline (`str`): what `base` is, in the verdict's words: "base", or "prompted base" when
             the caller passes the base prompted for the task (the policy's `baseline`).
+        references (`dict[str, EvalResult]`, *optional*): for an artifact made from another
+            fine-tune than `finetuned` (a sweep's other base), that fine-tune's result, by the
+            artifact's name: max_artifact_drop measures what its export lost, not the base's gap.
 
     Raises:
         ValueError: results from different row counts, a policy metric a result lacks, one probe only.
@@ -319,9 +323,11 @@ def decide_gate(
     ]
     verdicts = {}
     for name, result in artifacts.items():
-        noise = paired_drop_noise(finetuned, result, metric)
+        source = (references or {}).get(name, finetuned)
+        _check_same_rows(base, source, {name: result})
+        noise = paired_drop_noise(source, result, metric)
         verdicts[name], artifact_checks = _artifact_verdict(
-            policy, metric, name, tuned, result.get(metric), noise
+            policy, metric, name, source.get(metric), result.get(metric), noise
         )
         checks += artifact_checks
     budget_checks, notes = _budget_checks(budgets or {})
@@ -337,3 +343,35 @@ def decide_gate(
     return GateDecision(
         passed=not reasons, metric=metric, reasons=reasons, checks=checks, artifacts=verdicts, notes=notes
     )
+
+
+def model_inputs(
+    policy: GatePolicy, results: dict[str, dict[str, Any]]
+) -> tuple[EvalResult, EvalResult, dict[str, EvalResult], str, list[str]]:
+    """From an evaluate stage's results (by name, as stored): the baseline min_delta compares
+    with, the fine-tune, the probes (both or none), the baseline's name and its notes."""
+    probes: dict[str, EvalResult] = {
+        k: EvalResult.from_dict(results[k]) for k in ("probe_base", "probe_fine_tuned") if k in results
+    }
+    fine_tuned = EvalResult.from_dict(results["fine_tuned"])
+    prompted = EvalResult.from_dict(results["base_prompted"]) if "base_prompted" in results else None
+    base, baseline, notes = choose_baseline(
+        policy.baseline, EvalResult.from_dict(results["base"]), prompted, policy.metric or fine_tuned.metric
+    )
+    return base, fine_tuned, probes, baseline, notes
+
+
+def fine_tune_reasons(policy: GatePolicy, results: dict[str, dict[str, Any]]) -> list[str]:
+    """Why the gate would refuse this fine-tune itself (score, gain over its baseline, forgetting),
+    before any artifact: a sweep does not choose an artifact of a base whose fine-tune fails."""
+    base, fine_tuned, probes, baseline, _ = model_inputs(policy, results)
+    decision = decide_gate(
+        policy,
+        base,
+        fine_tuned,
+        {},
+        probes.get("probe_base"),
+        probes.get("probe_fine_tuned"),
+        baseline=baseline,
+    )
+    return decision.reasons

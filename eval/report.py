@@ -226,8 +226,9 @@ def scores_svg(scores: list[dict[str, Any]]) -> str:
 
 
 def frontier_svg(target: str, frontier: list[dict[str, Any]]) -> str:
-    """Score against size, one point per quantization of the sweep, labelled with its decode speed
-    on the device: filled blue within every budget, hollow red over one, ringed for the choice.
+    """Score against size, one point per quantization (of each base) of the sweep, labelled with
+    its decode speed on the device: filled blue within every budget, hollow red over one, ringed
+    for the choice.
     x is linear from 0 to the largest size, y from 0 to 1."""
     widest = max(c["size_mb"] for c in frontier) or 1.0
     parts = [_axes(f"size 0-{widest:.3g} MB", f"{target}: score 0-1")]
@@ -236,7 +237,7 @@ def frontier_svg(target: str, frontier: list[dict[str, Any]]) -> str:
         y = HEIGHT - PAD - c["score"] * (HEIGHT - 2 * PAD)
         fill, stroke = ("#1f6feb", "#1f6feb") if c["within_budget"] else ("none", "#cf222e")
         tps = c.get("decode_tokens_per_s")
-        label = c["quantization"] + ("" if tps is None else f" {tps:,.0f} t/s")
+        label = _candidate_name(c, frontier) + ("" if tps is None else f" {tps:,.0f} t/s")
         parts.append(
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{fill}" stroke="{stroke}" stroke-width="2"/>'
             + (
@@ -249,19 +250,26 @@ def frontier_svg(target: str, frontier: list[dict[str, Any]]) -> str:
     return _svg("".join(parts), f"{target} frontier")
 
 
+def _candidate_name(c: dict[str, Any], frontier: list[dict[str, Any]]) -> str:
+    """A candidate's quantization, with its base's short name where the sweep spanned bases."""
+    bases = {f.get("model") for f in frontier}
+    short = str(c.get("model") or "").rsplit("/", 1)[-1]
+    return f"{short} {c['quantization']}" if len(bases) > 1 and short else c["quantization"]
+
+
 def frontiers_html(frontiers: dict[str, list[dict[str, Any]]]) -> str:
     parts = []
     for target, frontier in frontiers.items():
-        chosen = next((c["quantization"] for c in frontier if c["chosen"]), None)
+        chosen = next((_candidate_name(c, frontier) for c in frontier if c["chosen"]), None)
         rows = "".join(
-            f"<tr><td>{html.escape(c['quantization'])}{' (chosen)' if c['chosen'] else ''}</td>"
+            f"<tr><td>{html.escape(_candidate_name(c, frontier))}{' (chosen)' if c['chosen'] else ''}</td>"
             f"<td>{c['score']:.3f}</td><td>{c['size_mb']:.1f}</td><td>{_tps(c)}</td>"
             f"<td>{_tps(c, 'prefill_tokens_per_s')}</td>"
             f"<td>{html.escape(c['figures'])}</td>"
             f"<td>{html.escape(', '.join(c['misses']) or 'within budget')}</td></tr>"
             for c in frontier
         )
-        columns = ("quantization", "score", "MB", "decode tokens/s", "prefill tokens/s", "figures", "budgets")
+        columns = ("candidate", "score", "MB", "decode tokens/s", "prefill tokens/s", "figures", "budgets")
         head = "".join(f"<th>{h}</th>" for h in columns)
         head = f"<tr>{head}</tr>"
         parts.append(

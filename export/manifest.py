@@ -141,7 +141,9 @@ def published_sampling(base_model: str) -> dict[str, float] | None:
     return entry.sampling.model_dump(exclude_none=True)
 
 
-def recommended_sampling(config: JobConfig, eval_scores: dict[str, Any] | None = None) -> dict[str, Any]:
+def recommended_sampling(
+    config: JobConfig, eval_scores: dict[str, Any] | None = None, base_model: str | None = None
+) -> dict[str, Any]:
     """The sampling settings to run the fine-tune with, and why.
 
     A narrow fine-tune with one right answer (classification, extraction, tool calling) is run
@@ -157,13 +159,14 @@ def recommended_sampling(config: JobConfig, eval_scores: dict[str, Any] | None =
         why = f"{kind} fine-tune: greedy decoding, as edgetune's eval gate scored it"
         return {"task_type": task_type, "temperature": 0.0, "why": why}
     what = "free-form generation" if task_type == "generation" else "task type unknown"
-    published = published_sampling(config.model)
+    base = base_model or config.model
+    published = published_sampling(base)
     if published is None:
-        why = f"{what}; {config.model} publishes no sampling defaults: greedy, as the eval gate scored it"
+        why = f"{what}; {base} publishes no sampling defaults: greedy, as the eval gate scored it"
         return {"task_type": task_type, "temperature": 0.0, "why": why}
-    publisher = "Liquid AI" if config.model.lower().startswith("liquidai/") else "the publisher"
+    publisher = "Liquid AI" if base.lower().startswith("liquidai/") else "the publisher"
     why = (
-        f"{what}: {publisher}'s recommended settings for {config.model}; "
+        f"{what}: {publisher}'s recommended settings for {base}; "
         "the eval gate scored it greedily (temperature 0)"
     )
     return {"task_type": task_type, **published, "why": why}
@@ -204,6 +207,7 @@ def build_manifest(
     merged_dir: Path | None = None,
     quantization: str | None = None,
     grammar: Path | None = None,
+    base_model: str | None = None,
 ) -> dict[str, Any]:
     """The manifest of one exported target.
 
@@ -218,7 +222,10 @@ def build_manifest(
             written to disk), published beside the model file; recorded as `grammar` with its
             bytes, sha256 and what it constrains ("labels", "json_schema" or "tool_calls", from
             the job's task type). Not one of `files`: those are the model itself.
+        base_model (`str`, *optional*): the base it was fine-tuned from when not the job's
+            `model`: a sweep target that chose another of its `models` (worker/stages/sweep.py).
     """
+    base = base_model or config.model
     template = _template_of(files, merged_dir)
     task_type = _task_type(config, eval_scores)
     config_json = json.dumps(config.model_dump(mode="json"), sort_keys=True)
@@ -226,7 +233,7 @@ def build_manifest(
         "manifest_version": MANIFEST_VERSION,
         "job_id": job_id,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "base_model": config.model,
+        "base_model": base,
         "profile": profile.name,
         "format": profile.format,
         "quantization": quantization or profile.quantization,
@@ -237,8 +244,8 @@ def build_manifest(
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
         # the vocabulary, merges and special tokens the model was trained with (GGUFs embed their own)
         "tokenizer_sha256": _tokenizer_hash(merged_dir),
-        "license": license_info(config.model),
-        "sampling": recommended_sampling(config, eval_scores),
+        "license": license_info(base),
+        "sampling": recommended_sampling(config, eval_scores, base),
         "files": [_file_entry(f, root) for f in files],
         "grammar": _grammar_entry(grammar, task_type) if grammar is not None else None,
         "job_config": config.model_dump(mode="json"),
@@ -259,6 +266,7 @@ def build_adapter_manifest(
     *,
     merged_dir: Path | None = None,
     grammar: Path | None = None,
+    base_model: str | None = None,
 ) -> dict[str, Any]:
     """The manifest of a LoRA adapter GGUF shipped for `profile` beside the merged model's GGUF.
 
@@ -283,6 +291,7 @@ def build_adapter_manifest(
         merged_dir=merged_dir,
         quantization=adapter.get("tensor_type"),
         grammar=grammar,
+        base_model=base_model,
     )
     base = {**adapter["base"], "quantization": "any", "profile_quantization": profile.quantization}
     return manifest | {"format": ADAPTER_FORMAT, "adapter": {**adapter, "base": base}}

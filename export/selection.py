@@ -1,5 +1,6 @@
-"""The `best_within_budget` pick (issue 18 item 3): of a target's sweep of quantizations, the
-best-scoring candidate that meets every budget on the device, ties to the faster.
+"""The `best_within_budget` pick (issue 18 item 3): of a target's sweep of quantizations (of each
+base it may ship), the best-scoring candidate that meets every budget on the device, ties to the
+faster.
 
 "On the device" means a device agent's measurement where one was made, else the device model's
 prediction (export/device_model.py), never the worker host's figures: the point of the sweep is to
@@ -21,6 +22,7 @@ from export.profiles import DeviceProfile
 
 class Candidate(BaseModel):
     quantization: str
+    model: str | None = None  # the base it was fine-tuned from (None: a frontier recorded before)
     score: float
     size_mb: float
     decode_tokens_per_s: float | None
@@ -45,7 +47,9 @@ def device_figures(entry: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     return None, "none"
 
 
-def candidate(profile: DeviceProfile, quantization: str, entry: dict[str, Any]) -> Candidate:
+def candidate(
+    profile: DeviceProfile, quantization: str, entry: dict[str, Any], model: str | None = None
+) -> Candidate:
     """One exported, scored candidate (an export entry: files, eval, device figures) judged."""
     files = [Path(f) for f in entry["files"]]
     figures, source = device_figures(entry)
@@ -57,6 +61,7 @@ def candidate(profile: DeviceProfile, quantization: str, entry: dict[str, Any]) 
     ]
     return Candidate(
         quantization=quantization,
+        model=model,
         score=float(entry["eval"]["score"]),
         size_mb=round(artifact_mb(files), 2),
         decode_tokens_per_s=(figures or {}).get("decode_tokens_per_s"),

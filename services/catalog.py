@@ -11,11 +11,13 @@ from infra.settings import get_settings
 from services.errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from export.profiles import DeviceProfile
     from recipes.base_models import BaseModelInfo
 
 
-def check_base_model(model_id: str) -> BaseModelInfo:
-    """The catalog entry of a base a job may fine-tune (known, trainable, weights reachable)."""
+def check_base_model(model_id: str, param: str = "model") -> BaseModelInfo:
+    """The catalog entry of a base a job may fine-tune (known, trainable, weights reachable);
+    `param` names the field in a refusal (a sweep's other bases are `targets[i].models[j]`)."""
     from recipes.base_models import find_base_model
 
     s = get_settings()
@@ -23,13 +25,13 @@ def check_base_model(model_id: str) -> BaseModelInfo:
     if info is None:
         raise InvalidRequest(
             f"unknown base model {model_id!r}; GET /v1/models lists the supported ones",
-            param="model",
+            param=param,
             code="model_not_found",
         )
     if info.fine_tune_instead:
         raise InvalidRequest(
             f"{model_id} is a thinking model; fine-tune {info.fine_tune_instead} instead",
-            param="model",
+            param=param,
             code="model_not_trainable",
         )
     if not info.available:
@@ -37,7 +39,7 @@ def check_base_model(model_id: str) -> BaseModelInfo:
         raise InvalidRequest(
             f"weights for {model_id} are not on this server and no model hub is reachable; "
             f"put the Hugging Face checkpoint in {where} (or the HF cache)",
-            param="model",
+            param=param,
             code="model_weights_missing",
         )
     return info
@@ -74,5 +76,23 @@ def check_targets(cfg: JobConfig, family: str | None = None) -> None:
                 param=f"targets[{i}].select",
                 code="target_select_unsupported",
             )
+        _check_sweep_models(cfg, i, profile)
     if len(set(targets)) != len(targets):
         raise InvalidRequest("targets must not repeat", param="targets")
+
+
+def _check_sweep_models(cfg: JobConfig, i: int, profile: DeviceProfile) -> None:
+    """A sweep's other bases pass the job model's checks, each named by its place in the body,
+    and each has an exporter for the target's format."""
+    from export.profiles import ProfileUnavailableError, check_family
+
+    spec = cfg.targets[i]
+    for j, model_id in enumerate(spec.models or [] if not isinstance(spec, str) else []):
+        if model_id == cfg.model:
+            continue  # the job's own model, swept anyway
+        param = f"targets[{i}].models[{j}]"
+        info = check_base_model(model_id, param=param)
+        try:
+            check_family(profile, info.family)
+        except ProfileUnavailableError as exc:
+            raise InvalidRequest(str(exc), param=param, code="target_unsupported_model") from None

@@ -26,6 +26,7 @@ from services.pools import queue_for_stage
 from services.schemas.plans import (
     CostItemPublic,
     GpuFitPublic,
+    OtherBasePublic,
     PlanPublic,
     QuotePublic,
     ResolvedHyperparametersPublic,
@@ -123,14 +124,14 @@ def _typical_row(cfg: JobConfig) -> dict[str, Any]:
     }
 
 
-def _base_dir(model_id: str) -> tuple[Path, float]:
+def _base_dir(model_id: str, param: str = "model") -> tuple[Path, float]:
     from recipes.base_models import BaseModelUnavailable, find_base_model, resolve_base_model
 
     s = get_settings()
     try:
         path = resolve_base_model(model_id, s.models_dir, s.model_cache_dir)
     except BaseModelUnavailable as exc:
-        raise InvalidRequest(str(exc), param="model", code="model_weights_missing") from None
+        raise InvalidRequest(str(exc), param=param, code="model_weights_missing") from None
     info = find_base_model(model_id, s.models_dir, s.model_cache_dir)
     assert info is not None
     return path, info.recommended_lr
@@ -156,6 +157,29 @@ def _flops(shape: Any, cfg: JobConfig, tokens: int, seq_len: int) -> float:
     return flops
 
 
+class _OtherBase(OtherBasePublic):
+    shape: Any
+
+
+def _other_base(cfg: JobConfig, model_id: str, tokens: int, seq_len: int) -> _OtherBase:
+    """A sweep's other base, sized like the job's model: the same rows, epochs and steps (its own
+    tokenizer may count a few tokens more or less; the job's count stands for it)."""
+    from recipes.estimate import ModelShape
+
+    param = next(
+        f"targets[{i}].models"
+        for i, t in enumerate(cfg.targets)
+        if not isinstance(t, str) and model_id in (t.models or [])
+    )
+    model_dir, _ = _base_dir(model_id, param)
+    trainable, total = _trainable(model_dir, cfg)
+    shape = ModelShape.from_dir(model_dir)
+    return _OtherBase(
+        model=model_id, total_params=total, trainable_params=trainable,
+        training_flops=_flops(shape, cfg, tokens, seq_len), shape=shape,
+    )  # fmt: skip
+
+
 def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     from recipes.estimate import ModelShape
     from recipes.lora_sft import LoraSFTConfig, resolve_hyperparameters
@@ -174,16 +198,27 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     hp = resolve_hyperparameters(trained_rows, config.method.hyperparameters, lr)
     steps = hp.n_epochs * -(-trained_rows // hp.batch_size)
     trainable, total = _trainable(model_dir, config)
-    check_artifact_sizes(config, total)
     shape = ModelShape.from_dir(model_dir)
     flops = _flops(shape, config, tokens_per_epoch * hp.n_epochs, round(per_seq))
+    others = [
+        _other_base(config, m, tokens_per_epoch * hp.n_epochs, round(per_seq)) for m in config.other_models
+    ]
+    check_artifact_sizes(config, total, {o.model: o.total_params for o in others})
 
     book = price_book()
+    # the largest base of the job sets the memory it needs; the bases train one after another,
+    # so the seconds are all of theirs
+    sizes = [(total, shape, trainable), *((o.total_params, o.shape, o.trainable_params) for o in others)]
+    biggest = max(sizes, key=lambda b: b[0])
+    all_flops = flops + sum(o.training_flops for o in others)
     memory = _memory(
-        shape, config, (hp.batch_size, data.sequences_per_row), stats.longest, trainable, flops, steps, book
-    )
+        biggest[1], config, (hp.batch_size, data.sequences_per_row), stats.longest, biggest[2],
+        all_flops, steps * (1 + len(others)), book,
+    )  # fmt: skip
     gpus_on = partial(_gpus_on, memory)
-    seconds_on = partial(_stage_seconds, config, data, flops, steps, book)
+    seconds_on = partial(
+        _stage_seconds, config, data, [flops, *(o.training_flops for o in others)], steps, book
+    )
     compute, fits, no_fit = _route(
         config,
         memory,
@@ -211,6 +246,7 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
         total_params=total,
         trainable_params=trainable,
         training_flops=flops,
+        other_models=[OtherBasePublic(**o.model_dump(exclude={"shape"})) for o in others],
         memory=memory,
         compute=compute,
         gpus=gpus,
@@ -230,15 +266,20 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
 SIZE_REFUSAL_MARGIN = 1.10
 
 
-def check_artifact_sizes(cfg: JobConfig, params: int) -> None:
-    """Refuse a target whose artifact of this base would clearly be over its refused size budget."""
+def check_artifact_sizes(cfg: JobConfig, params: int, others: dict[str, int] | None = None) -> None:
+    """Refuse a target whose artifact would clearly be over its refused size budget: of the job's
+    base (`params`), or for a sweep with other bases (`others`, their parameter counts), of the
+    smallest base it may ship."""
     from export.profiles import estimated_artifact_bytes, target_profile
 
     gpu = get_settings().worker_compute != "cpu"
+    sizes = {cfg.model: params, **(others or {})}
     for i, name in enumerate(cfg.target_names):
         profile = target_profile(cfg, name)  # the target's own size budget, where it sets one
         whose = "your" if "max_artifact_mb" in cfg.target_budgets(name) else "the profile's"
-        mb = estimated_artifact_bytes(profile, params, gpu=gpu) / 2**20
+        mb = (
+            min(estimated_artifact_bytes(profile, sizes[m], gpu=gpu) for m in cfg.target_models(name)) / 2**20
+        )
         if (
             profile.on_over_budget.max_artifact_mb == "refuse"
             and mb > profile.max_artifact_mb * SIZE_REFUSAL_MARGIN
@@ -359,8 +400,10 @@ def _fits_on(memory: list[GpuFitPublic], compute: str) -> tuple[bool, str | None
 
 
 def _stage_seconds(
-    cfg: JobConfig, data: _Data, flops: float, steps: int, book: PriceBook, compute: str, gpus: int = 1
+    cfg: JobConfig, data: _Data, flops: list[float], steps: int, book: PriceBook, compute: str, gpus: int = 1
 ) -> dict[str, float]:
+    """Each stage's seconds. `flops`: the training FLOPs of each base the job fine-tunes, the
+    job's model first (a sweep's other bases train, are scored and probed, and export theirs)."""
     from eval.probe import load_probe
     from export.profiles import load_profiles, runtime_of
     from recipes.estimate import train_seconds
@@ -371,22 +414,24 @@ def _stage_seconds(
     # eval scores the base, the fine-tuned model and each GGUF or ONNX artifact in its own runtime
     # (a format with a runtime, export/formats/)
     # a `best_within_budget` target exports and scores every quantization of its sweep
-    variants = {name: sweep_size(cfg.target_select(name)) for name in cfg.target_names}
-    runs = 2 + sum(n for name, n in variants.items() if runtime_of(profiles[name]) is not None)
+    variants = {
+        name: sweep_size(cfg.target_select(name)) * len(cfg.target_models(name)) for name in cfg.target_names
+    }
+    bases = len(flops)
+    runs = 2 * bases + sum(n for name, n in variants.items() if runtime_of(profiles[name]) is not None)
     # The evaluate stage also answers the general-ability probe (eval/probe.py) with base and
     # fine-tuned: len(probe) generations each, 2 x 32 = 64 today. A probe answer is capped at
     # PROBE_MAX_NEW_TOKENS (12), under a classification row's 16, so each is priced as one eval row
     # (eval/probe.py measured 6-13 s for the 32 items on the tiny LFM2, 0.2-0.4 s an item):
     # evaluate = (min(eval_rows, MAX_EVAL_ROWS) x runs + len(probe) x 2) x eval_s_per_row.
-    generations = min(data.eval_rows, MAX_EVAL_ROWS) * runs + len(load_probe()) * 2
+    generations = min(data.eval_rows, MAX_EVAL_ROWS) * runs + len(load_probe()) * 2 * bases
     seconds = {
         "prepare": t.prepare_s,
         "synthesize": (data.train_rows + data.eval_rows) * t.synth_s_per_row
         if cfg.task and not cfg.training_file
         else 0.0,
-        "train": train_seconds(flops, steps, compute, t, gpus)
-        + _selection_seconds(cfg, data, t)
-        + _replay_seconds(cfg, data, t),
+        "train": sum(train_seconds(f, steps, compute, t, gpus) for f in flops)
+        + (_selection_seconds(cfg, data, t) + _replay_seconds(cfg, data, t)) * bases,
         "evaluate": generations * t.eval_s_per_row,
         "export": sum(variants.values()) * t.export_s_per_target,
         "gate": t.gate_s,

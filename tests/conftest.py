@@ -140,6 +140,16 @@ def tiny_base(platform: Platform) -> str:
     return "test/tiny-lfm2"
 
 
+@pytest.fixture(scope="session")
+def tiny_small_base(platform: Platform) -> str:
+    """A smaller tiny LFM2 (hidden 128), a second local base for sweeps over bases."""
+    from tests.support.tiny_lfm2 import build_tiny_lfm2
+
+    template = (ROOT / "recipes" / "chat_templates" / "lfm2.jinja").read_text()
+    build_tiny_lfm2(platform.models_dir / "test" / "tiny-lfm2-small", template, seed=1, hidden_size=128)
+    return "test/tiny-lfm2-small"
+
+
 @dataclass
 class Server:
     base_url: str

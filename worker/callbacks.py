@@ -21,9 +21,13 @@ class JobTrainerCallback(TrainerCallback):
     also stops the trainer at the next step on a cancel or an exhausted budget; the train stage
     runs recipes in a child process it ends itself (worker/train_process.py) and passes False."""
 
-    def __init__(self, ctx: JobContext, *, watch_stop: bool = True) -> None:
+    def __init__(self, ctx: JobContext, *, watch_stop: bool = True, other_base: str | None = None) -> None:
         self.ctx = ctx
         self.watch_stop = watch_stop
+        # a sweep's other base (worker/stages/train.py): its events name it, and its checkpoints
+        # stay on this machine (the job's checkpoint rows and stored copies are its model's)
+        self.other_base = other_base
+        self._prefix = f"{other_base}: " if other_base else ""
         self.stopped_for_cancel = False
         self.budget_error: BudgetExhausted | None = None
         self._started = self._budget_checked = time.monotonic()
@@ -31,14 +35,17 @@ class JobTrainerCallback(TrainerCallback):
         self._last_tokens = 0.0
         self._last_loss: float | None = None
 
+    def _model(self) -> dict[str, Any]:
+        return {"model": self.other_base} if self.other_base else {}
+
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if state.global_step > 0:  # the trainer loaded a checkpoint before calling us
             self.ctx.event(
-                f"Resumed training from the checkpoint at step {state.global_step}",
+                f"{self._prefix}Resumed training from the checkpoint at step {state.global_step}",
                 type="metrics",
-                data={"resumed_from_step": state.global_step, "total_steps": state.max_steps},
+                data={"resumed_from_step": state.global_step, "total_steps": state.max_steps} | self._model(),
             )
 
     def on_step_end(
@@ -81,14 +88,16 @@ class JobTrainerCallback(TrainerCallback):
         }
         self._t0, self._last_tokens = time.monotonic(), tokens
         self.ctx.event(
-            f"Step {state.global_step}/{state.max_steps}: training loss={self._last_loss:.4f}",
+            f"{self._prefix}Step {state.global_step}/{state.max_steps}: training loss={self._last_loss:.4f}",
             type="metrics",
-            data=data,
+            data=data | self._model(),
         )
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        if self.other_base:
+            return
         step = state.global_step
         with session_scope() as session:
             job = session.get(Job, self.ctx.job_id)

@@ -38,14 +38,30 @@ def _prefix(ctx: JobContext) -> str:
     return f"handoff/{ctx.org_id}/{ctx.job_id}"  # discard_stored spells it from the ids
 
 
+# A sweep's other bases (worker/stages/train.py) keep theirs in state["other_bases"][model]; their
+# keys here are "other_bases/<model>/<key>".
+OTHER_BASES = "other_bases/"
+OTHER_TRAINED = ("merged_dir", "adapter_dir")
+
+
 def _trained_paths(ctx: JobContext) -> dict[str, str]:
     """Each trained output as a path relative to the work dir (all of them live there)."""
+    values = {key: ctx.state.get(key) for key in TRAINED}
+    for model, made in (ctx.state.get("other_bases") or {}).items():
+        values |= {f"{OTHER_BASES}{model}/{key}": made.get(key) for key in OTHER_TRAINED}
     out: dict[str, str] = {}
-    for key in TRAINED:
-        value = ctx.state.get(key)
+    for key, value in values.items():
         if value and Path(value).is_relative_to(ctx.work_dir):
             out[key] = str(Path(value).relative_to(ctx.work_dir))
     return out
+
+
+def _point_state_at(ctx: JobContext, key: str, path: Path) -> None:
+    if key.startswith(OTHER_BASES):
+        model, field = key.removeprefix(OTHER_BASES).rsplit("/", 1)
+        ctx.state["other_bases"][model][field] = str(path)
+    else:
+        ctx.state[key] = str(path)
 
 
 def _trees(ctx: JobContext, paths: dict[str, str]) -> list[str]:
@@ -74,7 +90,7 @@ def restore_trained(ctx: JobContext) -> bool:
     for tree in stored["trees"]:
         download_tree(f"{_prefix(ctx)}/{tree}", ctx.work_dir / tree)
     for key, rel in stored["paths"].items():
-        ctx.state[key] = str(ctx.work_dir / rel)
+        _point_state_at(ctx, key, ctx.work_dir / rel)
     ctx.event(
         "Fetched the trained model and its data from the artifact store (made on another worker)",
         data={"restored": sorted(stored["paths"])},

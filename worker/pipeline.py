@@ -105,7 +105,12 @@ def _files_missing(ctx: JobContext) -> bool:
         return True
     exported = [f for entry in (ctx.state.get("exported") or {}).values() for f in entry.get("files", [])]
     keys = ("train_path", "eval_path", "merged_dir", "adapter_dir", "base_model_dir")
-    return any(not Path(p).exists() for p in [*(ctx.state.get(k) for k in keys), *exported] if p)
+    others = [
+        m.get(k)
+        for m in (ctx.state.get("other_bases") or {}).values()
+        for k in ("merged_dir", "base_model_dir")
+    ]
+    return any(not Path(p).exists() for p in [*(ctx.state.get(k) for k in keys), *others, *exported] if p)
 
 
 def _after_machine_loss(ctx: JobContext, done: list[str]) -> tuple[list[str], list[str]]:

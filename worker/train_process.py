@@ -77,6 +77,7 @@ def run_recipe_in_child(
     should_stop: Callable[[], BaseException | None],
     *,
     poll_s: float = POLL_S,
+    other_base: str | None = None,
 ) -> TrainResult | DPOResult:
     """Run the recipe for `cfg` in a child process and return its result.
 
@@ -87,8 +88,9 @@ def run_recipe_in_child(
         TrainingFailed: the child exited non-zero or was killed; the message quotes its log's end.
     """
     name = recipe_name(cfg)
-    spec = {"recipe": name, "config": cfg.model_dump(mode="json")}
-    text = run_in_child(ctx, TRAIN_PROCESS, spec, should_stop, label=name, poll_s=poll_s)
+    spec = {"recipe": name, "config": cfg.model_dump(mode="json"), "other_base": other_base}
+    label = f"{name}, {other_base}" if other_base else name
+    text = run_in_child(ctx, TRAIN_PROCESS, spec, should_stop, label=label, poll_s=poll_s)
     return parse_result(name, text)
 
 
@@ -113,7 +115,8 @@ def run_recipe(spec: dict[str, Any], job_id: str, work_dir: Path) -> str:
     main = is_main_process()
     # The parent watches cancel and budget and ends this process; the callback only reports, and
     # only from rank 0 (one event per step, one row per checkpoint).
-    callbacks: list[Any] = [JobTrainerCallback(ctx, watch_stop=False)] if main else []
+    other_base = spec.get("other_base")  # a sweep's other base (worker/stages/train.py)
+    callbacks: list[Any] = [JobTrainerCallback(ctx, watch_stop=False, other_base=other_base)] if main else []
     policy = ctx.config.checkpoints
     cuda = ctx.state.get("device") == "cuda"
     if policy.select == "best" and shards_states(cfg.processes, ctx.config.training_type, cuda):

@@ -78,6 +78,15 @@ class SynthesisPlanPublic(BaseModel):
 
 
 # Properties to return via API (nothing is stored: a plan is computed on request)
+class OtherBasePublic(BaseModel):
+    """A base a sweep target may ship besides the job's model (targets[].models), fine-tuned too."""
+
+    model: str
+    total_params: int
+    trainable_params: int
+    training_flops: float
+
+
 class PlanPublic(BaseModel):
     object: Literal["fine_tuning.job.plan"] = "fine_tuning.job.plan"
     model: str
@@ -88,6 +97,9 @@ class PlanPublic(BaseModel):
     total_params: int
     trainable_params: int
     training_flops: float
+    # the sweep's other bases, each trained like `model` (their seconds and cost are in the quote;
+    # `memory` is the largest base's)
+    other_models: list[OtherBasePublic] = []
     memory: list[GpuFitPublic]
     compute: str  # the class it trains on: the workers' one, or the pool it is routed to
     gpus: int = 1  # how many of that class (one node) it holds: memory[].gpus of the class

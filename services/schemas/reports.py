@@ -69,6 +69,8 @@ class JobReportPublic(BaseModel):
     )
     frontiers: dict[str, list[dict[str, Any]]] = Field(
         default_factory=dict,
-        description="best_within_budget targets: each quantization of the sweep with its score, size, "
-        "decode speed and memory on the device (agent or predicted), the budgets it misses, and the choice.",
+        description="best_within_budget targets: each quantization of the sweep (of each base it may "
+        "ship: `model`) with its score, size, decode speed and memory on the device (agent or "
+        "predicted), what rules it out (budgets missed, a base whose fine-tune the gate refuses), "
+        "and the choice.",
     )

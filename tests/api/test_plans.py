@@ -231,7 +231,7 @@ def test_evaluate_estimate_counts_the_probe_for_base_and_fine_tuned() -> None:
     book = price_book()
     targets = ["laptop-cpu", "gpu-server", "browser-webgpu"]
     config = JobConfig(model="LiquidAI/LFM2-350M", training_file="file-x", targets=targets)
-    seconds = _stage_seconds(config, _Data([], 36, 4, True), 1e12, 10, book, "cpu")
+    seconds = _stage_seconds(config, _Data([], 36, 4, True), [1e12], 10, book, "cpu")
     # 4 held-out rows x 4 runs (base, fine-tuned, the laptop-cpu GGUF, the browser-webgpu ONNX; the
     # gpu-server safetensors are not scored apart) + 32 probe items x 2 models (base, fine-tuned)
     assert len(load_probe()) == 32
@@ -249,7 +249,7 @@ def test_train_estimate_counts_the_held_out_scores_of_checkpoint_selection() -> 
 
     def train_seconds(checkpoints: dict[str, object], eval_rows: int) -> float:
         config = JobConfig(model="LiquidAI/LFM2-350M", training_file="file-x", checkpoints=checkpoints)
-        return _stage_seconds(config, _Data([], 100, eval_rows, True), 1e12, 10, book, "cpu")["train"]  # type: ignore[arg-type]
+        return _stage_seconds(config, _Data([], 100, eval_rows, True), [1e12], 10, book, "cpu")["train"]  # type: ignore[arg-type]
 
     last = train_seconds({"select": "last"}, 40)
     rate = book.throughput.eval_s_per_row  # each stage's seconds are rounded to 0.1
@@ -325,11 +325,11 @@ def test_a_full_fine_tune_too_big_for_one_gpu_is_planned_and_quoted_on_several(t
     assert h100.fits and h100.gpus == 1
     assert l4.micro_batch_size is not None and l4.micro_batch_size * (l4.grad_accum or 0) == 8  # 16 rows / 2
     # data parallel: twice the FLOP rate of one L4, the same per-step cost
-    one_l4 = _stage_seconds(full, _Data([], 64, 8, True), flops, 12, book, "l4-24gb", 1)["train"]
-    two_l4 = _stage_seconds(full, _Data([], 64, 8, True), flops, 12, book, "l4-24gb", 2)["train"]
+    one_l4 = _stage_seconds(full, _Data([], 64, 8, True), [flops], 12, book, "l4-24gb", 1)["train"]
+    two_l4 = _stage_seconds(full, _Data([], 64, 8, True), [flops], 12, book, "l4-24gb", 2)["train"]
     assert two_l4 < one_l4
     seconds = _stage_seconds(
-        full, _Data([], 64, 8, True), flops, 12, book, "l4-24gb", _gpus_on(list(memory.values()), "l4-24gb")
+        full, _Data([], 64, 8, True), [flops], 12, book, "l4-24gb", _gpus_on(list(memory.values()), "l4-24gb")
     )
     quote = _quote(full, seconds, _Data([], 64, 8, True), shape.params, book, "l4-24gb", 2)
     train = next(i for i in quote.items if i.stage == "train")
@@ -378,3 +378,47 @@ def test_a_sweep_target_is_priced_for_its_whole_sweep_and_only_where_it_can_swee
     job = api.post("/fine_tuning/jobs", json=body | sweep).json()
     assert job["targets"] == [{"profile": "raspberry-pi-5", "select": "best_within_budget"}], job
     api.post(f"/fine_tuning/jobs/{job['id']}/cancel")
+
+
+def test_a_sweep_over_other_bases_is_planned_for_each_and_refuses_a_base_it_cannot_train(
+    api, train_file, tiny_base, tiny_small_base
+) -> None:
+    """`targets[].models` (issue 18 item 3: every base the customer allowed): each other base is a
+    whole fine-tune more, scored, probed and swept, and the plan prices all of it before it runs.
+    A base the server cannot train is a 400 naming its place in the body, before anything is stored."""
+    from domain.lists import SWEEP_QUANTIZATIONS
+
+    body = {"model": tiny_base, "training_file": train_file}
+    sweep = {"profile": "raspberry-pi-5", "select": "best_within_budget"}
+    one = api.post("/fine_tuning/jobs/plan", json=body | {"targets": [sweep]}).json()
+    two = api.post(
+        "/fine_tuning/jobs/plan", json=body | {"targets": [sweep | {"models": [tiny_small_base]}]}
+    ).json()
+    assert [o["model"] for o in two["other_models"]] == [tiny_small_base], two
+    small = two["other_models"][0]
+    assert 0 < small["total_params"] < two["total_params"] and small["training_flops"] > 0
+    assert one["other_models"] == []
+    seconds, book = (one["estimated_seconds"], two["estimated_seconds"]), price_book().throughput
+    assert seconds[1]["train"] > seconds[0]["train"]
+    assert seconds[1]["evaluate"] > seconds[0]["evaluate"]
+    assert seconds[1]["export"] == pytest.approx(
+        seconds[0]["export"] + len(SWEEP_QUANTIZATIONS) * book.export_s_per_target, abs=0.2
+    )
+    assert two["quote"]["total_usd"] > one["quote"]["total_usd"]
+
+    jobs_before = api.get("/fine_tuning/jobs").json()["data"]
+    cases = [
+        ({"models": [tiny_small_base, "test/no-such-base"]}, "targets[0].models[1]", "model_not_found"),
+        ({"models": [tiny_small_base, tiny_small_base]}, "targets.0", None),  # pydantic's place
+    ]
+    for extra, param, code in cases:
+        bad = api.post("/fine_tuning/jobs", json=body | {"targets": [sweep | extra]})
+        assert bad.status_code == 400, bad.text
+        error = bad.json()["error"]
+        assert error["param"].startswith(param), error
+        if code:
+            assert error["code"] == code, error
+    plain = {"profile": "raspberry-pi-5", "models": [tiny_small_base]}  # no sweep: nothing to choose
+    bad = api.post("/fine_tuning/jobs", json=body | {"targets": [plain]})
+    assert bad.status_code == 400 and "best_within_budget" in bad.json()["error"]["message"], bad.text
+    assert api.get("/fine_tuning/jobs").json()["data"] == jobs_before

@@ -63,8 +63,9 @@ def build_tokenizer(chat_template: str):  # type: ignore[no-untyped-def]
     return hf_tok
 
 
-def build_tiny_lfm2(out_dir: Path, chat_template: str, seed: int = 0) -> Path:
-    """Write a ~4M-parameter LFM2 (6 layers: 4 short-conv, 2 GQA attention) to `out_dir`."""
+def build_tiny_lfm2(out_dir: Path, chat_template: str, seed: int = 0, hidden_size: int = 256) -> Path:
+    """Write a ~4M-parameter LFM2 (6 layers: 4 short-conv, 2 GQA attention) to `out_dir`; a
+    smaller `hidden_size` makes a smaller one of the same shape (a second base for a sweep)."""
     import torch
     from transformers import Lfm2Config, Lfm2ForCausalLM
 
@@ -72,8 +73,8 @@ def build_tiny_lfm2(out_dir: Path, chat_template: str, seed: int = 0) -> Path:
     tok = build_tokenizer(chat_template)
     cfg = Lfm2Config(
         vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=768,  # block_auto_adjust_ff_dim -> effective FFN width 512
+        hidden_size=hidden_size,
+        intermediate_size=3 * hidden_size,  # block_auto_adjust_ff_dim -> effective FFN width 2x hidden
         num_hidden_layers=6,
         num_attention_heads=4,
         num_key_value_heads=2,

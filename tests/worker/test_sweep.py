@@ -130,3 +130,72 @@ def test_a_targets_own_budgets_steer_the_pick_and_a_prefill_floor_counts(
     )
     assert status == "failed" and error is not None and error["param"] == "targets[0]"
     assert error["message"].count("min_prefill_tokens_per_s") == len(SWEEP_QUANTIZATIONS)
+
+
+def _result(score: float, n: int = 6) -> dict[str, Any]:
+    from eval.metrics import EvalResult
+
+    return EvalResult("accuracy", score, n, max(score - 0.2, 0.0), min(score + 0.2, 1.0)).to_dict()
+
+
+def _two_base_job(
+    api_key: str, model: str, other: str, tmp_path: Path, budgets: dict[str, float], probe_after: float
+) -> str:
+    """A job at its export stage whose sweep may also ship `other`, as if the train and evaluate
+    stages had fine-tuned it (each "fine-tune" is its base) and scored it: its probe falls
+    0.5 -> `probe_after`."""
+    from infra.settings import get_settings
+
+    job_id = _sweep_job(api_key, model, tmp_path, ["pi-roomy"], budgets)
+    other_dir = str(get_settings().models_dir / other)
+    results = {
+        "base": _result(0.2), "base_prompted": _result(0.3), "fine_tuned": _result(0.9),
+        "probe_base": _result(0.5, 32), "probe_fine_tuned": _result(probe_after, 32),
+    }  # fmt: skip
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        job.config = job.config | {"targets": [job.config["targets"][0] | {"models": [other]}]}
+        job.state = job.state | {
+            "other_bases": {
+                other: {
+                    "base_model_dir": other_dir,
+                    "merged_dir": other_dir,
+                    "adapter_dir": None,
+                    "eval_results": results,
+                }  # fmt: skip
+            }
+        }
+    return job_id
+
+
+def test_a_sweep_over_two_bases_ships_the_other_where_only_it_fits_and_never_one_the_gate_refuses(
+    api_key, tiny_base, tiny_small_base, tmp_path, profiles
+) -> None:
+    """Issue 18 item 3's "every base the customer allowed": the sweep judges each quantization of
+    each base. Under a 2 MB ceiling every candidate of the job's 4M-parameter base is over (its
+    Q4_0 is about 2.4 MB) and the smaller base's fit: the smaller one ships, its frontier rows name
+    their base. When that base's fine-tune forgot (probe 0.5 -> 0.0, over the gate's max drop)
+    none of its candidates may be chosen, and with nothing else within budget the job fails
+    naming the target, the base and why."""
+    status, error, state = _run(
+        _two_base_job(api_key, tiny_base, tiny_small_base, tmp_path, {"max_artifact_mb": 2}, 0.5)
+    )
+    assert error is None, error
+    entry = state["exported"]["pi-roomy"]
+    frontier = entry["frontier"]
+    assert [(c["model"], c["quantization"]) for c in frontier] == [
+        (m, q) for m in (tiny_base, tiny_small_base) for q in SWEEP_QUANTIZATIONS
+    ]
+    print({(c["model"], c["quantization"]): (c["size_mb"], c["score"], c["misses"]) for c in frontier})
+    assert all(c["misses"] for c in frontier if c["model"] == tiny_base)
+    chosen = [c for c in frontier if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["model"] == tiny_small_base and chosen[0]["within_budget"]
+    assert entry["base_model"] == tiny_small_base and entry["selection"]["model"] == tiny_small_base
+    assert "/bases/0/export/" in entry["files"][0]
+
+    status, error, state = _run(
+        _two_base_job(api_key, tiny_base, tiny_small_base, tmp_path, {"max_artifact_mb": 2}, 0.0)
+    )
+    assert status == "failed" and error is not None and error["param"] == "targets[0]", error
+    assert f"{tiny_small_base} Q4_0: its fine-tune fails the gate: max_probe_drop" in error["message"]
+    assert "pi-roomy" not in (state.get("exported") or {})

@@ -40,3 +40,9 @@ def stop_check(ctx: JobContext, stage: str) -> Callable[[], BaseException | None
         return None
 
     return check
+
+
+def other_base_dir(ctx: JobContext, model: str) -> Path:
+    """Where a sweep's other base (targets[].models) trains and exports: bases/<its place in the
+    job's list of them>."""
+    return ctx.work_dir / "bases" / str(ctx.config.other_models.index(model))

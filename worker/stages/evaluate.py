@@ -31,20 +31,61 @@ def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]
     it runs here, in fp32, one row at a time, as it always has. `in_child` overrides the choice
     (the tests run the child path on the CPU; its scores are the same as in process)."""
     from eval.probe import load_probe
-    from eval.scoring import score_models
 
     held_out, probe, shots = eval_rows(ctx), load_probe(), _shots(ctx)
     base_dir, tuned_dir = Path(ctx.state["base_model_dir"]), Path(ctx.state["merged_dir"])
+    scored = _score(ctx, base_dir, tuned_dir, held_out, probe, shots, in_child)
+    result = _summary(scored)
+    ctx.event(_eval_line(scored), type="metrics", data=result)
+    # the full results (every metric, per-class report) feed the gate and the job's report
+    out: dict[str, Any] = {"eval": result, "eval_results": {name: r.to_dict() for name, r in scored.items()}}
+    if ctx.config.other_models:
+        out["other_bases"] = _evaluate_other_bases(ctx, held_out, probe, shots, in_child)
+    return out
+
+
+def _evaluate_other_bases(
+    ctx: JobContext, held_out: HeldOut, probe: Any, shots: list[dict[str, Any]] | None, in_child: bool | None
+) -> dict[str, dict[str, Any]]:
+    """A sweep's other bases scored as the job's model is: base, prompted base, fine-tune and
+    the probe, so the sweep can refuse a base whose fine-tune the gate would (eval/gate.py)."""
+    bases: dict[str, dict[str, Any]] = ctx.state["other_bases"]
+    for model in ctx.config.other_models:
+        ctx.check_cancel()
+        entry = bases[model]
+        base_dir, tuned_dir = Path(entry["base_model_dir"]), Path(entry["merged_dir"])
+        scored = _score(ctx, base_dir, tuned_dir, held_out, probe, shots, in_child)
+        entry["eval"] = _summary(scored)
+        entry["eval_results"] = {name: r.to_dict() for name, r in scored.items()}
+        ctx.event(f"{model} (for the sweep): " + _eval_line(scored), type="metrics",
+                  data={"model": model, **entry["eval"]})  # fmt: skip
+    return bases
+
+
+def _score(
+    ctx: JobContext,
+    base_dir: Path,
+    tuned_dir: Path,
+    held_out: HeldOut,
+    probe: Any,
+    shots: list[dict[str, Any]] | None,
+    in_child: bool | None,
+) -> dict[str, Any]:
+    from eval.scoring import score_models
+
     device: Device = "cuda" if ctx.state.get("device") == "cuda" else "cpu"
     if in_child if in_child is not None else device == "cuda":
         from worker.eval_process import score_models_in_child
 
         stop = stop_check(ctx, "evaluate")
-        scored = score_models_in_child(ctx, base_dir, tuned_dir, held_out, probe, device, stop, shots)
-    else:
-        scored = score_models(
-            base_dir, tuned_dir, held_out, probe, device=device, between=ctx.check_cancel, shots=shots
-        )
+        return score_models_in_child(ctx, base_dir, tuned_dir, held_out, probe, device, stop, shots)
+    return score_models(
+        base_dir, tuned_dir, held_out, probe, device=device, between=ctx.check_cancel, shots=shots
+    )
+
+
+def _summary(scored: dict[str, Any]) -> dict[str, Any]:
+    """Base, fine-tuned, their delta and the probe, as the job's `eval` (scores and CIs)."""
     base, tuned = scored["base"], scored["fine_tuned"]
     probe_base, probe_tuned = scored["probe_base"], scored["probe_fine_tuned"]
     result = {
@@ -64,17 +105,18 @@ def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]
     prompted = scored.get("base_prompted")
     if prompted is not None:
         result["base_prompted"] = {**score_summary(prompted), "shots": prompted.report.get("shots")}
-    ctx.event(
+    return result
+
+
+def _eval_line(scored: dict[str, Any]) -> str:
+    base, tuned, prompted = scored["base"], scored["fine_tuned"], scored.get("base_prompted")
+    probe_base, probe_tuned = scored["probe_base"], scored["probe_fine_tuned"]
+    return (
         f"Eval on {tuned.n} held-out rows: {tuned.metric} base {base.score:.3f}"
         + (f", base prompted ({prompted.report.get('shots')}-shot) {prompted.score:.3f}" if prompted else "")
         + f" -> fine-tuned {tuned.score:.3f}; general-ability probe ({probe_tuned.n} items) "
-        f"{probe_base.score:.3f} -> {probe_tuned.score:.3f}",
-        type="metrics",
-        data=result,
+        f"{probe_base.score:.3f} -> {probe_tuned.score:.3f}"
     )
-    # the full results (every metric, per-class report) feed the gate and the job's report
-    results = {name: r.to_dict() for name, r in scored.items()}
-    return {"eval": result, "eval_results": results}
 
 
 def _shots(ctx: JobContext) -> list[dict[str, Any]] | None:

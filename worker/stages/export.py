@@ -10,6 +10,7 @@ from services.device_benchmarks import MEASURABLE_FORMATS
 from services.errors import ExportFailed
 from worker.context import JobContext
 from worker.held_out import read_rows
+from worker.stages.common import other_base_dir
 from worker.stages.device_figures import on_device
 from worker.stages.sweep import sweep_target
 
@@ -89,35 +90,43 @@ def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
     return path
 
 
-def _adapter_entry(ctx: JobContext, adapter_dir: str) -> dict[str, Any]:
+def _trained(ctx: JobContext, model: str) -> dict[str, Any]:
+    """What the train stage made of a base: the job's model, or one of a sweep's other bases
+    (base_model_dir, merged_dir, adapter_dir), and the folder its exports go to."""
+    if model == ctx.config.model:
+        keys = ("base_model_dir", "merged_dir", "adapter_dir")
+        return {k: ctx.state.get(k) for k in keys} | {"export_dir": ctx.work_dir / "export"}
+    return ctx.state["other_bases"][model] | {"export_dir": other_base_dir(ctx, model) / "export"}
+
+
+def _adapter_entry(ctx: JobContext, model: str) -> dict[str, Any]:
     from export.adapter_gguf import adapter_info
     from export.formats.gguf import gguf_adapter
 
-    base_dir = Path(ctx.state["base_model_dir"])
-    adapter = gguf_adapter(Path(adapter_dir), base_dir, ctx.work_dir / "export", ctx.config.model)
-    return {
-        "files": [str(adapter)],
-        "info": adapter_info(adapter, Path(adapter_dir), base_dir, ctx.config.model),
-    }
+    made = _trained(ctx, model)
+    base_dir, adapter_dir = Path(made["base_model_dir"]), Path(made["adapter_dir"])
+    adapter = gguf_adapter(adapter_dir, base_dir, made["export_dir"], model)
+    return {"files": [str(adapter)], "info": adapter_info(adapter, adapter_dir, base_dir, model)}
 
 
 def _export_one(
-    ctx: JobContext, profile: Any, held_out: HeldOut, adapter_dir: str | None, grammar: Path | None
+    ctx: JobContext, profile: Any, held_out: HeldOut, grammar: Path | None, model: str
 ) -> dict[str, Any]:
-    """One target's files, scored in their runtime, with the profile's budgets measured."""
+    """One target's files from the fine-tune of `model`, scored in their runtime, with the
+    profile's budgets measured."""
     from eval.runners import ArtifactRunError
     from export.device_budgets import budget_checks
     from export.onnx_export import OnnxExportError
     from export.profiles import runtime_of
     from export.targets import export_target
 
-    target = profile.name
+    target, made = profile.name, _trained(ctx, model)
     try:
         paths = export_target(
-            Path(ctx.state["merged_dir"]),
+            Path(made["merged_dir"]),
             profile,
-            ctx.work_dir / "export",
-            adapter_dir=Path(adapter_dir) if adapter_dir else None,
+            made["export_dir"],
+            adapter_dir=Path(made["adapter_dir"]) if made["adapter_dir"] else None,
         )
         entry: dict[str, Any] = {"files": [str(p) for p in paths]}
         if runtime_of(profile) is not None:
@@ -130,6 +139,8 @@ def _export_one(
         entry |= {"device_prediction": predicted} if predicted else {}
     checks = budget_checks(profile, paths, entry.get("runtime_stats"), entry.get("device_stats"))
     entry["budgets"] = [b.model_dump() for b in checks]
+    if model != ctx.config.model:
+        entry["base_model"] = model  # publish names it in the manifest; the gate reads its fine-tune
     return entry
 
 
@@ -142,29 +153,30 @@ def export(ctx: JobContext) -> dict[str, Any]:
     from export.formats import FORMATS
     from export.profiles import target_profile
 
-    adapter_dir = ctx.state.get("adapter_dir")  # LoRA jobs; None after a full fine-tune
     held_out = eval_rows(ctx)  # read once: every artifact answers the same rows
     grammar = _task_grammar(ctx, held_out)  # one grammar for every GGUF target
     exported: dict[str, Any] = {}
-    adapter_entry: dict[str, Any] | None = None  # converted and described once, shipped per GGUF target
+    adapters: dict[str, dict[str, Any]] = {}  # by base: converted and described once, shipped per GGUF target
     for target in ctx.config.target_names:
         ctx.check_cancel()
         profile = target_profile(ctx.config, target)
         if ctx.config.target_select(target) == "best_within_budget":
-            entry = sweep_target(ctx, profile, lambda p: _export_one(ctx, p, held_out, adapter_dir, grammar))
+            entry = sweep_target(ctx, profile, lambda p, m: _export_one(ctx, p, held_out, grammar, m))
         else:
-            entry = _export_one(ctx, profile, held_out, adapter_dir, grammar)
-        note = ""
-        if FORMATS[profile.format].ships_adapter and adapter_dir:
-            # The adapter alone, for devices that already hold the base GGUF; publish ships it as
-            # its own artifact `<target>-adapter`. Converted once, it fits every quantization.
-            adapter_entry = adapter_entry or _adapter_entry(ctx, adapter_dir)
-            entry["adapter"] = adapter_entry
-            size = Path(adapter_entry["files"][0]).stat().st_size
+            entry = _export_one(ctx, profile, held_out, grammar, ctx.config.model)
+        note, model = "", entry.get("base_model") or ctx.config.model
+        if FORMATS[profile.format].ships_adapter and _trained(ctx, model)["adapter_dir"]:
+            # The adapter alone (LoRA jobs), for devices that already hold the base GGUF; publish
+            # ships it as its own artifact `<target>-adapter`. Converted once, it fits every quantization.
+            adapters[model] = adapters.get(model) or _adapter_entry(ctx, model)
+            entry["adapter"] = adapters[model]
+            size = Path(adapters[model]["files"][0]).stat().st_size
             note = f" + LoRA adapter ({size / 2**20:.1f} MB)"
         exported[target] = entry
         ctx.event(
-            f"Exported {target}: {profile.format} {_quantization(profile, entry)}".rstrip() + note,
+            f"Exported {target}: {profile.format} {_quantization(profile, entry)}".rstrip()
+            + (f" of {model}" if model != ctx.config.model else "")
+            + note,
             data={
                 "target": target,
                 **{k: v for k, v in entry.items() if k in ("eval", "runtime_stats", *_DEVICE_KEYS)},

@@ -14,25 +14,17 @@ def gate(ctx: JobContext) -> dict[str, Any]:
     A failing gate ends the job `failed` with code `eval_gate_failed` and every failing check in
     its message. Its artifacts are stored first with status `rejected` (downloadable, to see what
     went wrong) under a registry version no alias can point at; the publish stage never runs."""
-    from eval.gate import BudgetCheck, choose_baseline, decide_gate
+    from eval.gate import BudgetCheck, decide_gate, model_inputs
     from eval.metrics import EvalResult
 
-    results = ctx.state["eval_results"]
+    exported: dict[str, dict[str, Any]] = ctx.state["exported"]
     artifacts = {
-        target: EvalResult.from_dict(entry["eval_result"])
-        for target, entry in ctx.state["exported"].items()
-        if "eval_result" in entry
+        target: EvalResult.from_dict(e["eval_result"]) for target, e in exported.items() if "eval_result" in e
     }
     # A job evaluated before the probe existed has none: decide_gate then notes that
     # max_probe_drop was not checked rather than failing it.
-    probes = {k: EvalResult.from_dict(results[k]) for k in ("probe_base", "probe_fine_tuned") if k in results}
-    fine_tuned = EvalResult.from_dict(results["fine_tuned"])
-    prompted = EvalResult.from_dict(results["base_prompted"]) if "base_prompted" in results else None
-    base, baseline, baseline_note = choose_baseline(
-        ctx.config.gate.baseline,
-        EvalResult.from_dict(results["base"]),
-        prompted,
-        ctx.config.gate.metric or fine_tuned.metric,
+    base, fine_tuned, probes, baseline, baseline_note = model_inputs(
+        ctx.config.gate, ctx.state["eval_results"]
     )
     decision = decide_gate(
         ctx.config.gate,
@@ -44,10 +36,11 @@ def gate(ctx: JobContext) -> dict[str, Any]:
         # a job exported before budgets were recorded has none: only the other rules apply
         budgets={
             target: [BudgetCheck.model_validate(b) for b in entry["budgets"]]
-            for target, entry in ctx.state["exported"].items()
+            for target, entry in exported.items()
             if "budgets" in entry
         },
         baseline=baseline,
+        references=_other_base_references(ctx, exported),
     )
     decision.notes += baseline_note
     verdict = decision.model_dump()
@@ -66,3 +59,15 @@ def gate(ctx: JobContext) -> dict[str, Any]:
         data=verdict,
     )
     return {"gate": verdict}
+
+
+def _other_base_references(ctx: JobContext, exported: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A target whose sweep chose another base's artifact is held to that base's fine-tune."""
+    from eval.metrics import EvalResult
+
+    bases = ctx.state.get("other_bases") or {}
+    return {
+        target: EvalResult.from_dict(bases[entry["base_model"]]["eval_results"]["fine_tuned"])
+        for target, entry in exported.items()
+        if entry.get("base_model") and entry["base_model"] != ctx.config.model
+    }

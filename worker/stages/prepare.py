@@ -26,4 +26,11 @@ def prepare(ctx: JobContext) -> dict[str, Any]:
         f"Base model {ctx.config.model} ready", data={"path": str(base), "device": ctx.state.get("device")}
     )
     out["base_model_dir"] = str(base)
+    if ctx.config.other_models:  # a sweep's other bases, each fine-tuned too (worker/stages/train.py)
+        out["other_bases"] = {
+            m: (ctx.state.get("other_bases") or {}).get(m, {})
+            | {"base_model_dir": str(resolve_base_model(m, s.models_dir, s.model_cache_dir))}
+            for m in ctx.config.other_models
+        }
+        ctx.event(f"Other bases for the sweep ready: {', '.join(ctx.config.other_models)}")
     return out

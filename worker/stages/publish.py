@@ -96,7 +96,8 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: 
     profile = get_profile(target)
     main = _single_file([Path(p) for p in entry["files"]], ctx.work_dir / "export", target)
     gate = ctx.state.get("gate")
-    eval_scores = {**ctx.state.get("eval", {}), "artifact": entry.get("eval"), "gate": gate}
+    base, made = _made_from(ctx, entry)
+    eval_scores = {**made.get("eval", {}), "artifact": entry.get("eval"), "gate": gate}
     manifest = build_manifest(
         ctx.job_id,
         ctx.config,
@@ -120,11 +121,21 @@ def _upload_target(ctx: JobContext, target: str, entry: dict[str, Any], status: 
             "budgets": entry.get("budgets"),
             "budget_flags": ((gate or {}).get("artifacts", {}).get(target) or {}).get("flags", []),
         },
-        merged_dir=Path(ctx.state["merged_dir"]),
+        merged_dir=Path(made["merged_dir"]),
         quantization=(entry.get("selection") or {}).get("chosen"),
         grammar=_grammar(entry),
+        base_model=base,
     )
     return _put_artifact(ctx, target, main, manifest, status, _grammar(entry))
+
+
+def _made_from(ctx: JobContext, entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The base an exported entry was fine-tuned from, and that fine-tune's outputs and eval: the
+    job's model, or the one of a sweep's other bases that its target chose."""
+    base = entry.get("base_model") or ctx.config.model
+    if base == ctx.config.model:
+        return base, ctx.state
+    return base, ctx.state["other_bases"][base]
 
 
 def _upload_adapter(ctx: JobContext, target: str, entry: dict[str, Any], status: str) -> dict[str, Any]:
@@ -136,6 +147,7 @@ def _upload_adapter(ctx: JobContext, target: str, entry: dict[str, Any], status:
 
     adapter = Path(entry["adapter"]["files"][0])
     name = f"{target}-adapter"
+    base, made = _made_from(ctx, entry)
     manifest = build_adapter_manifest(
         ctx.job_id,
         ctx.config,
@@ -143,10 +155,11 @@ def _upload_adapter(ctx: JobContext, target: str, entry: dict[str, Any], status:
         adapter,
         entry["adapter"]["info"],
         # the fine-tune's scores; the adapter is not scored apart from the merged model
-        {**ctx.state.get("eval", {}), "gate": ctx.state.get("gate")},
+        {**made.get("eval", {}), "gate": ctx.state.get("gate")},
         {"target": name, "model_target": target, "status": status},
-        merged_dir=Path(ctx.state["merged_dir"]),
+        merged_dir=Path(made["merged_dir"]),
         grammar=_grammar(entry),
+        base_model=base,
     )
     return _put_artifact(ctx, name, adapter, manifest, status, _grammar(entry))
 

@@ -1,5 +1,6 @@
 """A target with `select: best_within_budget` (issue 18 item 3): export every quantization of the
-sweep (domain/lists.py SWEEP_QUANTIZATIONS), each scored on the held-out rows in its runtime and
+sweep (domain/lists.py SWEEP_QUANTIZATIONS) of every base it may ship (the job's model and the
+target's `models`, each fine-tuned by the train stage), each scored on the held-out rows in its runtime and
 measured on an agent of the profile or predicted (worker/stages/device_figures.py), then ship the
 best-scoring one that meets every budget on the device (export/selection.py), with the frontier."""
 
@@ -16,37 +17,57 @@ from worker.context import JobContext
 
 
 def sweep_target(
-    ctx: JobContext, profile: DeviceProfile, export_one: Callable[[DeviceProfile], dict[str, Any]]
+    ctx: JobContext, profile: DeviceProfile, export_one: Callable[[DeviceProfile, str], dict[str, Any]]
 ) -> dict[str, Any]:
     """The chosen candidate's export entry, carrying `frontier` (every candidate, judged) and
-    `selection`. No candidate within budget: the job fails naming the target and each miss, and
-    nothing of the target is published."""
-    entries: dict[str, dict[str, Any]] = {}
+    `selection`. The candidates: each quantization of each base the target may ship (the job's
+    model, then its `models`); `export_one(profile, base)` exports and scores one. A base whose
+    fine-tune the gate would refuse has every candidate marked so, never chosen. No candidate
+    within budget: the job fails naming the target and each miss, and nothing of it is published."""
+    from eval.gate import fine_tune_reasons
+
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
     judged: list[Candidate] = []
-    for quant in SWEEP_QUANTIZATIONS:
-        ctx.check_cancel()
-        variant = profile.model_copy(update={"quantization": quant})
-        entries[quant] = export_one(variant)
-        judged.append(candidate(profile, quant, entries[quant]))
-        ctx.event(_line(profile.name, judged[-1]), data={"target": profile.name, **judged[-1].model_dump()})
+    models = ctx.config.target_models(profile.name)
+    for model in models:
+        refused = [] if model == ctx.config.model else _base_refusal(ctx, model, fine_tune_reasons)
+        for quant in SWEEP_QUANTIZATIONS:
+            ctx.check_cancel()
+            variant = profile.model_copy(update={"quantization": quant})
+            entries[model, quant] = export_one(variant, model)
+            c = candidate(profile, quant, entries[model, quant], model=model)
+            judged.append(c.model_copy(update={"misses": [*refused, *c.misses]}))
+            ctx.event(_line(profile.name, judged[-1], len(models) > 1),
+                      data={"target": profile.name, **judged[-1].model_dump()})  # fmt: skip
     chosen = pick(judged)
     if chosen is None:
-        misses = "; ".join(f"{c.quantization}: {', '.join(c.misses)}" for c in judged)
+        misses = "; ".join(f"{_name(c, len(models) > 1)}: {', '.join(c.misses)}" for c in judged)
         raise ExportFailed(
             ctx.config.target_names.index(profile.name),
             f"{profile.name}: no quantization of the sweep meets its budgets on the device ({misses})",
         )
     chosen.chosen = True
     ctx.event(
-        f"Chose {chosen.quantization} for {profile.name}: the best score within every budget "
+        f"Chose {_name(chosen, len(models) > 1)} for {profile.name}: the best score within every budget "
         f"({chosen.score:.3f}, {chosen.size_mb:.1f} MB, {_tps(chosen)} on the device, {chosen.figures})",
-        data={"target": profile.name, "chosen": chosen.quantization},
+        data={"target": profile.name, "chosen": chosen.quantization, "model": chosen.model},
     )
     frontier = [c.model_dump() | {"within_budget": c.within_budget} for c in judged]
-    return entries[chosen.quantization] | {
+    selection = {"select": "best_within_budget", "chosen": chosen.quantization, "model": chosen.model}
+    return entries[chosen.model or ctx.config.model, chosen.quantization] | {
         "frontier": frontier,
-        "selection": {"select": "best_within_budget", "chosen": chosen.quantization},
+        "selection": selection,
     }
+
+
+def _base_refusal(ctx: JobContext, model: str, reasons: Callable[..., list[str]]) -> list[str]:
+    """The gate's refusal of another base's fine-tune, as misses of each of its candidates."""
+    results = ctx.state["other_bases"][model]["eval_results"]
+    return [f"its fine-tune fails the gate: {r}" for r in reasons(ctx.config.gate, results)]
+
+
+def _name(c: Candidate, many_bases: bool) -> str:
+    return f"{c.model} {c.quantization}" if many_bases and c.model else c.quantization
 
 
 def _tps(c: Candidate) -> str:
@@ -55,9 +76,9 @@ def _tps(c: Candidate) -> str:
     return decode + prefill
 
 
-def _line(target: str, c: Candidate) -> str:
-    verdict = "within budget" if c.within_budget else "over budget: " + ", ".join(c.misses)
+def _line(target: str, c: Candidate, many_bases: bool) -> str:
+    verdict = "within budget" if c.within_budget else "not chosen: " + ", ".join(c.misses)
     return (
-        f"Sweep {target} {c.quantization}: score {c.score:.3f}, {c.size_mb:.1f} MB, "
+        f"Sweep {target} {_name(c, many_bases)}: score {c.score:.3f}, {c.size_mb:.1f} MB, "
         f"{_tps(c)} on the device ({c.figures}), {verdict}"
     )

@@ -21,7 +21,7 @@ from worker.held_out import read_rows
 
 if TYPE_CHECKING:
     from recipes.training_common import TrainResult
-from worker.stages.common import stop_check
+from worker.stages.common import other_base_dir, stop_check
 from worker.train_process import run_recipe_in_child
 
 
@@ -42,20 +42,23 @@ def _split_eval(ctx: JobContext) -> None:
     ctx.event(f"No validation file: held out {n_eval} of {len(rows)} training rows for evaluation")
 
 
-def _recipe(ctx: JobContext) -> Any:
-    """The config of the recipe this job runs: LoRA or full, SFT or DPO, at the method's rate."""
+def _recipe(ctx: JobContext, model: str | None = None) -> Any:
+    """The config of the recipe this job runs: LoRA or full, SFT or DPO, at the method's rate;
+    for the job's model, or for one of a sweep's other bases (`model`), at that base's own rate,
+    into a directory of its own."""
     from recipes.base_models import find_base_model
     from recipes.recipe_parts import RECIPE_PARTS, base_learning_rate
 
     cfg, s = ctx.config, get_settings()
-    info = find_base_model(cfg.model, s.models_dir, s.model_cache_dir)
+    info = find_base_model(model or cfg.model, s.models_dir, s.model_cache_dir)
     assert info is not None  # checked when the job was created
     hp = cfg.method.hyperparameters
+    base_dir = ctx.state["other_bases"][model]["base_model_dir"] if model else ctx.state["base_model_dir"]
     common: dict[str, Any] = {
-        "base_model_dir": Path(ctx.state["base_model_dir"]),
+        "base_model_dir": Path(base_dir),
         "train_file": Path(ctx.state["train_path"]),
         "eval_file": Path(ctx.state["eval_path"]),
-        "output_dir": ctx.work_dir / "train",
+        "output_dir": other_base_dir(ctx, model) / "train" if model else ctx.work_dir / "train",
         "seed": cfg.seed,
         "hyperparameters": Hyperparameters(**hp.model_dump(include=set(Hyperparameters.model_fields))),
         "base_learning_rate": base_learning_rate(cfg.method.type, cfg.training_type, info.recommended_lr),
@@ -132,6 +135,41 @@ def _training_stop(ctx: JobContext) -> Callable[[], BaseException | None]:
     return stop_check(ctx, "train")
 
 
+def _train_other_bases(ctx: JobContext) -> dict[str, dict[str, Any]]:
+    """A sweep's other bases (targets[].models), each fine-tuned as the job's model was: same rows,
+    settings and checkpoint choice, its own learning rate. Each one's outputs are kept in the job's
+    state as soon as it finishes, so a takeover trains only those not done."""
+    from recipes.dpo import DPOResult
+    from worker.context import save_state
+
+    bases: dict[str, dict[str, Any]] = ctx.state["other_bases"]
+    for model in ctx.config.other_models:
+        done = bases[model].get("merged_dir")
+        if done and Path(done).is_dir():
+            continue
+        ctx.check_cancel()
+        out = run_recipe_in_child(ctx, _recipe(ctx, model), _training_stop(ctx), other_base=model)
+        result: TrainResult = out.training if isinstance(out, DPOResult) else out
+        bases[model] |= {
+            "merged_dir": str(result.merged_dir),
+            "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
+            "train_loss": result.train_loss,
+            "steps": result.steps,
+            "checkpoint_selection": (
+                result.checkpoint_selection.model_dump() if result.checkpoint_selection else None
+            ),
+        }
+        ctx.event(
+            f"Training {model} finished (for the sweep): {result.steps} steps, final loss "
+            f"{result.train_loss or float('nan'):.4f}, {result.trainable_params:,} trainable of "
+            f"{result.total_params:,} parameters" + _selection_text(result.checkpoint_selection),
+            type="metrics",
+            data={"model": model, "steps": result.steps, "train_loss": result.train_loss},
+        )
+        save_state(ctx, {"other_bases": bases})
+    return bases
+
+
 def train(ctx: JobContext) -> dict[str, Any]:
     """Run the job's recipe in a process of its own (worker/train_process.py says why): a cancel or
     a budget stop ends it within about a second, and its GPU memory is freed when it exits."""
@@ -169,7 +207,9 @@ def train(ctx: JobContext) -> dict[str, Any]:
         type="metrics",
         data=data,
     )
+    others = _train_other_bases(ctx) if ctx.config.other_models else None
     return {
+        **({"other_bases": others} if others else {}),
         "merged_dir": str(result.merged_dir),
         "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
         "train_loss": result.train_loss,
