@@ -138,12 +138,14 @@ def queue_candidate(
 ) -> DeviceBenchmark:
     """A job's exported GGUF, stored where agents fetch it and queued for its profile's agents
     before the gate reads its budgets (worker/stages/device_figures.py); committed."""
-    key = f"{COPIES}{org_id}/{job_id}/{target}/{path.name}"
+    # by content: a sweep over bases exports a model-Q4_0.gguf of each base for the same target
+    sha = sha256_file(path)
+    key = f"{COPIES}{org_id}/{job_id}/{target}/{sha[:16]}/{path.name}"
     get_store().put_file(key, path)
     task = DeviceBenchmark(
         org_id=org_id, job_id=job_id, target=target, profile=target, status="queued", attempts=0,
         settings=settings.model_dump(), filename=path.name, bytes=path.stat().st_size,
-        sha256=sha256_file(path), storage_key=key,
+        sha256=sha, storage_key=key,
     )  # fmt: skip
     session.add(task)
     session.commit()

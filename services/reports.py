@@ -15,14 +15,15 @@ from services.jobs import get_job
 
 def loss_curve(session: Session, job: Job) -> list[dict[str, float]]:
     """(step, train_loss) from the trainer's metrics events. A run resumed from a checkpoint logs
-    some steps again: the newest value of a step wins, so the curve has one point per step."""
+    some steps again: the newest value of a step wins, so the curve has one point per step. A
+    sweep's other bases log their steps with their `model`: the curve is the job's model's."""
     events = session.scalars(
         select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.type == "metrics").order_by(JobEvent.seq)
     )
     by_step: dict[int, float] = {}
     for e in events:
         data = e.data or {}
-        if "train_loss" in data and "step" in data:
+        if "train_loss" in data and "step" in data and "model" not in data:
             by_step[int(data["step"])] = float(data["train_loss"])
     return [{"step": step, "train_loss": loss} for step, loss in sorted(by_step.items())]
 

@@ -57,6 +57,14 @@ def test_a_job_fine_tunes_each_allowed_base_and_ships_the_best_that_fits(
     assert sum(m.startswith(f"Sweep {TARGET} ") for m in events) == 2 * len(SWEEP_QUANTIZATIONS)
 
     report = client.get(f"/fine_tuning/jobs/{done.id}/report", cast_to=object)
+    # the loss curve is the job's model's, though the other base logged the same step numbers
+    logged = [e.data for e in client.fine_tuning.jobs.list_events(done.id, limit=100) if e.data]
+    steps = [d for d in logged if "step" in d and "train_loss" in d]
+    own = {
+        d["step"]: d["train_loss"] for d in reversed(steps) if "model" not in d
+    }  # oldest first: the newest wins
+    assert {d["step"] for d in steps if d.get("model") == tiny_small_base} & set(own)
+    assert report["loss_curve"] == [{"step": k, "train_loss": v} for k, v in sorted(own.items())]
     frontier = report["frontiers"][TARGET]
     assert {(c["model"], c["quantization"]) for c in frontier} == {
         (m, q) for m in (tiny_base, tiny_small_base) for q in SWEEP_QUANTIZATIONS

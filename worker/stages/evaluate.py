@@ -29,7 +29,8 @@ def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]
     decodes in batches; CUDA never enters this (Celery) process, the GPU memory goes back when
     the process exits, and a cancel or budget stop ends it within about a second. On a CPU worker
     it runs here, in fp32, one row at a time, as it always has. `in_child` overrides the choice
-    (the tests run the child path on the CPU; its scores are the same as in process)."""
+    (the tests run the child path on the CPU; its scores are the same as in process). A sweep's
+    other bases (targets[].models) are scored the same way after the job's model."""
     from eval.probe import load_probe
 
     held_out, probe, shots = eval_rows(ctx), load_probe(), _shots(ctx)
