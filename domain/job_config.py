@@ -771,6 +771,16 @@ class JobConfig(BaseModel):
         # (TaskSpec checks its own fields, so the task's are named down to the field).
         return v if info.field_name == "task" else _refuse_nul(v, info.field_name)
 
+    @model_validator(mode="after")
+    def _other_bases_cap(self) -> JobConfig:
+        # each other base is a whole fine-tune more in this job, whichever target names it
+        if len(self.other_models) > MAX_SWEEP_MODELS:
+            raise ValueError(
+                f"targets: at most {MAX_SWEEP_MODELS} other bases in one job across its sweep targets, "
+                f"got {len(self.other_models)}"
+            )
+        return self
+
     @field_validator("metadata", mode="before")
     @classmethod
     def _metadata_limits(cls, v: Any) -> Any:

@@ -167,12 +167,15 @@ def _other_base(cfg: JobConfig, model_id: str, tokens: int, seq_len: int) -> _Ot
     from recipes.estimate import ModelShape
 
     param = next(
-        f"targets[{i}].models"
+        f"targets[{i}].models[{t.models.index(model_id)}]"
         for i, t in enumerate(cfg.targets)
-        if not isinstance(t, str) and model_id in (t.models or [])
+        if not isinstance(t, str) and t.models and model_id in t.models
     )
     model_dir, _ = _base_dir(model_id, param)
-    trainable, total = _trainable(model_dir, cfg)
+    try:
+        trainable, total = _trainable(model_dir, cfg)
+    except InvalidRequest as exc:  # the job's LoRA targets match nothing in this base
+        raise InvalidRequest(f"{model_id}: {exc.message}", param=param, code=exc.code) from None
     shape = ModelShape.from_dir(model_dir)
     return _OtherBase(
         model=model_id, total_params=total, trainable_params=trainable,
@@ -203,7 +206,8 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     others = [
         _other_base(config, m, tokens_per_epoch * hp.n_epochs, round(per_seq)) for m in config.other_models
     ]
-    check_artifact_sizes(config, total, {o.model: o.total_params for o in others})
+    other_sizes = {o.model: o.total_params for o in others}
+    check_artifact_sizes(config, total, other_sizes)
 
     book = price_book()
     # the largest base of the job sets the memory it needs; the bases train one after another,
@@ -222,11 +226,13 @@ def plan_job(*, session: Session, org: Org, config: JobConfig) -> PlanPublic:
     compute, fits, no_fit = _route(
         config,
         memory,
-        lambda c: _quote(config, seconds_on(c, gpus_on(c)), data, total, book, c, gpus_on(c)).total_usd,
+        lambda c: (
+            _quote(config, seconds_on(c, gpus_on(c)), data, total, book, c, gpus_on(c), other_sizes).total_usd
+        ),
     )
     gpus = gpus_on(compute)
     seconds = seconds_on(compute, gpus)
-    quote = _quote(config, seconds, data, total, book, compute, gpus)
+    quote = _quote(config, seconds, data, total, book, compute, gpus, other_sizes)
     return PlanPublic(
         model=config.model,
         method=config.training_type,
@@ -277,15 +283,14 @@ def check_artifact_sizes(cfg: JobConfig, params: int, others: dict[str, int] | N
     for i, name in enumerate(cfg.target_names):
         profile = target_profile(cfg, name)  # the target's own size budget, where it sets one
         whose = "your" if "max_artifact_mb" in cfg.target_budgets(name) else "the profile's"
-        mb = (
-            min(estimated_artifact_bytes(profile, sizes[m], gpu=gpu) for m in cfg.target_models(name)) / 2**20
-        )
+        smallest = min(cfg.target_models(name), key=lambda m: sizes[m])
+        mb = estimated_artifact_bytes(profile, sizes[smallest], gpu=gpu) / 2**20
         if (
             profile.on_over_budget.max_artifact_mb == "refuse"
             and mb > profile.max_artifact_mb * SIZE_REFUSAL_MARGIN
         ):
             raise InvalidRequest(
-                f"the {name} artifact ({profile.format} {profile.quantization}) of {cfg.model} would be "
+                f"the {name} artifact ({profile.format} {profile.quantization}) of {smallest} would be "
                 f"about {mb:.0f} MB, over {whose} {profile.max_artifact_mb:g} MB, which its gate "
                 "refuses; pick a smaller base model or another target",
                 param=f"targets[{i}]",
@@ -470,6 +475,7 @@ def _quote(
     book: PriceBook,
     compute: str,
     gpus: int = 1,
+    others: dict[str, int] | None = None,
 ) -> QuotePublic:
     """Each stage's estimated seconds at the rate it will be billed at (the ledger's rule: train,
     evaluate and export run on the job's compute class, on all `gpus` it holds, billed as GPU
@@ -498,7 +504,17 @@ def _quote(
         )
     profiles = load_profiles()
     gpu = compute != "cpu"
-    gigabytes = sum(estimated_artifact_bytes(profiles[t], params, gpu=gpu) for t in cfg.target_names) / GB
+    # a sweep target may ship another base: priced at the largest it may ship
+    sizes = {cfg.model: params, **(others or {})}
+    gigabytes = (
+        sum(
+            estimated_artifact_bytes(
+                profiles[t], max(sizes.get(m, params) for m in cfg.target_models(t)), gpu=gpu
+            )
+            for t in cfg.target_names
+        )
+        / GB
+    )
     items.append(_item("storage", "artifacts, one month", "gb_month", gigabytes, book.storage_gb_month))
     return QuotePublic(compute=compute, items=items, total_usd=round(sum(i.amount_usd for i in items), 6))
 

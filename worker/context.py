@@ -103,3 +103,14 @@ def save_state(ctx: JobContext, outputs: dict[str, Any]) -> None:
         job = session.get(Job, ctx.job_id)
         assert job is not None
         job.state = dict(ctx.state)
+
+
+def save_outputs(ctx: JobContext, outputs: dict[str, Any]) -> None:
+    """Store these outputs of a running stage now, and only these: what else the stage changed in
+    its state (the held-out split train makes, say) is stored when the stage ends, so a takeover
+    after a lost machine never reads a path of that machine as done."""
+    ctx.state.update(outputs)
+    with session_scope() as session:
+        job = session.get(Job, ctx.job_id)
+        assert job is not None
+        job.state = {**(job.state or {}), **outputs}

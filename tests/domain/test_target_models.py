@@ -49,3 +49,14 @@ def test_other_bases_are_refused_outside_a_sweep_twice_or_too_many(target: dict,
     with pytest.raises(ValidationError) as err:
         _config(target)
     assert words in str(err.value) and "models" in str(err.value)
+
+
+def test_the_cap_on_other_bases_counts_every_target_of_the_job() -> None:
+    three = [f"org/m{i}" for i in range(3)]
+    with pytest.raises(ValidationError) as err:
+        _config(SWEEP | {"models": three}, {"profile": "phone-android", "select": "best_within_budget",
+                                           "models": ["org/m9", "org/m8"]})  # fmt: skip
+    assert f"at most {MAX_SWEEP_MODELS} other bases in one job" in str(err.value)
+    ok = _config(SWEEP | {"models": three}, {"profile": "phone-android", "select": "best_within_budget",
+                                            "models": three})  # fmt: skip
+    assert ok.other_models == three

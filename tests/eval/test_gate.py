@@ -316,3 +316,30 @@ def test_without_per_row_scores_the_point_rule_decides() -> None:
         if c.rule == "max_artifact_drop"
     )
     assert not check.passed and "paired noise" not in check.detail
+
+
+def test_an_artifact_of_another_base_is_held_to_that_bases_fine_tune() -> None:
+    """A sweep over bases (worker/stages/sweep.py) may ship a smaller base's GGUF: its export is
+    judged against the fine-tune it was made from, not the job's model, which may score higher
+    (the smaller base's gap is no quantization loss) or lower (a larger gap would hide one)."""
+    from eval.gate import fine_tune_reasons
+
+    base, tuned, small_tuned = accuracy(8), accuracy(18), accuracy(14)  # 0.40, 0.90, 0.70
+    small_gguf = {"raspberry-pi-5": accuracy(14)}  # no loss against its own fine-tune
+    alone = decide_gate(GatePolicy(), base, tuned, small_gguf)
+    assert not alone.passed and "max_artifact_drop: raspberry-pi-5" in alone.reasons[0]
+    held = decide_gate(GatePolicy(), base, tuned, small_gguf, references={"raspberry-pi-5": small_tuned})
+    assert held.passed, held.reasons
+    assert held.artifacts["raspberry-pi-5"].drop == pytest.approx(0.0)
+    lossy = decide_gate(GatePolicy(), base, accuracy(11), {"raspberry-pi-5": accuracy(11)},
+                        references={"raspberry-pi-5": small_tuned})  # fmt: skip
+    assert not lossy.artifacts[
+        "raspberry-pi-5"
+    ].passed  # 0.55 against its own 0.70, though equal to the job's
+    # the other base's fine-tune itself, from an evaluate stage's stored results
+    stored = {"base": base.to_dict(), "fine_tuned": small_tuned.to_dict(),
+              "probe_base": accuracy(10).to_dict(), "probe_fine_tuned": accuracy(4).to_dict()}  # fmt: skip
+    reasons = fine_tune_reasons(GatePolicy(), stored)
+    assert len(reasons) == 1 and reasons[0].startswith("max_probe_drop"), reasons
+    stored["probe_fine_tuned"] = accuracy(9).to_dict()
+    assert fine_tune_reasons(GatePolicy(), stored) == []

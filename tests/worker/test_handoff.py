@@ -54,3 +54,28 @@ def test_other_bases_travel_with_the_jobs_model(api_key, tmp_path) -> None:
     assert other["adapter_dir"] is None and other["eval_results"] == {"fine_tuned": {"score": 0.5}}
     assert (Path(ctx.state["merged_dir"]) / "model.safetensors").read_bytes() == b"train/merged" * 100
     handoff.discard_trained(ctx)
+
+
+def test_a_running_stage_stores_only_the_outputs_it_names(api_key, tmp_path) -> None:
+    """The train stage stores each other base as it finishes (worker/stages/train.py), mid-stage:
+    the held-out split it made on this machine must not be stored with it, or a takeover on
+    another machine would read those paths as done."""
+    from worker.context import save_outputs
+
+    config = JobConfig.model_validate({"model": "test/a", "training_file": "file-x"})
+    with session_scope() as session:
+        job = Job(org_id=org_of(api_key), status="running", config=config.model_dump(mode="json"),
+                  model="test/a", state={"train_path": "/data/train.jsonl"})  # fmt: skip
+        session.add(job)
+        session.flush()
+        job_id, org_id = job.id, job.org_id
+    ctx = JobContext(job_id, org_id, config, tmp_path, {"train_path": "/data/train.jsonl"})
+    ctx.state |= {"train_path": "/machine-1/train_split.jsonl", "eval_path": "/machine-1/eval.jsonl"}
+    save_outputs(ctx, {"other_bases": {"test/b": {"merged_dir": "/machine-1/bases/0/train/merged"}}})
+    with session_scope() as session:
+        stored = dict(session.get_one(Job, job_id).state)
+    assert stored == {
+        "train_path": "/data/train.jsonl",
+        "other_bases": {"test/b": {"merged_dir": "/machine-1/bases/0/train/merged"}},
+    }
+    assert ctx.state["eval_path"] == "/machine-1/eval.jsonl"  # this run still reads its own split

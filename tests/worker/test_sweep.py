@@ -198,3 +198,44 @@ def test_a_sweep_over_two_bases_ships_the_other_where_only_it_fits_and_never_one
     assert status == "failed" and error is not None and error["param"] == "targets[0]", error
     assert f"{tiny_small_base} Q4_0: its fine-tune fails the gate: max_probe_drop" in error["message"]
     assert "pi-roomy" not in (state.get("exported") or {})
+
+
+def test_another_base_whose_export_fails_is_left_out_and_the_jobs_own_failure_fails_the_target(
+    api_key, tiny_base, tiny_small_base, tmp_path, profiles
+) -> None:
+    """The sweep with a stand-in exporter (the real one is exercised above): the other base's
+    failure at Q5_K_M leaves its remaining quantizations out, says so, and the pick goes on; the
+    same failure of the job's own model fails the target."""
+    from domain.job_config import JobConfig
+    from services.errors import ExportFailed
+    from worker.context import JobContext
+    from worker.stages.sweep import sweep_target
+
+    job_id = _two_base_job(api_key, tiny_base, tiny_small_base, tmp_path, {}, 0.5)
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        job.status = "running"  # as run_job leaves it: the sweep checks for a cancel between candidates
+        ctx = JobContext(job.id, job.org_id, JobConfig.model_validate(job.config), tmp_path, dict(job.state))
+    weights = tmp_path / "w.gguf"
+    weights.write_bytes(b"0" * 1000)
+
+    def export_one(failing: str) -> Any:
+        def run(profile: Any, model: str) -> dict[str, Any]:
+            if model == failing and profile.quantization == "Q5_K_M":
+                raise ExportFailed(0, f"pi-roomy: llama.cpp refused {model}")
+            score = {"Q8_0": 0.6, "Q5_K_M": 0.7, "Q4_K_M": 0.5, "Q4_0": 0.4}[profile.quantization]
+            return {"files": [str(weights)], "eval": {"score": score + (0.2 if model != tiny_base else 0)}}
+
+        return run
+
+    from export.profiles import get_profile
+
+    entry = sweep_target(ctx, get_profile("pi-roomy"), export_one(tiny_small_base))
+    rows = [(c["model"], c["quantization"]) for c in entry["frontier"]]
+    assert rows == [*((tiny_base, q) for q in SWEEP_QUANTIZATIONS), (tiny_small_base, "Q8_0")]
+    assert entry["selection"]["model"] == tiny_small_base and entry["selection"]["chosen"] == "Q8_0"
+    assert entry["selection"]["left_out"] == {
+        tiny_small_base: f"from Q5_K_M on: pi-roomy: llama.cpp refused {tiny_small_base}"
+    }
+    with pytest.raises(ExportFailed):
+        sweep_target(ctx, get_profile("pi-roomy"), export_one(tiny_base))

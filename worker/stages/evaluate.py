@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,18 +37,24 @@ def evaluate(ctx: JobContext, *, in_child: bool | None = None) -> dict[str, Any]
 
     held_out, probe, shots = eval_rows(ctx), load_probe(), _shots(ctx)
     base_dir, tuned_dir = Path(ctx.state["base_model_dir"]), Path(ctx.state["merged_dir"])
-    scored = _score(ctx, base_dir, tuned_dir, held_out, probe, shots, in_child)
+    # one stop check for the stage: its running cost counts every base scored in it
+    score = partial(_score, ctx, stop=stop_check(ctx, "evaluate"), in_child=in_child)
+    scored = score(base_dir, tuned_dir, held_out, probe, shots)
     result = _summary(scored)
     ctx.event(_eval_line(scored), type="metrics", data=result)
     # the full results (every metric, per-class report) feed the gate and the job's report
     out: dict[str, Any] = {"eval": result, "eval_results": {name: r.to_dict() for name, r in scored.items()}}
     if ctx.config.other_models:
-        out["other_bases"] = _evaluate_other_bases(ctx, held_out, probe, shots, in_child)
+        out["other_bases"] = _evaluate_other_bases(ctx, held_out, probe, shots, score)
     return out
 
 
 def _evaluate_other_bases(
-    ctx: JobContext, held_out: HeldOut, probe: Any, shots: list[dict[str, Any]] | None, in_child: bool | None
+    ctx: JobContext,
+    held_out: HeldOut,
+    probe: Any,
+    shots: list[dict[str, Any]] | None,
+    score: Callable[..., dict[str, Any]],
 ) -> dict[str, dict[str, Any]]:
     """A sweep's other bases scored as the job's model is: base, prompted base, fine-tune and
     the probe, so the sweep can refuse a base whose fine-tune the gate would (eval/gate.py)."""
@@ -55,7 +63,7 @@ def _evaluate_other_bases(
         ctx.check_cancel()
         entry = bases[model]
         base_dir, tuned_dir = Path(entry["base_model_dir"]), Path(entry["merged_dir"])
-        scored = _score(ctx, base_dir, tuned_dir, held_out, probe, shots, in_child)
+        scored = score(base_dir, tuned_dir, held_out, probe, shots)
         entry["eval"] = _summary(scored)
         entry["eval_results"] = {name: r.to_dict() for name, r in scored.items()}
         ctx.event(f"{model} (for the sweep): " + _eval_line(scored), type="metrics",
@@ -70,6 +78,8 @@ def _score(
     held_out: HeldOut,
     probe: Any,
     shots: list[dict[str, Any]] | None,
+    *,
+    stop: Callable[[], BaseException | None],
     in_child: bool | None,
 ) -> dict[str, Any]:
     from eval.scoring import score_models
@@ -78,7 +88,6 @@ def _score(
     if in_child if in_child is not None else device == "cuda":
         from worker.eval_process import score_models_in_child
 
-        stop = stop_check(ctx, "evaluate")
         return score_models_in_child(ctx, base_dir, tuned_dir, held_out, probe, device, stop, shots)
     return score_models(
         base_dir, tuned_dir, held_out, probe, device=device, between=ctx.check_cancel, shots=shots

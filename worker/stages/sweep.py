@@ -22,19 +22,32 @@ def sweep_target(
     """The chosen candidate's export entry, carrying `frontier` (every candidate, judged) and
     `selection`. The candidates: each quantization of each base the target may ship (the job's
     model, then its `models`); `export_one(profile, base)` exports and scores one. A base whose
-    fine-tune the gate would refuse has every candidate marked so, never chosen. No candidate
+    fine-tune the gate would refuse has every candidate marked so, never chosen; another base
+    whose export fails (ExportFailed) is left out from there on, with a warning and in
+    `selection.left_out`, where the job's own model's failure fails the target. No candidate
     within budget: the job fails naming the target and each miss, and nothing of it is published."""
     from eval.gate import fine_tune_reasons
 
     entries: dict[tuple[str, str], dict[str, Any]] = {}
     judged: list[Candidate] = []
+    left_out: dict[str, str] = {}
     models = ctx.config.target_models(profile.name)
     for model in models:
         refused = [] if model == ctx.config.model else _base_refusal(ctx, model, fine_tune_reasons)
         for quant in SWEEP_QUANTIZATIONS:
             ctx.check_cancel()
             variant = profile.model_copy(update={"quantization": quant})
-            entries[model, quant] = export_one(variant, model)
+            try:
+                entries[model, quant] = export_one(variant, model)
+            except ExportFailed as exc:
+                if model == ctx.config.model:
+                    raise
+                # another base that cannot be exported or run here (its converter, or the task's
+                # grammar against its vocabulary) is left out of the sweep, not the target
+                left_out[model] = f"from {quant} on: {exc.message}"
+                line = f"Sweep {profile.name}: {model} left out {left_out[model]}"
+                ctx.event(line, level="warn", data={"target": profile.name, "model": model})
+                break
             c = candidate(profile, quant, entries[model, quant], model=model)
             judged.append(c.model_copy(update={"misses": [*refused, *c.misses]}))
             ctx.event(_line(profile.name, judged[-1], len(models) > 1),
@@ -53,7 +66,8 @@ def sweep_target(
         data={"target": profile.name, "chosen": chosen.quantization, "model": chosen.model},
     )
     frontier = [c.model_dump() | {"within_budget": c.within_budget} for c in judged]
-    selection = {"select": "best_within_budget", "chosen": chosen.quantization, "model": chosen.model}
+    selection: dict[str, Any] = {"select": "best_within_budget", "chosen": chosen.quantization}
+    selection |= {"model": chosen.model} | ({"left_out": left_out} if left_out else {})
     return entries[chosen.model or ctx.config.model, chosen.quantization] | {
         "frontier": frontier,
         "selection": selection,

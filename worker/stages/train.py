@@ -135,12 +135,16 @@ def _training_stop(ctx: JobContext) -> Callable[[], BaseException | None]:
     return stop_check(ctx, "train")
 
 
-def _train_other_bases(ctx: JobContext) -> dict[str, dict[str, Any]]:
+def _train_other_bases(
+    ctx: JobContext, stop: Callable[[], BaseException | None]
+) -> dict[str, dict[str, Any]]:
     """A sweep's other bases (targets[].models), each fine-tuned as the job's model was: same rows,
-    settings and checkpoint choice, its own learning rate. Each one's outputs are kept in the job's
-    state as soon as it finishes, so a takeover trains only those not done."""
+    settings and checkpoint choice, its own learning rate. Each one's outputs are stored as soon as
+    it finishes, so a retry on the same machine trains only those not done (on another machine
+    they train again: their checkpoints stay local). `stop` is the stage's one check, so the
+    budget counts every base's time in it."""
     from recipes.dpo import DPOResult
-    from worker.context import save_state
+    from worker.context import save_outputs
 
     bases: dict[str, dict[str, Any]] = ctx.state["other_bases"]
     for model in ctx.config.other_models:
@@ -148,7 +152,7 @@ def _train_other_bases(ctx: JobContext) -> dict[str, dict[str, Any]]:
         if done and Path(done).is_dir():
             continue
         ctx.check_cancel()
-        out = run_recipe_in_child(ctx, _recipe(ctx, model), _training_stop(ctx), other_base=model)
+        out = run_recipe_in_child(ctx, _recipe(ctx, model), stop, other_base=model)
         result: TrainResult = out.training if isinstance(out, DPOResult) else out
         bases[model] |= {
             "merged_dir": str(result.merged_dir),
@@ -166,7 +170,7 @@ def _train_other_bases(ctx: JobContext) -> dict[str, dict[str, Any]]:
             type="metrics",
             data={"model": model, "steps": result.steps, "train_loss": result.train_loss},
         )
-        save_state(ctx, {"other_bases": bases})
+        save_outputs(ctx, {"other_bases": bases})
     return bases
 
 
@@ -180,7 +184,8 @@ def train(ctx: JobContext) -> dict[str, Any]:
         _split_eval(ctx)
     recipe_cfg = _recipe(ctx)
     _restore_stored_checkpoint(ctx, recipe_cfg.output_dir / "checkpoints")
-    out = run_recipe_in_child(ctx, recipe_cfg, _training_stop(ctx))
+    stop = _training_stop(ctx)  # one for the stage: its running cost counts every base trained in it
+    out = run_recipe_in_child(ctx, recipe_cfg, stop)
     result: TrainResult = out.training if isinstance(out, DPOResult) else out
     hp = _record_training(ctx, result)
     targets = result.target_modules if isinstance(result.target_modules, str) else list(result.target_modules)
@@ -207,7 +212,7 @@ def train(ctx: JobContext) -> dict[str, Any]:
         type="metrics",
         data=data,
     )
-    others = _train_other_bases(ctx) if ctx.config.other_models else None
+    others = _train_other_bases(ctx, stop) if ctx.config.other_models else None
     return {
         **({"other_bases": others} if others else {}),
         "merged_dir": str(result.merged_dir),
