@@ -416,19 +416,21 @@ def _stage_seconds(
     t = book.throughput
 
     profiles = load_profiles()
-    # eval scores the base, the fine-tuned model and each GGUF or ONNX artifact in its own runtime
-    # (a format with a runtime, export/formats/)
+    # eval scores the base, the base prompted with k training rows (chat-row methods: DPO's
+    # baseline is the bare base; the longer prompt is priced as a plain row), the fine-tuned model
+    # and each GGUF or ONNX artifact in its own runtime (a format with a runtime, export/formats/);
     # a `best_within_budget` target exports and scores every quantization of its sweep
     variants = {
         name: sweep_size(cfg.target_select(name)) * len(cfg.target_models(name)) for name in cfg.target_names
     }
     bases = len(flops)
-    runs = 2 * bases + sum(n for name, n in variants.items() if runtime_of(profiles[name]) is not None)
+    per_base = 3 if METHODS[cfg.method.type].rows == "chat" else 2
+    runs = per_base * bases + sum(n for name, n in variants.items() if runtime_of(profiles[name]) is not None)
     # The evaluate stage also answers the general-ability probe (eval/probe.py) with base and
     # fine-tuned: len(probe) generations each, 2 x 32 = 64 today. A probe answer is capped at
     # PROBE_MAX_NEW_TOKENS (12), under a classification row's 16, so each is priced as one eval row
     # (eval/probe.py measured 6-13 s for the 32 items on the tiny LFM2, 0.2-0.4 s an item):
-    # evaluate = (min(eval_rows, MAX_EVAL_ROWS) x runs + len(probe) x 2) x eval_s_per_row.
+    # evaluate = (min(eval_rows, MAX_EVAL_ROWS) x runs + len(probe) x 2 x bases) x eval_s_per_row.
     generations = min(data.eval_rows, MAX_EVAL_ROWS) * runs + len(load_probe()) * 2 * bases
     seconds = {
         "prepare": t.prepare_s,
