@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from infra.db import session_scope
 from infra.models import File
@@ -40,6 +41,16 @@ def stop_check(ctx: JobContext, stage: str) -> Callable[[], BaseException | None
         return None
 
     return check
+
+
+def made_from(ctx: JobContext, model: str) -> dict[str, Any]:
+    """What the stages made of a base, by the same keys: the job's state for the job's model, its
+    `other_bases` entry for a sweep's other base (base_model_dir, merged_dir, adapter_dir, eval,
+    eval_results)."""
+    if model == ctx.config.model:
+        return ctx.state
+    bases: dict[str, dict[str, Any]] = ctx.state["other_bases"]
+    return bases[model]
 
 
 def other_base_dir(ctx: JobContext, model: str) -> Path:

@@ -10,7 +10,7 @@ from services.device_benchmarks import MEASURABLE_FORMATS
 from services.errors import ExportFailed
 from worker.context import JobContext
 from worker.held_out import read_rows
-from worker.stages.common import other_base_dir
+from worker.stages.common import made_from, other_base_dir
 from worker.stages.device_figures import on_device
 from worker.stages.sweep import sweep_target
 
@@ -93,10 +93,9 @@ def _task_grammar(ctx: JobContext, held_out: HeldOut) -> Path | None:
 def _trained(ctx: JobContext, model: str) -> dict[str, Any]:
     """What the train stage made of a base: the job's model, or one of a sweep's other bases
     (base_model_dir, merged_dir, adapter_dir), and the folder its exports go to."""
-    if model == ctx.config.model:
-        keys = ("base_model_dir", "merged_dir", "adapter_dir")
-        return {k: ctx.state.get(k) for k in keys} | {"export_dir": ctx.work_dir / "export"}
-    return ctx.state["other_bases"][model] | {"export_dir": other_base_dir(ctx, model) / "export"}
+    own = model == ctx.config.model
+    made = {k: made_from(ctx, model).get(k) for k in ("base_model_dir", "merged_dir", "adapter_dir")}
+    return made | {"export_dir": ctx.work_dir / "export" if own else other_base_dir(ctx, model) / "export"}
 
 
 def _adapter_entry(ctx: JobContext, model: str) -> dict[str, Any]:

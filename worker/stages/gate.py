@@ -6,6 +6,7 @@ from typing import Any
 
 from services.errors import EvalGateFailed
 from worker.context import JobContext, save_state
+from worker.stages.common import made_from
 from worker.stages.publish import store_rejected
 
 
@@ -65,9 +66,8 @@ def _other_base_references(ctx: JobContext, exported: dict[str, dict[str, Any]])
     """A target whose sweep chose another base's artifact is held to that base's fine-tune."""
     from eval.metrics import EvalResult
 
-    bases = ctx.state.get("other_bases") or {}
     return {
-        target: EvalResult.from_dict(bases[entry["base_model"]]["eval_results"]["fine_tuned"])
+        target: EvalResult.from_dict(made_from(ctx, entry["base_model"])["eval_results"]["fine_tuned"])
         for target, entry in exported.items()
         if entry.get("base_model") and entry["base_model"] != ctx.config.model
     }

@@ -21,6 +21,7 @@ from infra.models import Artifact, Job, ModelVersion, Org, now
 from infra.storage import get_store
 from services import model_registry as registry_service
 from worker.context import JobCancelled, JobContext
+from worker.stages.common import made_from
 
 
 def _single_file(paths: list[Path], out_dir: Path, target: str) -> Path:
@@ -133,9 +134,7 @@ def _made_from(ctx: JobContext, entry: dict[str, Any]) -> tuple[str, dict[str, A
     """The base an exported entry was fine-tuned from, and that fine-tune's outputs and eval: the
     job's model, or the one of a sweep's other bases that its target chose."""
     base = entry.get("base_model") or ctx.config.model
-    if base == ctx.config.model:
-        return base, ctx.state
-    return base, ctx.state["other_bases"][base]
+    return base, made_from(ctx, base)
 
 
 def _upload_adapter(ctx: JobContext, target: str, entry: dict[str, Any], status: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from export.profiles import DeviceProfile
 from export.selection import Candidate, candidate, pick
 from services.errors import ExportFailed
 from worker.context import JobContext
+from worker.stages.common import made_from
 
 
 def sweep_target(
@@ -26,14 +27,12 @@ def sweep_target(
     whose export fails (ExportFailed) is left out from there on, with a warning and in
     `selection.left_out`, where the job's own model's failure fails the target. No candidate
     within budget: the job fails naming the target and each miss, and nothing of it is published."""
-    from eval.gate import fine_tune_reasons
-
     entries: dict[tuple[str, str], dict[str, Any]] = {}
     judged: list[Candidate] = []
     left_out: dict[str, str] = {}
     models = ctx.config.target_models(profile.name)
     for model in models:
-        refused = [] if model == ctx.config.model else _base_refusal(ctx, model, fine_tune_reasons)
+        refused = [] if model == ctx.config.model else _base_refusal(ctx, model)
         for quant in SWEEP_QUANTIZATIONS:
             ctx.check_cancel()
             variant = profile.model_copy(update={"quantization": quant})
@@ -74,10 +73,12 @@ def sweep_target(
     }
 
 
-def _base_refusal(ctx: JobContext, model: str, reasons: Callable[..., list[str]]) -> list[str]:
+def _base_refusal(ctx: JobContext, model: str) -> list[str]:
     """The gate's refusal of another base's fine-tune, as misses of each of its candidates."""
-    results = ctx.state["other_bases"][model]["eval_results"]
-    return [f"its fine-tune fails the gate: {r}" for r in reasons(ctx.config.gate, results)]
+    from eval.gate import fine_tune_reasons
+
+    results = made_from(ctx, model)["eval_results"]
+    return [f"its fine-tune fails the gate: {r}" for r in fine_tune_reasons(ctx.config.gate, results)]
 
 
 def _name(c: Candidate, many_bases: bool) -> str:

@@ -21,7 +21,7 @@ from worker.held_out import read_rows
 
 if TYPE_CHECKING:
     from recipes.training_common import TrainResult
-from worker.stages.common import other_base_dir, stop_check
+from worker.stages.common import made_from, other_base_dir, stop_check
 from worker.train_process import run_recipe_in_child
 
 
@@ -53,7 +53,7 @@ def _recipe(ctx: JobContext, model: str | None = None) -> Any:
     info = find_base_model(model or cfg.model, s.models_dir, s.model_cache_dir)
     assert info is not None  # checked when the job was created
     hp = cfg.method.hyperparameters
-    base_dir = ctx.state["other_bases"][model]["base_model_dir"] if model else ctx.state["base_model_dir"]
+    base_dir = made_from(ctx, model or cfg.model)["base_model_dir"]
     common: dict[str, Any] = {
         "base_model_dir": Path(base_dir),
         "train_file": Path(ctx.state["train_path"]),
