@@ -204,3 +204,16 @@ def minhash(grams: set[str]) -> np.ndarray:
 def _band_keys(grams: set[str]) -> list[tuple[int, bytes]]:
     bands = minhash(grams).reshape(BANDS, NUM_PERM // BANDS)
     return [(b, band.tobytes()) for b, band in enumerate(bands)]
+
+
+_LIST_MARKER = re.compile(r"^\s*(?:\d+\s*[.):-]|[-*•]+)\s*")
+
+
+def list_items(text: str) -> list[str]:
+    """The items of a listed answer, markers removed: when some lines are numbered or bulleted,
+    only those (a weak teacher wraps its list in "Here are five more:" and comments), else every
+    non-empty line. Each item is then cleaned and judged as one text (clean_text, text_problem)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if marked := [line for line in lines if _LIST_MARKER.match(line)]:
+        lines = marked
+    return [_LIST_MARKER.sub("", line).strip() for line in lines]

@@ -518,4 +518,5 @@ def _with_provenance(run: Run, c: Candidate, split: str, seed: int) -> dict[str,
         "judge_score": c.judge_score,
         "steered_against": c.steer,
     }
-    return {**c.row, "provenance": {k: val for k, val in provenance.items() if val is not None}}
+    # "" and None: not part of this row's prompt (a listed text has no subject or style)
+    return {**c.row, "provenance": {k: val for k, val in provenance.items() if val not in (None, "")}}

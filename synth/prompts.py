@@ -18,12 +18,13 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-PROMPT_VERSION = "synth-v2"
+PROMPT_VERSION = "synth-v3"
 # Each template's own version, recorded with every row it produced. Bump one when its text changes
 # (and PROMPT_VERSION with it). The v1 texts (labelled_text, instruction, answer) are unchanged
 # when a task uses none of the v2 extras (seeds, constraints, language, label descriptions).
 TEMPLATE_VERSIONS = {
     "labelled_text": 1,
+    "labelled_list": 1,
     "instruction": 1,
     "answer": 1,
     "topics": 1,
@@ -62,6 +63,12 @@ STYLES = [
     "in one sentence", "in two short sentences", "in a casual tone", "in a formal tone",
     "with one specific detail", "as a quick message", "in plain words", "with a number in it",
 ]  # fmt: skip
+
+
+# A label with the customer's seeds is written as a list "like these" (labelled_list_messages).
+LIST_SIZE = 5  # texts asked per list request; longer lists drift off the examples
+LIST_EXAMPLES = 5  # seeds shown at most, so the prompt stays short for a small teacher
+LIST_TOKENS_PER_TEXT = 32  # one sentence a line, with its marker
 
 
 # Version 2 spreads difficulty too (Evol-Instruct's "in-depth" direction, as a sampled axis
@@ -163,6 +170,27 @@ def labelled_text_messages(
             + notes
             + _example(example),
         },
+    ]
+
+
+def labelled_list_messages(label: str, examples: list[str], n: int, notes: str = "") -> list[dict[str, str]]:
+    """Ask for n more texts like the customer's seeds of one label, one per line.
+
+    Shown a label's own seeds as a list, the 135M teacher continues the list on topic far more
+    often than when asked for one text "about" a subject: on the four-team routing task (three seeds
+    a team; counted by hand, 12 list requests against 20 single ones) 19 of the 29 listed texts
+    fitted their team, against 4 of 20 labelled_text answers, whose sampled subject ("a shipping one
+    about a hotel stay") often contradicts the label. Naming the task in the prompt or asking in the
+    label's own words ("messages to the billing team") did no better; without seeds a list request
+    gave mostly single words and hashtags, so labels without seeds keep labelled_text.
+    """
+    shown = "\n".join(f"- {e}" for e in examples)
+    return [
+        {
+            "role": "user",
+            "content": f"Examples of {label} texts:\n{shown}\n"
+            f"Write {n} more {label} texts like these, one per line.{notes}",
+        }
     ]
 
 

@@ -6,8 +6,8 @@ A reply can be an error status with Retry-After, a delay (timeouts), garbage (ma
 dropped connection.
 
 `task_script` answers every prompt of synth/prompts.py like a competent teacher would, with planted
-faults (omitted values, echoed scaffolds, copied seeds, duplicates), so pipeline tests can assert
-exact drop reasons.
+faults (omitted values, echoed scaffolds, copied seeds, duplicates, short lists), so pipeline tests
+can assert exact drop reasons.
 """
 
 from __future__ import annotations
@@ -159,6 +159,17 @@ def task_script(n: int, payload: dict[str, Any]) -> Reply:
         return chat(
             "\n".join(f"{i}. {topic.group(1)} case {w}" for i, w in enumerate(["one", "two", "three"]))
         )
+    if listed := re.search(r"Write (\d+) more \w+ texts like these", prompt):
+        # a list like the seeds: a preamble line, numbered items, the last one the same in every
+        # list (duplicate); % 3 == 0 copies the first seed as its first item (seed_copy), % 4 == 0
+        # gives one item fewer than asked (unanswered)
+        n = int(listed.group(1)) - (seed % 4 == 0)
+        items = [f"{words(seed * 10 + i).capitalize()}, truly." for i in range(n)]
+        if seed % 3 == 0 and items:
+            items[0] = prompt.split("\n- ")[1].split("\n")[0]
+        if len(items) > 1:
+            items[-1] = "The same listed text comes back in every list."  # duplicate
+        return chat("Here are more:\n" + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(items)))
     if "examples of" in prompt:
         return chat("\n".join(f"- {w.capitalize()}" for w in words(seed, 6).split()))
     if "Rate the assistant" in prompt:

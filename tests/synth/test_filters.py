@@ -7,6 +7,7 @@ from synth.filters import (
     clean_answer,
     clean_text,
     label_leak,
+    list_items,
     normalize,
     split_label_prefix,
     text_problem,
@@ -103,3 +104,17 @@ def test_split_label_prefix() -> None:
         "positive",
     )
     assert split_label_prefix("Positively great.", LABELS) == ("Positively great.", None)
+
+
+def test_list_items_keeps_the_marked_lines_of_a_wrapped_list() -> None:
+    wrapped = (
+        "Here are three more:\n1. The invoice is wrong.\n\n2) I was charged twice.\n- Refund me.\n"
+        "Hope this helps!"
+    )
+    assert list_items(wrapped) == ["The invoice is wrong.", "I was charged twice.", "Refund me."]
+    # no markers: every non-empty line is an item
+    assert list_items("The app crashes.\n\nMy phone will not start.\n") == [
+        "The app crashes.",
+        "My phone will not start.",
+    ]
+    assert list_items("") == []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from domain.job_config import TaskSpec
-from synth.filters import normalize
+from synth.filters import list_items, normalize
 from synth.generate import SynthResult, binomial_tail, parse_score, synthesize
 from synth.prompts import PROMPT_VERSION, TEMPLATE_VERSIONS
 from synth.teacher import TeacherClient, TeacherSettings
@@ -130,10 +130,28 @@ def test_classification_is_balanced_and_uses_the_plan() -> None:
     }
     assert report["dropped_by_reason"]["duplicate"] >= 1
     prompts = [s.payload["messages"][-1]["content"] for s in fake.seen]
-    urgent = next(p for p in prompts if "Write a urgent one" in p)
-    # the label's description and the customer's seed reach the teacher
-    assert "It means: the customer cannot work at all." in urgent and "office is offline" in urgent
-    assert any(" case " in r["provenance"]["subject"] for r in result.train_rows)  # sub-topics used
+    # the label with a seed is asked for lists like it, with its description; the other one text
+    # at a time about a planned sub-topic
+    urgent = [p for p in prompts if "more urgent texts like these" in p]
+    assert urgent and not any("Write a urgent one" in p for p in prompts)
+    assert all(
+        p.startswith("Examples of urgent texts:\n- The whole office is offline since this morning.\n")
+        and p.endswith("one per line. It means: the customer cannot work at all.")
+        for p in urgent
+    )
+    assert any("Write a normal one about" in p for p in prompts)
+    rows = result.train_rows + result.eval_rows
+    by_label = {
+        label: [r["provenance"] for r in rows if r["messages"][2]["content"] == label]
+        for label in ("urgent", "normal")
+    }
+    assert {p["template"] for p in by_label["urgent"]} == {"labelled_list"}
+    assert not any("subject" in p or "style" in p for p in by_label["urgent"])  # not in its prompt
+    assert {p["template"] for p in by_label["normal"]} == {"labelled_text"}
+    assert any(" case " in p["subject"] for p in by_label["normal"])  # sub-topics used
+    # a list request fills up to LIST_SIZE rows: fewer requests than rows asked for this label
+    assert len(urgent) < sum(1 for p in by_label["urgent"])
+    assert report["dropped_by_reason"]["seed_copy"] >= 1 and report["unanswered"] >= 1
 
 
 def test_extraction_answers_are_sampled_valid_and_stated_in_the_text() -> None:
@@ -262,22 +280,26 @@ def test_sampled_values_satisfy_their_schema() -> None:
         assert 2 <= len(value["order"]["items"]) <= 4 and value["count"] >= 1
 
 
-def _round_trip_script(formats: list[Any] | None = None, wrong_every: int = 3) -> tuple[Any, dict[int, str]]:
+def _round_trip_script(formats: list[Any] | None = None, wrong_every: int = 3) -> tuple[Any, dict[str, str]]:
     """task_script, plus answers to the round-trip requests (the row's system turn, "Answer with
     exactly one of: ..."): the label the text was written for, except for request seeds divisible
     by 3, which get the other label: a teacher that disagrees with a third of its own rows. Asked
     for an object of a schema (response_format), it answers `{"label": ...}` as a server held to
     the schema does, and each request's response_format goes to `formats`."""
-    written_for: dict[int, str] = {}
+    written_for: dict[str, str] = {}  # normalised text -> the label it was written for
 
     def script(n: int, payload: dict[str, Any]) -> Any:
         seed = int(payload.get("seed", n))
         prompt = payload["messages"][-1]["content"]
-        if label := re.search(r"Write a (\w+) one about", prompt):
-            written_for[seed] = label.group(1)
+        if label := re.search(r"Write a (\w+) one about|Write \d+ more (\w+) texts like these", prompt):
+            reply = task_script(n, payload)
+            content = json.loads(reply.body)["choices"][0]["message"]["content"]
+            texts = list_items(content) if label.group(2) else [content]
+            written_for.update({normalize(t): label.group(1) or label.group(2) for t in texts})
+            return reply
         system = payload["messages"][0]["content"]
         if payload["messages"][0]["role"] == "system" and "Answer with exactly one of:" in system:
-            label_for = written_for[seed]
+            label_for = written_for[normalize(prompt)]
             other = "normal" if label_for == "urgent" else "urgent"
             answer = other if wrong_every and seed % wrong_every == 0 else label_for
             if formats is not None:
