@@ -117,6 +117,8 @@ def synthesize(
         _round(run, targets, rng, cap, on_progress)
         if on_round:
             on_round(run.rounds[-1])
+    if task.round_trips and not should_stop():
+        _round_trip_seeds(run)
     train, evals, surplus = _split(run.kept, targets, eval_targets, rng)
     train, overlap = _drop_eval_overlap(train, evals)
     run.dropped["surplus"] += surplus
@@ -298,25 +300,19 @@ def _round_trip(run: Run, candidates: list[Candidate]) -> list[Candidate]:
 
     A weak teacher is a weak classifier and extractor too: its disagreement says as much about it
     as about the row, so the rate is reported before anything is dropped by default (README,
-    Synthetic data)."""
-    kind = SYNTH_TASKS[run.task.type]
-    if kind.agrees is None:
+    Synthetic data), beside its agreement with the customer's own seeds (_round_trip_seeds)."""
+    if SYNTH_TASKS[run.task.type].agrees is None:
         return candidates  # domain/lists.py TASKS and synth/tasks/ agree on which types have one
-    budget = kind.round_trip_tokens
-    schema = kind.round_trip_schema(run.task) if kind.round_trip_schema else None
-    requests = [
-        ChatRequest(c.row["messages"][:-1], budget, 0.0, c.variation.seed, schema) for c in candidates
-    ]
-    run.round_trip["requests"] += len(requests)
+    run.round_trip["requests"] += len(candidates)
     drop = run.task.round_trip == "filter"
     kept = []
-    for c, out in zip(candidates, run.client.complete_many(requests, run.should_stop), strict=True):
-        if out is None:
+    verdicts = _ask_back(run, [(c.key, c.row, c.variation.seed) for c in candidates])
+    for c, agrees in zip(candidates, verdicts, strict=True):
+        if agrees is None:
             if drop:
                 run.dropped["round_trip_no_answer"] += 1
                 continue
         else:
-            agrees = kind.agrees(run.task, out, c.key, c.row)
             run.round_trip["checked"] += 1
             run.round_trip["agreed"] += agrees
             if drop and not agrees:
@@ -326,12 +322,45 @@ def _round_trip(run: Run, candidates: list[Candidate]) -> list[Candidate]:
     return kept
 
 
+def _round_trip_seeds(run: Run) -> None:
+    """The round trip on the customer's seeds that carry an answer: rows known to be right. A
+    teacher that agrees with them no more often than a guess cannot judge the task, whatever it
+    says of the generated rows; one that agrees with them but not with the rows points at the
+    rows. Once per run; not counted with the rows."""
+    kind = SYNTH_TASKS[run.task.type]
+    if kind.agrees is None or kind.seed_row is None:
+        return
+    asked = [
+        (kind.seed_key(run.task, seed), row, i)
+        for i, seed in enumerate(run.task.seed_examples)
+        if (row := kind.seed_row(run.task, seed)) is not None
+    ]
+    verdicts = [v for v in _ask_back(run, asked) if v is not None]
+    run.round_trip["seed_checked"] += len(verdicts)
+    run.round_trip["seed_agreed"] += sum(verdicts)
+
+
+def _ask_back(run: Run, rows: list[tuple[str | None, dict[str, Any], int]]) -> list[bool | None]:
+    """For each (key, row, request seed): whether the teacher, asked the row as the model will be,
+    gave its answer; None where the request failed."""
+    kind = SYNTH_TASKS[run.task.type]
+    assert kind.agrees is not None
+    schema = kind.round_trip_schema(run.task) if kind.round_trip_schema else None
+    requests = [
+        ChatRequest(row["messages"][:-1], kind.round_trip_tokens, 0.0, seed, schema) for _, row, seed in rows
+    ]
+    answers = run.client.complete_many(requests, run.should_stop)
+    return [
+        None if out is None else kind.agrees(run.task, out, key, row)
+        for (key, row, _), out in zip(rows, answers, strict=True)
+    ]
+
+
 def _round_trip_report(run: Run) -> dict[str, Any]:
     """The round trip's counts, and, where a guess has a known chance of agreeing (one label of
     n), whether the teacher agreed more often than guessing would: the one-sided binomial p-value
-    of `agreed` or more of `checked` at that chance. At p >= 0.05 the teacher cannot be told from a
-    guesser on these rows, so its agreement says nothing of them (a note says so): either the rows
-    or the teacher as a classifier are noise."""
+    of `agreed` or more of `checked` at that chance. The same for the customer's seeds (`seeds`),
+    and a note that reads the two together (_round_trip_note)."""
     checked, agreed = run.round_trip["checked"], run.round_trip["agreed"]
     out: dict[str, Any] = {
         "mode": run.task.round_trip,
@@ -341,21 +370,65 @@ def _round_trip_report(run: Run) -> dict[str, Any]:
         "requests": run.round_trip["requests"],
         "checked": checked,
         "agreed": agreed,
-        "agreement_rate": round(agreed / checked, 4) if checked else None,
+        "agreement_rate": _rate(agreed, checked),
     }
+    seeds_checked, seeds_agreed = run.round_trip["seed_checked"], run.round_trip["seed_agreed"]
+    seeds: dict[str, Any] | None = None
+    if seeds_checked:
+        seeds = {
+            "checked": seeds_checked,
+            "agreed": seeds_agreed,
+            "agreement_rate": _rate(seeds_agreed, seeds_checked),
+        }
+        out["seeds"] = seeds
     chance = SYNTH_TASKS[run.task.type].round_trip_chance
-    if chance is None or not checked:
+    if chance is None:
         return out
     p_guess = chance(run.task)
-    p_value = round(binomial_tail(agreed, checked, p_guess), 4)  # judged as shown
-    out |= {"chance_rate": round(p_guess, 4), "above_chance_p_value": p_value}
-    if p_value >= 0.05:
-        out["note"] = (
-            f"the teacher agreed with {agreed} of {checked} rows, no more often than guessing one "
-            f"answer in {round(1 / p_guess)} would (p = {p_value:.2f}): with this teacher the round "
-            "trip cannot tell right rows from wrong ones, and the rows may be as poor"
-        )
+    out["chance_rate"] = round(p_guess, 4)
+    if checked:
+        out["above_chance_p_value"] = round(binomial_tail(agreed, checked, p_guess), 4)  # judged as shown
+    if seeds is not None:
+        seeds["above_chance_p_value"] = round(binomial_tail(seeds_agreed, seeds_checked, p_guess), 4)
+    if note := _round_trip_note(out, seeds, p_guess):
+        out["note"] = note
     return out
+
+
+def _rate(agreed: int, checked: int) -> float | None:
+    return round(agreed / checked, 4) if checked else None
+
+
+def _round_trip_note(out: dict[str, Any], seeds: dict[str, Any] | None, p_guess: float) -> str | None:
+    """What the agreement means, read against a guess (p >= 0.05: cannot be told from one) and
+    against the customer's seeds, which are right: a teacher that cannot label them cannot judge
+    the rows either; one that labels them but not the rows says the rows are poor. A guess's
+    p-values are in `out` and `seeds` (above_chance_p_value)."""
+    guess = f"guessing one answer in {round(1 / p_guess)} would"
+    seeds_said = ""
+    # too few seeds to tell even a teacher agreeing with all of them from a guess (2 of 2 at one
+    # in two): they say nothing either way
+    if seeds is not None and binomial_tail(seeds["checked"], seeds["checked"], p_guess) < 0.05:
+        if seeds["above_chance_p_value"] >= 0.05:
+            return (
+                f"the teacher agreed with {seeds['agreed']} of your {seeds['checked']} own examples, no more "
+                f"often than {guess} (p = {seeds['above_chance_p_value']:.2f}): it cannot judge this task, "
+                f"so its agreement with the rows ({out['agreed']} of {out['checked']}) says nothing of them"
+            )
+        seeds_said = f", though it agreed with {seeds['agreed']} of your {seeds['checked']} own examples"
+    if not out["checked"] or out["above_chance_p_value"] < 0.05:
+        return None
+    said = (
+        f"the teacher agreed with {out['agreed']} of {out['checked']} rows, no more often than {guess} "
+        f"(p = {out['above_chance_p_value']:.2f})"
+    )
+    if seeds_said:
+        return said + seeds_said + ": the rows, not the teacher, are the likely fault"
+    return (
+        said
+        + ": with this teacher the round trip cannot tell right rows from wrong ones, and the rows may be "
+        "as poor"
+    )
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:

@@ -130,6 +130,14 @@ def agrees(task: TaskSpec, answer: str, key: str | None, row: dict[str, Any]) ->
     return match_label(named if isinstance(named, str) else answer, task.labels or []) == key
 
 
+def seed_row(task: TaskSpec, seed: SeedExample) -> dict[str, Any] | None:
+    """The seed as the row it would be: the task's instruction, its text, its label."""
+    if not isinstance(seed.output, str):
+        return None
+    labels = [str(label) for label in task.labels or []]
+    return chat_row(prompts.classification_instruction(task.description, labels), seed.input, seed.output)
+
+
 TASK = SynthTask(
     candidates,
     keys=keys,
@@ -139,4 +147,5 @@ TASK = SynthTask(
     round_trip_schema=answer_schema,
     round_trip_chance=lambda task: 1 / max(1, len(task.labels or [])),
     agrees=agrees,
+    seed_row=seed_row,
 )

@@ -9,7 +9,7 @@ import json
 import random
 from typing import Any
 
-from domain.job_config import TaskSpec
+from domain.job_config import SeedExample, TaskSpec
 from domain.lists import EVAL_TASKS
 from eval.extraction import field_f1, parse_json_object
 from synth import prompts
@@ -62,10 +62,19 @@ def answer_schema(task: TaskSpec) -> dict[str, Any] | None:
     return task.output_schema
 
 
+def seed_row(task: TaskSpec, seed: SeedExample) -> dict[str, Any] | None:
+    """The seed as the row it would be: the task's instruction, its text, its JSON object."""
+    if not isinstance(seed.output, dict):
+        return None
+    system = prompts.extraction_instruction(task.description, task.output_schema or {})
+    return chat_row(system, seed.input, json.dumps(seed.output, ensure_ascii=False))
+
+
 # the eval's own answer budget, so a teacher that writes the object out in full is not cut short
 TASK = SynthTask(
     candidates,
     round_trip_tokens=EVAL_TASKS["extraction"].max_new_tokens,
     round_trip_schema=answer_schema,
     agrees=agrees,
+    seed_row=seed_row,
 )

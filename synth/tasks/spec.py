@@ -45,3 +45,7 @@ class SynthTask:
     # the dataset report then says whether the agreement is above chance.
     round_trip_chance: Callable[[TaskSpec], float] | None = None
     agrees: Callable[[TaskSpec, str, str | None, dict[str, Any]], bool] | None = None
+    # A customer's seed with its answer as a row of this type (None without an answer): the round
+    # trip asks the teacher these too, as rows known to be right, so the report can say whether
+    # the teacher can judge the task at all.
+    seed_row: Callable[[TaskSpec, SeedExample], dict[str, Any] | None] | None = None

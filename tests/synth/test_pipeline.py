@@ -286,7 +286,9 @@ def _round_trip_script(formats: list[Any] | None = None, wrong_every: int = 3) -
     by 3, which get the other label: a teacher that disagrees with a third of its own rows. Asked
     for an object of a schema (response_format), it answers `{"label": ...}` as a server held to
     the schema does, and each request's response_format goes to `formats`."""
-    written_for: dict[str, str] = {}  # normalised text -> the label it was written for
+    # normalised text -> the label it was written for (the customer's seeds: theirs)
+    written_for = {normalize(s["input"]): s["output"] for s in SPECS["classification"]["seed_examples"]}
+    seeds = set(written_for)
 
     def script(n: int, payload: dict[str, Any]) -> Any:
         seed = int(payload.get("seed", n))
@@ -301,7 +303,8 @@ def _round_trip_script(formats: list[Any] | None = None, wrong_every: int = 3) -
         if payload["messages"][0]["role"] == "system" and "Answer with exactly one of:" in system:
             label_for = written_for[normalize(prompt)]
             other = "normal" if label_for == "urgent" else "urgent"
-            answer = other if wrong_every and seed % wrong_every == 0 else label_for
+            is_seed = normalize(prompt) in seeds  # the scripted teacher labels the customer's right
+            answer = other if wrong_every and seed % wrong_every == 0 and not is_seed else label_for
             if formats is not None:
                 formats.append(payload.get("response_format"))
             if payload.get("response_format"):
@@ -339,7 +342,9 @@ def test_round_trip_measures_agreement_and_filter_drops_the_rows_the_teacher_lab
         "json_object": {"type": "json_object", "schema": schema},
         "off": None,
     }[dialect]
-    assert len(formats) == rt["requests"] and all(f == expected for f in formats)
+    # the rows' round trips, then the seed's (rows known to be right), each held the same way
+    assert rt["seeds"] == {"checked": 1, "agreed": 1, "agreement_rate": 1.0, "above_chance_p_value": 0.5}
+    assert len(formats) == rt["requests"] + 1 and all(f == expected for f in formats)
     assert 0 < rt["agreed"] < rt["checked"] and rt["agreement_rate"] == round(rt["agreed"] / rt["checked"], 4)
     assert "round_trip_disagrees" not in measured.report["dropped_by_reason"]
     kept_seeds = [r["provenance"]["request_seed"] for r in measured.train_rows + measured.eval_rows]
@@ -394,6 +399,55 @@ def test_round_trip_says_when_the_teacher_agrees_no_more_than_a_guess() -> None:
 
     rt = _run_with(spec, _round_trip_script(wrong_every=0)[0]).report["round_trip"]
     assert rt["agreed"] == rt["checked"] >= 5 and rt["above_chance_p_value"] < 0.05 and "note" not in rt
+
+
+URGENCY_SEEDS = [
+    {"input": "The whole office is offline since this morning.", "output": "urgent"},
+    {"input": "Nobody can log in and the payroll run is today.", "output": "urgent"},
+    {"input": "Our only server is down and customers cannot order.", "output": "urgent"},
+    {"input": "Could you add a dark mode to the dashboard some day?", "output": "normal"},
+    {"input": "The export button label has a small typo in it.", "output": "normal"},
+    {"input": "How do I change the colour of my profile picture frame?", "output": "normal"},
+]
+
+
+def _seed_aware(right_on_seeds: bool) -> Any:
+    """A teacher that answers "urgent" to every generated row (a guess) and, to the customer's
+    seeds, their own label (`right_on_seeds`) or "urgent" too."""
+    seed_labels = {normalize(s["input"]): s["output"] for s in URGENCY_SEEDS}
+
+    def script(n: int, payload: dict[str, Any]) -> Any:
+        if "Answer with exactly one of:" in payload["messages"][0]["content"]:
+            text = normalize(payload["messages"][-1]["content"])
+            label = seed_labels.get(text, "urgent") if right_on_seeds else "urgent"
+            return chat(json.dumps({"label": label}), 60, 6)
+        return task_script(n, payload)
+
+    return script
+
+
+def test_round_trip_reads_the_rows_agreement_against_the_customers_own_examples() -> None:
+    """Six seeds with their labels are asked back as rows known to be right: a teacher that gets
+    them right but guesses on the rows points at the rows; one that guesses on both cannot judge."""
+    spec = {**SPECS["classification"], "round_trip": "measure", "seed_examples": URGENCY_SEEDS}
+    rt = _run_with(spec, _seed_aware(right_on_seeds=True)).report["round_trip"]
+    assert rt["seeds"]["checked"] == rt["seeds"]["agreed"] == 6 and rt["seeds"]["above_chance_p_value"] < 0.05
+    assert rt["above_chance_p_value"] >= 0.05 and rt["note"].endswith(
+        "though it agreed with 6 of your 6 own examples: the rows, not the teacher, are the likely fault"
+    )
+    rt = _run_with(spec, _seed_aware(right_on_seeds=False)).report["round_trip"]
+    seeds = rt["seeds"]
+    assert (seeds["checked"], seeds["agreed"], seeds["agreement_rate"]) == (6, 3, 0.5)
+    assert seeds["above_chance_p_value"] == pytest.approx(42 / 64, abs=1e-4)  # P(3 or more of 6 at 1/2)
+    assert rt["note"].startswith(
+        "the teacher agreed with 3 of your 6 own examples, no more often than guessing"
+    )
+    assert (
+        f"its agreement with the rows ({rt['agreed']} of {rt['checked']}) says nothing of them" in rt["note"]
+    )
+    # without round_trip nothing is asked back, the seeds included
+    off = _run_with({**spec, "round_trip": "off"}, _seed_aware(right_on_seeds=True)).report
+    assert "round_trip" not in off
 
 
 def test_binomial_tail() -> None:

@@ -153,6 +153,8 @@ def _tell_round_trip(ctx: JobContext, trip: dict[str, Any]) -> None:
     said = f"The teacher answered its own rows as written for {trip['agreed']} of {trip['checked']}"
     if "chance_rate" in trip:
         said += f" (guessing would agree with {trip['chance_rate']:.0%})"
+    if seeds := trip.get("seeds"):
+        said += f", and your own examples for {seeds['agreed']} of {seeds['checked']}"
     note = trip.get("note")
     ctx.event(
         said + (f": {note}" if note else ""), level="warn" if note else "info", data={"round_trip": trip}

@@ -59,6 +59,14 @@ def finished_job(server, owner_key, worker, tiny_base) -> Any:
 
 
 DATASET_LABELS = ["positive", "negative"]
+DATASET_SEEDS = [
+    {"input": "Works perfectly and the battery lasts all week.", "output": "positive"},
+    {"input": "Great value, I would buy it again.", "output": "positive"},
+    {"input": "The sound is clear and it arrived a day early.", "output": "positive"},
+    {"input": "It broke after two days and support never answered.", "output": "negative"},
+    {"input": "Cheap plastic, the lid does not even close.", "output": "negative"},
+    {"input": "Stopped charging within a week, waste of money.", "output": "negative"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +79,9 @@ def finished_dataset(server, owner_key, worker) -> dict[str, Any]:
         "description": "Classify the sentiment of a short customer product review.",
         "labels": DATASET_LABELS,
         "num_examples": 16,
+        # three of the customer's own per label: the teacher writes lists like them, and is asked
+        # them back as rows known to be right
+        "seed_examples": DATASET_SEEDS,
     }
     created = api.post("/synthetic_datasets", json={"task": task, "seed": 5})
     assert created.status_code == 200, created.text
@@ -401,6 +412,18 @@ def test_a_datasets_page_shows_what_was_kept_dropped_and_why(
     assert len(answers) == min(report["train"], 25) and set(answers) <= set(DATASET_LABELS)
     rounds = browser.find_elements(By.CSS_SELECTOR, "#rounds tr")[1:]
     assert len(rounds) == len(report["rounds"])
+    # the round trip: the rows' agreement, a guess's, the customer's own examples', and what they mean
+    trip = report["round_trip"]
+    said = by_id(browser, "round-trip").text
+    assert (
+        f"agreed with {trip['agreed']} of {trip['checked']} rows" in said
+        and "guessing would agree with 50%" in said
+    )
+    assert by_id(browser, "round-trip-seeds").text == f"{trip['seeds']['agreed']} of your 6 own examples"
+    notes = browser.find_elements(By.ID, "round-trip-note")
+    assert [n.text for n in notes] == (
+        [trip["note"][:1].upper() + trip["note"][1:] + "."] if "note" in trip else []
+    )
     screenshot(browser, "dataset")
 
 
