@@ -151,6 +151,11 @@ TASKS: dict[str, dict[str, Any]] = {
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "plain": {"replay": {"fraction": 0}, "checkpoints": {"select": "last"}},
+    # against forgetting, one lever each: a replay row per training row, half the learning rate
+    "replay-full": {"replay": {"fraction": 1.0}},
+    "lr-half": {
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"learning_rate_multiplier": 0.5}}}
+    },
 }
 
 
