@@ -400,34 +400,31 @@ def _rate(agreed: int, checked: int) -> float | None:
 
 
 def _round_trip_note(out: dict[str, Any], seeds: dict[str, Any] | None, p_guess: float) -> str | None:
-    """What the agreement means, read against a guess (p >= 0.05: cannot be told from one) and
-    against the customer's seeds, which are right: a teacher that cannot label them cannot judge
-    the rows either; one that labels them but not the rows says the rows are poor. A guess's
-    p-values are in `out` and `seeds` (above_chance_p_value)."""
-    guess = f"guessing one answer in {round(1 / p_guess)} would"
-    seeds_said = ""
-    # too few seeds to tell even a teacher agreeing with all of them from a guess (2 of 2 at one
-    # in two): they say nothing either way
-    if seeds is not None and binomial_tail(seeds["checked"], seeds["checked"], p_guess) < 0.05:
-        if seeds["above_chance_p_value"] >= 0.05:
-            return (
-                f"the teacher agreed with {seeds['agreed']} of your {seeds['checked']} own examples, no more "
-                f"often than {guess} (p = {seeds['above_chance_p_value']:.2f}): it cannot judge this task, "
-                f"so its agreement with the rows ({out['agreed']} of {out['checked']}) says nothing of them"
-            )
-        seeds_said = f", though it agreed with {seeds['agreed']} of your {seeds['checked']} own examples"
+    """What an agreement no better than a guess (p >= 0.05) means, read against the customer's
+    seeds, which are right: a teacher that labels them points at the rows; one that does not label
+    them either cannot judge the task. Seeds too few to tell even a teacher agreeing with all of
+    them from a guess (2 of 2 at one in two) say nothing either way. None when the rows' agreement
+    is above chance. A guess's p-values are in `out` and `seeds` (above_chance_p_value)."""
     if not out["checked"] or out["above_chance_p_value"] < 0.05:
         return None
+    guess = f"guessing one answer in {round(1 / p_guess)} would"
     said = (
         f"the teacher agreed with {out['agreed']} of {out['checked']} rows, no more often than {guess} "
         f"(p = {out['above_chance_p_value']:.2f})"
     )
-    if seeds_said:
-        return said + seeds_said + ": the rows, not the teacher, are the likely fault"
+    if seeds is not None and binomial_tail(seeds["checked"], seeds["checked"], p_guess) < 0.05:
+        of_seeds = f"{seeds['agreed']} of your {seeds['checked']} own examples"
+        if seeds["above_chance_p_value"] < 0.05:
+            return (
+                f"{said}, though it agreed with {of_seeds}: the rows, not the teacher, are the likely fault"
+            )
+        return (
+            f"{said}, nor with {of_seeds} (p = {seeds['above_chance_p_value']:.2f}): this teacher cannot "
+            "judge the task, so the round trip says nothing of the rows"
+        )
     return (
-        said
-        + ": with this teacher the round trip cannot tell right rows from wrong ones, and the rows may be "
-        "as poor"
+        f"{said}: with this teacher the round trip cannot tell right rows from wrong ones, and the rows "
+        "may be as poor"
     )
 
 

@@ -159,7 +159,7 @@ def task_script(n: int, payload: dict[str, Any]) -> Reply:
         return chat(
             "\n".join(f"{i}. {topic.group(1)} case {w}" for i, w in enumerate(["one", "two", "three"]))
         )
-    if listed := re.search(r"Write (\d+) more \w+ texts like these", prompt):
+    if listed := re.search(r"Write (\d+) more (\w+) texts like these", prompt):
         # a list like the seeds: a preamble line, numbered items, the last one the same in every
         # list (duplicate); % 3 == 0 copies the first seed as its first item (seed_copy), % 4 == 0
         # gives one item fewer than asked (unanswered)
@@ -168,7 +168,8 @@ def task_script(n: int, payload: dict[str, Any]) -> Reply:
         if seed % 3 == 0 and items:
             items[0] = prompt.split("\n- ")[1].split("\n")[0]
         if len(items) > 1:
-            items[-1] = "The same listed text comes back in every list."  # duplicate
+            # the same in every list of this label (duplicate), without naming it (label_leak)
+            items[-1] = f"The same {words(sum(map(ord, listed.group(2))), 3)} comes back in every list."
         return chat("Here are more:\n" + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(items)))
     if "examples of" in prompt:
         return chat("\n".join(f"- {w.capitalize()}" for w in words(seed, 6).split()))

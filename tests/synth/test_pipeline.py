@@ -280,14 +280,17 @@ def test_sampled_values_satisfy_their_schema() -> None:
         assert 2 <= len(value["order"]["items"]) <= 4 and value["count"] >= 1
 
 
-def _round_trip_script(formats: list[Any] | None = None, wrong_every: int = 3) -> tuple[Any, dict[str, str]]:
+def _round_trip_script(
+    formats: list[Any] | None = None, wrong_every: int = 3, seed_examples: list[dict[str, str]] | None = None
+) -> tuple[Any, dict[str, str]]:
     """task_script, plus answers to the round-trip requests (the row's system turn, "Answer with
     exactly one of: ..."): the label the text was written for, except for request seeds divisible
     by 3, which get the other label: a teacher that disagrees with a third of its own rows. Asked
     for an object of a schema (response_format), it answers `{"label": ...}` as a server held to
     the schema does, and each request's response_format goes to `formats`."""
     # normalised text -> the label it was written for (the customer's seeds: theirs)
-    written_for = {normalize(s["input"]): s["output"] for s in SPECS["classification"]["seed_examples"]}
+    seed_examples = SPECS["classification"]["seed_examples"] if seed_examples is None else seed_examples
+    written_for = {normalize(s["input"]): s["output"] for s in seed_examples}
     seeds = set(written_for)
 
     def script(n: int, payload: dict[str, Any]) -> Any:
@@ -428,7 +431,8 @@ def _seed_aware(right_on_seeds: bool) -> Any:
 
 def test_round_trip_reads_the_rows_agreement_against_the_customers_own_examples() -> None:
     """Six seeds with their labels are asked back as rows known to be right: a teacher that gets
-    them right but guesses on the rows points at the rows; one that guesses on both cannot judge."""
+    them right but guesses on the rows points at the rows; one that guesses on both cannot judge.
+    The seeds only read a guess-like agreement with the rows: with the rows above chance, no note."""
     spec = {**SPECS["classification"], "round_trip": "measure", "seed_examples": URGENCY_SEEDS}
     rt = _run_with(spec, _seed_aware(right_on_seeds=True)).report["round_trip"]
     assert rt["seeds"]["checked"] == rt["seeds"]["agreed"] == 6 and rt["seeds"]["above_chance_p_value"] < 0.05
@@ -439,12 +443,18 @@ def test_round_trip_reads_the_rows_agreement_against_the_customers_own_examples(
     seeds = rt["seeds"]
     assert (seeds["checked"], seeds["agreed"], seeds["agreement_rate"]) == (6, 3, 0.5)
     assert seeds["above_chance_p_value"] == pytest.approx(42 / 64, abs=1e-4)  # P(3 or more of 6 at 1/2)
+    assert rt["note"].endswith(
+        ", nor with 3 of your 6 own examples (p = 0.66): this teacher cannot judge the task, so the round "
+        "trip says nothing of the rows"
+    )
     assert rt["note"].startswith(
-        "the teacher agreed with 3 of your 6 own examples, no more often than guessing"
+        f"the teacher agreed with {rt['agreed']} of {rt['checked']} rows, no more often"
     )
-    assert (
-        f"its agreement with the rows ({rt['agreed']} of {rt['checked']}) says nothing of them" in rt["note"]
-    )
+    # a teacher right on the rows has no note, whatever it did with the seeds
+    spec_right = {**spec, "seed_examples": URGENCY_SEEDS[:1] + URGENCY_SEEDS[3:4]}
+    right = _round_trip_script(wrong_every=0, seed_examples=spec_right["seed_examples"])[0]
+    rt = _run_with(spec_right, right).report["round_trip"]
+    assert rt["agreed"] == rt["checked"] and rt["seeds"]["checked"] == 2 and "note" not in rt
     # without round_trip nothing is asked back, the seeds included
     off = _run_with({**spec, "round_trip": "off"}, _seed_aware(right_on_seeds=True)).report
     assert "round_trip" not in off
