@@ -57,7 +57,13 @@ SYSTEM = "Classify the sentiment of the review. Answer with exactly one of: posi
 LIGHT = {
     "replay": {"fraction": 0},
     "checkpoints": {"select": "last"},
-    "gate": {"min_delta": -1.0, "max_artifact_drop": 1.0, "max_probe_drop": 1.0, "min_eval_rows": 0},
+    "gate": {
+        "min_delta": -1.0,
+        "max_chance_p_value": 1.0,
+        "max_artifact_drop": 1.0,
+        "max_probe_drop": 1.0,
+        "min_eval_rows": 0,
+    },
 }
 ENDED = ("succeeded", "failed", "cancelled")
 OPERATOR = secrets.token_hex(16)

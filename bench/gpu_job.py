@@ -145,7 +145,12 @@ def job_body(model: str, file_id: str, args: argparse.Namespace) -> dict[str, An
         "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
         "targets": args.targets,
         # random weights: the gate must not refuse them for not beating their (random) base
-        "gate": {"min_delta": -1.0, "max_artifact_drop": 1.0, "max_probe_drop": 1.0},
+        "gate": {
+            "min_delta": -1.0,
+            "max_chance_p_value": 1.0,
+            "max_artifact_drop": 1.0,
+            "max_probe_drop": 1.0,
+        },
     }
 
 

@@ -59,6 +59,18 @@ class GatePolicy(BaseModel):
         description="Fewest held-out rows the gate judges on; with fewer it refuses and says so "
         f"(0 turns the check off; at most {MAX_EVAL_ROWS}, the most a job is scored on).",
     )
+    # A classification fine-tune must beat always answering the commonest held-out label, by a
+    # one-sided binomial test of its hits at that share: on 20 rows of four balanced labels it needs
+    # 9 right (p = 0.041), of two 15 (p = 0.021). Without it a fine-tune at chance passed min_delta
+    # by one row over a prompted base at chance too (0.25 against 0.20: routing on flipped labels,
+    # docs/benchmarks.md).
+    max_chance_p_value: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Classification: the fine-tune's accuracy must beat guessing the commonest held-out "
+        "label with a one-sided binomial p-value below this (1 turns the check off).",
+    )
     max_probe_drop: float = Field(
         default=0.2,
         ge=0.0,

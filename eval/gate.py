@@ -20,7 +20,12 @@ held-out rows with the same greedy decoding:
                       `flag`. Memory and speed are host measurements, and every detail says so.
 5. min_eval_rows      the held-out set has at least `min_eval_rows` rows. Fewer, and the gate cannot
                       tell a result from noise, so it says so and refuses rather than passing.
-6. max_probe_drop     a general-ability probe drops by at most `max_probe_drop` (forgetting). The
+6. max_chance_p_value a classification fine-tune beats answering the commonest held-out label
+                      every time: the one-sided binomial p-value of its hits at that label's
+                      share is below `max_chance_p_value`. min_delta compares two scores that may
+                      both be chance (a prompted base and a fine-tune that learned nothing);
+                      this one compares with what a guess is known to score.
+7. max_probe_drop     a general-ability probe drops by at most `max_probe_drop` (forgetting). The
                       probe (eval/probe.py) is 32 fixed short questions a small instruct model
                       should keep answering after a narrow fine-tune (arithmetic, capitals, yes/no,
                       one-word answers, copy/transform), scored by `answer_match` for base and
@@ -52,7 +57,7 @@ from pydantic import BaseModel, Field
 
 from domain.gate_policy import GatePolicy
 from domain.lists import BUDGET_UNITS, BudgetName
-from eval.metrics import EvalResult, MetricScore
+from eval.metrics import EvalResult, MetricScore, binomial_tail
 
 EPS = 1e-9
 
@@ -74,7 +79,9 @@ class BudgetCheck(BaseModel):
 
 
 class GateCheck(BaseModel):
-    rule: str  # "min_score", "min_delta", "max_artifact_drop", "max_probe_drop" or a budget's name
+    # "min_score", "min_delta", "max_chance_p_value", "max_artifact_drop", "max_probe_drop" or a
+    # budget's name
+    rule: str
     subject: str  # "fine-tuned", an artifact's name, or "probe"
     passed: bool
     detail: str  # the numbers, in words
@@ -185,6 +192,29 @@ def _artifact_drop(
         f"of {drop:+.3f}, {verb} {allowed}"
     )
     return GateCheck(rule="max_artifact_drop", subject=name, passed=ok, detail=detail)
+
+
+def _above_chance(policy: GatePolicy, metric: str, tuned: EvalResult) -> list[GateCheck]:
+    """max_chance_p_value, for an accuracy with its per-class support (classification); none for
+    other metrics or with the check off (1)."""
+    classes = tuned.report.get("per_class") or {}
+    if metric != "accuracy" or tuned.metric != "accuracy" or not classes or not tuned.n:
+        return []
+    if policy.max_chance_p_value >= 1:
+        return []
+    commonest = max(classes.items(), key=lambda kv: kv[1]["support"])
+    share = commonest[1]["support"] / tuned.n
+    hits = round(tuned.score * tuned.n)
+    p_value = binomial_tail(hits, tuned.n, share)
+    ok = p_value < policy.max_chance_p_value
+    detail = (
+        f"max_chance_p_value: fine-tuned accuracy {tuned.score:.3f} ({hits} of {tuned.n}) against always "
+        f"answering {commonest[0]!r} ({share:.3f}): p = {p_value:.3f}, "
+        + ("below" if ok else "not below")
+        + f" the required {policy.max_chance_p_value:.3f}"
+        + ("" if ok else ": it cannot be told from a guess")
+    )
+    return [GateCheck(rule="max_chance_p_value", subject="fine-tuned", passed=ok, detail=detail)]
 
 
 def _probe_drop(policy: GatePolicy, probe_base: EvalResult, probe_tuned: EvalResult) -> GateCheck:
@@ -320,6 +350,7 @@ def decide_gate(
         _eval_rows(policy, finetuned.n),
         _min_score(policy, metric, "fine-tuned", tuned),
         _min_delta(policy, metric, base.get(metric), tuned, baseline),
+        *_above_chance(policy, metric, finetuned),
     ]
     verdicts = {}
     for name, result in artifacts.items():

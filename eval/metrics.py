@@ -18,6 +18,7 @@ tool_calls.py and generation.py; this module adds the CIs and builds the `EvalRe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -271,3 +272,18 @@ def score(
     if task_type == "generation":
         return score_generation(predictions, references)
     raise ValueError(f"unknown task type {task_type!r}")
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how likely `k` or more agreements are by chance alone.
+    Each term in logs (C(n, i) overflows a float past n ~ 1030; a dataset may check 5000 rows)."""
+    if k <= 0 or p >= 1:
+        return 1.0
+    if p <= 0 or k > n:
+        return 0.0
+    log_c = math.lgamma(n + 1)
+    terms = (
+        log_c - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+        for i in range(k, n + 1)
+    )
+    return min(1.0, math.fsum(math.exp(t) for t in terms))

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domain.job_config import TaskSpec, eval_quota
+from eval.metrics import binomial_tail
 from synth import prompts
 from synth.candidates import Candidate, Run, copy_problem
 from synth.filters import (
@@ -426,21 +427,6 @@ def _round_trip_note(out: dict[str, Any], seeds: dict[str, Any] | None, p_guess:
         f"{said}: with this teacher the round trip cannot tell right rows from wrong ones, and the rows "
         "may be as poor"
     )
-
-
-def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): how likely `k` or more agreements are by chance alone.
-    Each term in logs (C(n, i) overflows a float past n ~ 1030; a dataset may check 5000 rows)."""
-    if k <= 0 or p >= 1:
-        return 1.0
-    if p <= 0 or k > n:
-        return 0.0
-    log_c = math.lgamma(n + 1)
-    terms = (
-        log_c - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
-        for i in range(k, n + 1)
-    )
-    return min(1.0, math.fsum(math.exp(t) for t in terms))
 
 
 def parse_score(text: str) -> int | None:

@@ -38,6 +38,7 @@ def test_an_improved_model_and_faithful_artifacts_pass() -> None:
         "min_eval_rows",
         "min_score",
         "min_delta",
+        "max_chance_p_value",
         "max_artifact_drop",
         "max_probe_drop",
     }
@@ -46,7 +47,8 @@ def test_an_improved_model_and_faithful_artifacts_pass() -> None:
 
 @pytest.mark.parametrize(("base_right", "tuned_right"), [(12, 12), (14, 12)])
 def test_a_model_no_better_than_base_fails_with_the_numbers(base_right: int, tuned_right: int) -> None:
-    decision = decide_gate(GatePolicy(), accuracy(base_right), accuracy(tuned_right), {})
+    # min_delta alone (12 of 20 on two labels is no better than a guess either: tested below)
+    decision = decide_gate(GatePolicy(max_chance_p_value=1), accuracy(base_right), accuracy(tuned_right), {})
     assert not decision.passed
     assert len(decision.reasons) == 1
     reason = decision.reasons[0]
@@ -185,8 +187,11 @@ def test_gate_on_another_metric_of_the_results() -> None:
     # (positive F1 2/3, negative F1 0 -> 1/3, against base's 0.4 on both classes).
     base = accuracy(8)
     tuned = score("classification", ["positive"] * N, REFERENCES, LABELS)
-    assert decide_gate(GatePolicy(), base, tuned, {}).passed
-    decision = decide_gate(GatePolicy(metric="macro_f1"), base, tuned, {})
+    assert decide_gate(GatePolicy(max_chance_p_value=1), base, tuned, {}).passed
+    # by default the guess itself is refused on accuracy: 10 of 20 is what "positive" always scores
+    refused = decide_gate(GatePolicy(), base, tuned, {})
+    assert [r.split(":")[0] for r in refused.reasons] == ["max_chance_p_value"]
+    decision = decide_gate(GatePolicy(metric="macro_f1", max_chance_p_value=1), base, tuned, {})
     assert not decision.passed and decision.metric == "macro_f1"
     assert "macro_f1 0.333 minus base 0.400" in decision.reasons[0]
     with pytest.raises(ValueError, match="no metric 'chrf'"):
@@ -324,8 +329,8 @@ def test_an_artifact_of_another_base_is_held_to_that_bases_fine_tune() -> None:
     (the smaller base's gap is no quantization loss) or lower (a larger gap would hide one)."""
     from eval.gate import fine_tune_reasons
 
-    base, tuned, small_tuned = accuracy(8), accuracy(18), accuracy(14)  # 0.40, 0.90, 0.70
-    small_gguf = {"raspberry-pi-5": accuracy(14)}  # no loss against its own fine-tune
+    base, tuned, small_tuned = accuracy(8), accuracy(18), accuracy(15)  # 0.40, 0.90, 0.75
+    small_gguf = {"raspberry-pi-5": accuracy(15)}  # no loss against its own fine-tune
     alone = decide_gate(GatePolicy(), base, tuned, small_gguf)
     assert not alone.passed and "max_artifact_drop: raspberry-pi-5" in alone.reasons[0]
     held = decide_gate(GatePolicy(), base, tuned, small_gguf, references={"raspberry-pi-5": small_tuned})
@@ -335,7 +340,7 @@ def test_an_artifact_of_another_base_is_held_to_that_bases_fine_tune() -> None:
                         references={"raspberry-pi-5": small_tuned})  # fmt: skip
     assert not lossy.artifacts[
         "raspberry-pi-5"
-    ].passed  # 0.55 against its own 0.70, though equal to the job's
+    ].passed  # 0.55 against its own 0.75, though equal to the job's
     # the other base's fine-tune itself, from an evaluate stage's stored results
     stored = {"base": base.to_dict(), "fine_tuned": small_tuned.to_dict(),
               "probe_base": accuracy(10).to_dict(), "probe_fine_tuned": accuracy(4).to_dict()}  # fmt: skip
@@ -343,3 +348,34 @@ def test_an_artifact_of_another_base_is_held_to_that_bases_fine_tune() -> None:
     assert len(reasons) == 1 and reasons[0].startswith("max_probe_drop"), reasons
     stored["probe_fine_tuned"] = accuracy(9).to_dict()
     assert fine_tune_reasons(GatePolicy(), stored) == []
+
+
+@pytest.mark.parametrize(
+    ("labels", "right", "passed"),
+    [
+        (4, 5, False),  # 0.25 on four balanced labels: a guess's score, though above a prompted base's 0.20
+        (4, 8, False),  # p = 0.10
+        (4, 9, True),  # p = 0.041
+        (2, 14, False),  # p = 0.058
+        (2, 15, True),  # p = 0.021
+    ],
+)
+def test_a_classifier_must_beat_answering_the_commonest_label(labels: int, right: int, passed: bool) -> None:
+    names = ["billing", "technical", "shipping", "account"][:labels]
+    refs = [names[i % labels] for i in range(N)]
+    preds = [r if i < right else names[(names.index(r) + 1) % labels] for i, r in enumerate(refs)]
+    tuned = score("classification", preds, refs, names)
+    prompted_base = score("classification", [names[0]] * 4 + [names[-1]] * 16, refs, names)  # 0.20 or 0.40
+    decision = decide_gate(GatePolicy(min_delta=-1), prompted_base, tuned, {})
+    check = next(c for c in decision.checks if c.rule == "max_chance_p_value")
+    assert check.passed is passed and decision.passed is passed, decision.reasons
+    assert f"({right} of {N}) against always answering {names[0]!r} ({1 / labels:.3f})" in check.detail
+    # off at 1, and not a rule for scores that are not accuracies over labels
+    assert "max_chance_p_value" not in {
+        c.rule
+        for c in decide_gate(GatePolicy(max_chance_p_value=1, min_delta=-1), prompted_base, tuned, {}).checks
+    }
+    f1 = result(0.1, metric="token_f1")
+    assert "max_chance_p_value" not in {
+        c.rule for c in decide_gate(GatePolicy(min_delta=-1), f1, f1, {}).checks
+    }

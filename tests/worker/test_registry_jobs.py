@@ -61,7 +61,9 @@ def test_a_refused_job_keeps_rejected_artifacts_and_its_version_cannot_take_an_a
     assert not any(e.data and e.data.get("stage") == "publish" for e in events)  # publish never ran
 
     passed = wait_for(
-        client, _job(client, tiny_base, {"min_delta": -1.0, "max_artifact_drop": 1.0}), ("succeeded",)
+        client,
+        _job(client, tiny_base, {"min_delta": -1.0, "max_chance_p_value": 1.0, "max_artifact_drop": 1.0}),
+        ("succeeded",),
     )
     versions = client.get("/registry/models/reviews/versions", cast_to=object)["data"]
     assert [(v["version"], v["job_id"], v["gate_passed"]) for v in versions] == [

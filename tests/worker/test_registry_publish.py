@@ -46,7 +46,8 @@ def exported_job(
             "training_file": "file-x",
             "suffix": suffix,
             "targets": ["laptop-cpu", "raspberry-pi-5"],
-            "gate": gate or {"min_delta": -1.0, "max_artifact_drop": 1.0, "min_eval_rows": 0},
+            "gate": gate
+            or {"min_delta": -1.0, "max_chance_p_value": 1.0, "max_artifact_drop": 1.0, "min_eval_rows": 0},
         }
     )
     with session_scope() as session:
