@@ -499,6 +499,13 @@ class TaskSpec(BaseModel):
         it can be compared on: domain/lists.py TASKS)."""
         return self.round_trip != "off" and TASKS[self.type].round_trip
 
+    @property
+    def seeds_asked_back(self) -> int:
+        """The seeds synthesis asks the teacher again, once a run (synth/generate.py
+        _round_trip_seeds): those that carry an answer, when the task round-trips. The plan prices
+        them as round-trip requests."""
+        return sum(s.output is not None for s in self.seed_examples) if self.round_trips else 0
+
     def tool_schemas(self) -> dict[str, dict[str, Any]]:
         """Each tool's name -> its `function` object (name, description, parameters)."""
         return {t["function"]["name"]: t["function"] for t in self.tools or []}

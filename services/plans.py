@@ -500,7 +500,8 @@ def _quote(
     if cfg.task and not cfg.training_file:
         t = book.throughput
         per_row = t.teacher_tokens_per_row + (t.round_trip_tokens_per_row if cfg.task.round_trips else 0.0)
-        tokens_k = (data.train_rows + data.eval_rows) * per_row / 1000
+        asked_back = cfg.task.seeds_asked_back * t.round_trip_tokens_per_row
+        tokens_k = ((data.train_rows + data.eval_rows) * per_row + asked_back) / 1000
         items.append(
             _item("synthesize", "teacher tokens", "teacher_1k_tokens", tokens_k, book.teacher_1k_tokens)
         )

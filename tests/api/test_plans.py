@@ -127,6 +127,18 @@ def test_plan_for_a_task_estimates_synthesis_and_teacher_tokens(api, tiny_base) 
         80 * (t.teacher_tokens_per_row + t.round_trip_tokens_per_row) / 1000, rel=1e-3
     )
 
+    # The customer's seeds that carry an answer are asked back once a run (the teacher's check on
+    # rows known to be right): one round-trip request each; a seed without an answer is not.
+    seeds = [
+        {"input": "Loved it.", "output": "positive"},
+        {"input": "Broke in a day.", "output": "negative"},
+        {"input": "Arrived on Tuesday."},
+    ]
+    seeded = {**filtered, "task": {**filtered["task"], "seed_examples": seeds}}
+    items = api.post("/fine_tuning/jobs/plan", json=seeded).json()["quote"]["items"]
+    quantity = next(i["quantity"] for i in items if i["unit"] == "teacher_1k_tokens")
+    assert quantity == pytest.approx(tokens["filtered"] + 2 * t.round_trip_tokens_per_row / 1000, rel=1e-3)
+
 
 def test_a_task_too_small_for_its_gate_is_refused_before_anything_is_paid(api, client, tiny_base) -> None:
     task = {"description": "Classify the review.", "labels": ["positive", "negative"], "num_examples": 30}
