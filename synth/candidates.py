@@ -74,10 +74,19 @@ def seed_for(task: TaskSpec, key: str | None, request_seed: int, seed_key: SeedK
     """One of the customer's seeds to vary: one whose answer has this key (`seed_key`: its label,
     the tool its call names; any seed when none has it), or None without seeds. Extraction seeds
     all fit: the values are sampled apart."""
-    seeds = [s.input for s in task.seed_examples if key is not None and seed_key(task, s) == key] or [
-        s.input for s in task.seed_examples
-    ]
+    keyed = seeds_by_key(task, seed_key).get(key) if key is not None else None
+    seeds = keyed or [s.input for s in task.seed_examples]
     return seeds[request_seed % len(seeds)] if seeds else None
+
+
+def seeds_by_key(task: TaskSpec, seed_key: SeedKey) -> dict[str, list[str]]:
+    """The customer's seed inputs grouped by their answer's key (`seed_key`), in the order given;
+    seeds without one are left out."""
+    out: dict[str, list[str]] = {}
+    for seed in task.seed_examples:
+        if (key := seed_key(task, seed)) is not None:
+            out.setdefault(key, []).append(seed.input)
+    return out
 
 
 def chat_row(system: str, user: str, assistant: str) -> dict[str, Any]:

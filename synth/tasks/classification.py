@@ -13,7 +13,7 @@ from domain.job_config import SeedExample, TaskSpec
 from eval.classification import match_label
 from eval.extraction import parse_json_object
 from synth import prompts
-from synth.candidates import Candidate, Chunk, Run, chat_row, notes, seed_for
+from synth.candidates import Candidate, Chunk, Run, chat_row, notes, seed_for, seeds_by_key
 from synth.filters import clean_text, list_items, split_label_prefix, text_problem
 from synth.tasks.spec import SynthTask
 from synth.teacher import ChatRequest
@@ -59,7 +59,7 @@ def candidates(run: Run, plan: Chunk) -> list[Candidate]:
 def _asks(run: Run, plan: Chunk) -> list[_Ask]:
     """The plan's requests: one per slot of an unseeded label, one per LIST_SIZE slots of a seeded
     one (in plan order, so a chunk cut short stays balanced)."""
-    seeds = _seeds_by_label(run.task)
+    seeds = seeds_by_key(run.task, seed_key)
     asks: list[_Ask] = []
     open_lists: dict[str, Chunk] = {}
     for label, v in plan:
@@ -71,14 +71,6 @@ def _asks(run: Run, plan: Chunk) -> list[_Ask]:
         if len(group) == prompts.LIST_SIZE:
             asks.append(_list_ask(run, str(label), seeds[str(label)], open_lists.pop(str(label))))
     return asks + [_list_ask(run, label, seeds[label], group) for label, group in open_lists.items()]
-
-
-def _seeds_by_label(task: TaskSpec) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for seed in task.seed_examples:
-        if (label := seed_key(task, seed)) is not None:
-            out.setdefault(label, []).append(seed.input)
-    return out
 
 
 def _text_ask(run: Run, label: str, v: prompts.Variation) -> _Ask:
