@@ -5,7 +5,7 @@ print one markdown row per job: bare base, prompted base, fine-tuned, each artif
 its grammar, the probe drop, the step shipped, rows kept, wall time, cost and the gate's verdict.
 
     .venv/bin/python -m bench.task_quality
-        [--tasks classification,routing,routing-seeded,extraction,tool_calling,chat]
+        [--tasks classification,classification-seeded,routing,routing-seeded,extraction,tool_calling,chat]
         [--variants defaults,plain] [--shuffled] [--flipped] [--rows 64] [--out var/bench/task_quality.json]
 
 Variants (the same training and held-out files, the same job seed):
@@ -67,6 +67,19 @@ ROUTING_SEEDS = {
     ),
 }
 
+SENTIMENT_SEEDS = {
+    "positive": (
+        "Works perfectly and the battery lasts all week.",
+        "Great value, I would buy it again.",
+        "The sound is clear and it arrived a day early.",
+    ),
+    "negative": (
+        "It broke after two days and support never answered.",
+        "Cheap plastic, the lid does not even close.",
+        "Stopped charging within a week, waste of money.",
+    ),
+}
+
 ROUTING = {
     "type": "classification",
     "description": "Route a customer support message to the team that should handle it: "
@@ -85,6 +98,20 @@ TASKS: dict[str, dict[str, Any]] = {
             "description": "Classify the sentiment of a short customer product review as positive or "
             "negative.",
             "labels": ["positive", "negative"],
+        },
+    },
+    # the same with three of the customer's reviews a label: seeded labels are asked as lists of
+    # texts "like these" (synth-v3), a prompt chosen on routing; this measures it on sentiment
+    "classification-seeded": {
+        "seed": 42,
+        "task": {
+            "type": "classification",
+            "description": "Classify the sentiment of a short customer product review as positive or "
+            "negative.",
+            "labels": ["positive", "negative"],
+            "seed_examples": [
+                {"input": text, "output": label} for label, texts in SENTIMENT_SEEDS.items() for text in texts
+            ],
         },
     },
     # four labels, so answers permuted among rows leave about a quarter right (two labels leave half,
