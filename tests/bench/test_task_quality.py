@@ -41,3 +41,16 @@ def test_the_shuffled_check_has_a_task_where_chance_is_a_quarter() -> None:
 
     labelled = [t["task"] for t in TASKS.values() if t["task"]["type"] == "classification"]
     assert max(len(t["labels"]) for t in labelled) >= 4
+
+
+def test_every_bench_task_is_a_task_the_api_accepts() -> None:
+    # a task the API would refuse (a seed whose label is not in the list, a bad schema) would fail
+    # the bench after its first hour, not here
+    from bench.task_quality import TASKS
+    from domain.job_config import TaskSpec
+
+    for name, spec in TASKS.items():
+        task = TaskSpec.model_validate(spec["task"])
+        assert task.type == spec["task"]["type"], name
+    seeded = TaskSpec.model_validate(TASKS["classification-seeded"]["task"])
+    assert seeded.seeds_asked_back == 6  # three reviews a label, each with its answer
