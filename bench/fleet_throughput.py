@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 
 from bench.gpu_job import free_port, spawn, wait_healthy
+from domain.gate_policy import gate_refusing_nothing
 from tests.support.databases import create_database, drop_database
 
 REDIS = "redis://127.0.0.1:6379/11"
@@ -57,13 +58,7 @@ SYSTEM = "Classify the sentiment of the review. Answer with exactly one of: posi
 LIGHT = {
     "replay": {"fraction": 0},
     "checkpoints": {"select": "last"},
-    "gate": {
-        "min_delta": -1.0,
-        "max_chance_p_value": 1.0,
-        "max_artifact_drop": 1.0,
-        "max_probe_drop": 1.0,
-        "min_eval_rows": 0,
-    },
+    "gate": gate_refusing_nothing(),
 }
 ENDED = ("succeeded", "failed", "cancelled")
 OPERATOR = secrets.token_hex(16)

@@ -34,6 +34,8 @@ from typing import Any
 
 import httpx
 
+from domain.gate_policy import gate_refusing_nothing
+
 MODEL_IDS = {"350m": "LiquidAI/LFM2-350M", "1.2b": "LiquidAI/LFM2-1.2B", "tiny": "bench/tiny-lfm2"}
 LABELS = ("positive", "negative")
 WORDS = (
@@ -145,12 +147,7 @@ def job_body(model: str, file_id: str, args: argparse.Namespace) -> dict[str, An
         "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
         "targets": args.targets,
         # random weights: the gate must not refuse them for not beating their (random) base
-        "gate": {
-            "min_delta": -1.0,
-            "max_chance_p_value": 1.0,
-            "max_artifact_drop": 1.0,
-            "max_probe_drop": 1.0,
-        },
+        "gate": gate_refusing_nothing(),
     }
 
 

@@ -78,3 +78,19 @@ class GatePolicy(BaseModel):
         description="General-ability probe (eval/probe.py: 32 fixed arithmetic, fact, yes/no, one-word "
         "and copy/transform questions) base minus fine-tuned must be at most this (forgetting).",
     )
+
+
+def gate_refusing_nothing() -> dict[str, float | int]:
+    """A gate policy (as the create body takes it) whose every score rule sits at its most lenient
+    bound, so no score refuses (but a fine-tune that loses every row of a perfect base: min_delta
+    cannot go below -1, and the difference must exceed it): for runs about the path, not the model
+    (tests and benches on tiny or random weights, which learn nothing in a few steps). A new rule
+    gets its line here; tests/domain/test_gate_policy.py checks that the worst model passes it. A
+    fresh dict each call, so a caller may change it."""
+    return {
+        "min_delta": -1.0,
+        "max_chance_p_value": 1.0,
+        "max_artifact_drop": 1.0,
+        "max_probe_drop": 1.0,
+        "min_eval_rows": 0,
+    }

@@ -18,6 +18,7 @@ import openai
 import pytest
 import yaml
 
+from domain.gate_policy import gate_refusing_nothing
 from export.profiles import PROFILES_PATH
 from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import running_worker
@@ -26,13 +27,7 @@ from tests.worker.test_end_to_end import wait_for
 pytestmark = pytest.mark.slow
 
 # budgets are under test (24 rows hold out 12: not the gate's sample size either)
-LENIENT = {
-    "min_delta": -1.0,
-    "max_chance_p_value": 1.0,
-    "max_artifact_drop": 1.0,
-    "max_probe_drop": 1.0,
-    "min_eval_rows": 0,
-}
+LENIENT = gate_refusing_nothing()
 HP = {"n_epochs": 1, "batch_size": 4}
 
 

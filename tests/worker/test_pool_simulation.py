@@ -23,6 +23,7 @@ import openai
 import pytest
 from sqlalchemy import select
 
+from domain.gate_policy import gate_refusing_nothing
 from infra.db import session_scope
 from infra.models import Job, UsageRecord
 from tests.api.helpers import jsonl, sentiment_rows
@@ -47,13 +48,7 @@ MACHINE = {
 LIGHT = {
     "replay": {"fraction": 0},
     "checkpoints": {"select": "last"},
-    "gate": {
-        "min_delta": -1.0,
-        "max_chance_p_value": 1.0,
-        "max_artifact_drop": 1.0,
-        "max_probe_drop": 1.0,
-        "min_eval_rows": 0,
-    },
+    "gate": gate_refusing_nothing(),
 }
 N_JOBS = 12
 

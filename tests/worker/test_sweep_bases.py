@@ -11,6 +11,7 @@ import io
 import openai
 import pytest
 
+from domain.gate_policy import gate_refusing_nothing
 from domain.lists import SWEEP_QUANTIZATIONS
 from tests.api.helpers import jsonl, sentiment_rows
 from tests.conftest import running_worker
@@ -43,13 +44,7 @@ def test_a_job_fine_tunes_each_allowed_base_and_ships_the_best_that_fits(
         "validation_file": _upload(client, sentiment_rows(20)[::-1]),
         "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 8}}},
         # about the wiring, not the gate's thresholds: random tiny bases learn little in 12 steps
-        "gate": {
-            "min_delta": -1.0,
-            "max_chance_p_value": 1.0,
-            "max_artifact_drop": 1.0,
-            "max_probe_drop": 1.0,
-            "min_eval_rows": 0,
-        },
+        "gate": gate_refusing_nothing(),
         "targets": [target],
     }
     plan = client.post("/fine_tuning/jobs/plan", body=body, cast_to=object)
