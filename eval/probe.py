@@ -127,7 +127,9 @@ def item_exact(item: ProbeItem, prediction: str) -> bool:
 
 def score_probe(items: Sequence[ProbeItem], predictions: Sequence[str]) -> EvalResult:
     """`answer_match` (headline) and `exact_match`, each the share of items right with its bootstrap
-    95% CI; `report["per_kind"]` holds answer_match per kind of item, for a human reading a drop."""
+    95% CI; `report["per_kind"]` holds answer_match per kind of item, for a human reading a drop;
+    `per_item` each item's answer_match (1 or 0), so a drop can be read item by item against the
+    base's (eval/gate.py: items lost and gained)."""
     if len(items) != len(predictions) or not items:
         raise ValueError(f"need one prediction per probe item ({len(predictions)} for {len(items)})")
     hits = np.array([item_correct(i, p) for i, p in zip(items, predictions, strict=True)], dtype=float)
@@ -144,6 +146,7 @@ def score_probe(items: Sequence[ProbeItem], predictions: Sequence[str]) -> EvalR
         top.ci_low,
         top.ci_high,
         metrics=metrics,
+        per_item=[float(h) for h in hits],
         report={"per_kind": per_kind},
     )
 

@@ -157,3 +157,30 @@ def test_a_real_pretrained_model_scores_measurably_above_a_random_one(
     assert tiny_probe.score <= 0.1
     assert smol.score > 0.2 and smol.report["per_kind"]["fact"] >= 0.5
     assert smol.ci_low > tiny_probe.ci_high  # apart beyond row-sampling noise, not by a lucky item
+
+
+def _probe_wrong_on(wrong: set[int]) -> EvalResult:
+    return score_probe(ITEMS, ["positive" if i in wrong else item.answers[0] for i, item in enumerate(ITEMS)])
+
+
+def test_the_probe_drop_is_told_item_by_item() -> None:
+    # the same net drop of two items can be 2 lost or 4 lost and 2 gained: the reason says which,
+    # with the drop's paired standard error, so a reader can judge it against noise
+    labels = ["positive", "negative"]
+    refs = labels * 10
+    base, tuned = (
+        score_classification(["negative"] * 20, refs, labels),
+        score_classification(refs, refs, labels),
+    )
+    probe_base = _probe_wrong_on({0, 1})
+    assert probe_base.per_item[:3] == [0.0, 0.0, 1.0] and len(probe_base.per_item) == len(ITEMS)
+    policy = GatePolicy(max_probe_drop=0.0)
+
+    churned = decide_gate(policy, base, tuned, {}, probe_base, _probe_wrong_on({2, 3, 4, 5}))
+    assert "+0.062" in churned.reasons[0]
+    assert f"(4 of {len(ITEMS)} items lost, 2 gained; standard error of the drop 0.0" in churned.reasons[0]
+    plain = decide_gate(policy, base, tuned, {}, probe_base, _probe_wrong_on({0, 1, 2, 3}))
+    assert f"(2 of {len(ITEMS)} items lost, 0 gained" in plain.reasons[0]
+    # the churned drop is the noisier of the two
+    se = [float(d.reasons[0].rsplit(" ", 1)[1].rstrip(")")) for d in (churned, plain)]
+    assert se[0] > se[1] > 0
