@@ -26,7 +26,7 @@ held-out rows with the same greedy decoding:
                       both be chance (a prompted base and a fine-tune that learned nothing);
                       this one compares with what a guess is known to score.
 7. max_probe_drop     a general-ability probe drops by at most `max_probe_drop` (forgetting). The
-                      probe (eval/probe.py) is 32 fixed short questions a small instruct model
+                      probe (eval/probe.py) is 64 fixed short questions a small instruct model
                       should keep answering after a narrow fine-tune (arithmetic, capitals, yes/no,
                       one-word answers, copy/transform), scored by `answer_match` for base and
                       fine-tuned alike; the drop is base minus fine-tuned.
@@ -234,7 +234,7 @@ def _items_moved(probe_base: EvalResult, probe_tuned: EvalResult) -> str:
     fine-tune lost, items gained, and the drop's paired standard error (paired_drop_noise). On
     SmolLM2-135M a base's right answer is partly luck (it says "No" to every yes/no item), so a
     drop of 7 net items may be 8 lost and 1 gained or 10 and 3 (docs/benchmarks.md). The rule
-    itself stays a point rule: with 32 items, widening it by its noise as max_artifact_drop does
+    itself stays a point rule: with 64 items, widening it by its noise as max_artifact_drop does
     would let a drop of a third through. Empty where the items' scores were not kept."""
     a, b = probe_base.per_item, probe_tuned.per_item
     if len(a) != len(b) or not a:

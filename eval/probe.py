@@ -1,6 +1,6 @@
 """A small fixed general-ability probe: did a narrow fine-tune make the model forget the basics?
 
-`probe_set.jsonl` (next to this file) holds 32 short questions written for this project, each with
+`probe_set.jsonl` (next to this file) holds 64 short questions written for this project, each with
 answers a machine can check: one-number arithmetic, capitals and simple facts, yes/no questions,
 one-word answers, and copy/transform tasks (change a word's case, reverse or sort a short list).
 A small instruct model gets most of them; a model fine-tuned into answering "positive" to
@@ -41,9 +41,11 @@ from eval.metrics import EvalResult, mean_score
 
 PROBE_PATH = Path(__file__).with_name("probe_set.jsonl")
 # Most answers take 1-8 tokens; SmolLM2-135M's "The capital of France is Paris." is 7 and its
-# longest correct sentence here 12. At most 12 x 32 = 384 decoded tokens per model. Measured in
-# transformers on 2 shared CPU cores: 6-13 s for the tiny test LFM2, 55 s for SmolLM2-135M
-# (18 s after a fine-tune made it terse: answers that stop early cost less).
+# longest correct sentence here 12. At most 12 x 64 = 768 decoded tokens per model. Measured in
+# transformers on 2 shared CPU cores with the first 32 items: 6-13 s for the tiny test LFM2, 55 s
+# for SmolLM2-135M (18 s after a fine-tune made it terse: answers that stop early cost less).
+# 64 since the 32 proved too few to tell a fine-tune's forgetting from the base's luck on
+# SmolLM2-135M (docs/benchmarks.md): a drop's standard error is about 0.06 on 64, 0.09 on 32.
 PROBE_MAX_NEW_TOKENS = 12
 
 MatchRule = Literal["contains", "starts"]

@@ -40,7 +40,7 @@ _kept: dict[tuple[Path, str], tuple[Any, Any]] | None = None
 Device = Literal["cpu", "cuda"]
 
 # Batched decoding on a GPU: rows sorted by prompt length, at most this many per batch and this
-# many padded tokens (prompt + new) per batch. A 40-row eval or the 32-item probe is one or two
+# many padded tokens (prompt + new) per batch. A 40-row eval or the 64-item probe is two or three
 # batches; LFM2-1.2B's cache for 16k tokens is a few hundred MB.
 GPU_BATCH_ROWS = 32
 GPU_BATCH_TOKENS = 16384

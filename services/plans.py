@@ -427,9 +427,9 @@ def _stage_seconds(
     per_base = 3 if METHODS[cfg.method.type].rows == "chat" else 2
     runs = per_base * bases + sum(n for name, n in variants.items() if runtime_of(profiles[name]) is not None)
     # The evaluate stage also answers the general-ability probe (eval/probe.py) with base and
-    # fine-tuned: len(probe) generations each, 2 x 32 = 64 today. A probe answer is capped at
+    # fine-tuned: len(probe) generations each, 2 x 64 = 128 today. A probe answer is capped at
     # PROBE_MAX_NEW_TOKENS (12), under a classification row's 16, so each is priced as one eval row
-    # (eval/probe.py measured 6-13 s for the 32 items on the tiny LFM2, 0.2-0.4 s an item):
+    # (eval/probe.py measured 6-13 s for 32 items on the tiny LFM2, 0.2-0.4 s an item):
     # evaluate = (min(eval_rows, MAX_EVAL_ROWS) x runs + len(probe) x 2 x bases) x eval_s_per_row.
     generations = min(data.eval_rows, MAX_EVAL_ROWS) * runs + len(load_probe()) * 2 * bases
     seconds = {

@@ -245,14 +245,14 @@ def test_evaluate_estimate_counts_the_probe_for_base_and_fine_tuned() -> None:
     config = JobConfig(model="LiquidAI/LFM2-350M", training_file="file-x", targets=targets)
     seconds = _stage_seconds(config, _Data([], 36, 4, True), [1e12], 10, book, "cpu")
     # 4 held-out rows x 5 runs (base, base prompted, fine-tuned, the laptop-cpu GGUF, the
-    # browser-webgpu ONNX; the gpu-server safetensors are not scored apart) + 32 probe items x 2
+    # browser-webgpu ONNX; the gpu-server safetensors are not scored apart) + 64 probe items x 2
     # models (base, fine-tuned)
-    assert len(load_probe()) == 32
-    assert seconds["evaluate"] == round((4 * 5 + 32 * 2) * book.throughput.eval_s_per_row, 1)
+    assert len(load_probe()) == 64
+    assert seconds["evaluate"] == round((4 * 5 + 64 * 2) * book.throughput.eval_s_per_row, 1)
     # DPO's baseline is the bare base: no prompted run
     dpo = JobConfig.model_validate(config.model_dump() | {"method": {"type": "dpo"}})
     seconds = _stage_seconds(dpo, _Data([], 36, 4, True), [1e12], 10, book, "cpu")
-    assert seconds["evaluate"] == round((4 * 4 + 32 * 2) * book.throughput.eval_s_per_row, 1)
+    assert seconds["evaluate"] == round((4 * 4 + 64 * 2) * book.throughput.eval_s_per_row, 1)
 
 
 def test_train_estimate_counts_the_held_out_scores_of_checkpoint_selection() -> None:

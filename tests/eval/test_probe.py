@@ -29,7 +29,8 @@ KINDS = {"arithmetic", "fact", "yes_no", "one_word", "transform"}
 
 
 def test_the_probe_set_loads_and_covers_every_kind() -> None:
-    assert 24 <= len(ITEMS) <= 40
+    # 64 items: one is 0.016 and a drop's standard error about 0.06 (0.09 with the first 32)
+    assert 48 <= len(ITEMS) <= 80
     assert {i.kind for i in ITEMS} == KINDS
     assert all(sum(i.kind == k for i in ITEMS) >= 4 for k in KINDS)
     # as many "yes" as "no" items, so answering one word to everything scores half of them
@@ -106,18 +107,18 @@ def test_the_gate_fails_a_fine_tune_that_forgot_more_than_max_probe_drop() -> No
     base = score_classification(["negative"] * 20, refs, labels)  # 0.5
     tuned = score_classification(refs, refs, labels)  # 1.0: the task itself was learned
     policy = GatePolicy(max_probe_drop=0.05)
-    probe_base = _probe_with_wrong(0)  # 32/32 = 1.000
+    probe_base = _probe_with_wrong(0)  # 64/64 = 1.000
 
-    # 3 of 32 lost: 1.000 -> 0.906, a drop of 0.094 > 0.05
-    forgot = decide_gate(policy, base, tuned, {}, probe_base=probe_base, probe_finetuned=_probe_with_wrong(3))
+    # 4 of 64 lost: 1.000 -> 0.938, a drop of 0.062 > 0.05
+    forgot = decide_gate(policy, base, tuned, {}, probe_base=probe_base, probe_finetuned=_probe_with_wrong(4))
     assert not forgot.passed and len(forgot.reasons) == 1
     reason = forgot.reasons[0]
     assert reason.startswith("max_probe_drop: general-ability probe answer_match")
-    assert "1.000 (base) to 0.906 (fine-tuned)" in reason and "+0.094" in reason and "0.050" in reason
+    assert "1.000 (base) to 0.938 (fine-tuned)" in reason and "+0.062" in reason and "0.050" in reason
     assert [c.subject for c in forgot.checks if not c.passed] == ["probe"]
 
-    # 1 of 32 lost: a drop of 0.031, within 0.05
-    kept = decide_gate(policy, base, tuned, {}, probe_base=probe_base, probe_finetuned=_probe_with_wrong(1))
+    # 2 of 64 lost: a drop of 0.031, within 0.05
+    kept = decide_gate(policy, base, tuned, {}, probe_base=probe_base, probe_finetuned=_probe_with_wrong(2))
     assert kept.passed
     check = next(c for c in kept.checks if c.rule == "max_probe_drop")
     assert check.passed and "+0.031" in check.detail and "within" in check.detail
@@ -129,7 +130,7 @@ def test_the_gate_fails_a_fine_tune_that_forgot_more_than_max_probe_drop() -> No
         tuned,
         {},
         probe_base=probe_base,
-        probe_finetuned=_probe_with_wrong(3),
+        probe_finetuned=_probe_with_wrong(4),
     ).passed
 
 
@@ -177,7 +178,7 @@ def test_the_probe_drop_is_told_item_by_item() -> None:
     policy = GatePolicy(max_probe_drop=0.0)
 
     churned = decide_gate(policy, base, tuned, {}, probe_base, _probe_wrong_on({2, 3, 4, 5}))
-    assert "+0.062" in churned.reasons[0]
+    assert "+0.031" in churned.reasons[0]
     assert f"(4 of {len(ITEMS)} items lost, 2 gained; standard error of the drop 0.0" in churned.reasons[0]
     plain = decide_gate(policy, base, tuned, {}, probe_base, _probe_wrong_on({0, 1, 2, 3}))
     assert f"(2 of {len(ITEMS)} items lost, 0 gained" in plain.reasons[0]

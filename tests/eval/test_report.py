@@ -84,11 +84,11 @@ def test_page_escapes_labels_and_says_what_is_missing() -> None:
 
 
 def _probe_state() -> dict:
-    """_state() after a real probe: base gets 24 of the 32 items right, the fine-tune 16."""
+    """_state() after a real probe: base gets 48 of the 64 items right, the fine-tune 32."""
     items = load_probe()
     answers = [i.answers[0] for i in items]
-    base = score_probe(items, answers[:24] + [""] * 8)
-    tuned = score_probe(items, answers[:16] + [""] * 16)
+    base = score_probe(items, answers[:48] + [""] * 16)
+    tuned = score_probe(items, answers[:32] + [""] * 32)
     state = _state()
     state["eval_results"] |= {"probe_base": base.to_dict(), "probe_fine_tuned": tuned.to_dict()}
     state["gate"]["checks"].append(
@@ -100,7 +100,7 @@ def _probe_state() -> dict:
 def test_report_carries_the_probe_with_its_cis_drop_and_gate_check() -> None:
     job = {"id": "ftjob-2", "model": "tiny", "status": "succeeded", "max_probe_drop": 0.3}
     probe = build_report(job, _probe_state(), [])["probe"]
-    assert (probe["metric"], probe["n"]) == ("answer_match", 32)
+    assert (probe["metric"], probe["n"]) == ("answer_match", 64)
     assert probe["base"]["score"] == 0.75 and probe["fine_tuned"]["score"] == 0.5
     for side in ("base", "fine_tuned"):
         assert probe[side]["ci_low"] < probe[side]["score"] < probe[side]["ci_high"]
@@ -122,7 +122,7 @@ def test_page_shows_the_probe_with_its_cis_and_drop() -> None:
     assert f"0.500</td><td>{tuned['ci_low']:.3f}-{tuned['ci_high']:.3f}</td>" in table.group(0)
     assert "width:60px" in table.group(0) and "width:40px" in table.group(0)  # 80 px is a score of 1
     assert "+0.250, allowed 0.300" in table.group(0) and "max_probe_drop passed" in table.group(0)
-    assert "32 fixed questions" in page
+    assert "64 fixed questions" in page
     assert page.count("<svg") == 1 and page.count("<rect") == 3  # the probe adds no plot
     assert "No general-ability probe" in render_html(build_report(job, _state(), []))
 
