@@ -37,7 +37,7 @@ class GatePolicy(BaseModel):
     # One row lost costs 1/n: 0.05 with 20 rows, 0.031 with 32, 0.016 with 64. So 0.05 lets a
     # quantized artifact lose one net row to its checkpoint out of 20-32 (three out of 64), no more.
     max_artifact_drop: float = Field(default=0.05, ge=0.0, le=1.0)
-    # The probe has 64 items (one item is 0.016; one standard error of a drop is about 0.06). With
+    # The probe has 64 items (one item is 0.016; a drop's standard error measured 0.077-0.090). With
     # the recipe's defaults (replay, best checkpoint) the drops measured on the first 32 items on
     # SmolLM2-135M were -0.09 to 0.16 over seven jobs (bench/task_quality.py and three demo runs,
     # docs/benchmarks.md), 0.22 on a four-label routing job; without them 0.25 and 0.28 on

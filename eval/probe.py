@@ -45,7 +45,8 @@ PROBE_PATH = Path(__file__).with_name("probe_set.jsonl")
 # transformers on 2 shared CPU cores with the first 32 items: 6-13 s for the tiny test LFM2, 55 s
 # for SmolLM2-135M (18 s after a fine-tune made it terse: answers that stop early cost less).
 # 64 since the 32 proved too few to tell a fine-tune's forgetting from the base's luck on
-# SmolLM2-135M (docs/benchmarks.md): a drop's standard error is about 0.06 on 64, 0.09 on 32.
+# SmolLM2-135M (docs/benchmarks.md). A drop's paired standard error grows with the items that
+# move either way: 0.077-0.090 measured on 64 for SmolLM2-135M fine-tunes (20-22 lost, 6-13 gained).
 PROBE_MAX_NEW_TOKENS = 12
 
 MatchRule = Literal["contains", "starts"]
