@@ -34,6 +34,7 @@ import platform
 import random
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,19 @@ SENTIMENT_SEEDS = {
     ),
 }
 
+SENTIMENT = {
+    "type": "classification",
+    "description": "Classify the sentiment of a short customer product review as positive or negative.",
+    "labels": ["positive", "negative"],
+}
+
+
+def seeded(task: dict[str, Any], seeds: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """The task with the customer's examples, each labelled (TaskSpec.seed_examples)."""
+    examples = [{"input": text, "output": label} for label, texts in seeds.items() for text in texts]
+    return {**task, "seed_examples": examples}
+
+
 ROUTING = {
     "type": "classification",
     "description": "Route a customer support message to the team that should handle it: "
@@ -92,44 +106,17 @@ ROUTING = {
 # The 135M bundled teacher's yield depends on the seed for extraction and tool calling (see
 # tests/synth/test_real_teacher.py); each task keeps the seed its test found to give a full set.
 TASKS: dict[str, dict[str, Any]] = {
-    "classification": {
-        "seed": 42,
-        "task": {
-            "type": "classification",
-            "description": "Classify the sentiment of a short customer product review as positive or "
-            "negative.",
-            "labels": ["positive", "negative"],
-        },
-    },
+    "classification": {"seed": 42, "task": SENTIMENT},
     # the same with three of the customer's reviews a label: seeded labels are asked as lists of
     # texts "like these" (synth-v3), a prompt chosen on routing; this measures it on sentiment
-    "classification-seeded": {
-        "seed": 42,
-        "task": {
-            "type": "classification",
-            "description": "Classify the sentiment of a short customer product review as positive or "
-            "negative.",
-            "labels": ["positive", "negative"],
-            "seed_examples": [
-                {"input": text, "output": label} for label, texts in SENTIMENT_SEEDS.items() for text in texts
-            ],
-        },
-    },
+    "classification-seeded": {"seed": 42, "task": seeded(SENTIMENT, SENTIMENT_SEEDS)},
     # four labels, so answers permuted among rows leave about a quarter right (two labels leave half,
     # which a base that knows sentiment sees through: docs/benchmarks.md): the shuffled check's task
     "routing": {"seed": 42, "task": ROUTING},
     # the same task with three of the customer's own messages per team (TaskSpec.seed_examples): the
     # teacher writes new inputs from them, which is what a customer can do when a weak teacher's
     # rows for a task are noise (docs/benchmarks.md, "Four labels")
-    "routing-seeded": {
-        "seed": 42,
-        "task": {
-            **ROUTING,
-            "seed_examples": [
-                {"input": text, "output": team} for team, texts in ROUTING_SEEDS.items() for text in texts
-            ],
-        },
-    },
+    "routing-seeded": {"seed": 42, "task": seeded(ROUTING, ROUTING_SEEDS)},
     "extraction": {
         "seed": 5,
         "task": {
